@@ -1,0 +1,135 @@
+"""Transit / interaction labels for the gate (paper section 3.4 and appendix D.3).
+
+Key events come from proprioceptive signals: a gripper transition between two consecutive frames
+(open -> close to grasp, close -> open to release) and, for tasks whose interaction is vertical (placing,
+pouring, insertion), the end-effector height crossing a per-task threshold. Frames within +-window of a key
+event are interaction (1), all others transit (0). In dual-arm tasks either arm's event counts.
+
+The keyframe is the first frame showing the new state: for a gripper signal [0, 0, 1, 1] it is frame 2.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from harmowam_core.data import format as fmt
+from harmowam_core.data.stats import vector_stats
+from harmowam_core.data.writer import (
+    DatasetLock,
+    _read_tasks,
+    _stats_to_json,
+    atomic_write_json,
+    atomic_write_table,
+    read_episode_rows,
+    recover,
+    write_meta,
+)
+from harmowam_core.errors import DatasetError
+
+LABEL_FEATURE = {"dtype": "int64", "shape": [1], "names": None}
+
+
+@dataclass
+class LabelSettings:
+    window: int = 20
+    height_thresholds: tuple[float, ...] = ()
+    gripper_closed_above: float = 0.5
+
+
+def _transitions(flags: np.ndarray) -> np.ndarray:
+    return np.nonzero(flags[1:] != flags[:-1])[0] + 1
+
+
+def find_keyframes(actions: np.ndarray, states: np.ndarray, num_arms: int, settings: LabelSettings) -> np.ndarray:
+    """Sorted unique keyframe indices. actions, states: (T, 7 * num_arms)."""
+    keys: list[np.ndarray] = []
+    for arm in range(num_arms):
+        base = 7 * arm
+        closed = actions[:, base + fmt.GRIPPER_INDEX] > settings.gripper_closed_above
+        keys.append(_transitions(closed))
+        z = states[:, base + fmt.HEIGHT_INDEX]
+        for thr in settings.height_thresholds:
+            keys.append(_transitions(z < thr))
+    return np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
+
+
+def interaction_labels(length: int, keyframes: np.ndarray, window: int) -> np.ndarray:
+    """(length,) int64: 1 within +-window of any keyframe, else 0."""
+    labels = np.zeros(length, dtype=np.int64)
+    for k in keyframes:
+        labels[max(0, int(k) - window) : min(length, int(k) + window + 1)] = 1
+    return labels
+
+
+@dataclass
+class EpisodeLabels:
+    episode_index: int
+    frames: int
+    keyframes: list[int]
+    labels: np.ndarray
+
+    @property
+    def interaction_share(self) -> float:
+        return float(self.labels.mean()) if self.frames else 0.0
+
+
+def label_dataset(root: str | Path, settings: LabelSettings, dry_run: bool = False) -> list[EpisodeLabels]:
+    """Compute labels for every episode and, unless `dry_run`, write them into the dataset.
+
+    Writes the `interaction` column into each data file, the feature into info.json, the keyframe indices
+    and per-episode label stats into the episodes table, and the settings into meta/harmowam.json.
+    Re-running replaces earlier labels.
+    """
+    root = Path(root)
+    if not (root / fmt.INFO_PATH).is_file():
+        raise DatasetError(f"{root}: not a dataset (no meta/info.json); record one with `harmowam collect`")
+    if settings.window < 0:
+        raise DatasetError(f"--window must be >= 0, got {settings.window}")
+    with DatasetLock(root):
+        recover(root)
+        info = json.loads((root / fmt.INFO_PATH).read_text())
+        spec = fmt.DatasetSpec.from_info(info)
+        rows = read_episode_rows(root)
+        if not rows:
+            raise DatasetError(f"{root}: the dataset has no episodes to label")
+        results: list[EpisodeLabels] = []
+        tables: list[tuple[Path, pa.Table]] = []
+        for row in rows:
+            path = root / fmt.DATA_PATH.format(chunk_index=row["data/chunk_index"], file_index=row["data/file_index"])
+            table = pq.read_table(path)
+            n = table.num_rows
+            actions = np.asarray(table.column("action").combine_chunks().flatten()).reshape(n, -1)
+            states = np.asarray(table.column("observation.state").combine_chunks().flatten()).reshape(n, -1)
+            keys = find_keyframes(actions, states, spec.num_arms, settings)
+            labels = interaction_labels(n, keys, settings.window)
+            results.append(EpisodeLabels(row["episode_index"], n, keys.tolist(), labels))
+            if fmt.LABEL_KEY in table.column_names:
+                table = table.drop_columns([fmt.LABEL_KEY])
+            tables.append((path, table.append_column(fmt.LABEL_KEY, pa.array(labels))))
+        if dry_run:
+            return results
+        for path, table in tables:
+            atomic_write_table(path, table)
+        for row, res in zip(rows, results, strict=True):
+            row["keyframes"] = res.keyframes
+            for s, v in _stats_to_json(vector_stats(res.labels)).items():
+                row[f"stats/{fmt.LABEL_KEY}/{s}"] = v
+        extra = {k: v for k, v in info["features"].items() if k not in spec.features()}
+        extra[fmt.LABEL_KEY] = dict(LABEL_FEATURE)
+        meta_path = root / fmt.HARMOWAM_META_PATH
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"format": 1, "arms": spec.num_arms}
+        meta["labels"] = {
+            "window": settings.window,
+            "height_thresholds": list(settings.height_thresholds),
+            "gripper_closed_above": settings.gripper_closed_above,
+            "episodes": len(rows),
+        }
+        atomic_write_json(meta_path, meta)
+        write_meta(root, spec, rows, _read_tasks(root), extra)
+    return results

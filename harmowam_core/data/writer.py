@@ -1,0 +1,427 @@
+"""Append-only, crash-safe writer for LeRobotDataset v3.0 datasets.
+
+    with DatasetWriter(root, spec, task_name="stack_cans", stage_names=["beside", "on_top"]) as writer:
+        with writer.episode("stack the cans") as ep:
+            for step in ...:
+                ep.add_frame(action, state, {"front": rgb, ...})   # rgb: (H, W, 3) uint8
+            ep.save(stage_success=[True, False])
+
+An episode is recorded into `root/.staging/` (video frames are encoded as they arrive) and committed by
+renames: videos, then the data file, then the episodes table, then info.json and stats.json. A process
+killed while recording leaves only staging files, which the next writer removes; a process killed during
+the few renames of a commit leaves files that no episode row references, which the next writer (or reader)
+also removes. Either way every episode is wholly in the dataset or absent.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from harmowam_core.data import format as fmt
+from harmowam_core.data.stats import ImageStatsAccumulator, aggregate, vector_stats
+from harmowam_core.data.video import VideoEncoder
+from harmowam_core.errors import DatasetError
+
+VECTOR_KEYS = ("action", "observation.state")
+
+
+# --------------------------------------------------------------------------------------------- small I/O helpers
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj: dict) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=4, ensure_ascii=False) + "\n").encode())
+
+
+def atomic_write_table(path: Path, table: pa.Table) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    pq.write_table(table, tmp, compression="snappy")
+    os.replace(tmp, path)
+
+
+def tasks_table(tasks: list[str]) -> pa.Table:
+    """meta/tasks.parquet as pandas writes it: the task string is the DataFrame index, named "task"."""
+    table = pa.table(
+        {"task_index": pa.array(range(len(tasks)), pa.int64()), "task": pa.array(tasks, pa.string())}
+    )
+    pandas_meta = {
+        "index_columns": ["task"],
+        "column_indexes": [
+            {"name": None, "field_name": None, "pandas_type": "unicode", "numpy_type": "object",
+             "metadata": {"encoding": "UTF-8"}}
+        ],
+        "columns": [
+            {"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64",
+             "metadata": None},
+            {"name": "task", "field_name": "task", "pandas_type": "unicode", "numpy_type": "object",
+             "metadata": None},
+        ],
+        "creator": {"library": "pyarrow", "version": pa.__version__},
+        "pandas_version": "2.2.3",
+    }
+    return table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
+
+
+def _stats_to_json(stats: dict[str, np.ndarray]) -> dict:
+    return {k: np.asarray(v).tolist() for k, v in stats.items()}
+
+
+def _stats_from_row(row: dict, key: str) -> dict[str, np.ndarray]:
+    return {s: np.asarray(row[f"stats/{key}/{s}"]) for s in ("min", "max", "mean", "std", "count")}
+
+
+def read_episode_rows(root: Path) -> list[dict]:
+    path = root / fmt.EPISODES_PATH.format(chunk_index=0, file_index=0)
+    if not path.exists():
+        return []
+    return pq.read_table(path).to_pylist()
+
+
+def build_info(spec: fmt.DatasetSpec, rows: list[dict], tasks: list[str], extra_features: dict) -> dict:
+    features = spec.features()
+    features.update(extra_features)
+    n = len(rows)
+    return {
+        "codebase_version": fmt.CODEBASE_VERSION,
+        "robot_type": spec.robot_type,
+        "total_episodes": n,
+        "total_frames": int(sum(r["length"] for r in rows)),
+        "total_tasks": len(tasks),
+        "chunks_size": fmt.CHUNKS_SIZE,
+        "data_files_size_in_mb": fmt.DATA_FILES_SIZE_IN_MB,
+        "video_files_size_in_mb": fmt.VIDEO_FILES_SIZE_IN_MB,
+        "fps": spec.fps,
+        "splits": {"train": f"0:{n}"} if n else {},
+        "data_path": fmt.DATA_PATH,
+        "video_path": fmt.VIDEO_PATH if spec.cameras else None,
+        "features": features,
+    }
+
+
+def build_stats(rows: list[dict], features: dict) -> dict:
+    if not rows:
+        return {}
+    return {
+        key: _stats_to_json(aggregate([_stats_from_row(r, key) for r in rows]))
+        for key in features
+        if f"stats/{key}/mean" in rows[0]
+    }
+
+
+def write_meta(root: Path, spec: fmt.DatasetSpec, rows: list[dict], tasks: list[str], extra_features: dict) -> None:
+    """Rewrite the episodes table, stats.json and info.json (in that order) from `rows`."""
+    if rows:
+        atomic_write_table(root / fmt.EPISODES_PATH.format(chunk_index=0, file_index=0), pa.Table.from_pylist(rows))
+    info = build_info(spec, rows, tasks, extra_features)
+    atomic_write_json(root / fmt.STATS_PATH, build_stats(rows, info["features"]))
+    atomic_write_json(root / fmt.INFO_PATH, info)
+
+
+def referenced_files(root: Path, rows: list[dict], video_keys: list[str]) -> set[Path]:
+    keep = set()
+    for r in rows:
+        keep.add(root / fmt.DATA_PATH.format(chunk_index=r["data/chunk_index"], file_index=r["data/file_index"]))
+        for vk in video_keys:
+            keep.add(
+                root
+                / fmt.VIDEO_PATH.format(
+                    video_key=vk, chunk_index=r[f"videos/{vk}/chunk_index"], file_index=r[f"videos/{vk}/file_index"]
+                )
+            )
+    return keep
+
+
+def recover(root: Path) -> None:
+    """Bring a dataset whose writer died back to its last committed state. Caller holds the lock."""
+    shutil.rmtree(root / fmt.STAGING_DIR, ignore_errors=True)
+    info_path = root / fmt.INFO_PATH
+    if not info_path.exists():
+        return
+    info = json.loads(info_path.read_text())
+    spec = fmt.DatasetSpec.from_info(info)
+    rows = read_episode_rows(root)
+    keep = referenced_files(root, rows, spec.video_keys)
+    for folder in [root / "data"] + [root / "videos" / vk for vk in spec.video_keys]:
+        for path in folder.glob("chunk-*/*"):
+            if path not in keep:
+                path.unlink()
+        for path in folder.glob("chunk-*/.*.tmp"):
+            path.unlink()
+    if info["total_episodes"] != len(rows) or info["total_frames"] != sum(r["length"] for r in rows):
+        extra = {k: v for k, v in info["features"].items() if k not in spec.features()}
+        write_meta(root, spec, rows, _read_tasks(root), extra)
+
+
+def _read_tasks(root: Path) -> list[str]:
+    path = root / fmt.TASKS_PATH
+    if not path.exists():
+        return []
+    t = pq.read_table(path).to_pydict()
+    return [task for _, task in sorted(zip(t["task_index"], t["task"], strict=True))]
+
+
+class DatasetLock:
+    """An exclusive advisory lock on a dataset, released when the holding process dies."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.fd: int | None = None
+
+    def __enter__(self) -> DatasetLock:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.root / fmt.LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            self.fd = None
+            raise DatasetError(f"{self.root}: another process is writing this dataset; wait for it to finish") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+# --------------------------------------------------------------------------------------------- writer
+class DatasetWriter:
+    """Opens (or creates) a dataset for appending episodes. Holds the dataset's lock until closed."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        spec: fmt.DatasetSpec | None = None,
+        *,
+        task_name: str | None = None,
+        stage_names: list[str] | None = None,
+        recipe: dict | None = None,
+    ):
+        self.root = Path(root)
+        self._lock = DatasetLock(self.root).__enter__()
+        try:
+            self._open(spec, task_name, stage_names, recipe)
+        except BaseException:
+            self._lock.__exit__()
+            raise
+
+    def _open(self, spec, task_name, stage_names, recipe) -> None:
+        recover(self.root)
+        info_path = self.root / fmt.INFO_PATH
+        if info_path.exists():
+            info = json.loads(info_path.read_text())
+            self.spec = fmt.DatasetSpec.from_info(info)
+            if spec is not None and (spec.fps, spec.num_arms, spec.cameras) != (
+                self.spec.fps,
+                self.spec.num_arms,
+                self.spec.cameras,
+            ):
+                raise DatasetError(
+                    f"{self.root}: existing dataset has fps {self.spec.fps}, {self.spec.num_arms} arm(s), cameras "
+                    f"{self.spec.cameras}; cannot append fps {spec.fps}, {spec.num_arms} arm(s), cameras "
+                    f"{spec.cameras}. Write to another --out"
+                )
+            self.extra_features = {k: v for k, v in info["features"].items() if k not in self.spec.features()}
+            self.meta = json.loads((self.root / fmt.HARMOWAM_META_PATH).read_text())
+            if task_name and self.meta.get("task") not in (None, task_name):
+                raise DatasetError(
+                    f"{self.root}: holds task '{self.meta['task']}', not '{task_name}'. Write to another --out"
+                )
+        else:
+            if spec is None:
+                raise DatasetError(f"{self.root}: no dataset here (meta/info.json is missing)")
+            self.spec = spec
+            self.extra_features = {}
+            self.meta = {
+                "format": 1,
+                "task": task_name,
+                "arms": spec.num_arms,
+                "stage_names": list(stage_names or []),
+                "recipe": recipe,
+                "labels": None,
+            }
+            atomic_write_json(self.root / fmt.HARMOWAM_META_PATH, self.meta)
+            write_meta(self.root, self.spec, [], [], {})
+        self.rows = read_episode_rows(self.root)
+        self.tasks = _read_tasks(self.root)
+
+    # ------------------------------------------------------------------ API
+    @property
+    def num_episodes(self) -> int:
+        return len(self.rows)
+
+    @property
+    def num_frames(self) -> int:
+        return int(sum(r["length"] for r in self.rows))
+
+    def episode(self, task: str) -> EpisodeRecorder:
+        return EpisodeRecorder(self, task)
+
+    def close(self) -> None:
+        shutil.rmtree(self.root / fmt.STAGING_DIR, ignore_errors=True)
+        self._lock.__exit__()
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ commit
+    def _commit(self, rec: EpisodeRecorder, stage_success: list[bool] | None) -> int:
+        ep = len(self.rows)
+        n = len(rec.actions)
+        start = self.num_frames
+        chunk, file = fmt.chunk_file(ep)
+        if rec.task not in self.tasks:
+            self.tasks.append(rec.task)
+            atomic_write_table(self.root / fmt.TASKS_PATH, tasks_table(self.tasks))
+        task_index = self.tasks.index(rec.task)
+
+        actions = np.asarray(rec.actions, dtype=np.float32)
+        states = np.asarray(rec.states, dtype=np.float32)
+        frame_index = np.arange(n, dtype=np.int64)
+        columns = {
+            "action": pa.FixedSizeListArray.from_arrays(pa.array(actions.reshape(-1)), self.spec.action_dim),
+            "observation.state": pa.FixedSizeListArray.from_arrays(pa.array(states.reshape(-1)), self.spec.state_dim),
+            "timestamp": pa.array((frame_index / self.spec.fps).astype(np.float32)),
+            "frame_index": pa.array(frame_index),
+            "episode_index": pa.array(np.full(n, ep, dtype=np.int64)),
+            "index": pa.array(start + frame_index),
+            "task_index": pa.array(np.full(n, task_index, dtype=np.int64)),
+        }
+        for key in self.extra_features:  # e.g. `interaction` once the dataset is labelled: unlabelled = -1
+            columns[key] = pa.array(np.full(n, -1, dtype=np.int64))
+        staged_data = rec.staging / "data.parquet"
+        pq.write_table(pa.table(columns), staged_data, compression="snappy")
+
+        row: dict = {
+            "episode_index": ep,
+            "tasks": [rec.task],
+            "length": n,
+            "data/chunk_index": chunk,
+            "data/file_index": file,
+            "dataset_from_index": start,
+            "dataset_to_index": start + n,
+        }
+        for name in self.spec.cameras:
+            vk = fmt.IMAGE_KEY_PREFIX + name
+            row[f"videos/{vk}/chunk_index"] = chunk
+            row[f"videos/{vk}/file_index"] = file
+            row[f"videos/{vk}/from_timestamp"] = 0.0
+            row[f"videos/{vk}/to_timestamp"] = n / self.spec.fps
+        row["meta/episodes/chunk_index"] = 0
+        row["meta/episodes/file_index"] = 0
+        stats = {
+            "action": vector_stats(actions),
+            "observation.state": vector_stats(states),
+            "timestamp": vector_stats(frame_index / self.spec.fps),
+            "frame_index": vector_stats(frame_index),
+            "episode_index": vector_stats(np.full(n, ep)),
+            "index": vector_stats(start + frame_index),
+            "task_index": vector_stats(np.full(n, task_index)),
+        }
+        for key in self.extra_features:
+            stats[key] = vector_stats(np.full(n, -1))
+        stats.update({fmt.IMAGE_KEY_PREFIX + c: acc.result() for c, acc in rec.image_stats.items()})
+        for key, st in stats.items():
+            for s, v in _stats_to_json(st).items():
+                row[f"stats/{key}/{s}"] = v
+        row["stage_success"] = [bool(x) for x in (stage_success or [])]
+        row["keyframes"] = [int(k) for k in rec.keyframes] if rec.keyframes is not None else []
+
+        # Commit: files first (not visible until a row references them), then the episode row, then totals.
+        for name, enc in rec.encoders.items():
+            enc.close()
+            vk = fmt.IMAGE_KEY_PREFIX + name
+            dest = self.root / fmt.VIDEO_PATH.format(video_key=vk, chunk_index=chunk, file_index=file)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(enc.path, dest)
+        dest = self.root / fmt.DATA_PATH.format(chunk_index=chunk, file_index=file)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged_data, dest)
+        self.rows.append(row)
+        write_meta(self.root, self.spec, self.rows, self.tasks, self.extra_features)
+        shutil.rmtree(rec.staging, ignore_errors=True)
+        return ep
+
+
+class EpisodeRecorder:
+    """Frames of one episode in progress; nothing is visible in the dataset until `save`."""
+
+    def __init__(self, writer: DatasetWriter, task: str):
+        self.writer, self.task = writer, task
+        self.staging = writer.root / fmt.STAGING_DIR / uuid.uuid4().hex
+        self.staging.mkdir(parents=True)
+        spec = writer.spec
+        self.encoders = {
+            name: VideoEncoder(self.staging / f"{name}.mp4", spec.fps, h, w, spec.codec)
+            for name, (h, w) in spec.cameras.items()
+        }
+        self.image_stats = {name: ImageStatsAccumulator() for name in spec.cameras}
+        self.actions: list[np.ndarray] = []
+        self.states: list[np.ndarray] = []
+        self.keyframes: list[int] | None = None
+        self.done = False
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def add_frame(self, action: np.ndarray, state: np.ndarray, images: dict[str, np.ndarray]) -> None:
+        spec = self.writer.spec
+        action = np.asarray(action, dtype=np.float32).reshape(-1)
+        state = np.asarray(state, dtype=np.float32).reshape(-1)
+        if action.shape != (spec.action_dim,) or state.shape != (spec.state_dim,):
+            raise ValueError(f"expected action ({spec.action_dim},) and state ({spec.state_dim},), "
+                             f"got {action.shape} and {state.shape}")
+        if set(images) != set(spec.cameras):
+            raise ValueError(f"expected images for cameras {sorted(spec.cameras)}, got {sorted(images)}")
+        for name, rgb in images.items():
+            self.encoders[name].add(rgb)
+            self.image_stats[name].add(rgb)
+        self.actions.append(action)
+        self.states.append(state)
+
+    def save(self, stage_success: list[bool] | None = None) -> int:
+        """Commit the episode; returns its episode index."""
+        if self.done:
+            raise RuntimeError("episode already saved or discarded")
+        if not self.actions:
+            raise ValueError("cannot save an episode with no frames")
+        self.done = True
+        return self.writer._commit(self, stage_success)
+
+    def discard(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        for enc in self.encoders.values():
+            try:
+                enc.close()
+            except Exception:  # an encoder that never got a frame may refuse to flush
+                pass
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def __enter__(self) -> EpisodeRecorder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.discard()

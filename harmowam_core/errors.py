@@ -1,0 +1,29 @@
+"""Errors a user can cause. The CLI prints them as one line and exits with code 2; bugs still raise."""
+
+from __future__ import annotations
+
+
+class HarmoWAMError(Exception):
+    """Base class for user-facing errors: a bad file, a missing artifact, an unreachable host.
+
+    The message is complete on its own: it names the file, key or host and what to do.
+    """
+
+
+class RecipeError(HarmoWAMError):
+    """A recipe that does not parse or validate. Names the file, the dotted key and what was expected."""
+
+    def __init__(self, source: str, key: str | None, expected: str, got: object = None, *, show_got=True):
+        self.source, self.key, self.expected = source, key, expected
+        where = f"{source}: " + (f"key '{key}': " if key else "")
+        tail = f" (got {_short(got)})" if show_got and got is not None else ""
+        super().__init__(f"{where}{expected}{tail}")
+
+
+class DatasetError(HarmoWAMError):
+    """A dataset that is missing, locked, or not in the expected layout."""
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,120 @@
+"""Model presets: two sizes of one architecture, chosen by name in a recipe (`model.preset`).
+
+`tiny` trains from scratch on a CPU in minutes; `paper` is the configuration of the HarmoWAM paper
+(Wan2.2-TI2V-5B world model, ~1B-parameter 28-block action DiT, SigLIP, T5, DINOv2-base), loaded from local
+checkpoints with `from_pretrained`. This module is the only place preset values live; a recipe changes them
+with `model.overrides`, and the command line with `--set model.overrides.<section>.<key>=value`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class WorldModelConfig:
+    """Wan-architecture video world model (diffusers `WanTransformer3DModel` + `AutoencoderKLWan`)."""
+
+    pretrained: str | None = None  # local directory or hub id in the diffusers layout; None = random init
+    resolution: list[int] = field(default_factory=lambda: [64, 64])  # [height, width] of predicted frames
+    num_frames: int = 13  # the current frame and 12 future frames (the action-chunk horizon)
+    denoising_steps: int = 5
+    num_layers: int = 2
+    num_attention_heads: int = 2
+    attention_head_dim: int = 32  # hidden width = heads * head_dim
+    ffn_dim: int = 256
+    patch_size: list[int] = field(default_factory=lambda: [1, 2, 2])
+    latent_channels: int = 8
+    vae_base_dim: int = 16
+    text_encoder: str = "byte-t5"  # "umt5" (paper) or "byte-t5" (tiny T5 with a byte-level tokenizer)
+    text_dim: int = 64
+    max_text_tokens: int = 64
+    feature_block: int = -1  # which transformer block's hidden tokens feed the experts (-1 = last)
+
+
+@dataclass
+class PredictiveExpertConfig:
+    """Action Diffusion Transformer conditioned by cross-attention on world-model, image and text tokens."""
+
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_attention_heads: int = 2
+    image_encoder: str | None = None  # SigLIP checkpoint (local dir / hub id); None = small random SigLIP
+    image_size: int = 64
+    text_encoder: str | None = None  # T5 encoder checkpoint; None = small random T5
+    train_timesteps: int = 100
+    inference_steps: int = 10
+
+
+@dataclass
+class ReactiveExpertConfig:
+    """DINOv2 patch tokens + pooled world-model latents, multi-scale convolutional orientation decoder."""
+
+    dino: str | None = None  # Dinov2 checkpoint; None = small random Dinov2
+    dino_width: int = 64  # the width world-model latents are average-pooled to (768 for dinov2-base)
+    image_size: int = 64
+    decoder_channels: int = 64
+    decoder_kernel_sizes: list[int] = field(default_factory=lambda: [1, 3, 5])
+    smooth_l1_beta: float = 1.0
+
+
+@dataclass
+class GateModelConfig:
+    """The process-adaptive gate: an MLP on the current observation's visual tokens."""
+
+    hidden_sizes: list[int] = field(default_factory=lambda: [64])
+    dropout: float = 0.0
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to build the HarmoWAM models of one preset."""
+
+    action_chunk: int = 12
+    world_model: WorldModelConfig = field(default_factory=WorldModelConfig)
+    predictive_expert: PredictiveExpertConfig = field(default_factory=PredictiveExpertConfig)
+    reactive_expert: ReactiveExpertConfig = field(default_factory=ReactiveExpertConfig)
+    gate: GateModelConfig = field(default_factory=GateModelConfig)
+
+
+# Values that differ from the dataclass defaults (which are the tiny sizes), per preset.
+PRESETS: dict[str, dict] = {
+    "tiny": {},
+    "paper": {
+        "world_model": {
+            "pretrained": "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+            "resolution": [480, 640],
+            "num_layers": 30,
+            "num_attention_heads": 24,
+            "attention_head_dim": 128,  # 3072 wide
+            "ffn_dim": 14336,
+            "latent_channels": 48,
+            "vae_base_dim": 160,
+            "text_encoder": "umt5",
+            "text_dim": 4096,
+            "max_text_tokens": 512,
+        },
+        "predictive_expert": {
+            "hidden_size": 1280,
+            "num_layers": 28,
+            "num_attention_heads": 20,
+            "image_encoder": "google/siglip-base-patch16-224",
+            "image_size": 224,
+            "text_encoder": "google-t5/t5-base",
+            "train_timesteps": 100,
+            "inference_steps": 10,
+        },
+        "reactive_expert": {
+            "dino": "facebook/dinov2-base",
+            "dino_width": 768,
+            "image_size": 224,
+            "decoder_channels": 256,
+            "decoder_kernel_sizes": [1, 3, 5],
+        },
+        "gate": {"hidden_sizes": [512, 128], "dropout": 0.1},
+    },
+}
+
+
+def preset_names() -> list[str]:
+    return list(PRESETS)

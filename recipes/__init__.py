@@ -1,0 +1,1 @@
+"""The six task recipes of the HarmoWAM paper, shipped with the package as `harmowam_recipes`."""
