@@ -319,7 +319,13 @@ def _validate(r: Recipe) -> None:
     seen: set[str] = set()
     for i, cam in enumerate(r.cameras):
         k = f"cameras.{i}"
-        _check(cam.role in roles, s, f"{k}.role", f"expected a {r.arms}-arm role: " + ", ".join(sorted(roles)), cam.role)
+        _check(
+            cam.role in roles,
+            s,
+            f"{k}.role",
+            f"expected a {r.arms}-arm role: " + ", ".join(sorted(roles)),
+            cam.role,
+        )
         _check(cam.name not in seen, s, f"{k}.name", "expected a unique camera name", cam.name)
         _check(cam.name.replace("_", "").isalnum(), s, f"{k}.name", "expected letters, digits and _", cam.name)
         seen.add(cam.name)
@@ -330,7 +336,13 @@ def _validate(r: Recipe) -> None:
     names = [st.name for st in r.stages]
     _check(len(set(names)) == len(names), s, "stages", "expected unique stage names", names)
     _check(r.gate.window >= 0, s, "gate.window", "expected a window >= 0", r.gate.window)
-    _check(0.0 < r.gate.threshold < 1.0, s, "gate.threshold", "expected a probability in (0, 1)", r.gate.threshold)
+    _check(
+        0.0 < r.gate.threshold < 1.0,
+        s,
+        "gate.threshold",
+        "expected a probability in (0, 1)",
+        r.gate.threshold,
+    )
     bg = r.ood.background
     _check_range(bg.distractors, s, "ood.background.distractors", lo=1, strict=False)
     _check_range(bg.light_intensity, s, "ood.background.light_intensity", lo=0.0, strict=False)
@@ -350,7 +362,13 @@ def _validate(r: Recipe) -> None:
     for spec_name in ("train_wm", "train_experts"):
         spec = getattr(r, spec_name)
         for attr in ("steps", "batch_size", "grad_accum_steps", "checkpoint_every"):
-            _check(getattr(spec, attr) > 0, s, f"{spec_name}.{attr}", "expected a positive integer", getattr(spec, attr))
+            _check(
+                getattr(spec, attr) > 0,
+                s,
+                f"{spec_name}.{attr}",
+                "expected a positive integer",
+                getattr(spec, attr),
+            )
         _check(spec.learning_rate > 0, s, f"{spec_name}.learning_rate", "expected a positive number")
         _check(0.0 <= spec.ema_decay < 1.0, s, f"{spec_name}.ema_decay", "expected 0 (off) or a decay in (0, 1)")
 

@@ -11,6 +11,7 @@ The keyframe is the first frame showing the new state: for a gripper signal [0, 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,16 +80,23 @@ class EpisodeLabels:
         return float(self.labels.mean()) if self.frames else 0.0
 
 
-def label_dataset(root: str | Path, settings: LabelSettings, dry_run: bool = False) -> list[EpisodeLabels]:
+def label_dataset(
+    root: str | Path,
+    settings: LabelSettings,
+    dry_run: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[EpisodeLabels]:
     """Compute labels for every episode and, unless `dry_run`, write them into the dataset.
 
     Writes the `interaction` column into each data file, the feature into info.json, the keyframe indices
     and per-episode label stats into the episodes table, and the settings into meta/harmowam.json.
-    Re-running replaces earlier labels.
+    Re-running replaces earlier labels. `progress(done, total)` is called after each episode.
     """
     root = Path(root)
     if not (root / fmt.INFO_PATH).is_file():
-        raise DatasetError(f"{root}: not a dataset (no meta/info.json); record one with `harmowam collect`")
+        raise DatasetError(
+            f"{root}: not a dataset (no meta/info.json); pass the directory of a HarmoWAM/LeRobot v3.0 dataset"
+        )
     if settings.window < 0:
         raise DatasetError(f"--window must be >= 0, got {settings.window}")
     with DatasetLock(root):
@@ -112,6 +120,8 @@ def label_dataset(root: str | Path, settings: LabelSettings, dry_run: bool = Fal
             if fmt.LABEL_KEY in table.column_names:
                 table = table.drop_columns([fmt.LABEL_KEY])
             tables.append((path, table.append_column(fmt.LABEL_KEY, pa.array(labels))))
+            if progress:
+                progress(len(results), len(rows))
         if dry_run:
             return results
         for path, table in tables:

@@ -33,7 +33,9 @@ class DatasetReader:
         self.root = Path(root)
         info_path = self.root / fmt.INFO_PATH
         if not info_path.is_file():
-            raise DatasetError(f"{self.root}: not a dataset (no meta/info.json); record one with `harmowam collect`")
+            raise DatasetError(
+                f"{self.root}: not a dataset (no meta/info.json); pass the directory of a HarmoWAM/LeRobot v3.0 dataset"
+            )
         try:
             self.info = json.loads(info_path.read_text())
             self.spec = fmt.DatasetSpec.from_info(self.info)
@@ -54,7 +56,9 @@ class DatasetReader:
     def _load_frames(self) -> None:
         actions, states, labels, task_idx = [], [], [], []
         for row in self.episodes:
-            path = self.root / fmt.DATA_PATH.format(chunk_index=row["data/chunk_index"], file_index=row["data/file_index"])
+            path = self.root / fmt.DATA_PATH.format(
+                chunk_index=row["data/chunk_index"], file_index=row["data/file_index"]
+            )
             table = pq.read_table(path)
             n = table.num_rows
             if n != row["length"]:
@@ -118,7 +122,9 @@ class DatasetReader:
         row = self.episodes[ep]
         vk = fmt.IMAGE_KEY_PREFIX + camera
         return self.root / fmt.VIDEO_PATH.format(
-            video_key=vk, chunk_index=row[f"videos/{vk}/chunk_index"], file_index=row[f"videos/{vk}/file_index"]
+            video_key=vk,
+            chunk_index=row[f"videos/{vk}/chunk_index"],
+            file_index=row[f"videos/{vk}/file_index"],
         )
 
     def frames(self, ep: int, camera: str, frame_indices: list[int] | np.ndarray) -> np.ndarray:
@@ -143,8 +149,14 @@ class DatasetReader:
             out[fmt.IMAGE_KEY_PREFIX + cam] = self.frames(ep, cam, [t])[0]
         return out
 
-    def window(self, index: int, camera: str, future_frames: int, action_horizon: int,
-               cameras: list[str] | None = None) -> dict:
+    def window(
+        self,
+        index: int,
+        camera: str,
+        future_frames: int,
+        action_horizon: int,
+        cameras: list[str] | None = None,
+    ) -> dict:
         """The training window starting at global frame `index` (see module docstring)."""
         ep, t = self.locate(index)
         last = int(self.lengths[ep]) - 1
@@ -189,9 +201,11 @@ class FrameDataset(Dataset):
     def __init__(self, reader: DatasetReader, episodes: list[int] | None = None, cameras: list[str] | None = None):
         self.reader, self.cameras = reader, cameras
         eps = range(reader.num_episodes) if episodes is None else episodes
-        self.indices = np.concatenate(
-            [np.arange(reader.episode_slice(e).start, reader.episode_slice(e).stop) for e in eps]
-        ) if len(eps) else np.zeros(0, np.int64)
+        self.indices = (
+            np.concatenate([np.arange(reader.episode_slice(e).start, reader.episode_slice(e).stop) for e in eps])
+            if len(eps)
+            else np.zeros(0, np.int64)
+        )
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -203,14 +217,22 @@ class FrameDataset(Dataset):
 class WindowDataset(FrameDataset):
     """Training windows: current frames, the next `future_frames` of `camera`, the next `action_horizon` actions."""
 
-    def __init__(self, reader: DatasetReader, camera: str, future_frames: int = 12, action_horizon: int = 12,
-                 episodes: list[int] | None = None, cameras: list[str] | None = None):
+    def __init__(
+        self,
+        reader: DatasetReader,
+        camera: str,
+        future_frames: int = 12,
+        action_horizon: int = 12,
+        episodes: list[int] | None = None,
+        cameras: list[str] | None = None,
+    ):
         super().__init__(reader, episodes, cameras)
         if camera not in reader.cameras:
             raise DatasetError(f"{reader.root}: no camera '{camera}'; it has {', '.join(reader.cameras)}")
         self.camera, self.future_frames, self.action_horizon = camera, future_frames, action_horizon
 
     def __getitem__(self, i: int) -> dict:
-        item = self.reader.window(int(self.indices[i]), self.camera, self.future_frames, self.action_horizon,
-                                  self.cameras)
+        item = self.reader.window(
+            int(self.indices[i]), self.camera, self.future_frames, self.action_horizon, self.cameras
+        )
         return _to_torch(item)

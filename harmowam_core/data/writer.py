@@ -58,20 +58,33 @@ def atomic_write_table(path: Path, table: pa.Table) -> None:
 
 def tasks_table(tasks: list[str]) -> pa.Table:
     """meta/tasks.parquet as pandas writes it: the task string is the DataFrame index, named "task"."""
-    table = pa.table(
-        {"task_index": pa.array(range(len(tasks)), pa.int64()), "task": pa.array(tasks, pa.string())}
-    )
+    table = pa.table({"task_index": pa.array(range(len(tasks)), pa.int64()), "task": pa.array(tasks, pa.string())})
     pandas_meta = {
         "index_columns": ["task"],
         "column_indexes": [
-            {"name": None, "field_name": None, "pandas_type": "unicode", "numpy_type": "object",
-             "metadata": {"encoding": "UTF-8"}}
+            {
+                "name": None,
+                "field_name": None,
+                "pandas_type": "unicode",
+                "numpy_type": "object",
+                "metadata": {"encoding": "UTF-8"},
+            }
         ],
         "columns": [
-            {"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64",
-             "metadata": None},
-            {"name": "task", "field_name": "task", "pandas_type": "unicode", "numpy_type": "object",
-             "metadata": None},
+            {
+                "name": "task_index",
+                "field_name": "task_index",
+                "pandas_type": "int64",
+                "numpy_type": "int64",
+                "metadata": None,
+            },
+            {
+                "name": "task",
+                "field_name": "task",
+                "pandas_type": "unicode",
+                "numpy_type": "object",
+                "metadata": None,
+            },
         ],
         "creator": {"library": "pyarrow", "version": pa.__version__},
         "pandas_version": "2.2.3",
@@ -142,7 +155,9 @@ def referenced_files(root: Path, rows: list[dict], video_keys: list[str]) -> set
             keep.add(
                 root
                 / fmt.VIDEO_PATH.format(
-                    video_key=vk, chunk_index=r[f"videos/{vk}/chunk_index"], file_index=r[f"videos/{vk}/file_index"]
+                    video_key=vk,
+                    chunk_index=r[f"videos/{vk}/chunk_index"],
+                    file_index=r[f"videos/{vk}/file_index"],
                 )
             )
     return keep
@@ -390,8 +405,10 @@ class EpisodeRecorder:
         action = np.asarray(action, dtype=np.float32).reshape(-1)
         state = np.asarray(state, dtype=np.float32).reshape(-1)
         if action.shape != (spec.action_dim,) or state.shape != (spec.state_dim,):
-            raise ValueError(f"expected action ({spec.action_dim},) and state ({spec.state_dim},), "
-                             f"got {action.shape} and {state.shape}")
+            raise ValueError(
+                f"expected action ({spec.action_dim},) and state ({spec.state_dim},), "
+                f"got {action.shape} and {state.shape}"
+            )
         if set(images) != set(spec.cameras):
             raise ValueError(f"expected images for cameras {sorted(spec.cameras)}, got {sorted(images)}")
         for name, rgb in images.items():

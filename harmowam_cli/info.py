@@ -1,0 +1,66 @@
+"""`harmowam info DATASET`: what a dataset holds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from harmowam_cli._common import console, user_errors
+from harmowam_core.data.summary import summarize
+
+
+def info(
+    dataset: Annotated[Path, typer.Argument(help="Dataset directory (LeRobot v3.0 layout).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Episodes, frames, fps, features, cameras, tasks, label coverage and recorded stage success rates."""
+    show_info(dataset, as_json)
+
+
+@user_errors
+def show_info(dataset: Path, as_json: bool) -> None:
+    s = summarize(dataset)
+    if as_json:
+        print(json.dumps(s, indent=2))
+        return
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("dataset", s["path"])
+    head.add_row("format", f"LeRobot {s['codebase_version']}, robot {s['robot_type']}, {s['arms']} arm(s)")
+    head.add_row("task", str(s["task"] or "-"))
+    head.add_row("episodes", str(s["episodes"]))
+    head.add_row("frames", f"{s['frames']} at {s['fps']} fps ({s['duration_s']:.1f} s)")
+    head.add_row("instructions", "\n".join(s["instructions"]) or "-")
+    head.add_row("cameras", ", ".join(f"{n} {c['height']}x{c['width']} {c['codec']}" for n, c in s["cameras"].items()))
+    lab = s["labels"]
+    if lab["feature"]:
+        share = "-" if lab["interaction_share"] is None else f"{lab['interaction_share']:.1%}"
+        coverage = (
+            f"{lab['labelled_episodes']}/{s['episodes']} episodes, {lab['labelled_frames']}/{s['frames']} "
+            f"frames; interaction share {share}"
+        )
+    else:
+        coverage = "none (run `harmowam label` for the gate's labels)"
+    head.add_row("gate labels", coverage)
+    console.print(head)
+
+    feats = Table(title="features")
+    for col in ("feature", "dtype", "shape"):
+        feats.add_column(col)
+    for name, ft in s["features"].items():
+        feats.add_row(name, ft["dtype"], str(tuple(ft["shape"])))
+    console.print(feats)
+
+    if s["stages"]:
+        stages = Table(title="stage success recorded at collection")
+        for col, justify in (("stage", "left"), ("episodes", "right"), ("success", "right")):
+            stages.add_column(col, justify=justify)
+        for st in s["stages"]:
+            rate = "-" if st["success_rate"] is None else f"{st['success_rate']:.0%}"
+            stages.add_row(st["name"], str(st["episodes"]), rate)
+        console.print(stages)

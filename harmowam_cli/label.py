@@ -1,0 +1,93 @@
+"""`harmowam label DATASET`: transit / interaction labels for the gate (paper appendix D.3)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from harmowam_cli._common import SetOption, console, progress_bar, user_errors
+from harmowam_core.data.format import HARMOWAM_META_PATH
+from harmowam_core.data.labels import LabelSettings, label_dataset
+from harmowam_core.errors import DatasetError
+from harmowam_core.recipes import GateSpec, load_recipe, recipe_from_data
+
+
+def _gate_settings(dataset: Path, recipe: str | None, overrides: list[str]) -> tuple[GateSpec, str]:
+    """The recipe's gate section: from --recipe, else the recipe recorded in the dataset, else defaults."""
+    if recipe:
+        r = load_recipe(recipe, overrides)
+        return r.gate, r.source
+    meta_path = dataset / HARMOWAM_META_PATH
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if meta.get("recipe"):
+        return recipe_from_data(meta["recipe"], str(meta_path), overrides).gate, f"{meta_path} (recorded recipe)"
+    if meta.get("task"):
+        r = load_recipe(meta["task"], overrides)
+        return r.gate, r.source
+    if overrides:
+        raise DatasetError(f"{dataset}: records no recipe for --set to apply to; pass --recipe")
+    return GateSpec(), "defaults (the dataset records no recipe)"
+
+
+def label(
+    dataset: Annotated[Path, typer.Argument(help="Dataset directory (LeRobot v3.0 layout).")],
+    window: Annotated[int | None, typer.Option(help="Frames either side of a keyframe labelled interaction.")] = None,
+    recipe: Annotated[
+        str | None, typer.Option(help="Recipe whose gate section to use (default: the dataset's).")
+    ] = None,
+    set_: SetOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Compute and print labels, write nothing.")] = False,
+) -> None:
+    """Label each frame transit (0) or interaction (1) from gripper transitions and end-effector heights."""
+    run_label(dataset, window, recipe, set_ or [], dry_run)
+
+
+@user_errors
+def run_label(dataset: Path, window: int | None, recipe: str | None, overrides: list[str], dry_run: bool) -> None:
+    if not dataset.is_dir():
+        raise DatasetError(f"{dataset}: no such dataset directory")
+    gate, source = _gate_settings(dataset, recipe, overrides)
+    settings = LabelSettings(
+        window=gate.window if window is None else window,
+        height_thresholds=tuple(gate.height_thresholds),
+        gripper_closed_above=gate.gripper_closed_above,
+    )
+    console.print(
+        f"labelling [bold]{dataset}[/] with window ±{settings.window}, height thresholds "
+        f"{list(settings.height_thresholds) or 'none'} (from {source})"
+    )
+    with progress_bar(transient=True) as bar:
+        task = bar.add_task("episodes", total=None, status="")
+        results = label_dataset(
+            dataset,
+            settings,
+            dry_run=dry_run,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    table = Table(title=f"gate labels{' (dry run: nothing written)' if dry_run else ''}")
+    for col, justify in (
+        ("episode", "right"),
+        ("frames", "right"),
+        ("keyframes", "left"),
+        ("interaction", "right"),
+    ):
+        table.add_column(col, justify=justify)
+    for res in results:
+        keys = ", ".join(map(str, res.keyframes[:8])) + (" …" if len(res.keyframes) > 8 else "")
+        table.add_row(
+            str(res.episode_index),
+            str(res.frames),
+            f"{len(res.keyframes)}: {keys}" if keys else "0",
+            f"{res.interaction_share:.1%}",
+        )
+    frames = sum(r.frames for r in results)
+    share = sum(int(r.labels.sum()) for r in results) / max(frames, 1)
+    table.add_section()
+    table.add_row("all", str(frames), str(sum(len(r.keyframes) for r in results)), f"{share:.1%}")
+    console.print(table)
+    if not dry_run:
+        console.print(f"[green]wrote[/] the `interaction` feature and keyframes into {dataset}")

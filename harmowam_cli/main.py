@@ -1,0 +1,52 @@
+"""The `harmowam` command: one typer app, one module per subcommand (thin: parse, call core, print)."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
+
+import typer
+
+from harmowam_cli import info as info_cmd
+from harmowam_cli import label as label_cmd
+from harmowam_cli import recipe as recipe_cmd
+from harmowam_cli._common import console
+
+app = typer.Typer(
+    name="harmowam",
+    help="HarmoWAM: a world model with a predictive and a reactive action expert, switched by a "
+    "process-adaptive gate. Record demonstrations, label them, train, deploy and evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+)
+app.add_typer(recipe_cmd.app, name="recipe")
+app.command("label")(label_cmd.label)
+app.command("info")(info_cmd.info)
+
+
+def _version(value: bool) -> None:
+    if value:
+        try:
+            console.print(f"harmowam {version('harmowam')}")
+        except PackageNotFoundError:
+            console.print("harmowam (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    _version_flag: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """HarmoWAM toolkit."""
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Shared fixtures: a factory for small synthetic datasets written through the real writer."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pytest
+
+from harmowam_core.data.format import DatasetSpec
+from harmowam_core.data.writer import DatasetWriter
+
+
+def smooth_frame(t: int, h: int, w: int, phase: float = 0.0) -> np.ndarray:
+    """A smooth, moving RGB image: what a codec reproduces closely (noise would not be)."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = 128 + 90 * np.sin(xx / 7.0 + t / 4.0 + phase)
+    g = 128 + 90 * np.cos(yy / 6.0 - t / 5.0)
+    b = 128 + 60 * np.sin((xx + yy) / 11.0 + t / 3.0)
+    return np.stack([r, g, b], -1).clip(0, 255).astype(np.uint8)
+
+
+def synthetic_episode(length: int, num_arms: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    actions = rng.normal(size=(length, 7 * num_arms)).astype(np.float32)
+    states = rng.normal(size=(length, 7 * num_arms)).astype(np.float32)
+    for arm in range(num_arms):
+        actions[:, 7 * arm + 6] = (np.arange(length) // 7 + arm) % 2  # gripper toggles every 7 frames
+    return actions, states
+
+
+@pytest.fixture
+def make_dataset(tmp_path):
+    """make_dataset(lengths=[20, 25], num_arms=1, cameras={"front": (32, 48)}) -> (root, episodes)
+
+    episodes: list of (actions, states, {camera: frames}) exactly as written.
+    """
+
+    def make(lengths=(20, 25), num_arms=1, cameras=None, root=None, task="stack the cans", stage_success=None):
+        cameras = cameras or {"front": (32, 48), "wrist": (16, 16)}
+        root = root or tmp_path / "ds"
+        spec = DatasetSpec(fps=10, num_arms=num_arms, cameras=cameras)
+        written = []
+        with DatasetWriter(root, spec, task_name="stack_cans", stage_names=["beside", "on_top"]) as writer:
+            for e, n in enumerate(lengths):
+                actions, states = synthetic_episode(n, num_arms, seed=writer.num_episodes)
+                frames = {c: [smooth_frame(t, h, w, phase=e) for t in range(n)] for c, (h, w) in cameras.items()}
+                with writer.episode(task) as ep:
+                    for t in range(n):
+                        ep.add_frame(actions[t], states[t], {c: frames[c][t] for c in cameras})
+                    ep.save(stage_success[e] if stage_success else [True, e % 2 == 0])
+                written.append((actions, states, frames))
+        return root, written
+
+    return make

@@ -1,0 +1,208 @@
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from harmowam_cli.main import app
+from harmowam_core.errors import RecipeError
+from harmowam_core.presets import PRESETS
+from harmowam_core.recipes import builtin_recipe_dir, load_recipe, recipe_from_text, recipe_names
+
+TASKS = ["pick_fruit", "stack_cans", "pour_coke", "write_yes", "flowers", "bag_zip"]
+runner = CliRunner()
+
+
+def base_text() -> str:
+    return (builtin_recipe_dir() / "stack_cans.yaml").read_text()
+
+
+def base_data() -> dict:
+    return yaml.safe_load(base_text())
+
+
+def write(tmp_path: Path, data) -> Path:
+    path = tmp_path / "r.yaml"
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def test_six_recipes_load_with_paper_stages():
+    assert recipe_names() == sorted(TASKS)
+    stages = {name: [s.name for s in load_recipe(name).stages] for name in TASKS}
+    assert [len(stages[t]) for t in TASKS] == [2, 2, 2, 3, 3, 5]
+    for name in TASKS:
+        r = load_recipe(name)
+        assert r.name == name
+        assert r.action_dim == (14 if name in ("flowers", "bag_zip") else 7)
+        roles = {c.role for c in r.cameras}
+        assert roles == ({"global", "wrist_left", "wrist_right"} if r.arms == "dual" else {"front", "top", "wrist"})
+        assert r.gate.window == 20
+        assert r.ood.background.distractors == [5, 8]
+        assert not r.ood.position.train_region.overlaps(r.ood.position.test_region)
+
+
+def test_recipe_found_by_path_and_by_name():
+    by_name = load_recipe("stack_cans")
+    by_path = load_recipe(builtin_recipe_dir() / "stack_cans.yaml")
+    assert by_name.to_dict() == by_path.to_dict()
+
+
+def test_presets_resolve_and_overrides_apply():
+    tiny = load_recipe("stack_cans")
+    assert tiny.model_config.world_model.num_frames == 13
+    assert tiny.model_config.action_chunk == 12
+    paper = load_recipe("stack_cans", ["model.preset=paper"])
+    wm = paper.model_config.world_model
+    assert wm.num_attention_heads * wm.attention_head_dim == 3072
+    assert paper.model_config.predictive_expert.num_layers == 28
+    assert paper.model_config.reactive_expert.dino_width == 768
+    r = load_recipe(
+        "stack_cans",
+        [
+            "train_wm.steps=7",
+            "cameras.0.height=64",
+            "model.overrides.world_model.num_layers=3",
+            "gate.window=5",
+        ],
+    )
+    assert (r.train_wm.steps, r.cameras[0].height, r.model_config.world_model.num_layers, r.gate.window) == (
+        7,
+        64,
+        3,
+        5,
+    )
+    assert set(PRESETS) == {"tiny", "paper"}
+
+
+@pytest.mark.parametrize(
+    "mutate, key, expected",
+    [
+        (lambda d: d["train_wm"].update(stepz=3), "train_wm.stepz", "unknown key"),
+        (lambda d: d.update(fps="fast"), "fps", "expected an integer"),
+        (lambda d: d["cameras"][1].update(height=12.5), "cameras.1.height", "expected an integer"),
+        (lambda d: d.pop("instruction"), "instruction", "missing"),
+        (
+            lambda d: d["ood"]["position"].update(test_region={"x": [0.0, 0.1], "y": [0.0, 0.1]}),
+            "ood.position.test_region",
+            "disjoint",
+        ),
+        (lambda d: d["model"].update(preset="huge"), "model.preset", "unknown preset"),
+        (lambda d: d.update(arms="triple"), "arms", "one of single, dual"),
+        (lambda d: d["cameras"][0].update(role="global"), "cameras.0.role", "single-arm role"),
+        (
+            lambda d: d["model"].update(overrides={"world_model": {"depth": 3}}),
+            "model.overrides.world_model.depth",
+            "unknown key",
+        ),
+    ],
+)
+def test_each_kind_of_bad_recipe_names_file_key_and_expectation(tmp_path, mutate, key, expected):
+    data = base_data()
+    mutate(data)
+    path = write(tmp_path, data)
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    message = str(err.value)
+    assert str(path) in message and f"'{key}'" in message and expected in message
+    assert "\n" not in message
+
+
+def test_yaml_syntax_error_names_line(tmp_path):
+    path = write(tmp_path, "name: stack_cans\narms: [single\n")
+    with pytest.raises(RecipeError, match=r"r\.yaml: YAML syntax error at line \d+, column \d+"):
+        load_recipe(path)
+
+
+def test_bad_set_override_is_a_recipe_error():
+    with pytest.raises(RecipeError, match="expected dotted.key=value"):
+        load_recipe("stack_cans", ["train_wm.steps"])
+    with pytest.raises(RecipeError, match="list index"):
+        load_recipe("stack_cans", ["cameras.9.height=64"])
+    with pytest.raises(RecipeError, match="'train_wm.steps': expected an integer"):
+        load_recipe("stack_cans", ["train_wm.steps=many"])
+
+
+def test_cli_recipe_show_resolves_and_bad_recipe_exits_2(tmp_path):
+    ok = runner.invoke(app, ["recipe", "show", "stack_cans", "--set", "model.preset=paper"])
+    assert ok.exit_code == 0, ok.output
+    assert "attention_head_dim: 128" in ok.output and "num_frames: 13" in ok.output
+    data = base_data()
+    data["train_experts"]["lambda_pred"] = "heavy"
+    bad = runner.invoke(app, ["recipe", "show", str(write(tmp_path, data))])
+    assert bad.exit_code == 2
+    assert "train_experts.lambda_pred" in bad.output and "expected a number" in bad.output
+    assert "Traceback" not in bad.output
+    missing = runner.invoke(app, ["recipe", "show", "no_such_task"])
+    assert missing.exit_code == 2 and "known tasks" in missing.output
+
+
+def test_cli_recipe_list_shows_six_tasks():
+    out = runner.invoke(app, ["recipe", "list"])
+    assert out.exit_code == 0
+    for name in TASKS:
+        assert name in out.output
+
+
+# Junk of every shape: only RecipeError may come out, never another exception.
+yaml_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=8))
+junk = st.recursive(
+    yaml_scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=st.text(max_size=200))
+def test_junk_text_never_raises_anything_but_recipe_error(text):
+    try:
+        recipe_from_text(text, "junk.yaml")
+    except RecipeError as err:
+        assert str(err).startswith("junk.yaml")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    path=st.lists(
+        st.sampled_from(
+            [
+                "train_wm",
+                "ood",
+                "position",
+                "test_region",
+                "x",
+                "cameras",
+                "0",
+                "model",
+                "overrides",
+                "gate",
+                "stages",
+                "name",
+            ]
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    value=junk,
+)
+def test_junk_values_at_real_keys_never_raise_anything_but_recipe_error(path, value):
+    data = base_data()
+    node = data
+    for part in path[:-1]:
+        if isinstance(node, dict):
+            node = node.setdefault(part, {})
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return
+    if isinstance(node, dict):
+        node[path[-1]] = value
+    try:
+        recipe_from_text(yaml.safe_dump(data), "junk.yaml")
+    except RecipeError as err:
+        assert str(err).startswith("junk.yaml")
