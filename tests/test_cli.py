@@ -55,3 +55,28 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path):
         assert out.exit_code == 2, (args, out.output)
         assert out.output.strip().startswith("error:") and len(out.output.strip().splitlines()) == 1
         assert "Traceback" not in out.output
+
+
+def test_label_prefers_the_recipe_recorded_in_the_dataset(tmp_path):
+    import numpy as np
+
+    from harmowam_core.data.format import DatasetSpec
+    from harmowam_core.data.reader import DatasetReader
+    from harmowam_core.data.writer import DatasetWriter
+    from harmowam_core.recipes import load_recipe
+
+    recipe = load_recipe("flowers", ["gate.height_thresholds=[0.25]", "gate.window=1"])
+    root = tmp_path / "flowers"
+    spec = DatasetSpec(fps=10, num_arms=2, cameras={"global": (16, 16)})
+    with DatasetWriter(root, spec, task_name="flowers", recipe=recipe.to_dict(resolved=False)) as writer:
+        with writer.episode(recipe.instruction) as ep:
+            for t in range(10):
+                state = np.zeros(14)
+                state[9] = 0.3 if t < 5 else 0.2  # the right arm's z crosses 0.25 at frame 5
+                ep.add_frame(np.zeros(14), state, {"global": np.zeros((16, 16, 3), np.uint8)})
+            ep.save([True, False, False])
+    out = runner.invoke(app, ["label", str(root)])
+    assert out.exit_code == 0, out.output
+    assert "recorded recipe" in out.output
+    labels = DatasetReader(root).interaction
+    assert labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 0, 0, 0]

@@ -206,3 +206,14 @@ def test_junk_values_at_real_keys_never_raise_anything_but_recipe_error(path, va
         recipe_from_text(yaml.safe_dump(data), "junk.yaml")
     except RecipeError as err:
         assert str(err).startswith("junk.yaml")
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(text=st.text(max_size=120))
+def test_cli_on_junk_recipes_exits_2_without_traceback(tmp_path, text):
+    path = write(tmp_path, text)
+    out = runner.invoke(app, ["recipe", "show", str(path)])
+    assert out.exit_code == 2, out.output
+    assert "Traceback" not in out.output and out.output.startswith("error: ")
