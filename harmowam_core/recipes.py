@@ -101,10 +101,10 @@ class ModelSpec:
 
 
 @dataclass
-class TrainWMSpec:
-    """Stage 1: world-model fine-tuning with conditional flow matching."""
+class TrainSpec:
+    """What both training stages share: one accelerate loop, its optimiser, precision, checkpoints, split."""
 
-    steps: int = 3000
+    steps: int = 2000
     batch_size: int = 8
     learning_rate: float = 3e-4
     weight_decay: float = 0.01
@@ -113,31 +113,25 @@ class TrainWMSpec:
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     ema_decay: float = 0.0  # 0 disables EMA
     checkpoint_every: int = 500
-    preview_every: int = 1000
     held_out_episodes: int = 2
     num_workers: int = 0
     seed: int = 0
 
 
 @dataclass
-class TrainExpertsSpec:
+class TrainWMSpec(TrainSpec):
+    """Stage 1: world-model fine-tuning with conditional flow matching."""
+
+    preview_every: int = 1000
+
+
+@dataclass
+class TrainExpertsSpec(TrainSpec):
     """Stage 2: predictive expert, reactive expert and gate, world model frozen (loss l1*pred + l2*react + gate)."""
 
-    steps: int = 2000
-    batch_size: int = 16
-    learning_rate: float = 3e-4
-    weight_decay: float = 0.01
-    warmup_steps: int = 100
-    grad_accum_steps: int = 1
-    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
-    ema_decay: float = 0.0
-    checkpoint_every: int = 500
     lambda_pred: float = 1.0
     lambda_react: float = 1.0
     reactive_on_real_frames: bool = False
-    held_out_episodes: int = 2
-    num_workers: int = 0
-    seed: int = 0
 
 
 @dataclass
