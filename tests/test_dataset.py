@@ -190,3 +190,11 @@ def test_loads_in_lerobot(make_dataset):
     item = ds[9]
     np.testing.assert_allclose(item["action"].numpy(), written[1][0][1])
     assert tuple(item["observation.images.front"].shape) == (3, 32, 48)
+
+
+def test_appending_to_a_dataset_without_harmowam_metadata(make_dataset):
+    root, _ = make_dataset(lengths=(5,))
+    (root / "meta/harmowam.json").unlink()  # as in a dataset LeRobot wrote
+    make_dataset(lengths=(4,), root=root)
+    assert DatasetReader(root).num_episodes == 2
+    assert json.loads((root / "meta/harmowam.json").read_text())["arms"] == 1

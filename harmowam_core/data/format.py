@@ -71,6 +71,11 @@ class DatasetSpec:
     robot_type: str = "franka"
     codec: str = "h264"
 
+    def __post_init__(self) -> None:
+        self.cameras = {name: (int(hw[0]), int(hw[1])) for name, hw in self.cameras.items()}
+        if self.codec not in CODECS:
+            raise ValueError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
+
     @property
     def action_dim(self) -> int:
         return 7 * self.num_arms

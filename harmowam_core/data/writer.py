@@ -192,6 +192,17 @@ def _read_tasks(root: Path) -> list[str]:
     return [task for _, task in sorted(zip(t["task_index"], t["task"], strict=True))]
 
 
+def _new_meta(spec: fmt.DatasetSpec, task_name=None, stage_names=None, recipe=None) -> dict:
+    return {
+        "format": 1,
+        "task": task_name,
+        "arms": spec.num_arms,
+        "stage_names": list(stage_names or []),
+        "recipe": recipe,
+        "labels": None,
+    }
+
+
 class DatasetLock:
     """An exclusive advisory lock on a dataset, released when the holding process dies."""
 
@@ -255,7 +266,11 @@ class DatasetWriter:
                     f"{spec.cameras}. Write to another --out"
                 )
             self.extra_features = {k: v for k, v in info["features"].items() if k not in self.spec.features()}
-            self.meta = json.loads((self.root / fmt.HARMOWAM_META_PATH).read_text())
+            meta_path = self.root / fmt.HARMOWAM_META_PATH
+            # A dataset written elsewhere (e.g. by LeRobot itself) has no harmowam.json: start one.
+            if not meta_path.is_file():
+                atomic_write_json(meta_path, _new_meta(self.spec, task_name))
+            self.meta = json.loads(meta_path.read_text())
             if task_name and self.meta.get("task") not in (None, task_name):
                 raise DatasetError(
                     f"{self.root}: holds task '{self.meta['task']}', not '{task_name}'. Write to another --out"
@@ -265,14 +280,7 @@ class DatasetWriter:
                 raise DatasetError(f"{self.root}: no dataset here (meta/info.json is missing)")
             self.spec = spec
             self.extra_features = {}
-            self.meta = {
-                "format": 1,
-                "task": task_name,
-                "arms": spec.num_arms,
-                "stage_names": list(stage_names or []),
-                "recipe": recipe,
-                "labels": None,
-            }
+            self.meta = _new_meta(spec, task_name, stage_names, recipe)
             atomic_write_json(self.root / fmt.HARMOWAM_META_PATH, self.meta)
             write_meta(self.root, self.spec, [], [], {})
         self.rows = read_episode_rows(self.root)
