@@ -88,7 +88,3 @@ def decode_frames(path: Path, indices: list[int] | np.ndarray, fps: int, offset:
         raise IndexError(f"{path}: frames {missing[:5]} not in the video")
     return np.stack([got[int(k)] for k in wanted])
 
-
-def probe_frame_count(path: Path) -> int:
-    with av.open(str(path)) as container:
-        return sum(1 for _ in container.demux(container.streams.video[0]) if _.size)
