@@ -87,4 +87,3 @@ def decode_frames(path: Path, indices: list[int] | np.ndarray, fps: int, offset:
     if missing:
         raise IndexError(f"{path}: frames {missing[:5]} not in the video")
     return np.stack([got[int(k)] for k in wanted])
-
