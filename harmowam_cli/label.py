@@ -56,8 +56,6 @@ def run_label(dataset: Path, window: int | None, recipe: str | None, overrides: 
         height_thresholds=tuple(gate.height_thresholds),
         gripper_closed_above=gate.gripper_closed_above,
     )
-    if settings.window < 0:
-        raise DatasetError(f"--window must be >= 0, got {settings.window}")
     console.print(
         f"labelling [bold]{dataset}[/] with window ±{settings.window}, height thresholds "
         f"{list(settings.height_thresholds) or 'none'} (from {source})"

@@ -18,6 +18,10 @@ which makes appending crash-safe: an episode is staged aside and committed with 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
 
 CODEBASE_VERSION = "v3.0"
 CHUNKS_SIZE = 1000  # files per chunk directory, as in LeRobot
@@ -59,6 +63,25 @@ def arm_prefixes(num_arms: int) -> list[str]:
 
 def chunk_file(episode_index: int) -> tuple[int, int]:
     return divmod(episode_index, CHUNKS_SIZE)
+
+
+def data_file(root: Path, row: dict) -> Path:
+    """The data parquet file an episode row points at."""
+    return root / DATA_PATH.format(chunk_index=row["data/chunk_index"], file_index=row["data/file_index"])
+
+
+def video_file(root: Path, row: dict, video_key: str) -> Path:
+    """The mp4 file of one camera that an episode row points at."""
+    return root / VIDEO_PATH.format(
+        video_key=video_key,
+        chunk_index=row[f"videos/{video_key}/chunk_index"],
+        file_index=row[f"videos/{video_key}/file_index"],
+    )
+
+
+def vector_column(table: pa.Table, key: str) -> np.ndarray:
+    """A fixed-size-list column (action, observation.state) as a (rows, dim) array."""
+    return np.asarray(table.column(key).combine_chunks().flatten()).reshape(table.num_rows, -1)
 
 
 @dataclass

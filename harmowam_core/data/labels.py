@@ -23,15 +23,15 @@ from harmowam_core.data import format as fmt
 from harmowam_core.data.stats import vector_stats
 from harmowam_core.data.writer import (
     DatasetLock,
-    _read_tasks,
-    _stats_to_json,
     atomic_write_json,
     atomic_write_table,
     read_episode_rows,
+    read_tasks,
     recover,
+    stats_to_json,
     write_meta,
 )
-from harmowam_core.errors import DatasetError
+from harmowam_core.errors import DatasetError, HarmoWAMError
 
 LABEL_FEATURE = {"dtype": "int64", "shape": [1], "names": None}
 
@@ -41,6 +41,10 @@ class LabelSettings:
     window: int = 20
     height_thresholds: tuple[float, ...] = ()
     gripper_closed_above: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.window < 0:
+            raise HarmoWAMError(f"--window must be >= 0, got {self.window}")
 
 
 def _transitions(flags: np.ndarray) -> np.ndarray:
@@ -97,8 +101,6 @@ def label_dataset(
         raise DatasetError(
             f"{root}: not a dataset (no meta/info.json); pass the directory of a HarmoWAM/LeRobot v3.0 dataset"
         )
-    if settings.window < 0:
-        raise DatasetError(f"--window must be >= 0, got {settings.window}")
     with DatasetLock(root):
         recover(root)
         info = json.loads((root / fmt.INFO_PATH).read_text())
@@ -109,11 +111,11 @@ def label_dataset(
         results: list[EpisodeLabels] = []
         tables: list[tuple[Path, pa.Table]] = []
         for row in rows:
-            path = root / fmt.DATA_PATH.format(chunk_index=row["data/chunk_index"], file_index=row["data/file_index"])
+            path = fmt.data_file(root, row)
             table = pq.read_table(path)
             n = table.num_rows
-            actions = np.asarray(table.column("action").combine_chunks().flatten()).reshape(n, -1)
-            states = np.asarray(table.column("observation.state").combine_chunks().flatten()).reshape(n, -1)
+            actions = fmt.vector_column(table, "action")
+            states = fmt.vector_column(table, "observation.state")
             keys = find_keyframes(actions, states, spec.num_arms, settings)
             labels = interaction_labels(n, keys, settings.window)
             results.append(EpisodeLabels(row["episode_index"], n, keys.tolist(), labels))
@@ -128,7 +130,7 @@ def label_dataset(
             atomic_write_table(path, table)
         for row, res in zip(rows, results, strict=True):
             row["keyframes"] = res.keyframes
-            for s, v in _stats_to_json(vector_stats(res.labels)).items():
+            for s, v in stats_to_json(vector_stats(res.labels)).items():
                 row[f"stats/{fmt.LABEL_KEY}/{s}"] = v
         extra = {k: v for k, v in info["features"].items() if k not in spec.features()}
         extra[fmt.LABEL_KEY] = dict(LABEL_FEATURE)
@@ -141,5 +143,5 @@ def label_dataset(
             "episodes": len(rows),
         }
         atomic_write_json(meta_path, meta)
-        write_meta(root, spec, rows, _read_tasks(root), extra)
+        write_meta(root, spec, rows, read_tasks(root), extra)
     return results

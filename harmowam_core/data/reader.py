@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from harmowam_core.data import format as fmt
 from harmowam_core.data.video import decode_frames
-from harmowam_core.data.writer import _read_tasks, read_episode_rows
+from harmowam_core.data.writer import read_episode_rows, read_tasks
 from harmowam_core.errors import DatasetError
 
 
@@ -49,22 +49,20 @@ class DatasetReader:
         meta_path = self.root / fmt.HARMOWAM_META_PATH
         self.meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         self.episodes = read_episode_rows(self.root)
-        self.tasks = _read_tasks(self.root)
+        self.tasks = read_tasks(self.root)
         self._load_frames()
 
     # ------------------------------------------------------------------ loading
     def _load_frames(self) -> None:
         actions, states, labels, task_idx = [], [], [], []
         for row in self.episodes:
-            path = self.root / fmt.DATA_PATH.format(
-                chunk_index=row["data/chunk_index"], file_index=row["data/file_index"]
-            )
+            path = fmt.data_file(self.root, row)
             table = pq.read_table(path)
             n = table.num_rows
             if n != row["length"]:
                 raise DatasetError(f"{path}: {n} frames but the episodes table says {row['length']}")
-            actions.append(np.asarray(table.column("action").combine_chunks().flatten()).reshape(n, -1))
-            states.append(np.asarray(table.column("observation.state").combine_chunks().flatten()).reshape(n, -1))
+            actions.append(fmt.vector_column(table, "action"))
+            states.append(fmt.vector_column(table, "observation.state"))
             task_idx.append(table.column("task_index").to_numpy())
             if fmt.LABEL_KEY in table.column_names:
                 labels.append(table.column(fmt.LABEL_KEY).to_numpy().astype(np.int64))
@@ -119,13 +117,7 @@ class DatasetReader:
         return slice(int(self.starts[ep]), int(self.starts[ep] + self.lengths[ep]))
 
     def video_path(self, ep: int, camera: str) -> Path:
-        row = self.episodes[ep]
-        vk = fmt.IMAGE_KEY_PREFIX + camera
-        return self.root / fmt.VIDEO_PATH.format(
-            video_key=vk,
-            chunk_index=row[f"videos/{vk}/chunk_index"],
-            file_index=row[f"videos/{vk}/file_index"],
-        )
+        return fmt.video_file(self.root, self.episodes[ep], fmt.IMAGE_KEY_PREFIX + camera)
 
     def frames(self, ep: int, camera: str, frame_indices: list[int] | np.ndarray) -> np.ndarray:
         """(k, H, W, 3) uint8 frames of one episode's camera, decoded in one pass."""

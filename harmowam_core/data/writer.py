@@ -92,7 +92,7 @@ def tasks_table(tasks: list[str]) -> pa.Table:
     return table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
 
 
-def _stats_to_json(stats: dict[str, np.ndarray]) -> dict:
+def stats_to_json(stats: dict[str, np.ndarray]) -> dict:
     return {k: np.asarray(v).tolist() for k, v in stats.items()}
 
 
@@ -132,7 +132,7 @@ def build_stats(rows: list[dict], features: dict) -> dict:
     if not rows:
         return {}
     return {
-        key: _stats_to_json(aggregate([_stats_from_row(r, key) for r in rows]))
+        key: stats_to_json(aggregate([_stats_from_row(r, key) for r in rows]))
         for key in features
         if f"stats/{key}/mean" in rows[0]
     }
@@ -148,18 +148,8 @@ def write_meta(root: Path, spec: fmt.DatasetSpec, rows: list[dict], tasks: list[
 
 
 def referenced_files(root: Path, rows: list[dict], video_keys: list[str]) -> set[Path]:
-    keep = set()
-    for r in rows:
-        keep.add(root / fmt.DATA_PATH.format(chunk_index=r["data/chunk_index"], file_index=r["data/file_index"]))
-        for vk in video_keys:
-            keep.add(
-                root
-                / fmt.VIDEO_PATH.format(
-                    video_key=vk,
-                    chunk_index=r[f"videos/{vk}/chunk_index"],
-                    file_index=r[f"videos/{vk}/file_index"],
-                )
-            )
+    keep = {fmt.data_file(root, r) for r in rows}
+    keep.update(fmt.video_file(root, r, vk) for r in rows for vk in video_keys)
     return keep
 
 
@@ -181,10 +171,10 @@ def recover(root: Path) -> None:
             path.unlink()
     if info["total_episodes"] != len(rows) or info["total_frames"] != sum(r["length"] for r in rows):
         extra = {k: v for k, v in info["features"].items() if k not in spec.features()}
-        write_meta(root, spec, rows, _read_tasks(root), extra)
+        write_meta(root, spec, rows, read_tasks(root), extra)
 
 
-def _read_tasks(root: Path) -> list[str]:
+def read_tasks(root: Path) -> list[str]:
     path = root / fmt.TASKS_PATH
     if not path.exists():
         return []
@@ -284,7 +274,7 @@ class DatasetWriter:
             atomic_write_json(self.root / fmt.HARMOWAM_META_PATH, self.meta)
             write_meta(self.root, self.spec, [], [], {})
         self.rows = read_episode_rows(self.root)
-        self.tasks = _read_tasks(self.root)
+        self.tasks = read_tasks(self.root)
 
     # ------------------------------------------------------------------ API
     @property
@@ -366,7 +356,7 @@ class DatasetWriter:
             stats[key] = vector_stats(np.full(n, -1))
         stats.update({fmt.IMAGE_KEY_PREFIX + c: acc.result() for c, acc in rec.image_stats.items()})
         for key, st in stats.items():
-            for s, v in _stats_to_json(st).items():
+            for s, v in stats_to_json(st).items():
                 row[f"stats/{key}/{s}"] = v
         row["stage_success"] = [bool(x) for x in (stage_success or [])]
         row["keyframes"] = [int(k) for k in rec.keyframes] if rec.keyframes is not None else []
@@ -375,10 +365,10 @@ class DatasetWriter:
         for name, enc in rec.encoders.items():
             enc.close()
             vk = fmt.IMAGE_KEY_PREFIX + name
-            dest = self.root / fmt.VIDEO_PATH.format(video_key=vk, chunk_index=chunk, file_index=file)
+            dest = fmt.video_file(self.root, row, vk)
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(enc.path, dest)
-        dest = self.root / fmt.DATA_PATH.format(chunk_index=chunk, file_index=file)
+        dest = fmt.data_file(self.root, row)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged_data, dest)
         self.rows.append(row)
