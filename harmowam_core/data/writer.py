@@ -359,7 +359,7 @@ class DatasetWriter:
             for s, v in stats_to_json(st).items():
                 row[f"stats/{key}/{s}"] = v
         row["stage_success"] = [bool(x) for x in (stage_success or [])]
-        row["keyframes"] = [int(k) for k in rec.keyframes] if rec.keyframes is not None else []
+        row["keyframes"] = []  # filled by `harmowam label`
 
         # Commit: files first (not visible until a row references them), then the episode row, then totals.
         for name, enc in rec.encoders.items():
@@ -392,7 +392,6 @@ class EpisodeRecorder:
         self.image_stats = {name: ImageStatsAccumulator() for name in spec.cameras}
         self.actions: list[np.ndarray] = []
         self.states: list[np.ndarray] = []
-        self.keyframes: list[int] | None = None
         self.done = False
 
     def __len__(self) -> int:
