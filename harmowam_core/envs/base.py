@@ -1,0 +1,52 @@
+"""The Env protocol every station implements, simulated or real.
+
+    with make_env(recipe) as env:                       # sim by default
+        obs = env.reset(seed=0, ood="none")             # Observation
+        obs = env.step(action)                          # action: (7,) single arm, (14,) dual [left, right]
+        env.stage_success()                             # [True, False]: stages reached so far, in order
+
+Actions per arm are [dx, dy, dz, droll, dpitch, dyaw, gripper]: a translation in metres and an extrinsic
+xyz Euler rotation in radians, both in the table frame, and the gripper command (0 open, 1 closed).
+The state per arm is [x, y, z, roll, pitch, yaw, gripper]: the end-effector position in the table frame
+(origin at the centre of the table top, x away from the robot, z up), its orientation as Euler angles of the
+rotation away from the station's home orientation (gripper pointing down), and how closed the gripper is
+(0 open, 1 closed). Stage success is sequential: a stage counts only once every earlier stage has.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+OOD_KINDS = ("none", "background", "position", "objects")
+
+
+@dataclass
+class Observation:
+    images: dict[str, np.ndarray]  # camera role -> (H, W, 3) uint8
+    state: np.ndarray  # (7,) or (14,) float32
+    instruction: str
+    info: dict = field(default_factory=dict)  # station extras (sim: privileged object poses), never model input
+
+
+@runtime_checkable
+class Env(Protocol):
+    """A station: the simulator or a real robot. Use it as a context manager so `close` always runs."""
+
+    instruction: str
+    num_arms: int
+    stage_names: list[str]
+
+    def reset(self, seed: int | None = None, ood: str = "none") -> Observation: ...
+
+    def step(self, action: np.ndarray) -> Observation: ...
+
+    def stage_success(self) -> list[bool]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Env: ...
+
+    def __exit__(self, *exc) -> None: ...

@@ -1,0 +1,257 @@
+"""The simulated Franka station: a robosuite scene behind the `Env` protocol.
+
+    station = SimStation(load_recipe("stack_cans"))
+    obs = station.reset(seed=3, ood="position")
+    expert = station.expert()                    # the task's scripted expert, privileged state
+    while not all(station.stage_success()):
+        obs = station.step(expert.act())
+
+The robosuite environment is built once per scene variant (substitute objects, distractors) and reused
+across resets; background, position and object OOD are applied at reset from the recipe.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from harmowam_core.envs.base import OOD_KINDS, Observation
+from harmowam_core.envs.sim.geometry import euler_to_mat, mat_to_euler, mat_to_rotvec, yaw_quat
+from harmowam_core.envs.sim.objects import MAX_DISTRACTORS
+from harmowam_core.envs.sim.scene import (
+    MAX_DELTA_POS,
+    MAX_DELTA_ROT,
+    TABLE_TOP,
+    DualArmStation,
+    SceneView,
+    SingleArmStation,
+    controller_config,
+)
+from harmowam_core.envs.sim.tasks import task_for
+from harmowam_core.envs.sim.tasks.base import Placement, WaypointFollower, sample_points
+from harmowam_core.errors import HarmoWAMError
+from harmowam_core.recipes import Recipe, Region
+
+WRIST_CAMERAS = {"wrist": "robot0_eye_in_hand", "wrist_right": "robot0_eye_in_hand", "wrist_left": "robot1_eye_in_hand"}
+HOME = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])  # gripper down, fingers closing along y
+PERIPHERY = Region(x=[-0.3, 0.3], y=[-0.38, 0.38])
+
+
+def camera_name(role: str) -> str:
+    return WRIST_CAMERAS.get(role, f"harmowam_{role}")
+
+
+class SimStation:
+    """The `Env` of the simulator. `render=False` skips cameras (observations carry no images), for fast
+    expert evaluation."""
+
+    def __init__(self, recipe: Recipe, render: bool = True):
+        os.environ.setdefault("MUJOCO_GL", "egl")
+        self.recipe = recipe
+        self.task = task_for(recipe)
+        self.num_arms = 1 if recipe.arms == "single" else 2
+        self.instruction = recipe.instruction
+        self.stage_names = [s.name for s in recipe.stages]
+        self.render = render
+        self.cameras = {cam.role: cam for cam in recipe.cameras}
+        self._env = None
+        self._variant_key = None
+        self.view: SceneView | None = None
+        self.home = [HOME] * self.num_arms
+        self.ood = "none"
+        self.rng = np.random.default_rng(0)
+        self.steps = 0
+        self._latched: list[bool] = []
+        self._held: list[int] = []
+
+    # ------------------------------------------------------------------ protocol
+    def reset(self, seed: int | None = None, ood: str = "none") -> Observation:
+        if ood not in OOD_KINDS:
+            raise HarmoWAMError(f"unknown OOD protocol '{ood}' (choose from {', '.join(OOD_KINDS)})")
+        self.rng = np.random.default_rng(seed)
+        self.ood = ood
+        env = self._ensure_env(objects=ood == "objects", distractors=ood == "background")
+        env.reset()
+        region = self.recipe.ood.position.test_region if ood == "position" else self.recipe.ood.position.train_region
+        self.placements = self.task.place(self.rng, region)
+        self._apply_placements(self.placements)
+        self._apply_background(ood == "background")
+        env.sim.forward()
+        self.view = SceneView(env)
+        self._settle()
+        self.task.on_reset(self.view)
+        self.steps = 0
+        self._latched = [False] * len(self.stage_names)
+        self._held = [0] * len(self.stage_names)
+        return self._observation(env._get_observations(force_update=True))
+
+    def step(self, action: np.ndarray) -> Observation:
+        action = np.asarray(action, dtype=np.float64).reshape(-1)
+        if action.shape != (7 * self.num_arms,):
+            raise ValueError(f"expected an action of shape ({7 * self.num_arms},), got {action.shape}")
+        raw = self._env.step(self._native_action(action))[0]
+        self.steps += 1
+        self.task.on_step(self.view)
+        self._update_stages()
+        return self._observation(raw)
+
+    def stage_success(self) -> list[bool]:
+        return list(self._latched)
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+
+    def __enter__(self) -> SimStation:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ extras
+    def expert(self, seed: int | None = None) -> WaypointFollower:
+        """The task's scripted expert for the episode just reset (privileged simulator state)."""
+        rng = np.random.default_rng(seed) if seed is not None else self.rng
+        return WaypointFollower(self.view, self.task.plan(self.view, rng), self.home, rng)
+
+    def state(self) -> np.ndarray:
+        parts = []
+        for arm in range(self.num_arms):
+            rel = self.view.eef_mat(arm) @ self.home[arm].T
+            parts.append(np.r_[self.view.eef_pos(arm), mat_to_euler(rel), self.view.gripper_closed(arm)])
+        return np.concatenate(parts).astype(np.float32)
+
+    @property
+    def raw_env(self):
+        """The underlying robosuite environment (for benchmarks and teleoperation devices)."""
+        return self._env
+
+    # ------------------------------------------------------------------ internals
+    def _ensure_env(self, objects: bool, distractors: bool):
+        key = (objects, distractors)
+        if self._env is not None and self._variant_key == key:
+            return self._env
+        self.close()
+        variant = self.task.variant(self.recipe.ood.objects.substitutes if objects else None)
+        cls = SingleArmStation if self.num_arms == 1 else DualArmStation
+        cams = [camera_name(c.role) for c in self.recipe.cameras]
+        self._env = cls(
+            self.task,
+            variant,
+            distractors,
+            controller_configs=controller_config(),
+            initialization_noise=None,
+            use_camera_obs=self.render,
+            has_renderer=False,
+            has_offscreen_renderer=self.render,
+            camera_names=cams,
+            camera_heights=[c.height for c in self.recipe.cameras],
+            camera_widths=[c.width for c in self.recipe.cameras],
+            control_freq=self.recipe.fps,
+            horizon=10**9,
+            ignore_done=True,
+            hard_reset=False,
+        )
+        self._variant_key = key
+        self._default_lights = (self._env.sim.model.light_diffuse.copy(), self._env.sim.model.light_dir.copy())
+        return self._env
+
+    def _apply_placements(self, placements: dict[str, Placement]):
+        env = self._env
+        for name, p in placements.items():
+            obj = env.task_objects[name]
+            pos = np.array([p.x, p.y, p.z]) + TABLE_TOP
+            quat = yaw_quat(p.yaw)
+            if obj.joints and obj.joint_specs[0].get("type", "free") == "free":
+                env.sim.data.set_joint_qpos(obj.joints[0], np.concatenate([pos, quat]))
+            else:
+                body = env.object_body_ids[name]
+                env.sim.model.body_pos[body] = pos
+                env.sim.model.body_quat[body] = quat
+
+    def _apply_background(self, on: bool):
+        env = self._env
+        diffuse, direction = self._default_lights
+        env.sim.model.light_diffuse[:] = diffuse
+        env.sim.model.light_dir[:] = direction
+        if not on:
+            return
+        spec = self.recipe.ood.background
+        lo, hi = spec.light_intensity
+        scale = self.rng.choice([self.rng.uniform(lo, 0.8), self.rng.uniform(1.2, hi)]) if lo < 0.8 else hi
+        env.sim.model.light_diffuse[:] = np.clip(diffuse * scale, 0.0, 1.0)
+        turn = np.deg2rad(spec.light_direction_deg) * self.rng.choice([-1.0, 1.0])
+        rot = euler_to_mat(np.array([0.0, turn / 2, turn]))
+        env.sim.model.light_dir[:] = direction @ rot.T
+        n = int(self.rng.integers(spec.distractors[0], spec.distractors[1] + 1))
+        n = min(n, MAX_DISTRACTORS)
+        targets = [np.array([p.x, p.y]) for p in self.placements.values()]
+        near = n // 2
+        near_region = Region(
+            x=[min(t[0] for t in targets) - 0.12, max(t[0] for t in targets) + 0.12],
+            y=[min(t[1] for t in targets) - 0.12, max(t[1] for t in targets) + 0.12],
+        )
+        pts = sample_points(self.rng, near_region, near, 0.09, targets)
+        pts += sample_points(self.rng, PERIPHERY, n - near, 0.09, targets + pts)
+        self.distractor_positions = pts
+        for i, body in enumerate(env.distractor_body_ids):
+            if i < n:
+                obj = env.distractors[i]
+                z = -obj.bottom_offset[2] + 0.001
+                env.sim.model.body_pos[body] = np.r_[pts[i], z] + TABLE_TOP
+                env.sim.model.body_quat[body] = yaw_quat(self.rng.uniform(-np.pi, np.pi))
+            else:  # unused: far below the floor, out of every camera's view
+                env.sim.model.body_pos[body] = np.array([0.0, 0.0, -5.0 - i])
+        for g in range(env.sim.model.ngeom):
+            body = env.sim.model.geom_bodyid[g]
+            if body in env.distractor_body_ids:
+                env.sim.model.geom_rgba[g, :3] = self.rng.uniform(0.1, 1.0, 3)
+
+    def visible_distractors(self) -> int:
+        """How many distractors stand on the table in the current scene (0 outside background OOD)."""
+        if self._env is None or not self._env.distractors:
+            return 0
+        return int(sum(self._env.sim.model.body_pos[b][2] > 0 for b in self._env.distractor_body_ids))
+
+    def _settle(self, steps: int = 4):
+        """Let dropped objects come to rest before the episode starts (arm holding still, gripper open)."""
+        still = self._native_action(np.zeros(7 * self.num_arms))
+        for _ in range(steps):
+            self._env.step(still)
+
+    def _native_action(self, action: np.ndarray) -> np.ndarray:
+        per_arm = []
+        for arm in range(self.num_arms):
+            a = action[7 * arm : 7 * arm + 7]
+            dpos = np.clip(a[:3], -MAX_DELTA_POS, MAX_DELTA_POS)
+            rv = mat_to_rotvec(euler_to_mat(a[3:6]))
+            angle = np.linalg.norm(rv)
+            if angle > MAX_DELTA_ROT:
+                rv = rv / angle * MAX_DELTA_ROT
+            grip = np.clip(2.0 * a[6] - 1.0, -1.0, 1.0)
+            per_arm.append(np.r_[dpos, rv, grip])
+        if self.num_arms == 2:  # ours: [left, right]; robosuite: [robot0 = right, robot1 = left]
+            per_arm = per_arm[::-1]
+        return np.concatenate(per_arm)
+
+    def _update_stages(self):
+        preds = self.task.predicates(self.view)
+        for k, ok in enumerate(preds):
+            if self._latched[k]:
+                continue
+            if ok and all(self._latched[:k]):
+                self._held[k] += 1
+                if self._held[k] >= self.task.hold_steps:
+                    self._latched[k] = True
+            else:
+                self._held[k] = 0
+            break
+
+    def _observation(self, raw: dict) -> Observation:
+        images = {}
+        if self.render:
+            for role, cam in self.cameras.items():
+                images[role] = np.ascontiguousarray(raw[f"{camera_name(role)}_image"][::-1])
+        return Observation(images=images, state=self.state(), instruction=self.instruction, info={"step": self.steps})

@@ -1,0 +1,116 @@
+"""Pick Fruit to Plate (appendix B): the banana, then the carrot, onto the plate.
+
+Stand-ins: the banana a yellow capsule, the carrot an orange capsule with a green top, the plate a flat
+disc. S1 / S2: the fruit rests on the plate (within its rim, touching it, released).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from harmowam_core.envs.sim.objects import Part, build_object
+from harmowam_core.envs.sim.tasks.base import ArmTarget, Placement, SimTask, Waypoint, down, sample_points, wrap_yaw
+
+LYING = (0.7071, 0.0, 0.7071, 0.0)  # a capsule's axis turned from z onto x
+
+# name -> (parts, half height when lying, symmetric under a half turn about z (grasp across the long axis))
+FRUITS = {
+    "banana": ([Part("capsule", (0.018, 0.06), rgba=(0.95, 0.85, 0.2, 1), quat=LYING)], 0.018, True),
+    "plantain": (
+        [
+            Part("capsule", (0.022, 0.055), rgba=(0.45, 0.55, 0.15, 1), quat=LYING),
+            Part("box", (0.012, 0.012, 0.012), (0.085, 0.0, 0.0), (0.25, 0.18, 0.08, 1)),
+        ],
+        0.022,
+        True,
+    ),
+    "carrot": (
+        [
+            Part("capsule", (0.016, 0.05), rgba=(0.95, 0.45, 0.05, 1), quat=LYING),
+            Part("box", (0.012, 0.01, 0.008), (0.072, 0.0, 0.0), (0.2, 0.6, 0.15, 1)),
+        ],
+        0.016,
+        True,
+    ),
+    "pepper": (
+        [
+            Part("sphere", (0.03,), rgba=(0.85, 0.08, 0.05, 1)),
+            Part("cylinder", (0.006, 0.01), (0.0, 0.0, 0.035), (0.15, 0.5, 0.1, 1)),
+        ],
+        0.03,
+        False,
+    ),
+}
+PLATE_R, PLATE_H = 0.09, 0.007
+
+
+class PickFruit(SimTask):
+    name = "pick_fruit"
+    num_arms = 1
+    base_objects = {"banana": ["banana", "plantain"], "carrot": ["carrot", "pepper"]}
+    region_objects = ("plate", "banana", "carrot")
+
+    def build(self, variant):
+        self.kinds = {"banana": variant["banana"], "carrot": variant["carrot"]}
+        objs = {role: build_object(role, FRUITS[kind][0], density=400.0) for role, kind in self.kinds.items()}
+        objs["plate"] = build_object(
+            "plate",
+            [
+                Part("cylinder", (PLATE_R, PLATE_H), rgba=(0.93, 0.93, 0.9, 1)),
+                Part("cylinder", (PLATE_R * 0.55, 0.0005), (0, 0, PLATE_H), (0.75, 0.8, 0.85, 1)),
+            ],
+            density=1500.0,
+        )
+        return objs
+
+    def place(self, rng, region):
+        plate = sample_points(rng, region, 1, 0.0)[0]
+        fruits = sample_points(rng, region, 2, 0.11, avoid=[plate], tries=4000)
+        fruits = [f for f in fruits]
+        # keep fruit clear of the plate rim
+        while any(np.linalg.norm(f - plate) < PLATE_R + 0.08 for f in fruits):
+            plate = sample_points(rng, region, 1, 0.0)[0]
+            fruits = sample_points(rng, region, 2, 0.11, avoid=[plate])
+        out = {"plate": Placement(plate[0], plate[1], PLATE_H + 0.001)}
+        for role, p in zip(("banana", "carrot"), fruits, strict=True):
+            out[role] = Placement(p[0], p[1], FRUITS[self.kinds[role]][1] + 0.002, rng.uniform(-np.pi, np.pi))
+        return out
+
+    def _on_plate(self, view, role):
+        fruit, plate = view.pos(role), view.pos("plate")
+        return (
+            np.linalg.norm(fruit[:2] - plate[:2]) < PLATE_R - 0.015
+            and fruit[2] < plate[2] + PLATE_H + FRUITS[self.kinds[role]][1] + 0.02
+            and view.touching(role, "plate")
+            and not view.grasping(0, role)
+        )
+
+    def predicates(self, view):
+        return [self._on_plate(view, "banana"), self._on_plate(view, "carrot")]
+
+    def plan(self, view, rng):
+        carry = 0.2
+        offsets = rng.permutation([-0.045, 0.045])
+        place_yaw = wrap_yaw(np.pi / 2 + rng.uniform(-0.1, 0.1))  # fruit laid along y, side by side in x
+
+        for role, offset in zip(("banana", "carrot"), offsets, strict=True):
+            kind = self.kinds[role]
+            half = FRUITS[kind][1]
+            p = view.pos(role)
+            m = view.mat(role)
+            yaw = wrap_yaw(np.arctan2(m[1, 0], m[0, 0])) if FRUITS[kind][2] else rng.uniform(-0.5, 0.5)
+            grip_z = max(half - 0.004, 0.017) + rng.uniform(-0.002, 0.002)
+            yield Waypoint([ArmTarget(np.r_[p[:2], carry], down(yaw), 0.0)], speed=rng.uniform(0.04, 0.05), tol=0.01)
+            yield Waypoint([ArmTarget(np.r_[p[:2], grip_z + 0.04], down(yaw), 0.0)], speed=0.03, tol=0.005)
+            yield Waypoint([ArmTarget(np.r_[p[:2], grip_z], down(yaw), 0.0)], speed=0.015, tol=0.004)
+            yield Waypoint([ArmTarget(np.r_[p[:2], grip_z], down(yaw), 1.0)], speed=0.01, hold=8, timeout=12)
+            yield Waypoint([ArmTarget(np.r_[p[:2], carry], down(yaw), 1.0)], speed=0.04, tol=0.015)
+            plate = view.pos("plate")
+            spot = plate[:2] + np.array([offset, 0.0]) + rng.uniform(-0.008, 0.008, 2)
+            if FRUITS[kind][2]:
+                yaw = place_yaw
+            drop_z = PLATE_H * 2 + grip_z + 0.012
+            yield Waypoint([ArmTarget(np.r_[spot, carry], down(yaw), 1.0)], speed=rng.uniform(0.04, 0.05), tol=0.01)
+            yield Waypoint([ArmTarget(np.r_[spot, drop_z], down(yaw), 1.0)], speed=0.025, tol=0.005, hold=2)
+            yield Waypoint([ArmTarget(np.r_[spot, drop_z], down(yaw), 0.0)], speed=0.01, hold=3, timeout=25)
+            yield Waypoint([ArmTarget(np.r_[spot, carry], down(yaw), 0.0)], speed=0.04, tol=0.02)
