@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from harmowam_cli import collect as collect_cmd
 from harmowam_cli import info as info_cmd
 from harmowam_cli import label as label_cmd
 from harmowam_cli import recipe as recipe_cmd
@@ -22,6 +23,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 app.add_typer(recipe_cmd.app, name="recipe")
+app.command("collect")(collect_cmd.collect)
 app.command("label")(label_cmd.label)
 app.command("info")(info_cmd.info)
 

@@ -252,6 +252,6 @@ class SimStation:
     def _observation(self, raw: dict) -> Observation:
         images = {}
         if self.render:
-            for role, cam in self.cameras.items():
+            for role in self.cameras:
                 images[role] = np.ascontiguousarray(raw[f"{camera_name(role)}_image"][::-1])
         return Observation(images=images, state=self.state(), instruction=self.instruction, info={"step": self.steps})

@@ -1,4 +1,6 @@
-"""The six simulated tasks of the paper (appendix B), by recipe name."""
+"""The simulated tasks of the paper (appendix B), by recipe name. pick_fruit and stack_cans are in;
+pour_coke (tasks/pour_coke.py) stays out of the registry until its scripted expert is reliable, and the
+other three are still to come."""
 
 from __future__ import annotations
 
@@ -9,11 +11,7 @@ from harmowam_core.recipes import Recipe
 
 def _registry() -> dict[str, type[SimTask]]:
     from harmowam_core.envs.sim.tasks.pick_fruit import PickFruit
-    
-    
-    
     from harmowam_core.envs.sim.tasks.stack_cans import StackCans
-    
 
     return {cls.name: cls for cls in (PickFruit, StackCans)}
 

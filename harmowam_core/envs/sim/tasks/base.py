@@ -137,6 +137,7 @@ POS_GAIN = 3.0  # OSC tracks only part of a commanded delta per step; command a 
 VEL_GAIN = 2.0  # and damp with the measured velocity so the arm does not overshoot a target
 ROT_GAIN = 2.0
 MAX_TURN = 0.25  # rad per step
+TURN_PER_METRE = 6.0  # a waypoint's speed caps turning too: 0.01 m/step -> 0.06 rad/step
 
 
 class WaypointFollower:
@@ -150,6 +151,7 @@ class WaypointFollower:
         self.elapsed = 0
         self.done = False
         self._prev: list[np.ndarray | None] = [None] * len(home)
+        self._last: Waypoint | None = None  # the most recent waypoint, held once the plan is done
 
     def _arm_action(self, arm: int, target: ArmTarget, speed: float) -> np.ndarray:
         pos = self.view.eef_pos(arm)
@@ -165,8 +167,9 @@ class WaypointFollower:
         rv = mat_to_rotvec(rot)
         angle = np.linalg.norm(rv)
         rv = rv * ROT_GAIN
-        if angle * ROT_GAIN > MAX_TURN:
-            rv = rv / angle * MAX_TURN
+        max_turn = min(MAX_TURN, speed * TURN_PER_METRE)
+        if angle * ROT_GAIN > max_turn:
+            rv = rv / angle * max_turn
 
         return np.concatenate([delta, mat_to_euler(rotvec_to_mat(rv)), [target.gripper]])
 
@@ -201,11 +204,10 @@ class WaypointFollower:
             self.current = next(self.plan)
         except StopIteration:
             self.current, self.done = None, True
-            self._last = getattr(self, "_last", None)
             return
         self._last = self.current
 
     def _still(self) -> np.ndarray:
-        last = getattr(self, "_last", None)
+        last = self._last
         grips = [t.gripper for t in last.arms] if last is not None else [0.0] * len(self.home)
         return np.concatenate([np.r_[np.zeros(6), g] for g in grips]).astype(np.float32)

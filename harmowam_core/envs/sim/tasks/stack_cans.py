@@ -22,7 +22,10 @@ def can_object(name: str, kind: str):
     r, h, body, lid = CANS[kind]
     return build_object(
         name,
-        [Part("cylinder", (r, h - 0.002), (0, 0, -0.002), body), Part("cylinder", (r * 0.9, 0.002), (0, 0, h - 0.002), lid)],
+        [
+            Part("cylinder", (r, h - 0.002), (0, 0, -0.002), body),
+            Part("cylinder", (r * 0.9, 0.002), (0, 0, h - 0.002), lid),
+        ],
         density=250.0,
     )
 
@@ -40,7 +43,9 @@ class StackCans(SimTask):
 
     def place(self, rng, region):
         pts = sample_points(rng, region, 3, 0.13, margin=0.02)
-        return {f"can{i}": Placement(p[0], p[1], self.half + 0.002, rng.uniform(-np.pi, np.pi)) for i, p in enumerate(pts)}
+        return {
+            f"can{i}": Placement(p[0], p[1], self.half + 0.002, rng.uniform(-np.pi, np.pi)) for i, p in enumerate(pts)
+        }
 
     def on_reset(self, view):
         self.start0 = view.pos("can0").copy()

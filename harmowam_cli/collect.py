@@ -1,0 +1,72 @@
+"""`harmowam collect --task NAME`: scripted demonstrations on the simulated station into a dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from harmowam_cli._common import SetOption, console, progress_bar, user_errors
+from harmowam_core.envs import OOD_KINDS
+from harmowam_core.errors import HarmoWAMError
+from harmowam_core.recipes import load_recipe
+
+
+def collect(
+    task: Annotated[str, typer.Option(help="Recipe name or path (e.g. stack_cans, recipes/flowers.yaml).")],
+    episodes: Annotated[int, typer.Option(help="Episodes to save.")] = 20,
+    ood: Annotated[str, typer.Option(help="OOD protocol: " + " | ".join(OOD_KINDS) + ".")] = "none",
+    out: Annotated[Path | None, typer.Option(help="Dataset directory (default: data/<task>).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the first episode; episode i uses seed + i.")] = 0,
+    keep_failures: Annotated[
+        bool, typer.Option("--keep-failures", help="Also save episodes that miss a stage.")
+    ] = False,
+    set_: SetOption = None,
+) -> None:
+    """Record scripted-expert demonstrations on the simulated Franka station (stage results per episode)."""
+    run_collect(task, episodes, ood, out, seed, keep_failures, set_ or [])
+
+
+@user_errors
+def run_collect(
+    task: str, episodes: int, ood: str, out: Path | None, seed: int, keep_failures: bool, overrides: list[str]
+) -> None:
+    from harmowam_core.collect import collect as collect_episodes
+
+    if ood not in OOD_KINDS:
+        raise HarmoWAMError(f"--ood must be one of {', '.join(OOD_KINDS)}, got '{ood}'")
+    recipe = load_recipe(task, overrides)
+    out = out or Path("data") / recipe.name
+    console.print(
+        f"collecting [bold]{episodes}[/] {recipe.name} episodes ({ood} scenes, scripted expert) into [bold]{out}[/]"
+    )
+    with progress_bar() as bar:
+        bar_task = bar.add_task("episodes", total=episodes, status="")
+
+        def update(stats):
+            bar.update(
+                bar_task,
+                completed=stats.saved,
+                status=f"{stats.successes}/{stats.attempted} successful · {stats.steps_per_second:.0f} steps/s",
+            )
+
+        stats = collect_episodes(
+            recipe, out, episodes, ood=ood, seed=seed, keep_failures=keep_failures, on_progress=update
+        )
+    table = Table(title=f"{recipe.name}: {stats.attempted} episodes attempted")
+    table.add_column("stage")
+    table.add_column("reached", justify="right")
+    for spec, count in zip(recipe.stages, stats.stage_counts, strict=True):
+        table.add_row(spec.name, f"{count}/{stats.attempted}")
+    console.print(table)
+    verdict = "interrupted: " if stats.interrupted else ""
+    console.print(
+        f"{verdict}saved {stats.saved} episodes ({stats.steps} steps, {stats.steps_per_second:.1f} steps/s) to {out}"
+    )
+    if stats.saved < episodes and not stats.interrupted:
+        raise HarmoWAMError(
+            f"only {stats.saved} of {episodes} episodes succeeded in {stats.attempted} attempts; "
+            "pass --keep-failures to keep failed ones too"
+        )

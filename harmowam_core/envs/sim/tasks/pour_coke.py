@@ -1,0 +1,108 @@
+"""Pour Coke into Beaker (appendix B): grasp the bottle, then pour its contents into the beaker.
+
+The liquid is eight small spheres inside an open bottle. S1 `grasp`: the bottle is held and lifted 5 cm off
+the table. S2 `pour`: at least half the spheres lie inside the beaker and at most two spilled elsewhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from robosuite.models.objects import BallObject
+
+from harmowam_core.envs.sim.objects import Part, build_object, cup_parts
+from harmowam_core.envs.sim.tasks.base import ArmTarget, Placement, SimTask, Waypoint, down, sample_points
+
+NUM_DROPS = 8
+HANDLE_OUT = 0.04  # handle centre beyond the bottle's outer wall (m)
+HANDLE_DROP = 0.03  # handle centre below the bottle's top
+DROP_R = 0.0075
+# name -> inner half width, height, wall, rgba, sides
+CONTAINERS = {
+    "coke_bottle": (0.018, 0.13, 0.005, (0.35, 0.12, 0.08, 1.0), 4),
+    "sprite_bottle": (0.015, 0.15, 0.005, (0.2, 0.7, 0.3, 1.0), 4),
+    "beaker": (0.042, 0.075, 0.004, (0.75, 0.85, 0.95, 1.0), 4),
+    "measuring_cup": (0.05, 0.06, 0.004, (0.95, 0.95, 0.9, 1.0), 8),
+}
+
+
+class PourCoke(SimTask):
+    name = "pour_coke"
+    num_arms = 1
+    base_objects = {"bottle": ["coke_bottle", "sprite_bottle"], "beaker": ["beaker", "measuring_cup"]}
+    region_objects = ("bottle",)
+
+    def build(self, variant):
+        self.bottle_kind, self.beaker_kind = variant["bottle"], variant["beaker"]
+        objs = {}
+        for role, kind, density in (("bottle", self.bottle_kind, 400.0), ("beaker", self.beaker_kind, 5000.0)):
+            inner, height, wall, rgba, sides = CONTAINERS[kind]
+            parts = cup_parts(inner, height, wall, rgba, round_sides=sides)
+            if role == "bottle":  # a jug handle toward the robot, so the hand never covers the mouth
+                x0, z = -(inner + wall), height / 2 - HANDLE_DROP
+                parts.append(Part("box", (0.012, 0.006, 0.006), (x0 - 0.012, 0.0, z), rgba, name="neck"))
+                parts.append(Part("box", (0.01, 0.014, 0.02), (x0 - HANDLE_OUT + wall, 0.0, z), rgba, name="handle"))
+            objs[role] = build_object(role, parts, density=density)
+        for i in range(NUM_DROPS):
+            objs[f"drop{i}"] = BallObject(
+                name=f"drop{i}",
+                size=[DROP_R],
+                rgba=[0.25, 0.08, 0.03, 1.0],
+                density=800.0,
+                friction=[0.3, 0.005, 0.0001],
+            )
+        return objs
+
+    def place(self, rng, region):
+        bottle = sample_points(rng, region, 1, 0.0, margin=0.01)[0]
+        beaker = bottle + np.array([rng.uniform(-0.03, 0.03), rng.uniform(0.17, 0.21)])
+        _, height, wall, _, _ = CONTAINERS[self.bottle_kind]
+        out = {
+            "bottle": Placement(bottle[0], bottle[1], height / 2 + 0.001),
+            "beaker": Placement(beaker[0], beaker[1], CONTAINERS[self.beaker_kind][1] / 2 + 0.001),
+        }
+        inner = CONTAINERS[self.bottle_kind][0]
+        for i in range(NUM_DROPS):  # two columns of four, resting on the bottle's floor
+            dx = (i % 2 - 0.5) * (inner - DROP_R) * 0.9
+            z = wall + DROP_R + 0.001 + (i // 2) * (2 * DROP_R + 0.001)
+            out[f"drop{i}"] = Placement(bottle[0] + dx, bottle[1] + rng.uniform(-0.004, 0.004), z)
+        return out
+
+    def _inside(self, view, drop, container):
+        inner, height, _, _, _ = CONTAINERS[self.beaker_kind if container == "beaker" else self.bottle_kind]
+        rel = view.mat(container).T @ (view.pos(drop) - view.pos(container))
+        return bool(np.all(np.abs(rel[:2]) < inner + 0.002) and abs(rel[2]) < height / 2 + 0.005)
+
+    def predicates(self, view):
+        bottle = view.pos("bottle")
+        lifted = view.grasping(0, "bottle") and bottle[2] - CONTAINERS[self.bottle_kind][1] / 2 > 0.05
+        drops = [f"drop{i}" for i in range(NUM_DROPS)]
+        in_beaker = sum(self._inside(view, d, "beaker") for d in drops)
+        spilled = sum(not self._inside(view, d, "beaker") and not self._inside(view, d, "bottle") for d in drops)
+        return [lifted, in_beaker >= NUM_DROPS / 2 and spilled <= 2]
+
+    def plan(self, view, rng):
+        b_inner, b_height, b_wall, _, _ = CONTAINERS[self.bottle_kind]
+        k_height = CONTAINERS[self.beaker_kind][1]
+        bottle = view.pos("bottle")
+        handle_dx = b_inner + HANDLE_OUT
+        handle = bottle + view.mat("bottle") @ np.array([-handle_dx, 0.0, b_height / 2 - HANDLE_DROP])
+        grip_z = handle[2] + rng.uniform(-0.004, 0.004)
+        top_to_grip = bottle[2] + b_height / 2 - grip_z
+        carry = k_height + b_height + 0.06
+        yield Waypoint([ArmTarget(np.r_[handle[:2], carry], down(), 0.0)], speed=rng.uniform(0.04, 0.05), tol=0.008)
+        yield Waypoint([ArmTarget(np.r_[handle[:2], grip_z], down(), 0.0)], speed=0.03, tol=0.004, hold=1)
+        yield Waypoint([ArmTarget(np.r_[handle[:2], grip_z], down(), 1.0)], speed=0.01, hold=8, timeout=12)
+        yield Waypoint([ArmTarget(np.r_[handle[:2], carry], down(), 1.0)], speed=0.025, tol=0.015)
+        beaker = view.pos("beaker")
+        # pivot so that, tilted toward +y, the bottle's mouth ends over the beaker: tilt part-way high above the
+        # rim (the bottle's body swings up and away), go down, then tilt fully and hold while it empties
+        tilt = rng.uniform(1.95, 2.1)
+        xy = beaker[:2] - np.array([handle_dx, top_to_grip * np.sin(tilt) + 0.006 + rng.uniform(-0.004, 0.004)])
+        high = k_height + b_height - top_to_grip + 0.03
+        low = k_height + 0.07
+        yield Waypoint([ArmTarget(np.r_[xy, carry], down(), 1.0)], speed=0.03, tol=0.006, hold=2)
+        yield Waypoint([ArmTarget(np.r_[xy, high], down(), 1.0)], speed=0.02, tol=0.006)
+        yield Waypoint([ArmTarget(np.r_[xy, high], np.array([-1.05, 0.0, 0.0]), 1.0)], speed=0.01, tol=0.01)
+        yield Waypoint([ArmTarget(np.r_[xy, low], np.array([-1.05, 0.0, 0.0]), 1.0)], speed=0.015, tol=0.006)
+        yield Waypoint([ArmTarget(np.r_[xy, low], np.array([-tilt, 0.0, 0.0]), 1.0)], speed=0.01, hold=20, timeout=60)
+        yield Waypoint([ArmTarget(np.r_[xy, high], np.array([-0.8, 0.0, 0.0]), 1.0)], speed=0.01, tol=0.01, timeout=60)

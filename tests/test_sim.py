@@ -1,0 +1,229 @@
+"""The simulated station: protocol, cameras, scripted experts, stage predicates, OOD variants, collect."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harmowam_core.envs import Env
+from harmowam_core.envs.sim.geometry import euler_to_mat, mat_to_euler, mat_to_rotvec, rotvec_to_mat
+from harmowam_core.envs.sim.station import SimStation
+from harmowam_core.envs.sim.tasks import sim_task_names, task_for
+from harmowam_core.errors import HarmoWAMError
+from harmowam_core.recipes import load_recipe
+
+pytestmark = pytest.mark.sim
+SIM_TASKS = sim_task_names()
+
+
+@pytest.fixture(scope="module")
+def stations():
+    """One station per task, shared by this module (building a robosuite scene takes seconds)."""
+    made: dict[tuple[str, bool], SimStation] = {}
+
+    def get(task: str, render: bool = False) -> SimStation:
+        if (task, render) not in made:
+            made[(task, render)] = SimStation(load_recipe(task), render=render)
+        return made[(task, render)]
+
+    yield get
+    for station in made.values():
+        station.close()
+
+
+def run_expert(station: SimStation, seed: int, ood: str = "none") -> list[bool]:
+    station.reset(seed=seed, ood=ood)
+    expert = station.expert()
+    for _ in range(station.recipe.max_episode_steps):
+        station.step(expert.act())
+        if all(station.stage_success()):
+            break
+    return station.stage_success()
+
+
+# ------------------------------------------------------------------------------------------ geometry
+@given(st.lists(st.floats(-1.4, 1.4), min_size=3, max_size=3))
+def test_euler_and_rotvec_round_trip(angles):
+    m = euler_to_mat(np.array(angles))
+    np.testing.assert_allclose(euler_to_mat(mat_to_euler(m)), m, atol=1e-9)
+    np.testing.assert_allclose(rotvec_to_mat(mat_to_rotvec(m)), m, atol=1e-9)
+
+
+# ------------------------------------------------------------------------------------------ protocol
+@pytest.mark.parametrize("task", SIM_TASKS)
+def test_resets_steps_and_renders_every_camera(stations, task):
+    station = stations(task, render=True)
+    assert isinstance(station, Env)
+    recipe = station.recipe
+    obs = station.reset(seed=0)
+    obs = station.step(np.zeros(7 * station.num_arms))
+    assert set(obs.images) == {c.role for c in recipe.cameras}
+    for cam in recipe.cameras:
+        img = obs.images[cam.role]
+        assert img.shape == (cam.height, cam.width, 3) and img.dtype == np.uint8
+        assert img.std() > 5  # a real picture, not a blank buffer
+    assert obs.state.shape == (7 * station.num_arms,) and obs.instruction == recipe.instruction
+    assert station.stage_success() == [False] * len(recipe.stages)
+
+
+def test_actions_move_the_arm_in_the_table_frame(stations):
+    station = stations("stack_cans")
+    station.reset(seed=0)
+    start = station.state().copy()
+    for _ in range(15):
+        station.step(np.array([0.02, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
+    moved = station.state() - start
+    assert moved[0] > 0.05 and abs(moved[1]) < 0.02 and abs(moved[2]) < 0.02
+    for _ in range(15):
+        station.step(np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.05, 1.0]))
+    state = station.state()
+    assert state[5] - start[5] > 0.1  # yaw turned about the vertical (OSC tracks part of each command)
+    assert state[6] > 0.8  # gripper closed on nothing
+
+
+def test_wrong_action_shape_and_ood_are_rejected(stations):
+    station = stations("stack_cans")
+    station.reset(seed=0)
+    with pytest.raises(ValueError, match="shape"):
+        station.step(np.zeros(14))
+    with pytest.raises(HarmoWAMError, match="unknown OOD"):
+        station.reset(seed=0, ood="weather")
+
+
+# ------------------------------------------------------------------------------------------ experts
+@pytest.mark.parametrize("task", SIM_TASKS)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_scripted_expert_completes_every_stage(stations, task, seed):
+    assert run_expert(stations(task), seed) == [True] * len(load_recipe(task).stages)
+
+
+# ------------------------------------------------------------------------------------------ predicates
+def _set_pose(station, name, pos, quat=(1.0, 0.0, 0.0, 0.0)):
+    env = station.raw_env
+    obj = env.task_objects[name]
+    env.sim.data.set_joint_qpos(obj.joints[0], np.r_[np.asarray(pos) + np.array([0, 0, 0.8]), quat])
+    env.sim.forward()
+
+
+def test_stack_predicates_true_then_false_when_knocked_over(stations):
+    station = stations("stack_cans")
+    task = station.task
+    station.reset(seed=3)
+    assert task.predicates(station.view) == [False, False]
+    a = station.view.pos("can0")
+    h, r = task.half, task.radius
+    _set_pose(station, "can1", a + np.array([0.0, 2 * r + 0.004, 0.0]))
+    _set_pose(station, "can2", a + np.array([0.0, 0.0, 2 * h + 0.001]))
+    assert task.predicates(station.view) == [True, True]
+    _set_pose(station, "can0", a + np.array([0.0, 0.0, r - h]), (0.7071, 0.7071, 0.0, 0.0))  # on its side
+    assert task.predicates(station.view) == [False, False]
+
+
+def test_fruit_on_plate_predicate(stations):
+    station = stations("pick_fruit")
+    station.reset(seed=2)
+    plate = station.view.pos("plate")
+    assert station.task.predicates(station.view) == [False, False]
+    _set_pose(station, "banana", plate + np.array([0.03, 0.0, 0.03]))
+    for _ in range(150):
+        station.raw_env.sim.step()
+    assert station.task.predicates(station.view)[0]
+    _set_pose(station, "banana", plate + np.array([0.25, 0.0, 0.02]))  # dropped beside the plate
+    for _ in range(150):
+        station.raw_env.sim.step()
+    assert not station.task.predicates(station.view)[0]
+
+
+def test_stages_count_only_in_order(stations):
+    station = stations("stack_cans")
+    station.reset(seed=4)
+    a = station.view.pos("can0")
+    _set_pose(station, "can2", a + np.array([0.0, 0.0, 2 * station.task.half + 0.001]))  # S2 without S1
+    for _ in range(10):
+        station.step(np.zeros(7))
+    assert station.stage_success() == [False, False]
+
+
+# ------------------------------------------------------------------------------------------ OOD
+@pytest.mark.parametrize("task", SIM_TASKS)
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_position_ood_never_in_training_region(task, seed):
+    recipe = load_recipe(task)
+    sim_task = task_for(recipe)
+    sim_task.build(sim_task.variant(None))
+    rng = np.random.default_rng(seed)
+    train, test = recipe.ood.position.train_region, recipe.ood.position.test_region
+    ood = sim_task.place(rng, test)
+    ind = sim_task.place(rng, train)
+    for name in sim_task.region_objects:
+        assert not train.contains(ood[name].x, ood[name].y)
+        assert test.contains(ood[name].x, ood[name].y)
+        assert train.contains(ind[name].x, ind[name].y)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_background_scenes_have_five_to_eight_distractors(stations, seed):
+    station = stations("stack_cans")
+    station.reset(seed=seed, ood="background")
+    assert 5 <= station.visible_distractors() <= 8
+    station.reset(seed=seed, ood="none")
+    assert station.visible_distractors() == 0
+
+
+def test_objects_ood_builds_the_substitutes(stations):
+    station = stations("stack_cans")
+    station.reset(seed=0, ood="objects")
+    assert station.task.kind == "redbull_can"
+    station.reset(seed=0)
+    assert station.task.kind == "coke_can"
+
+
+def test_unknown_substitute_is_a_user_error():
+    recipe = load_recipe("stack_cans", ["ood.objects.substitutes.coke_can=fanta_can"])
+    with pytest.raises(HarmoWAMError, match="fanta_can"):
+        task_for(recipe).variant(recipe.ood.objects.substitutes)
+
+
+# ------------------------------------------------------------------------------------------ collect
+def test_collect_writes_a_dataset_the_reader_and_label_accept(tmp_path):
+    from typer.testing import CliRunner
+
+    from harmowam_cli.main import app
+    from harmowam_core.data.reader import DatasetReader
+
+    out = tmp_path / "data"
+    overrides = ["--set", "max_episode_steps=12"] + [
+        arg for i in range(3) for arg in ("--set", f"cameras.{i}.height=32", "--set", f"cameras.{i}.width=32")
+    ]
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["collect", "--task", "stack_cans", "--episodes", "2", "--out", str(out), "--keep-failures", *overrides]
+    )
+    assert result.exit_code == 0, result.output
+    reader = DatasetReader(out)
+    assert len(reader.episodes) == 2 and len(reader.action) == 24
+    assert reader.action.shape[1] == 7 and reader.state.shape[1] == 7
+    frames = reader.frames(0, "front", [0, 11])
+    assert frames.shape[-2:] == (32, 32) or frames.shape[1:3] == (32, 32)
+    result = runner.invoke(app, ["label", str(out)])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--task", "stack_cans", "--ood", "weather"], "--ood"),
+        (["--task", "no_such_task"], "no_such_task"),
+        (["--task", "stack_cans", "--episodes", "0"], "episodes"),
+    ],
+)
+def test_collect_user_errors_exit_2(tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from harmowam_cli.main import app
+
+    result = CliRunner().invoke(app, ["collect", *args, "--out", str(tmp_path / "d")])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
