@@ -28,7 +28,7 @@ class Observation:
     images: dict[str, np.ndarray]  # camera role -> (H, W, 3) uint8
     state: np.ndarray  # (7,) or (14,) float32
     instruction: str
-    info: dict = field(default_factory=dict)  # station extras (sim: privileged object poses), never model input
+    info: dict = field(default_factory=dict)  # station extras (sim: the step count), never model input
 
 
 @runtime_checkable

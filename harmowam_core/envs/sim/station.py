@@ -12,8 +12,6 @@ across resets; background, position and object OOD are applied at reset from the
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from harmowam_core.envs.base import OOD_KINDS, Observation
@@ -47,7 +45,6 @@ class SimStation:
     expert evaluation."""
 
     def __init__(self, recipe: Recipe, render: bool = True):
-        os.environ.setdefault("MUJOCO_GL", "egl")
         self.recipe = recipe
         self.task = task_for(recipe)
         self.num_arms = 1 if recipe.arms == "single" else 2
@@ -204,10 +201,8 @@ class SimStation:
                 env.sim.model.body_quat[body] = yaw_quat(self.rng.uniform(-np.pi, np.pi))
             else:  # unused: far below the floor, out of every camera's view
                 env.sim.model.body_pos[body] = np.array([0.0, 0.0, -5.0 - i])
-        for g in range(env.sim.model.ngeom):
-            body = env.sim.model.geom_bodyid[g]
-            if body in env.distractor_body_ids:
-                env.sim.model.geom_rgba[g, :3] = self.rng.uniform(0.1, 1.0, 3)
+        geoms = np.flatnonzero(np.isin(env.sim.model.geom_bodyid, env.distractor_body_ids))
+        env.sim.model.geom_rgba[geoms, :3] = self.rng.uniform(0.1, 1.0, (len(geoms), 3))
 
     def visible_distractors(self) -> int:
         """How many distractors stand on the table in the current scene (0 outside background OOD)."""

@@ -185,7 +185,7 @@ class WaypointFollower:
         return True
 
     def act(self) -> np.ndarray:
-        if self.current is None or self.done:
+        if self.current is None and not self.done:
             self._advance()
         if self.current is None:  # plan finished: hold still with the last gripper command
             return self._still()

@@ -64,13 +64,11 @@ class PickFruit(SimTask):
         return objs
 
     def place(self, rng, region):
-        plate = sample_points(rng, region, 1, 0.0)[0]
-        fruits = sample_points(rng, region, 2, 0.11, avoid=[plate], tries=4000)
-        fruits = [f for f in fruits]
-        # keep fruit clear of the plate rim
-        while any(np.linalg.norm(f - plate) < PLATE_R + 0.08 for f in fruits):
+        while True:  # fruit apart from each other and clear of the plate rim
             plate = sample_points(rng, region, 1, 0.0)[0]
-            fruits = sample_points(rng, region, 2, 0.11, avoid=[plate])
+            fruits = sample_points(rng, region, 2, 0.11, avoid=[plate], tries=4000)
+            if all(np.linalg.norm(f - plate) >= PLATE_R + 0.08 for f in fruits):
+                break
         out = {"plate": Placement(plate[0], plate[1], PLATE_H + 0.001)}
         for role, p in zip(("banana", "carrot"), fruits, strict=True):
             out[role] = Placement(p[0], p[1], FRUITS[self.kinds[role]][1] + 0.002, rng.uniform(-np.pi, np.pi))
