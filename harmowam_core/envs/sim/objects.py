@@ -51,8 +51,10 @@ def build_object(
     friction: tuple = GRIP_FRICTION,
     joints: list[dict] | None = None,
     material: CustomMaterial | None = None,
+    condim: int = 3,
 ) -> CompositeObject:
-    """A rigid object from primitives. `free=False` makes it static (moved through the model's body_pos)."""
+    """A rigid object from primitives. `free=False` makes it static (moved through the model's body_pos).
+    `condim=4` adds torsional friction, so a long object held off its centre does not pivot in the fingers."""
     total = np.max([_half_extent(p) for p in parts], axis=0)
     if joints is None:
         joints = "default" if free else None
@@ -66,6 +68,7 @@ def build_object(
         geom_names=[p.name or f"g{i}" for i, p in enumerate(parts)],
         geom_rgbas=[list(p.rgba) for p in parts],
         geom_frictions=[list(friction)] * len(parts),
+        geom_condims=[condim] * len(parts),
         geom_materials=[material.mat_attrib["name"]] * len(parts) if material is not None else None,
         density=density,
         solref=(0.01, 1.0),

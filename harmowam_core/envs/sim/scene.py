@@ -172,8 +172,10 @@ class SceneView:
         return float(np.clip(1.0 - (q[0] - q[1]) / 0.08, 0.0, 1.0))
 
     def grasping(self, arm: int, name: str) -> bool:
-        robot = self.robots[arm]
-        return bool(self.env._check_grasp(gripper=robot.gripper["right"], object_geoms=self.obj(name)))
+        """Both fingers (pad or finger body) touch the object: a thin object held above the pads counts too."""
+        geoms = self.robots[arm].gripper["right"].important_geoms
+        fingers = [geoms["left_finger"], geoms["right_finger"]]
+        return bool(self.env._check_grasp(gripper=fingers, object_geoms=self.obj(name)))
 
     def joint_qpos(self, obj_name: str, joint: str) -> float:
         return float(self.sim.data.get_joint_qpos(f"{self.obj(obj_name).naming_prefix}{joint}"))

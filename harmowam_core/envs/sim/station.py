@@ -184,7 +184,7 @@ class SimStation:
         env.sim.model.light_dir[:] = direction @ rot.T
         n = int(self.rng.integers(spec.distractors[0], spec.distractors[1] + 1))
         n = min(n, MAX_DISTRACTORS)
-        targets = [np.array([p.x, p.y]) for p in self.placements.values()]
+        targets = self.task.footprint(self.placements)
         near = n // 2
         near_region = Region(
             x=[min(t[0] for t in targets) - 0.12, max(t[0] for t in targets) + 0.12],

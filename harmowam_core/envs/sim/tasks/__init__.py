@@ -10,10 +10,11 @@ from harmowam_core.recipes import Recipe
 
 
 def _registry() -> dict[str, type[SimTask]]:
+    from harmowam_core.envs.sim.tasks.flowers import Flowers
     from harmowam_core.envs.sim.tasks.pick_fruit import PickFruit
     from harmowam_core.envs.sim.tasks.stack_cans import StackCans
 
-    return {cls.name: cls for cls in (PickFruit, StackCans)}
+    return {cls.name: cls for cls in (PickFruit, StackCans, Flowers)}
 
 
 def sim_task_names() -> list[str]:

@@ -92,6 +92,10 @@ class SimTask:
         raise NotImplementedError
 
     # --- optional hooks
+    def footprint(self, placements: dict[str, Placement]) -> list[np.ndarray]:
+        """Table-frame xy points the scene's objects cover; background distractors keep clear of them."""
+        return [np.array([p.x, p.y]) for p in placements.values()]
+
     def on_reset(self, view: SceneView) -> None:
         pass
 

@@ -32,12 +32,13 @@ FRUITS = {
         0.016,
         True,
     ),
-    "pepper": (
+    "pepper": (  # a bell pepper: squat and round, low enough for the palm to clear its stalk
         [
-            Part("sphere", (0.03,), rgba=(0.85, 0.08, 0.05, 1)),
-            Part("cylinder", (0.006, 0.01), (0.0, 0.0, 0.035), (0.15, 0.5, 0.1, 1)),
+            Part("cylinder", (0.028, 0.018), rgba=(0.85, 0.08, 0.05, 1)),
+            Part("sphere", (0.026,), (0.0, 0.0, 0.0), (0.85, 0.08, 0.05, 1)),
+            Part("cylinder", (0.005, 0.004), (0.0, 0.0, 0.028), (0.15, 0.5, 0.1, 1)),
         ],
-        0.03,
+        0.026,
         False,
     ),
 }
@@ -52,7 +53,10 @@ class PickFruit(SimTask):
 
     def build(self, variant):
         self.kinds = {"banana": variant["banana"], "carrot": variant["carrot"]}
-        objs = {role: build_object(role, FRUITS[kind][0], density=400.0) for role, kind in self.kinds.items()}
+        objs = {  # rolling friction (condim 6): a round fruit set down must not roll off the plate
+            role: build_object(role, FRUITS[kind][0], density=400.0, condim=6, friction=(1.5, 0.01, 0.002))
+            for role, kind in self.kinds.items()
+        }
         objs["plate"] = build_object(
             "plate",
             [
@@ -64,15 +68,34 @@ class PickFruit(SimTask):
         return objs
 
     def place(self, rng, region):
-        while True:  # fruit apart from each other and clear of the plate rim
+        while True:  # fruit clear of each other (as segments, given their yaws) and of the plate's rim
             plate = sample_points(rng, region, 1, 0.0)[0]
-            fruits = sample_points(rng, region, 2, 0.11, avoid=[plate], tries=4000)
-            if all(np.linalg.norm(f - plate) >= PLATE_R + 0.08 for f in fruits):
+            fruits = sample_points(rng, region, 2, 0.09, avoid=[plate], tries=4000)
+            yaws = rng.uniform(-np.pi, np.pi, 2)
+            ends = [self._ends(role, p, yaw) for role, p, yaw in zip(("banana", "carrot"), fruits, yaws, strict=True)]
+            if _segment_gap(*ends[0], *ends[1]) > 0.05 and all(
+                _segment_gap(*e, plate, plate) > PLATE_R + 0.04 for e in ends
+            ):
                 break
         out = {"plate": Placement(plate[0], plate[1], PLATE_H + 0.001)}
-        for role, p in zip(("banana", "carrot"), fruits, strict=True):
-            out[role] = Placement(p[0], p[1], FRUITS[self.kinds[role]][1] + 0.002, rng.uniform(-np.pi, np.pi))
+        for role, p, yaw in zip(("banana", "carrot"), fruits, yaws, strict=True):
+            out[role] = Placement(p[0], p[1], FRUITS[self.kinds[role]][1] + 0.002, yaw)
         return out
+
+    def footprint(self, placements):
+        points = [np.array([placements["plate"].x, placements["plate"].y])]
+        for role in ("banana", "carrot"):
+            p = placements[role]
+            a, b = self._ends(role, np.array([p.x, p.y]), p.yaw)
+            points += [a, (a + b) / 2, b]
+        return points
+
+    def _ends(self, role, p, yaw):
+        """The fruit's extent on the table as a segment (xy end points, the long axis along its local x)."""
+        parts = FRUITS[self.kinds[role]][0]
+        half = max(abs(q.pos[0]) + (q.size[0] + q.size[1] if q.type == "capsule" else q.size[0]) for q in parts)
+        axis = np.array([np.cos(yaw), np.sin(yaw)]) * half
+        return p - axis, p + axis
 
     def _on_plate(self, view, role):
         fruit, plate = view.pos(role), view.pos("plate")
@@ -112,3 +135,10 @@ class PickFruit(SimTask):
             yield Waypoint([ArmTarget(np.r_[spot, drop_z], down(yaw), 1.0)], speed=0.025, tol=0.005, hold=2)
             yield Waypoint([ArmTarget(np.r_[spot, drop_z], down(yaw), 0.0)], speed=0.01, hold=3, timeout=25)
             yield Waypoint([ArmTarget(np.r_[spot, carry], down(yaw), 0.0)], speed=0.04, tol=0.02)
+
+
+def _segment_gap(a0, a1, b0, b1, samples: int = 21) -> float:
+    """Smallest distance between two xy segments (sampled; a point is a segment of length zero)."""
+    t = np.linspace(0.0, 1.0, samples)[:, None]
+    pa, pb = a0 + t * (a1 - a0), b0 + t * (b1 - b0)
+    return float(np.min(np.linalg.norm(pa[:, None] - pb[None], axis=-1)))
