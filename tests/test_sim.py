@@ -136,6 +136,57 @@ def test_fruit_on_plate_predicate(stations):
     assert not station.task.predicates(station.view)[0]
 
 
+def test_pour_predicate_counts_spheres_in_the_beaker_and_spills(stations):
+    station = stations("pour_coke")
+    station.reset(seed=1)
+    view, task = station.view, station.task
+    assert task.predicates(view) == [False, False]
+    beaker = view.pos("beaker")
+    drops = [f"drop{i}" for i in range(8)]
+    for i, name in enumerate(drops):  # all inside the beaker, stacked
+        offset = np.array([(i % 2 - 0.5) * 0.03, (i // 2 % 2 - 0.5) * 0.03, -0.02 + i * 0.004])
+        _set_pose(station, name, beaker + offset)
+    assert task.predicates(view)[1]
+    for i, name in enumerate(drops[:5]):  # five spilled on the table
+        _set_pose(station, name, beaker + np.array([-0.15, -0.1 + 0.03 * i, 0.0075 - beaker[2]]))
+    assert not task.predicates(view)[1]
+
+
+def test_flower_predicates_inserted_and_dropped(stations):
+    from harmowam_core.envs.sim.tasks.flowers import STEM_HALF, VASE_WALL
+
+    station = stations("flowers")
+    station.reset(seed=2)
+    view, task = station.view, station.task
+    assert task.predicates(view) == [False, False, False]
+    vase = view.pos("vase")
+    upright = (0.7071, 0.0, -0.7071, 0.0)  # the stem's axis (local x) turned onto world z, blossom up
+    _set_pose(station, "flower", np.r_[vase[:2], VASE_WALL + 0.012 + STEM_HALF], upright)
+    assert task.predicates(view) == [False, False, True]
+    _set_pose(station, "flower", np.r_[vase[:2] + [0.0, 0.25], 0.006])  # dropped on the table
+    assert task.predicates(view) == [False, False, False]
+
+
+def test_write_yes_scores_traces_against_letter_templates(stations):
+    from harmowam_core.envs.sim.tasks.write_yes import densify, letter_strokes, score_letter
+
+    def dense(letter):
+        return densify(letter_strokes(letter), spacing=0.003)
+
+    assert score_letter(dense("Y"), "Y") == (1.0, 1.0)
+    assert min(score_letter(dense("e"), "Y")) < 0.5  # an "e" is not a "Y"
+    assert min(score_letter(dense("s"), "e")) < 0.9  # nor an "s" an "e"
+    assert score_letter(np.zeros((0, 2)), "s") == (0.0, 0.0)
+    station = stations("write_yes")
+    station.reset(seed=0)
+    task = station.task
+    assert task.predicates(station.view) == [False, False, False]
+    task.trace = [p + [task.slot(k), 0.0] for k, letter in enumerate("Yes") for p in dense(letter)]
+    assert task.predicates(station.view) == [True, True, True]
+    task.trace = [p + [task.slot(k), 0.0] for k, letter in enumerate("Yse") for p in dense(letter)]
+    assert task.predicates(station.view) == [True, False, False]  # letters in the wrong slots
+
+
 def test_stages_count_only_in_order(stations):
     station = stations("stack_cans")
     station.reset(seed=4)

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# the gripper's orientation at home in the world: pointing down, fingers closing along world y
+GRIPPER_HOME = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
+
 
 def euler_to_mat(euler: np.ndarray) -> np.ndarray:
     r, p, y = euler

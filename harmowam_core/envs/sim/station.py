@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from harmowam_core.envs.base import OOD_KINDS, Observation
-from harmowam_core.envs.sim.geometry import euler_to_mat, mat_to_euler, mat_to_rotvec, yaw_quat
+from harmowam_core.envs.sim.geometry import GRIPPER_HOME, euler_to_mat, mat_to_euler, mat_to_rotvec, yaw_quat
 from harmowam_core.envs.sim.objects import MAX_DISTRACTORS
 from harmowam_core.envs.sim.scene import (
     MAX_DELTA_POS,
@@ -32,7 +32,6 @@ from harmowam_core.errors import HarmoWAMError
 from harmowam_core.recipes import Recipe, Region
 
 WRIST_CAMERAS = {"wrist": "robot0_eye_in_hand", "wrist_right": "robot0_eye_in_hand", "wrist_left": "robot1_eye_in_hand"}
-HOME = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])  # gripper down, fingers closing along y
 PERIPHERY = Region(x=[-0.3, 0.3], y=[-0.38, 0.38])
 
 
@@ -55,7 +54,7 @@ class SimStation:
         self._env = None
         self._variant_key = None
         self.view: SceneView | None = None
-        self.home = [HOME] * self.num_arms
+        self.home = [GRIPPER_HOME] * self.num_arms
         self.ood = "none"
         self.rng = np.random.default_rng(0)
         self.steps = 0

@@ -12,9 +12,11 @@ from harmowam_core.recipes import Recipe
 def _registry() -> dict[str, type[SimTask]]:
     from harmowam_core.envs.sim.tasks.flowers import Flowers
     from harmowam_core.envs.sim.tasks.pick_fruit import PickFruit
+    from harmowam_core.envs.sim.tasks.pour_coke import PourCoke
     from harmowam_core.envs.sim.tasks.stack_cans import StackCans
+    from harmowam_core.envs.sim.tasks.write_yes import WriteYes
 
-    return {cls.name: cls for cls in (PickFruit, StackCans, Flowers)}
+    return {cls.name: cls for cls in (PickFruit, StackCans, PourCoke, WriteYes, Flowers)}
 
 
 def sim_task_names() -> list[str]:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import numpy as np
 from robosuite.models.objects import BallObject
 
+from harmowam_core.envs.sim.geometry import GRIPPER_HOME, euler_to_mat
 from harmowam_core.envs.sim.objects import Part, build_object, cup_parts
 from harmowam_core.envs.sim.tasks.base import ArmTarget, Placement, SimTask, Waypoint, down, sample_points
 
 NUM_DROPS = 8
-HANDLE_OUT = 0.04  # handle centre beyond the bottle's outer wall (m)
+HANDLE_OUT = 0.07  # handle centre beyond the bottle's outer wall (m)
 HANDLE_DROP = 0.03  # handle centre below the bottle's top
 DROP_R = 0.0075
 # name -> inner half width, height, wall, rgba, sides
@@ -39,8 +40,9 @@ class PourCoke(SimTask):
             parts = cup_parts(inner, height, wall, rgba, round_sides=sides)
             if role == "bottle":  # a jug handle toward the robot, so the hand never covers the mouth
                 x0, z = -(inner + wall), height / 2 - HANDLE_DROP
-                parts.append(Part("box", (0.012, 0.006, 0.006), (x0 - 0.012, 0.0, z), rgba, name="neck"))
-                parts.append(Part("box", (0.01, 0.014, 0.02), (x0 - HANDLE_OUT + wall, 0.0, z), rgba, name="handle"))
+                reach = (HANDLE_OUT - wall) / 2
+                parts.append(Part("box", (reach, 0.006, 0.006), (x0 - reach, 0.0, z), rgba, name="neck"))
+                parts.append(Part("box", (0.016, 0.012, 0.02), (x0 - HANDLE_OUT + wall, 0.0, z), rgba, name="handle"))
             objs[role] = build_object(role, parts, density=density)
         for i in range(NUM_DROPS):
             objs[f"drop{i}"] = BallObject(
@@ -67,6 +69,12 @@ class PourCoke(SimTask):
             out[f"drop{i}"] = Placement(bottle[0] + dx, bottle[1] + rng.uniform(-0.004, 0.004), z)
         return out
 
+    def footprint(self, placements):
+        bottle, beaker = (np.array([placements[k].x, placements[k].y]) for k in ("bottle", "beaker"))
+        handle = bottle - [CONTAINERS[self.bottle_kind][0] + HANDLE_OUT, 0.0]
+        # and the lane the tilted hand and wrist sweep, beyond the beaker on the pouring side
+        return [bottle, handle, beaker, *(beaker + [dx, dy] for dx in (-0.1, -0.04, 0.03) for dy in (0.06, 0.13))]
+
     def _inside(self, view, drop, container):
         inner, height, _, _, _ = CONTAINERS[self.beaker_kind if container == "beaker" else self.bottle_kind]
         rel = view.mat(container).T @ (view.pos(drop) - view.pos(container))
@@ -87,22 +95,26 @@ class PourCoke(SimTask):
         handle_dx = b_inner + HANDLE_OUT
         handle = bottle + view.mat("bottle") @ np.array([-handle_dx, 0.0, b_height / 2 - HANDLE_DROP])
         grip_z = handle[2] + rng.uniform(-0.004, 0.004)
-        top_to_grip = bottle[2] + b_height / 2 - grip_z
         carry = k_height + b_height + 0.06
         yield Waypoint([ArmTarget(np.r_[handle[:2], carry], down(), 0.0)], speed=rng.uniform(0.04, 0.05), tol=0.008)
-        yield Waypoint([ArmTarget(np.r_[handle[:2], grip_z], down(), 0.0)], speed=0.03, tol=0.004, hold=1)
+        yield Waypoint([ArmTarget(np.r_[handle[:2], grip_z], down(), 0.0)], speed=0.02, tol=0.003, hold=3)
         yield Waypoint([ArmTarget(np.r_[handle[:2], grip_z], down(), 1.0)], speed=0.01, hold=8, timeout=12)
         yield Waypoint([ArmTarget(np.r_[handle[:2], carry], down(), 1.0)], speed=0.025, tol=0.015)
+        # tilt about the world x axis (the bottle sits beside the hand, so the mouth swings toward +y clear of
+        # the wrist), keeping the mouth over a point just off the beaker's centre; the hand target for each
+        # tilt follows from the mouth's offset in the gripper frame, which a firm grasp keeps fixed
+        mouth_local = view.eef_mat(0).T @ (view.world_point("bottle", (0.0, 0.0, b_height / 2)) - view.eef_pos(0))
         beaker = view.pos("beaker")
-        # pivot so that, tilted toward +y, the bottle's mouth ends over the beaker: tilt part-way high above the
-        # rim (the bottle's body swings up and away), go down, then tilt fully and hold while it empties
-        tilt = rng.uniform(1.95, 2.1)
-        xy = beaker[:2] - np.array([handle_dx, top_to_grip * np.sin(tilt) + 0.006 + rng.uniform(-0.004, 0.004)])
-        high = k_height + b_height - top_to_grip + 0.03
-        low = k_height + 0.07
-        yield Waypoint([ArmTarget(np.r_[xy, carry], down(), 1.0)], speed=0.03, tol=0.006, hold=2)
-        yield Waypoint([ArmTarget(np.r_[xy, high], down(), 1.0)], speed=0.02, tol=0.006)
-        yield Waypoint([ArmTarget(np.r_[xy, high], np.array([-1.05, 0.0, 0.0]), 1.0)], speed=0.01, tol=0.01)
-        yield Waypoint([ArmTarget(np.r_[xy, low], np.array([-1.05, 0.0, 0.0]), 1.0)], speed=0.015, tol=0.006)
-        yield Waypoint([ArmTarget(np.r_[xy, low], np.array([-tilt, 0.0, 0.0]), 1.0)], speed=0.01, hold=20, timeout=60)
-        yield Waypoint([ArmTarget(np.r_[xy, high], np.array([-0.8, 0.0, 0.0]), 1.0)], speed=0.01, tol=0.01, timeout=60)
+        back = 0.012 + 0.4 * (b_height - 0.13)  # spheres leave a longer bottle faster: aim a little short
+        spout = np.r_[beaker[:2] + [rng.uniform(-0.006, 0.006), -back], k_height + 0.045]
+
+        def hand_for(roll, lift=0.0):
+            goal = euler_to_mat(np.array([roll, 0.0, 0.0])) @ GRIPPER_HOME
+            return np.r_[spout[:2], spout[2] + lift] - goal @ mouth_local
+
+        yield Waypoint([ArmTarget(hand_for(0.0, 0.12), down(), 1.0)], speed=0.03, tol=0.01)
+        for roll, lift in ((-0.6, 0.1), (-1.2, 0.06), (-1.6, 0.03)):
+            yield Waypoint([ArmTarget(hand_for(roll, lift), np.array([roll, 0.0, 0.0]), 1.0)], speed=0.012, tol=0.01)
+        tilt = -rng.uniform(2.0, 2.15)
+        yield Waypoint([ArmTarget(hand_for(tilt), np.array([tilt, 0.0, 0.0]), 1.0)], speed=0.01, hold=25, timeout=80)
+        yield Waypoint([ArmTarget(hand_for(-0.8, 0.08), np.array([-0.8, 0.0, 0.0]), 1.0)], speed=0.015, tol=0.02)
