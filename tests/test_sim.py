@@ -239,7 +239,8 @@ def test_unknown_substitute_is_a_user_error():
 
 
 # ------------------------------------------------------------------------------------------ collect
-def test_collect_writes_a_dataset_the_reader_and_label_accept(tmp_path):
+@pytest.mark.parametrize("task, camera, width", [("stack_cans", "front", 7), ("flowers", "global", 14)])
+def test_collect_writes_a_dataset_the_reader_and_label_accept(tmp_path, task, camera, width):
     from typer.testing import CliRunner
 
     from harmowam_cli.main import app
@@ -251,13 +252,13 @@ def test_collect_writes_a_dataset_the_reader_and_label_accept(tmp_path):
     ]
     runner = CliRunner()
     result = runner.invoke(
-        app, ["collect", "--task", "stack_cans", "--episodes", "2", "--out", str(out), "--keep-failures", *overrides]
+        app, ["collect", "--task", task, "--episodes", "2", "--out", str(out), "--keep-failures", *overrides]
     )
     assert result.exit_code == 0, result.output
     reader = DatasetReader(out)
     assert len(reader.episodes) == 2 and len(reader.action) == 24
-    assert reader.action.shape[1] == 7 and reader.state.shape[1] == 7
-    frames = reader.frames(0, "front", [0, 11])
+    assert reader.action.shape[1] == width and reader.state.shape[1] == width
+    frames = reader.frames(0, camera, [0, 11])
     assert frames.shape[-2:] == (32, 32) or frames.shape[1:3] == (32, 32)
     result = runner.invoke(app, ["label", str(out)])
     assert result.exit_code == 0, result.output

@@ -1,6 +1,4 @@
-"""The simulated tasks of the paper (appendix B), by recipe name. pick_fruit and stack_cans are in;
-pour_coke (tasks/pour_coke.py) stays out of the registry until its scripted expert is reliable, and the
-other three are still to come."""
+"""The simulated tasks of the paper (appendix B), by recipe name. bag_zip is not built yet."""
 
 from __future__ import annotations
 
