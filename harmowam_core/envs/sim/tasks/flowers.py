@@ -113,8 +113,8 @@ class Flowers(SimTask):
         def both(left, right, **kw):
             return Waypoint([left, right], **kw)
 
-        def parked(arm, gripper=0.0):
-            return ArmTarget(park[arm], down(), gripper)
+        def parked(arm):
+            return ArmTarget(park[arm], down())
 
         # 1. the left arm picks the flower off its stand, across the stem
         m = view.mat("flower")

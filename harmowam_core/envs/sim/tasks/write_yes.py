@@ -9,6 +9,8 @@ the trace lies on the template (both within `TOLERANCE`).
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 
 from harmowam_core.envs.sim.objects import Part, build_object, cup_parts
@@ -62,9 +64,14 @@ def densify(strokes: list[np.ndarray], spacing: float = 0.002) -> np.ndarray:
     return np.concatenate(out)
 
 
+@cache
+def _template(letter: str) -> np.ndarray:
+    return densify(letter_strokes(letter))
+
+
 def score_letter(trace: np.ndarray, letter: str) -> tuple[float, float]:
     """(coverage, precision) of trace points (letter-box coordinates) against the letter's template."""
-    template = densify(letter_strokes(letter))
+    template = _template(letter)  # scored every step: built once per letter
     if len(trace) == 0:
         return 0.0, 0.0
     d = np.linalg.norm(template[:, None] - trace[None], axis=-1)
@@ -138,17 +145,16 @@ class WriteYes(SimTask):
         return k * PITCH + (PITCH - LETTER_W) / 2
 
     def on_reset(self, view):
-        sim = view.sim
+        model = view.sim.model
         # the felt tip glides on the board: low friction on both (MuJoCo takes the larger of a pair's values)
-        slick = [view.sim.model.geom_name2id(view.obj("marker").naming_prefix + "tip"), *view.geom_ids("board")]
-        sim.model.geom_friction[slick] = [0.05, 0.005, 0.0001]
+        slick = [model.geom_name2id(view.obj("marker").naming_prefix + "tip"), *view.geom_ids("board")]
+        model.geom_friction[slick] = [0.05, 0.005, 0.0001]
         ink_body = view.env.object_body_ids["ink"]
-        self._ink = np.flatnonzero(sim.model.geom_bodyid == ink_body)
-        sim.model.geom_contype[self._ink] = 0
-        sim.model.geom_conaffinity[self._ink] = 0
-        self._ink_home = sim.model.body_pos[ink_body].copy()
-        sim.model.geom_pos[self._ink] = 0.0
-        self._ink_body = ink_body
+        self._ink = np.flatnonzero(model.geom_bodyid == ink_body)
+        model.geom_contype[self._ink] = 0
+        model.geom_conaffinity[self._ink] = 0
+        self._ink_home = model.body_pos[ink_body].copy()
+        model.geom_pos[self._ink] = 0.0
         self.trace: list[np.ndarray] = []
         self._inked = 0
 
