@@ -20,28 +20,43 @@ def collect(
     ood: Annotated[str, typer.Option(help="OOD protocol: " + " | ".join(OOD_KINDS) + ".")] = "none",
     out: Annotated[Path | None, typer.Option(help="Dataset directory (default: data/<task>).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the first episode; episode i uses seed + i.")] = 0,
+    teleop: Annotated[
+        str, typer.Option(help="Who acts: scripted (the privileged expert) | keyboard | spacemouse (an operator).")
+    ] = "scripted",
     keep_failures: Annotated[
         bool, typer.Option("--keep-failures", help="Also save episodes that miss a stage.")
     ] = False,
     set_: SetOption = None,
 ) -> None:
-    """Record scripted-expert demonstrations on the simulated Franka station (stage results per episode)."""
-    run_collect(task, episodes, ood, out, seed, keep_failures, set_ or [])
+    """Record demonstrations on the simulated Franka station, by the scripted expert or teleoperated (stage
+    results per episode)."""
+    run_collect(task, episodes, ood, out, seed, teleop, keep_failures, set_ or [])
 
 
 @user_errors
 def run_collect(
-    task: str, episodes: int, ood: str, out: Path | None, seed: int, keep_failures: bool, overrides: list[str]
+    task: str,
+    episodes: int,
+    ood: str,
+    out: Path | None,
+    seed: int,
+    teleop: str,
+    keep_failures: bool,
+    overrides: list[str],
 ) -> None:
     from harmowam_core.collect import collect as collect_episodes
+    from harmowam_core.envs.sim.teleop import TELEOP_KINDS, device_class
 
     if ood not in OOD_KINDS:
         raise HarmoWAMError(f"--ood must be one of {', '.join(OOD_KINDS)}, got '{ood}'")
+    if teleop not in TELEOP_KINDS:
+        raise HarmoWAMError(f"--teleop must be one of {', '.join(TELEOP_KINDS)}, got '{teleop}'")
+    if teleop != "scripted":
+        device_class(teleop)  # fails here, before anything starts, where the device cannot run
     recipe = load_recipe(task, overrides)
     out = out or Path("data") / recipe.name
-    console.print(
-        f"collecting [bold]{episodes}[/] {recipe.name} episodes ({ood} scenes, scripted expert) into [bold]{out}[/]"
-    )
+    who = "scripted expert" if teleop == "scripted" else f"{teleop} teleoperation"
+    console.print(f"collecting [bold]{episodes}[/] {recipe.name} episodes ({ood} scenes, {who}) into [bold]{out}[/]")
     with progress_bar() as bar:
         bar_task = bar.add_task("episodes", total=episodes, status="")
 
@@ -53,7 +68,7 @@ def run_collect(
             )
 
         stats = collect_episodes(
-            recipe, out, episodes, ood=ood, seed=seed, keep_failures=keep_failures, on_progress=update
+            recipe, out, episodes, ood=ood, seed=seed, keep_failures=keep_failures, teleop=teleop, on_progress=update
         )
     table = Table(title=f"{recipe.name}: {stats.attempted} episodes attempted")
     table.add_column("stage")

@@ -1,10 +1,12 @@
-"""Demonstration collection: run a station with the scripted expert and record episodes into a dataset.
+"""Demonstration collection: run a station with the scripted expert, or an operator on an input device, and
+record episodes into a dataset.
 
     result = collect(load_recipe("stack_cans"), Path("data/stack_cans"), episodes=5)
 
 Episodes are saved one by one (crash-safe, see `data.writer`): an interrupt (Ctrl-C) discards only the
 episode in progress. Without `keep_failures`, an episode that does not reach every stage is discarded and
-another is attempted, up to three attempts per requested episode.
+another is attempted, up to three attempts per requested episode. A teleoperated episode ends when every
+stage has succeeded, when the operator ends it (the device's reset key) or at the recipe's step limit.
 """
 
 from __future__ import annotations
@@ -55,8 +57,13 @@ def collect(
     ood: str = "none",
     seed: int = 0,
     keep_failures: bool = False,
+    teleop: str = "scripted",
     on_progress: Callable[[CollectStats], None] | None = None,
 ) -> CollectStats:
+    from harmowam_core.envs.sim.teleop import TELEOP_KINDS, DeviceTeleop, open_device
+
+    if teleop not in TELEOP_KINDS:
+        raise HarmoWAMError(f"--teleop must be one of {', '.join(TELEOP_KINDS)}, got '{teleop}'")
     if ood not in OOD_KINDS:
         raise HarmoWAMError(f"unknown OOD protocol '{ood}' (choose from {', '.join(OOD_KINDS)})")
     if episodes < 1:
@@ -64,6 +71,7 @@ def collect(
     stats = CollectStats(stage_counts=[0] * len(recipe.stages))
     names = {c.role: c.name for c in recipe.cameras}
     start = time.perf_counter()
+    device = None
     with (
         make_env(recipe) as env,
         DatasetWriter(
@@ -79,10 +87,16 @@ def collect(
             recorder = writer.episode(task=recipe.instruction)
             try:
                 obs = env.reset(seed=seed + stats.attempted, ood=ood)
-                expert = env.expert()
+                if teleop == "scripted":
+                    pilot = env.expert()
+                else:
+                    device = device or open_device(teleop, env)
+                    pilot = DeviceTeleop(device, env.num_arms, recipe.fps)
                 after = 0
                 for _ in range(recipe.max_episode_steps):
-                    action = expert.act()
+                    action = pilot.act() if teleop == "scripted" else pilot.act(obs)
+                    if getattr(pilot, "stopped", False):
+                        break
                     recorder.add_frame(action, obs.state, {names[r]: img for r, img in obs.images.items()})
                     obs = env.step(action)
                     stats.steps += 1

@@ -187,6 +187,37 @@ def test_write_yes_scores_traces_against_letter_templates(stations):
     assert task.predicates(station.view) == [True, False, False]  # letters in the wrong slots
 
 
+def test_bag_zip_predicates_item_inside_zipper_closed_bag_displaced(stations):
+    from harmowam_core.envs.sim.tasks.bag_zip import MOVED_END
+
+    station = stations("bag_zip")
+    station.reset(seed=1)
+    view, task, sim = station.view, station.task, station.raw_env.sim
+    assert task.predicates(view) == [False] * 5
+    bag = view.pos("bag")
+    floor = bag[2] - task.shape.height / 2
+    _set_pose(station, "item", np.r_[bag[:2], floor + 0.03])  # dropped into the bag
+    assert task.item_in_bag(view) and task.predicates(view)[1]
+    slide = sim.model.get_joint_qpos_addr("bag_pull_root_joint0")
+    sim.data.qpos[slide] = task.shape.travel  # the pull at the end of the opening
+    sim.forward()
+    task.on_step(view)
+    assert task.predicates(view)[4]
+    flap = sim.model.geom_size[sim.model.geom_name2id("bag_shell_flap_vis")]
+    assert flap[0] == pytest.approx(task.shape.travel / 2)  # the opening is seen closed up to the pull
+    sim.data.qpos[slide] = task.shape.travel / 2  # half closed
+    sim.forward()
+    assert not task.predicates(view)[4]
+    sim.data.qpos[slide] = task.shape.travel
+    item = view.pos("item")
+    bag_qpos = sim.model.get_joint_qpos_addr("bag_joint0")
+    sim.data.qpos[bag_qpos[0] : bag_qpos[0] + 2] += [0.0, MOVED_END + 0.02]  # dragged along without holding
+    _set_pose(station, "item", item + [0.0, MOVED_END + 0.02, 0.0])
+    assert task.item_in_bag(view) and not task.predicates(view)[4]
+    _set_pose(station, "item", np.r_[bag[:2] + [0.0, 0.2], 0.02])  # the item on the table, not in the bag
+    assert not task.item_in_bag(view)
+
+
 def test_stages_count_only_in_order(stations):
     station = stations("stack_cans")
     station.reset(seed=4)
@@ -279,3 +310,74 @@ def test_collect_user_errors_exit_2(tmp_path, args, message):
 
     result = CliRunner().invoke(app, ["collect", *args, "--out", str(tmp_path / "d")])
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+# ------------------------------------------------------------------------------------------ teleop
+class FakeDevice:
+    """A robosuite input device at its interface (`start_control`, `get_controller_state`, the device's own
+    output scaling, `active_robot`): replays a script of (dpos, grasp, reset) inputs."""
+
+    def __init__(self, script, active_robot=0):
+        self.script, self.active_robot, self.started = list(script), active_robot, 0
+
+    def start_control(self):
+        self.started += 1
+
+    def get_controller_state(self):
+        dpos, grasp, reset = self.script.pop(0) if self.script else ((0.0, 0.0, 0.0), False, True)
+        return {"dpos": np.array(dpos), "raw_drotation": np.zeros(3), "grasp": grasp, "reset": reset}
+
+    def _postprocess_device_outputs(self, dpos, drotation):
+        return np.clip(dpos * 75, -1, 1), np.clip(drotation * 1.5, -1, 1)
+
+
+def test_teleop_moves_the_active_arm_and_toggles_its_gripper(stations):
+    from harmowam_core.envs.sim.teleop import DeviceTeleop
+
+    station = stations("flowers")
+    obs = station.reset(seed=0)
+    start = station.state().copy()
+    device = FakeDevice([((0.01, 0.0, 0.0), True, False)] * 15 + [((0.0, 0.0, 0.0), False, True)], active_robot=0)
+    pilot = DeviceTeleop(device, num_arms=2, fps=1000.0, show=False)
+    assert pilot.active_arm() == 1  # robosuite's robot 0 is our right arm
+    while not pilot.stopped:
+        action = pilot.act(obs)
+        assert action.shape == (14,) and np.all(np.abs(action[:3]) < 1e-9)  # the left arm is not commanded
+        obs = station.step(action)
+    moved = station.state() - start
+    assert moved[7] > 0.05 and abs(moved[0]) < 0.01  # the right arm went +x, the left stayed
+    assert station.state()[13] > 0.8 and station.state()[6] < 0.2  # right gripper closed, left open
+    assert device.started == 1
+
+
+def test_collect_by_teleop_records_until_the_operator_ends_the_episode(tmp_path, monkeypatch):
+    from harmowam_core.collect import collect
+    from harmowam_core.data.reader import DatasetReader
+    from harmowam_core.envs.sim import teleop
+
+    device = FakeDevice([((0.0, 0.0, 0.005), False, False)] * 9)
+    monkeypatch.setattr(teleop, "open_device", lambda kind, station: device)
+    monkeypatch.setattr(teleop, "show_cameras", lambda obs: None)
+    recipe = load_recipe(
+        "stack_cans", [f"cameras.{i}.{k}=32" for i in range(3) for k in ("height", "width")] + ["fps=1000"]
+    )
+    stats = collect(recipe, tmp_path / "d", 1, teleop="keyboard", keep_failures=True)
+    assert stats.saved == 1 and stats.steps == 9  # the tenth input was the operator's reset
+    reader = DatasetReader(tmp_path / "d")
+    assert reader.action.shape == (9, 7) and np.all(reader.action[:, 2] > 0)  # upward, as commanded
+
+
+def test_teleop_devices_fail_clearly_without_a_desktop(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from harmowam_cli.main import app
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    runner = CliRunner()
+    result = runner.invoke(app, ["collect", "--task", "stack_cans", "--teleop", "joystick", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "--teleop must be one of" in result.output
+    result = runner.invoke(
+        app, ["collect", "--task", "stack_cans", "--teleop", "keyboard", "--out", str(tmp_path / "k")]
+    )
+    assert result.exit_code == 2 and "--teleop keyboard cannot start" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "k").exists()

@@ -23,6 +23,7 @@ class Part:
     rgba: tuple = (0.6, 0.6, 0.6, 1.0)
     quat: tuple | None = None
     name: str | None = None
+    visual: bool = False  # seen by the cameras only: no collisions, no mass
 
 
 def _half_extent(part: Part) -> np.ndarray:
@@ -70,6 +71,7 @@ def build_object(
         geom_frictions=[list(friction)] * len(parts),
         geom_condims=[condim] * len(parts),
         geom_materials=[material.mat_attrib["name"]] * len(parts) if material is not None else None,
+        obj_types=["visual" if p.visual else "all" for p in parts],
         density=density,
         solref=(0.01, 1.0),
         solimp=(0.95, 0.99, 0.001),

@@ -171,11 +171,16 @@ class SceneView:
         q = self.sim.data.qpos[robot._ref_gripper_joint_pos_indexes["right"]]
         return float(np.clip(1.0 - (q[0] - q[1]) / 0.08, 0.0, 1.0))
 
-    def grasping(self, arm: int, name: str) -> bool:
-        """Both fingers (pad or finger body) touch the object: a thin object held above the pads counts too."""
-        geoms = self.robots[arm].gripper["right"].important_geoms
-        fingers = [geoms["left_finger"], geoms["right_finger"]]
-        return bool(self.env._check_grasp(gripper=fingers, object_geoms=self.obj(name)))
+    def grasping(self, arm: int, name: str, geoms: list[str] | None = None) -> bool:
+        """Both fingers (pad or finger body) touch the object, or only the named geoms of it: a thin object
+        held above the pads counts too."""
+        finger_geoms = self.robots[arm].gripper["right"].important_geoms
+        fingers = [finger_geoms["left_finger"], finger_geoms["right_finger"]]
+        return bool(self.env._check_grasp(gripper=fingers, object_geoms=geoms or self.obj(name)))
+
+    def body_pos(self, body: str) -> np.ndarray:
+        """Position of any named body (a part of an articulated object), in the table frame."""
+        return self.sim.data.body_xpos[self.sim.model.body_name2id(body)] - TABLE_TOP
 
     def joint_qpos(self, obj_name: str, joint: str) -> float:
         return float(self.sim.data.get_joint_qpos(f"{self.obj(obj_name).naming_prefix}{joint}"))

@@ -1,4 +1,4 @@
-"""The simulated tasks of the paper (appendix B), by recipe name. bag_zip is not built yet."""
+"""The six simulated tasks of the paper (appendix B), by recipe name."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from harmowam_core.recipes import Recipe
 
 
 def _registry() -> dict[str, type[SimTask]]:
+    from harmowam_core.envs.sim.tasks.bag_zip import BagZip
     from harmowam_core.envs.sim.tasks.flowers import Flowers
     from harmowam_core.envs.sim.tasks.pick_fruit import PickFruit
     from harmowam_core.envs.sim.tasks.pour_coke import PourCoke
     from harmowam_core.envs.sim.tasks.stack_cans import StackCans
     from harmowam_core.envs.sim.tasks.write_yes import WriteYes
 
-    return {cls.name: cls for cls in (PickFruit, StackCans, PourCoke, WriteYes, Flowers)}
+    return {cls.name: cls for cls in (PickFruit, StackCans, PourCoke, WriteYes, Flowers, BagZip)}
 
 
 def sim_task_names() -> list[str]:
