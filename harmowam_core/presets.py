@@ -23,8 +23,12 @@ class WorldModelConfig:
     num_attention_heads: int = 2
     attention_head_dim: int = 32  # hidden width = heads * head_dim
     ffn_dim: int = 256
-    patch_size: list[int] = field(default_factory=lambda: [1, 2, 2])
-    latent_channels: int = 8
+    patch_size: list[int] = field(default_factory=lambda: [1, 2, 2])  # temporal patch must be 1
+    freq_dim: int = 64  # sinusoidal timestep embedding width
+    shift: float = 3.0  # flow-matching timestep shift (sampler and training alike)
+    codec: str = "pixel"  # "wan" (AutoencoderKLWan) or "pixel" (space-to-depth of the pixels, nothing to train)
+    pixel_patch: int = 4  # the pixel codec's space-to-depth factor
+    latent_channels: int = 8  # the wan codec's latent channels (the pixel codec has 3 * pixel_patch^2)
     vae_base_dim: int = 16
     text_encoder: str = "byte-t5"  # "umt5" (paper) or "byte-t5" (tiny T5 with a byte-level tokenizer)
     text_dim: int = 64
@@ -88,6 +92,9 @@ PRESETS: dict[str, dict] = {
             "num_attention_heads": 24,
             "attention_head_dim": 128,  # 3072 wide
             "ffn_dim": 14336,
+            "freq_dim": 256,
+            "shift": 5.0,
+            "codec": "wan",
             "latent_channels": 48,
             "vae_base_dim": 160,
             "text_encoder": "umt5",

@@ -22,13 +22,22 @@ import numpy as np
 from robosuite.models.objects import CompositeBodyObject
 
 from harmowam_core.envs.sim.objects import Part, build_object
-from harmowam_core.envs.sim.tasks.base import ArmTarget, Placement, SimTask, Waypoint, down, sample_points, wrap_yaw
+from harmowam_core.envs.sim.tasks.base import (
+    ArmTarget,
+    Placement,
+    SimTask,
+    both,
+    down,
+    parked,
+    sample_points,
+    wrap_yaw,
+)
 
 LEFT, RIGHT = 0, 1
 WALL = 0.005
 FIN_OUT = 0.08  # the fin's length out of the right wall: the holding hand stays clear of the pulling one
 PULL_MARGIN = 0.018  # the pull's travel stops this far from each end wall
-ITEM_Y = (0.10, 0.22)  # the item lies on the left of the table, in the region's x range
+ITEM_Y = (0.16, 0.26)  # the item lies on the left of the table, in the region's x range, clear of the bag
 LIFT = 0.04
 MOVED, MOVED_END = 0.02, 0.03  # how far the bag may have moved when held, and by the end
 
@@ -207,17 +216,11 @@ class BagZip(SimTask):
 
     # --------------------------------------------------------------------------------- expert
     def plan(self, view, rng):
-        park = [view.eef_pos(LEFT).copy(), view.eef_pos(RIGHT).copy()]
+        park = parked(view)
         s = self.shape
         bag_m = view.mat("bag")
         bag_yaw = float(np.arctan2(bag_m[1, 0], bag_m[0, 0]))
         rim = view.pos("bag")[2] + s.height / 2
-
-        def both(left, right, **kw):
-            return Waypoint([left, right], **kw)
-
-        def parked(arm):
-            return ArmTarget(park[arm], down())
 
         # 1. the left arm picks the item, across its width
         m = view.mat("item")
@@ -225,17 +228,17 @@ class BagZip(SimTask):
         item = view.pos("item")
         grip = np.r_[item[:2], item[2] + rng.uniform(-0.002, 0.003)]
         above = np.r_[item[:2], 0.15]
-        yield both(ArmTarget(above, down(yaw)), parked(RIGHT), speed=rng.uniform(0.04, 0.05), tol=0.01)
-        yield both(ArmTarget(grip, down(yaw)), parked(RIGHT), speed=0.02, tol=0.004)
-        yield both(ArmTarget(grip, down(yaw), 1.0), parked(RIGHT), speed=0.01, hold=8, timeout=12)
-        yield both(ArmTarget(np.r_[item[:2], rim + 0.1], down(yaw), 1.0), parked(RIGHT), speed=0.03, tol=0.02)
+        yield both(ArmTarget(above, down(yaw)), park[RIGHT], speed=rng.uniform(0.04, 0.05), tol=0.01)
+        yield both(ArmTarget(grip, down(yaw)), park[RIGHT], speed=0.02, tol=0.004)
+        yield both(ArmTarget(grip, down(yaw), 1.0), park[RIGHT], speed=0.01, hold=8, timeout=12)
+        yield both(ArmTarget(np.r_[item[:2], rim + 0.1], down(yaw), 1.0), park[RIGHT], speed=0.03, tol=0.02)
 
         # 2. over the bag, the item's length along the opening, lowered to just above the rim and let go
         centre = view.pos("bag")[:2] + rng.uniform(-0.008, 0.008, 2)
         drop_yaw = wrap_yaw(bag_yaw + rng.uniform(-0.1, 0.1))
-        yield both(ArmTarget(np.r_[centre, rim + 0.08], down(drop_yaw), 1.0), parked(RIGHT), speed=0.035, tol=0.01)
-        yield both(ArmTarget(np.r_[centre, rim + 0.03], down(drop_yaw), 1.0), parked(RIGHT), speed=0.015, tol=0.006)
-        yield both(ArmTarget(np.r_[centre, rim + 0.03], down(drop_yaw)), parked(RIGHT), speed=0.01, hold=6, timeout=20)
+        yield both(ArmTarget(np.r_[centre, rim + 0.08], down(drop_yaw), 1.0), park[RIGHT], speed=0.035, tol=0.01)
+        yield both(ArmTarget(np.r_[centre, rim + 0.03], down(drop_yaw), 1.0), park[RIGHT], speed=0.015, tol=0.006)
+        yield both(ArmTarget(np.r_[centre, rim + 0.03], down(drop_yaw)), park[RIGHT], speed=0.01, hold=6, timeout=20)
 
         # 3. the right holds the bag by its fin, fingers along the bag; the left rises over the pull meanwhile
         across = bag_yaw + np.pi / 2  # not wrapped: turned this way the two wrists stay clear of each other
@@ -275,4 +278,4 @@ class BagZip(SimTask):
             hold=4,
             timeout=20,
         )
-        yield both(parked(LEFT), ArmTarget(hold.pos + [0.0, 0.0, 0.1], down(across)), speed=0.03, tol=0.02)
+        yield both(park[LEFT], ArmTarget(hold.pos + [0.0, 0.0, 0.1], down(across)), speed=0.03, tol=0.02)

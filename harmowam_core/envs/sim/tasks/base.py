@@ -103,6 +103,16 @@ class SimTask:
         pass
 
 
+def both(left: ArmTarget, right: ArmTarget, **kw) -> Waypoint:
+    """A dual-arm waypoint: the left arm's target, then the right's."""
+    return Waypoint([left, right], **kw)
+
+
+def parked(view: SceneView) -> list[ArmTarget]:
+    """Each arm held where it is now, gripper down and open: the targets of an arm waiting its turn."""
+    return [ArmTarget(view.eef_pos(arm).copy(), down()) for arm in range(len(view.robots))]
+
+
 def sample_points(
     rng: np.random.Generator,
     region: Region,

@@ -14,7 +14,16 @@ import numpy as np
 
 from harmowam_core.envs.sim.geometry import euler_to_mat, mat_to_euler, rotvec_to_mat
 from harmowam_core.envs.sim.objects import Part, build_object, cup_parts
-from harmowam_core.envs.sim.tasks.base import ArmTarget, Placement, SimTask, Waypoint, down, sample_points, wrap_yaw
+from harmowam_core.envs.sim.tasks.base import (
+    ArmTarget,
+    Placement,
+    SimTask,
+    both,
+    down,
+    parked,
+    sample_points,
+    wrap_yaw,
+)
 
 STEM_HALF = 0.16  # stem half length along the flower's local x; the blossom end is +x
 STEM_W = 0.005  # stem half width
@@ -108,13 +117,7 @@ class Flowers(SimTask):
         return [picked, handed, inserted]
 
     def plan(self, view, rng):
-        park = [view.eef_pos(0).copy(), view.eef_pos(1).copy()]
-
-        def both(left, right, **kw):
-            return Waypoint([left, right], **kw)
-
-        def parked(arm):
-            return ArmTarget(park[arm], down())
+        park = parked(view)
 
         # 1. the left arm picks the flower off its stand, across the stem
         m = view.mat("flower")
@@ -122,10 +125,10 @@ class Flowers(SimTask):
         grip = view.world_point("flower", (LEFT_GRIP + rng.uniform(-0.01, 0.01), 0.0, 0.0))
         grip_z = grip[2] + rng.uniform(-0.002, 0.002)
         above = np.r_[grip[:2], 0.15]
-        yield both(ArmTarget(above, down(yaw)), parked(1), speed=rng.uniform(0.04, 0.05), tol=0.01)
-        yield both(ArmTarget(np.r_[grip[:2], grip_z], down(yaw)), parked(1), speed=0.02, tol=0.004)
-        yield both(ArmTarget(np.r_[grip[:2], grip_z], down(yaw), 1.0), parked(1), speed=0.01, hold=8, timeout=12)
-        yield both(ArmTarget(above, down(yaw), 1.0), parked(1), speed=0.03, tol=0.015)
+        yield both(ArmTarget(above, down(yaw)), park[1], speed=rng.uniform(0.04, 0.05), tol=0.01)
+        yield both(ArmTarget(np.r_[grip[:2], grip_z], down(yaw)), park[1], speed=0.02, tol=0.004)
+        yield both(ArmTarget(np.r_[grip[:2], grip_z], down(yaw), 1.0), park[1], speed=0.01, hold=8, timeout=12)
+        yield both(ArmTarget(above, down(yaw), 1.0), park[1], speed=0.03, tol=0.015)
 
         # 2. the left carries it to the handover point with the stem across the table (along y, blossom on
         #    its side) and holds it there; the right waits to its side, then grasps near the stem's end
@@ -150,24 +153,24 @@ class Flowers(SimTask):
         held = ArmTarget(target, down(r_yaw), 1.0)
         yield both(ArmTarget(hold_left.pos, down(np.pi / 2)), held, speed=0.01, hold=4, timeout=20)
         yield both(ArmTarget(hold_left.pos + [0.0, 0.03, 0.07], down(np.pi / 2)), held, speed=0.03, tol=0.015)
-        yield both(parked(0), held, speed=0.04, tol=0.03)
+        yield both(park[0], held, speed=0.04, tol=0.03)
 
         # 4. the right turns the flower upright: a quarter turn about the horizontal axis across the stem, so
         #    the gripper points along the stem's old direction and the blossom is on top
         turn = rotvec_to_mat(np.cross(d, [0.0, 0.0, 1.0]) * np.pi / 2)
         upright = mat_to_euler(turn @ euler_to_mat(down(r_yaw)))
         lifted = target + [0.0, 0.0, 0.04]
-        yield both(parked(0), ArmTarget(lifted, upright, 1.0), speed=0.02, tol=0.01, timeout=150)
+        yield both(park[0], ArmTarget(lifted, upright, 1.0), speed=0.02, tol=0.01, timeout=150)
 
         # 5. over the vase, then down into it, release and back out along the hand's axis
         vase = view.pos("vase")
         offset = self._stem_end(view) - view.eef_pos(1)
         top = vase[2] + VASE_H / 2
         over = np.r_[vase[:2] - offset[:2], top + 0.03 - offset[2]]
-        yield both(parked(0), ArmTarget(over, upright, 1.0), speed=rng.uniform(0.025, 0.035), tol=0.006, hold=2)
+        yield both(park[0], ArmTarget(over, upright, 1.0), speed=rng.uniform(0.025, 0.035), tol=0.006, hold=2)
         inside = np.r_[over[:2], top - VASE_H + VASE_WALL + 0.025 - offset[2]]
-        yield both(parked(0), ArmTarget(inside, upright, 1.0), speed=0.012, tol=0.004, hold=2)
-        yield both(parked(0), ArmTarget(inside, upright, 0.0), speed=0.005, hold=4, timeout=25)
+        yield both(park[0], ArmTarget(inside, upright, 1.0), speed=0.012, tol=0.004, hold=2)
+        yield both(park[0], ArmTarget(inside, upright, 0.0), speed=0.005, hold=4, timeout=25)
         back = inside - 0.08 * d
-        yield both(parked(0), ArmTarget(back, upright), speed=0.02, tol=0.01)
-        yield both(parked(0), ArmTarget(back + [0.0, 0.0, 0.1], upright), speed=0.03, tol=0.02)
+        yield both(park[0], ArmTarget(back, upright), speed=0.02, tol=0.01)
+        yield both(park[0], ArmTarget(back + [0.0, 0.0, 0.1], upright), speed=0.03, tol=0.02)

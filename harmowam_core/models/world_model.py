@@ -1,0 +1,351 @@
+"""Stage 1: the Wan-architecture video world model (paper sections 3.3 and 3.5).
+
+Given the current front/global camera frame and the instruction, the world model imagines the next 12 frames
+(13 with the current one, the action-chunk horizon) by flow matching: diffusers' `WanTransformer3DModel`
+denoises video latents, conditioned on the instruction's text tokens through cross-attention and on the
+current frame, whose latent stays clean with timestep 0 (Wan2.2 TI2V's image conditioning). Sampling uses
+`FlowMatchEulerDiscreteScheduler`, 5 steps by default. Besides the frames it returns what the experts need:
+each predicted frame's clean latent and the hidden tokens of one transformer block at the last step.
+
+    wm = WorldModel.from_config(config)                       # tiny: random init, trainable on a CPU
+    wm = WorldModel.from_pretrained("path/to/Wan2.2-TI2V-5B-Diffusers", config)   # paper: local checkpoint
+    out = wm.predict(current_frames, ["stack the cans"])      # out.frames (B, 13, 3, H, W) in [0, 1]
+    loss = wm.training_loss(video, instructions, video_is_pad)
+
+Two codecs map frames to latents: `wan` is `AutoencoderKLWan` (the paper's VAE, 4x temporal and 16x spatial
+compression in Wan2.2), `pixel` is a parameter-free space-to-depth of the pixels (exact, nothing to train)
+that the tiny preset uses. Text comes from UMT5 (paper) or a small T5 encoder over a byte-level tokenizer
+(tiny); the text encoder is frozen and each instruction's embedding is cached.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
+from torch import nn
+
+from harmowam_core.errors import HarmoWAMError
+from harmowam_core.presets import WorldModelConfig
+
+CONFIG_NAME = "harmowam_world_model.json"
+TRAIN_TIMESTEPS = 1000
+
+
+@dataclass
+class WorldModelOutput:
+    frames: torch.Tensor  # (B, T, 3, H, W) in [0, 1]; frame 0 is the current frame
+    latents: torch.Tensor  # (B, T, C, h, w): the clean latent that holds each frame
+    hidden: torch.Tensor  # (B, N, D): the feature block's hidden tokens at the last denoising step
+
+
+# ------------------------------------------------------------------------------------------------ codecs
+class PixelCodec(nn.Module):
+    """Frames to latents by space-to-depth: (3, H, W) in [-1, 1] -> (3 f^2, H/f, W/f), one latent per frame."""
+
+    temporal = 1
+
+    def __init__(self, factor: int):
+        super().__init__()
+        self.factor = factor
+
+    @property
+    def channels(self) -> int:
+        return 3 * self.factor**2
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:  # (B, 3, T, H, W) -> (B, C, T, h, w)
+        b, c, t, h, w = video.shape
+        x = F.pixel_unshuffle(video.transpose(1, 2).reshape(b * t, c, h, w), self.factor)
+        return x.reshape(b, t, -1, h // self.factor, w // self.factor).transpose(1, 2)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:  # (B, C, T, h, w) -> (B, 3, T, H, W)
+        b, c, t, h, w = latents.shape
+        x = F.pixel_shuffle(latents.transpose(1, 2).reshape(b * t, c, h, w), self.factor)
+        return x.reshape(b, t, 3, h * self.factor, w * self.factor).transpose(1, 2)
+
+
+class WanVAECodec(nn.Module):
+    """`AutoencoderKLWan` with its latent normalisation; the first frame is encoded alone (causal), so the
+    current frame's latent is the first latent frame."""
+
+    def __init__(self, vae: AutoencoderKLWan):
+        super().__init__()
+        self.vae = vae
+        self.temporal = 2 ** sum(vae.config.temperal_downsample)
+        z = vae.config.z_dim
+        self.register_buffer("mean", torch.tensor(vae.config.latents_mean[:z]).view(1, z, 1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(vae.config.latents_std[:z]).view(1, z, 1, 1, 1), persistent=False)
+
+    @property
+    def channels(self) -> int:
+        return self.vae.config.z_dim
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        z = self.vae.encode(video.to(self.vae.dtype)).latent_dist.mode()
+        return ((z - self.mean.to(z)) / self.std.to(z)).to(video.dtype)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        z = latents.to(self.vae.dtype) * self.std.to(self.vae.dtype) + self.mean.to(self.vae.dtype)
+        return self.vae.decode(z).sample.to(latents.dtype)
+
+
+def latent_frames(num_frames: int, temporal: int) -> int:
+    return 1 + (num_frames - 1) // temporal
+
+
+def frame_to_latent(num_frames: int, temporal: int) -> torch.Tensor:
+    """For each video frame, the index of the latent frame that holds it (frame 0 alone in latent 0)."""
+    k = torch.arange(num_frames)
+    return torch.where(k == 0, 0, 1 + (k - 1) // temporal)
+
+
+# ------------------------------------------------------------------------------------------------ text
+def _tiny_text_encoder(config: WorldModelConfig):
+    from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
+
+    heads = max(1, config.text_dim // 16)
+    t5 = T5Config(
+        vocab_size=384,
+        d_model=config.text_dim,
+        d_kv=config.text_dim // heads,
+        d_ff=2 * config.text_dim,
+        num_layers=2,
+        num_heads=heads,
+        feed_forward_proj="gated-gelu",
+        is_encoder_decoder=False,
+        use_cache=False,
+    )
+    return T5EncoderModel(t5), ByT5Tokenizer()
+
+
+def _load_text_encoder(path: Path, kind: str):
+    if kind == "umt5":
+        from transformers import AutoTokenizer, UMT5EncoderModel
+
+        encoder = UMT5EncoderModel.from_pretrained(path / "text_encoder")
+        return encoder, AutoTokenizer.from_pretrained(path / "tokenizer")
+    from transformers import ByT5Tokenizer, T5EncoderModel
+
+    return T5EncoderModel.from_pretrained(path / "text_encoder"), ByT5Tokenizer.from_pretrained(path / "tokenizer")
+
+
+# ------------------------------------------------------------------------------------------------ model
+def build_transformer(config: WorldModelConfig, in_channels: int) -> WanTransformer3DModel:
+    return WanTransformer3DModel(
+        patch_size=tuple(config.patch_size),
+        num_attention_heads=config.num_attention_heads,
+        attention_head_dim=config.attention_head_dim,
+        in_channels=in_channels,
+        out_channels=in_channels,
+        text_dim=config.text_dim,
+        freq_dim=config.freq_dim,
+        ffn_dim=config.ffn_dim,
+        num_layers=config.num_layers,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        eps=1e-6,
+        rope_max_seq_len=1024,
+    )
+
+
+def build_codec(config: WorldModelConfig) -> nn.Module:
+    if config.codec == "pixel":
+        return PixelCodec(config.pixel_patch)
+    vae = AutoencoderKLWan(
+        base_dim=config.vae_base_dim,
+        z_dim=config.latent_channels,
+        dim_mult=[1, 2, 2],
+        num_res_blocks=1,
+        temperal_downsample=[False, False],
+        latents_mean=[0.0] * config.latent_channels,
+        latents_std=[1.0] * config.latent_channels,
+    )
+    return WanVAECodec(vae)
+
+
+class WorldModel(nn.Module):
+    def __init__(self, config: WorldModelConfig, transformer, codec, text_encoder, tokenizer):
+        super().__init__()
+        self.config = config
+        self.transformer, self.codec = transformer, codec
+        self.text_encoder, self.tokenizer = text_encoder, tokenizer
+        self.text_encoder.requires_grad_(False).eval()
+        self.codec.requires_grad_(False)
+        self.scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=TRAIN_TIMESTEPS, shift=config.shift)
+        self._text_cache: dict[str, torch.Tensor] = {}
+        self._captured: torch.Tensor | None = None
+        block = self.transformer.blocks[config.feature_block]
+        block.register_forward_hook(self._capture)
+
+    # --------------------------------------------------------------------------------- construction
+    @classmethod
+    def from_config(cls, config: WorldModelConfig) -> WorldModel:
+        """A randomly initialised model of this configuration (the tiny preset trains from here)."""
+        codec = build_codec(config)
+        if config.text_encoder == "umt5":
+            raise HarmoWAMError("the umt5 text encoder comes from a checkpoint: set world_model.pretrained")
+        text_encoder, tokenizer = _tiny_text_encoder(config)
+        return cls(config, build_transformer(config, codec.channels), codec, text_encoder, tokenizer)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, config: WorldModelConfig | None = None, torch_dtype: torch.dtype | None = None
+    ) -> WorldModel:
+        """Load a saved world model, or a Wan2.2 checkpoint in the diffusers layout (transformer, vae,
+        text_encoder, tokenizer), from a local directory. Nothing is downloaded."""
+        path = Path(path)
+        if not path.is_dir():
+            raise HarmoWAMError(f"world model checkpoint '{path}' is not a local directory")
+        saved = path / CONFIG_NAME
+        if saved.exists():
+            config = WorldModelConfig(**json.loads(saved.read_text()))
+        elif config is None:
+            raise HarmoWAMError(f"{path}: no {CONFIG_NAME}; pass the recipe's world-model configuration")
+        kw = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
+        try:
+            transformer = WanTransformer3DModel.from_pretrained(path / "transformer", **kw)
+            if config.codec == "pixel":
+                codec = PixelCodec(config.pixel_patch)
+            else:
+                codec = WanVAECodec(AutoencoderKLWan.from_pretrained(path / "vae", torch_dtype=torch.float32))
+            text_encoder, tokenizer = _load_text_encoder(path, config.text_encoder)
+        except (OSError, ValueError) as e:
+            raise HarmoWAMError(f"{path}: cannot load the world model: {str(e).splitlines()[0]}") from None
+        return cls(config, transformer, codec, text_encoder, tokenizer)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.transformer.save_pretrained(path / "transformer")
+        if isinstance(self.codec, WanVAECodec):
+            self.codec.vae.save_pretrained(path / "vae")
+        self.text_encoder.save_pretrained(path / "text_encoder")
+        self.tokenizer.save_pretrained(path / "tokenizer")
+        (path / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2))
+
+    # --------------------------------------------------------------------------------- pieces
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.num_attention_heads * self.config.attention_head_dim
+
+    def _capture(self, module, args, output):
+        self._captured = output
+
+    @torch.no_grad()
+    def encode_text(self, instructions: list[str]) -> torch.Tensor:
+        """(B, L, text_dim) token embeddings; each distinct instruction is encoded once and cached."""
+        missing = [s for s in dict.fromkeys(instructions) if s not in self._text_cache]
+        if missing:
+            tok = self.tokenizer(
+                missing,
+                padding="max_length",
+                max_length=self.config.max_text_tokens,
+                truncation=True,
+                return_tensors="pt",
+            ).to(self.device)
+            emb = self.text_encoder(input_ids=tok.input_ids, attention_mask=tok.attention_mask).last_hidden_state
+            emb = emb * tok.attention_mask.unsqueeze(-1).to(emb.dtype)  # padding tokens carry nothing
+            for s, e in zip(missing, emb, strict=True):
+                self._text_cache[s] = e
+        return torch.stack([self._text_cache[s] for s in instructions]).to(self.device)
+
+    def to_model_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 or [0, 1] frames (..., 3, H, W) -> the model's resolution in [-1, 1]."""
+        x = frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
+        lead = x.shape[:-3]
+        x = x.reshape(-1, *x.shape[-3:])
+        if list(x.shape[-2:]) != list(self.config.resolution):
+            x = F.interpolate(x, size=tuple(self.config.resolution), mode="area")
+        return (x * 2.0 - 1.0).reshape(*lead, 3, *self.config.resolution).to(self.device)
+
+    def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, H, W) frames -> (B, C, T', h, w) latents."""
+        with torch.no_grad():
+            return self.codec.encode(self.to_model_frames(frames).transpose(1, 2))
+
+    def _timesteps(self, latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Per-token timesteps (B, tokens): 0 on the clean first latent frame, `t` (B,) elsewhere."""
+        b, _, f, h, w = latents.shape
+        _, ph, pw = self.config.patch_size
+        per_frame = (h // ph) * (w // pw)
+        ts = t.view(b, 1).expand(b, f * per_frame).clone()
+        ts[:, :per_frame] = 0.0
+        return ts
+
+    def velocity(self, latents: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        return self.transformer(
+            latents, timestep=self._timesteps(latents, t), encoder_hidden_states=text, return_dict=False
+        )[0]
+
+    # --------------------------------------------------------------------------------- training
+    def training_loss(
+        self,
+        video: torch.Tensor,
+        instructions: list[str],
+        video_is_pad: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Conditional flow matching (paper eq. 2): x_t = (1 - t) x0 + t eps, target eps - x0, t drawn from
+        a logit-normal (more weight mid-way, SD3's timestep weighting); the current frame stays clean and
+        padded frames past an episode's end do not count."""
+        x0 = self.encode_video(video)
+        b, _, f = x0.shape[:3]
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        u = torch.randn(b, generator=generator, device=x0.device, dtype=x0.dtype)
+        sigma = torch.sigmoid(u)
+        sigma = self.config.shift * sigma / (1 + (self.config.shift - 1) * sigma)  # the sampler's shift
+        s = sigma.view(b, 1, 1, 1, 1)
+        xt = (1 - s) * x0 + s * noise
+        xt[:, :, :1] = x0[:, :, :1]
+        pred = self.velocity(xt, sigma * TRAIN_TIMESTEPS, self.encode_text(instructions))
+        err = ((pred.float() - (noise - x0).float()) ** 2).mean(dim=(1, 3, 4))  # (B, F)
+        keep = torch.ones(b, f, device=x0.device)
+        keep[:, 0] = 0.0
+        if video_is_pad is not None:
+            temporal = self.codec.temporal
+            first_frame = torch.cat([torch.zeros(1, dtype=torch.long), 1 + torch.arange(f - 1) * temporal])
+            pad = video_is_pad.to(x0.device)[:, first_frame.clamp(max=video_is_pad.shape[1] - 1)]
+            keep = keep * (~pad).float()
+        return (err * keep).sum() / keep.sum().clamp(min=1.0)
+
+    # --------------------------------------------------------------------------------- inference
+    @torch.no_grad()
+    def predict(
+        self,
+        current: torch.Tensor,
+        instructions: list[str],
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> WorldModelOutput:
+        """Imagine `num_frames` frames from the current ones (B, 3, H, W) with `steps` Euler steps."""
+        steps = steps or self.config.denoising_steps
+        cond = self.encode_video(current.unsqueeze(1))  # (B, C, 1, h, w)
+        b, c, _, h, w = cond.shape
+        f = latent_frames(self.config.num_frames, self.codec.temporal)
+        dtype = next(self.transformer.parameters()).dtype
+        latents = torch.randn((b, c, f, h, w), generator=generator, device=cond.device, dtype=torch.float32)
+        latents[:, :, :1] = cond
+        text = self.encode_text(instructions).to(dtype)
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler.config)
+        scheduler.set_timesteps(steps, device=cond.device)
+        for t in scheduler.timesteps:
+            v = self.velocity(latents.to(dtype), t.expand(b).to(dtype), text)
+            latents = scheduler.step(v.float(), t, latents).prev_sample
+            latents[:, :, :1] = cond
+        hidden = self._captured
+        video = self.codec.decode(latents).transpose(1, 2)  # (B, T, 3, H, W) in [-1, 1]
+        frames = ((video[:, : self.config.num_frames] + 1.0) / 2.0).clamp(0.0, 1.0)
+        per_frame = latents[:, :, frame_to_latent(self.config.num_frames, self.codec.temporal)].transpose(1, 2)
+        return WorldModelOutput(frames=frames.float(), latents=per_frame, hidden=hidden.float())
+
+
+def parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
