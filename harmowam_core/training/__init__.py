@@ -1,0 +1,1 @@
+"""Training: the accelerate loop both stages share, and each stage's data and evaluation."""

@@ -1,0 +1,184 @@
+"""The one accelerate training loop both stages use.
+
+    loop = TrainLoop(spec, out_dir, model, loss_fn, dataset, max_steps=None)
+    loop.run(resume=True, on_log=print)
+
+`loss_fn(model, batch)` returns a dict of scalar tensors with a "loss" entry (the one optimised; the others
+are logged). The loop runs unchanged under `accelerate launch --num_processes N` (DDP, or FSDP with the
+shipped config): AdamW with linear warm-up, mixed precision where the device supports it ("auto": bf16 on
+a CUDA device that has it, otherwise full precision), gradient accumulation, an optional EMA of the
+weights, and a checkpoint every `checkpoint_every` steps (`out/checkpoints/step_N`, accelerate state plus
+the step) that `resume` continues from, with the optimiser state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from harmowam_core.errors import HarmoWAMError
+from harmowam_core.recipes import TrainSpec
+
+KEEP_CHECKPOINTS = 2
+
+
+@dataclass
+class StepLog:
+    step: int
+    total: int
+    losses: dict[str, float]
+    samples_per_second: float
+
+
+def resolve_precision(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "no"
+
+
+def checkpoints(out: Path) -> list[Path]:
+    root = out / "checkpoints"
+    found = [p for p in root.glob("step_*") if (p / "step.json").exists()] if root.exists() else []
+    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+
+
+class TrainLoop:
+    def __init__(
+        self,
+        spec: TrainSpec,
+        out: Path,
+        model: nn.Module,
+        loss_fn: Callable[[nn.Module, dict], dict[str, torch.Tensor]],
+        dataset: Dataset,
+        max_steps: int | None = None,
+        collate_fn: Callable | None = None,
+    ):
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        self.spec, self.out, self.loss_fn = spec, Path(out), loss_fn
+        self.total = min(spec.steps, max_steps) if max_steps else spec.steps
+        if len(dataset) == 0:
+            raise HarmoWAMError("no training samples: the dataset has no episodes left after the held-out split")
+        set_seed(spec.seed)
+        self.accelerator = Accelerator(
+            mixed_precision=resolve_precision(spec.mixed_precision),
+            gradient_accumulation_steps=spec.grad_accum_steps,
+        )
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=spec.weight_decay)
+        warmup = max(1, spec.warmup_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+        loader = DataLoader(
+            dataset,
+            batch_size=spec.batch_size,
+            shuffle=True,
+            drop_last=len(dataset) >= spec.batch_size,
+            num_workers=spec.num_workers,
+            collate_fn=collate_fn,
+            generator=torch.Generator().manual_seed(spec.seed),
+        )
+        self.model, self.optimizer, self.loader, self.scheduler = self.accelerator.prepare(
+            model, optimizer, loader, scheduler
+        )
+        self.ema = None
+        if spec.ema_decay > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(
+                self.accelerator.unwrap_model(self.model), multi_avg_fn=get_ema_multi_avg_fn(spec.ema_decay)
+            )
+            self.accelerator.register_for_checkpointing(self.ema)
+        self.step = 0
+
+    # ------------------------------------------------------------------------------------------- state
+    def save_checkpoint(self) -> Path:
+        path = self.out / "checkpoints" / f"step_{self.step}"
+        self.accelerator.save_state(str(path))
+        if self.accelerator.is_main_process:
+            (path / "step.json").write_text(json.dumps({"step": self.step}))
+            for old in checkpoints(self.out)[:-KEEP_CHECKPOINTS]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        return path
+
+    def resume(self) -> int:
+        """Continue from the newest checkpoint, if any; returns the step it continues at."""
+        found = checkpoints(self.out)
+        if found:
+            self.accelerator.load_state(str(found[-1]))
+            self.step = json.loads((found[-1] / "step.json").read_text())["step"]
+        return self.step
+
+    def trained_model(self) -> nn.Module:
+        """The weights to keep: the EMA where enabled, else the model itself (unwrapped)."""
+        if self.ema is not None:
+            return self.ema.module
+        return self.accelerator.unwrap_model(self.model)
+
+    # ------------------------------------------------------------------------------------------- loop
+    def _batches(self) -> Iterator[dict]:
+        epoch = 0
+        while True:
+            if hasattr(self.loader, "set_epoch"):
+                self.loader.set_epoch(epoch)
+            yield from self.loader
+            epoch += 1
+
+    def run(self, resume: bool = False, on_log: Callable[[StepLog], None] | None = None, hooks=()) -> nn.Module:
+        """Train to the step total; `hooks` are (every, fn(loop)) pairs called after those steps."""
+        if resume:
+            self.resume()
+        self.model.train()
+        batches = self._batches()
+        seen, start = 0, time.perf_counter()
+        while self.step < self.total:
+            for _ in range(self.spec.grad_accum_steps):
+                batch = next(batches)
+                with self.accelerator.accumulate(self.model), self.accelerator.autocast():
+                    losses = self.loss_fn(self.model, batch)
+                    loss = losses["loss"]
+                    if not math.isfinite(loss.item()):
+                        raise HarmoWAMError(
+                            f"the loss became {loss.item()} at step {self.step}; lower the learning rate"
+                        )
+                    self.accelerator.backward(loss)
+                    if self.accelerator.sync_gradients:
+                        self.accelerator.clip_grad_norm_(self.model.parameters(), 1.0)
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad()
+                seen += _batch_size(batch) * self.accelerator.num_processes
+            self.step += 1
+            if self.ema is not None:
+                self.ema.update_parameters(self.accelerator.unwrap_model(self.model))
+            if on_log is not None and self.accelerator.is_main_process:
+                rate = seen / max(time.perf_counter() - start, 1e-9)
+                on_log(StepLog(self.step, self.total, {k: float(v.detach()) for k, v in losses.items()}, rate))
+            if self.step % self.spec.checkpoint_every == 0 or self.step == self.total:
+                self.save_checkpoint()
+            for every, fn in hooks:
+                if every and self.step % every == 0 and self.step < self.total:
+                    fn(self)
+        return self.trained_model()
+
+
+def _batch_size(batch) -> int:
+    if isinstance(batch, dict):
+        for v in batch.values():
+            if isinstance(v, torch.Tensor):
+                return v.shape[0]
+            if isinstance(v, list):
+                return len(v)
+    return 1

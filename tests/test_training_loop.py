@@ -1,0 +1,76 @@
+"""The shared accelerate training loop: it trains, checkpoints, resumes with the optimiser state, and EMA."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from harmowam_core.errors import HarmoWAMError
+from harmowam_core.recipes import TrainSpec
+from harmowam_core.training.loop import TrainLoop, checkpoints
+
+
+def regression(n: int = 64):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 4, generator=g)
+    y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.3
+    return TensorDataset(x, y)
+
+
+def mse(model, batch):
+    x, y = batch
+    return {"loss": ((model(x).squeeze(-1) - y) ** 2).mean()}
+
+
+def spec(**changes) -> TrainSpec:
+    base = TrainSpec(steps=60, batch_size=16, learning_rate=5e-2, warmup_steps=1, checkpoint_every=20)
+    return dataclasses.replace(base, **changes)
+
+
+def test_trains_and_keeps_the_last_checkpoints(tmp_path):
+    torch.manual_seed(0)
+    logs = []
+    loop = TrainLoop(spec(), tmp_path, nn.Linear(4, 1), mse, regression())
+    loop.run(on_log=logs.append)
+    assert [log.step for log in logs] == list(range(1, 61))
+    assert logs[-1].losses["loss"] < logs[0].losses["loss"] / 10
+    assert [p.name for p in checkpoints(tmp_path)] == ["step_40", "step_60"]
+
+
+def test_resume_continues_at_the_saved_step_with_the_optimiser_state(tmp_path):
+    torch.manual_seed(0)
+    first = TrainLoop(spec(steps=40), tmp_path, nn.Linear(4, 1), mse, regression())
+    first.run()
+    saved_weights = {k: v.clone() for k, v in first.trained_model().state_dict().items()}
+    saved_moments = first.optimizer.state_dict()["state"][0]["exp_avg"].clone()
+
+    torch.manual_seed(123)  # a fresh model: everything must come from the checkpoint
+    second = TrainLoop(spec(steps=60), tmp_path, nn.Linear(4, 1), mse, regression())
+    assert second.resume() == 40
+    for k, v in second.trained_model().state_dict().items():
+        torch.testing.assert_close(v, saved_weights[k])
+    torch.testing.assert_close(second.optimizer.state_dict()["state"][0]["exp_avg"], saved_moments)
+    logs = []
+    second.run(on_log=logs.append)
+    assert logs[0].step == 41 and logs[-1].step == 60
+
+
+def test_max_steps_caps_the_recipe_and_ema_smooths(tmp_path):
+    torch.manual_seed(0)
+    loop = TrainLoop(spec(ema_decay=0.9), tmp_path, nn.Linear(4, 1), mse, regression(), max_steps=10)
+    trained = loop.run()
+    assert loop.step == 10
+    raw = loop.accelerator.unwrap_model(loop.model)
+    assert trained is not raw and not torch.equal(trained.weight, raw.weight)
+
+
+def test_a_diverging_loss_is_a_clear_error(tmp_path):
+    def broken(model, batch):
+        return {"loss": model(batch[0]).sum() * float("nan")}
+
+    with pytest.raises(HarmoWAMError, match="learning rate"):
+        TrainLoop(spec(), tmp_path, nn.Linear(4, 1), broken, regression()).run()
