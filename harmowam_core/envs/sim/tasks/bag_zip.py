@@ -36,6 +36,7 @@ from harmowam_core.envs.sim.tasks.base import (
 LEFT, RIGHT = 0, 1
 WALL = 0.005
 FIN_OUT = 0.08  # the fin's length out of the right wall: the holding hand stays clear of the pulling one
+TAB_Z = 0.017  # the pull's tab centre above its slider
 PULL_MARGIN = 0.018  # the pull's travel stops this far from each end wall
 ITEM_Y = (0.16, 0.26)  # the item lies on the left of the table, in the region's x range, clear of the bag
 LIFT = 0.04
@@ -121,7 +122,7 @@ def build_bag(kind: str) -> CompositeBodyObject:
         "pull",
         [
             Part("box", (0.008, 0.006, 0.003), rgba=metal, name="slider"),
-            Part("box", (0.003, 0.01, 0.014), (0.0, 0.0, 0.017), metal, name="tab"),  # thin along the travel
+            Part("box", (0.003, 0.01, 0.014), (0.0, 0.0, TAB_Z), metal, name="tab"),  # thin along the travel
         ],
         density=2000.0,
     )
@@ -193,6 +194,10 @@ class BagZip(SimTask):
         """How far the pull has travelled from its start (m)."""
         return view.joint_qpos("bag", "pull_root_joint0")
 
+    def _tab(self, view, above: float = 0.0) -> np.ndarray:
+        """The pull's tab centre (raised by `above` along the bag's vertical), where it is now."""
+        return view.body_pos("bag_pull_root") + view.mat("bag") @ np.array([0.0, 0.0, TAB_Z + above])
+
     def item_in_bag(self, view) -> bool:
         s = self.shape
         local = view.mat("bag").T @ (view.pos("item") - view.pos("bag"))
@@ -244,7 +249,7 @@ class BagZip(SimTask):
         across = bag_yaw + np.pi / 2  # not wrapped: turned this way the two wrists stay clear of each other
         fin = view.world_point("bag", (0.0, -(s.inner_y + WALL) - FIN_OUT * rng.uniform(0.65, 0.8), 0.0))
         fin[2] = rim - 0.012 + rng.uniform(-0.002, 0.002)
-        tab = view.body_pos("bag_pull_root") + view.mat("bag") @ np.array([0.0, 0.0, 0.017])
+        tab = self._tab(view)
         over_tab = ArmTarget(tab + [0.0, 0.0, 0.08], down(across))
         yield both(over_tab, ArmTarget(np.r_[fin[:2], rim + 0.06], down(across)), speed=0.035, tol=0.01)
         yield both(over_tab, ArmTarget(fin, down(across)), speed=0.015, tol=0.004)
@@ -252,7 +257,7 @@ class BagZip(SimTask):
         hold = ArmTarget(view.eef_pos(RIGHT).copy(), down(across), 1.0)  # where the hand holds it, not where it aimed
 
         # 4. the left grasps the pull's tab, fingers along the opening
-        tab = view.body_pos("bag_pull_root") + view.mat("bag") @ np.array([0.0, 0.0, 0.02 + rng.uniform(-0.002, 0.002)])
+        tab = self._tab(view, 0.003 + rng.uniform(-0.002, 0.002))
         yield both(ArmTarget(tab + [0.0, 0.0, 0.04], down(across)), hold, speed=0.02, tol=0.006)
         yield both(ArmTarget(tab, down(across)), hold, speed=0.012, tol=0.004)
         yield both(ArmTarget(tab, down(across), 1.0), hold, speed=0.01, hold=8, timeout=12)
