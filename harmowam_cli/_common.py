@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
@@ -20,7 +21,8 @@ from rich.progress import (
 
 from harmowam_core.errors import HarmoWAMError
 
-console = Console()
+# Under `accelerate launch` / torchrun only the main process (RANK 0) reports; errors still come from any.
+console = Console(quiet=os.environ.get("RANK", "0") != "0")
 err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable)

@@ -11,6 +11,7 @@ from harmowam_cli import collect as collect_cmd
 from harmowam_cli import info as info_cmd
 from harmowam_cli import label as label_cmd
 from harmowam_cli import recipe as recipe_cmd
+from harmowam_cli import train_wm as train_wm_cmd
 from harmowam_cli._common import console
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app.add_typer(recipe_cmd.app, name="recipe")
 app.command("collect")(collect_cmd.collect)
 app.command("label")(label_cmd.label)
 app.command("info")(info_cmd.info)
+app.command("train-wm")(train_wm_cmd.train_wm)
 
 
 def _version(value: bool) -> None:

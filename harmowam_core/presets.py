@@ -28,8 +28,10 @@ class WorldModelConfig:
     shift: float = 3.0  # flow-matching timestep shift (sampler and training alike)
     codec: str = "pixel"  # "wan" (AutoencoderKLWan) or "pixel" (space-to-depth of the pixels, nothing to train)
     pixel_patch: int = 4  # the pixel codec's space-to-depth factor
+    pixel_residual: bool = True  # pixel codec: future latents hold the difference from the current frame
     latent_channels: int = 8  # the wan codec's latent channels (the pixel codec has 3 * pixel_patch^2)
     vae_base_dim: int = 16
+    vae_arch: str = "small"  # a random wan codec's architecture: "small" (4x spatial) or "wan2.2" (16x, 4x time)
     text_encoder: str = "byte-t5"  # "umt5" (paper) or "byte-t5" (tiny T5 with a byte-level tokenizer)
     text_dim: int = 64
     max_text_tokens: int = 64
@@ -97,6 +99,7 @@ PRESETS: dict[str, dict] = {
             "codec": "wan",
             "latent_channels": 48,
             "vae_base_dim": 160,
+            "vae_arch": "wan2.2",
             "text_encoder": "umt5",
             "text_dim": 4096,
             "max_text_tokens": 512,

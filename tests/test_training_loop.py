@@ -62,7 +62,8 @@ def test_resume_continues_at_the_saved_step_with_the_optimiser_state(tmp_path):
 def test_max_steps_caps_the_recipe_and_ema_smooths(tmp_path):
     torch.manual_seed(0)
     loop = TrainLoop(spec(ema_decay=0.9), tmp_path, nn.Linear(4, 1), mse, regression(), max_steps=10)
-    trained = loop.run()
+    loop.run()
+    trained = loop.trained_model()
     assert loop.step == 10
     raw = loop.accelerator.unwrap_model(loop.model)
     assert trained is not raw and not torch.equal(trained.weight, raw.weight)

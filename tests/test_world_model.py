@@ -134,3 +134,42 @@ def test_loading_fails_clearly(tmp_path):
         WorldModel.from_pretrained(tmp_path / "empty", tiny())
     with pytest.raises(HarmoWAMError, match="pretrained"):
         WorldModel.from_config(tiny(text_encoder="umt5"))
+
+
+def test_wan22_vae_architecture_compresses_16x_in_space_and_4x_in_time():
+    from harmowam_core.models.world_model import build_codec
+
+    paper = dataclasses.replace(WorldModelConfig(), **PRESETS["paper"]["world_model"])
+    with torch.device("meta"):
+        assert build_codec(paper).vae.config.decoder_base_dim == 256
+    torch.manual_seed(0)
+    codec = build_codec(dataclasses.replace(paper, vae_base_dim=8)).eval()  # same architecture, narrow
+    with torch.no_grad():
+        latents = codec.encode(torch.rand(1, 3, 5, 32, 64) * 2 - 1)
+        assert latents.shape == (1, 48, 2, 2, 4)  # frame 0 alone, then 4 frames per latent; 16x16 pixels
+        assert codec.decode(latents).shape == (1, 3, 5, 32, 64)
+
+
+def test_only_the_transformer_is_trained_and_checkpointed():
+    wm = WorldModel.from_config(tiny(codec="wan", resolution=[32, 32]))
+    assert {k.split(".")[0] for k in wm.state_dict()} == {"transformer"}  # no frozen text encoder or VAE
+    assert {id(p) for p in wm.parameters()} == {id(p) for p in wm.transformer.parameters()}
+    wm.to(torch.float64)  # .to() still moves the frozen parts with the transformer
+    assert next(wm.text_encoder.parameters()).dtype == torch.float64
+    assert next(wm.codec.parameters()).dtype == torch.float64
+    wm.train()
+    assert wm.transformer.training and not wm.text_encoder.training  # T5's dropout stays off
+
+
+def test_residual_pixel_codec_is_exact_and_an_empty_future_is_a_still_scene():
+    from harmowam_core.models.world_model import PixelCodec
+
+    codec = PixelCodec(4, residual=True)
+    video = moving_square(2, size=32).float().div(127.5).sub(1).transpose(1, 2)  # (B, 3, T, H, W) in [-1, 1]
+    latents = codec.encode(video)
+    torch.testing.assert_close(codec.decode(latents), video)
+    torch.testing.assert_close(latents[:, :, :1], PixelCodec(4).encode(video[:, :, :1]))  # the first is absolute
+    torch.testing.assert_close(codec.absolute(latents), PixelCodec(4).encode(video))
+    still = latents.clone()
+    still[:, :, 1:] = 0.0
+    torch.testing.assert_close(codec.decode(still), video[:, :, :1].expand_as(video))

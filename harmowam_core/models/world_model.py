@@ -45,13 +45,17 @@ class WorldModelOutput:
 
 # ------------------------------------------------------------------------------------------------ codecs
 class PixelCodec(nn.Module):
-    """Frames to latents by space-to-depth: (3, H, W) in [-1, 1] -> (3 f^2, H/f, W/f), one latent per frame."""
+    """Frames to latents by space-to-depth: (3, H, W) in [-1, 1] -> (3 f^2, H/f, W/f), one latent per frame.
+
+    With `residual`, every latent after the first holds its frame's difference from the first (the current)
+    frame: the flow then only has to carry what moves, and an all-zero future decodes to a still scene.
+    """
 
     temporal = 1
 
-    def __init__(self, factor: int):
+    def __init__(self, factor: int, residual: bool = False):
         super().__init__()
-        self.factor = factor
+        self.factor, self.residual = factor, residual
 
     @property
     def channels(self) -> int:
@@ -60,9 +64,19 @@ class PixelCodec(nn.Module):
     def encode(self, video: torch.Tensor) -> torch.Tensor:  # (B, 3, T, H, W) -> (B, C, T, h, w)
         b, c, t, h, w = video.shape
         x = F.pixel_unshuffle(video.transpose(1, 2).reshape(b * t, c, h, w), self.factor)
-        return x.reshape(b, t, -1, h // self.factor, w // self.factor).transpose(1, 2)
+        x = x.reshape(b, t, -1, h // self.factor, w // self.factor).transpose(1, 2)
+        if self.residual:
+            x = torch.cat([x[:, :, :1], x[:, :, 1:] - x[:, :, :1]], dim=2)
+        return x
+
+    def absolute(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents with each frame's own content (undoes `residual`)."""
+        if not self.residual:
+            return latents
+        return torch.cat([latents[:, :, :1], latents[:, :, 1:] + latents[:, :, :1]], dim=2)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:  # (B, C, T, h, w) -> (B, 3, T, H, W)
+        latents = self.absolute(latents)
         b, c, t, h, w = latents.shape
         x = F.pixel_shuffle(latents.transpose(1, 2).reshape(b * t, c, h, w), self.factor)
         return x.reshape(b, t, 3, h * self.factor, w * self.factor).transpose(1, 2)
@@ -87,6 +101,9 @@ class WanVAECodec(nn.Module):
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         z = self.vae.encode(video.to(self.vae.dtype)).latent_dist.mode()
         return ((z - self.mean.to(z)) / self.std.to(z)).to(video.dtype)
+
+    def absolute(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         z = latents.to(self.vae.dtype) * self.std.to(self.vae.dtype) + self.mean.to(self.vae.dtype)
@@ -154,16 +171,29 @@ def build_transformer(config: WorldModelConfig, in_channels: int) -> WanTransfor
 
 def build_codec(config: WorldModelConfig) -> nn.Module:
     if config.codec == "pixel":
-        return PixelCodec(config.pixel_patch)
-    vae = AutoencoderKLWan(
-        base_dim=config.vae_base_dim,
-        z_dim=config.latent_channels,
-        dim_mult=[1, 2, 2],
-        num_res_blocks=1,
-        temperal_downsample=[False, False],
-        latents_mean=[0.0] * config.latent_channels,
-        latents_std=[1.0] * config.latent_channels,
-    )
+        return PixelCodec(config.pixel_patch, config.pixel_residual)
+    stats = {"latents_mean": [0.0] * config.latent_channels, "latents_std": [1.0] * config.latent_channels}
+    if config.vae_arch == "wan2.2":  # Wan2.2-TI2V's VAE: 4x temporal, 16x spatial (2x2 patches, then 8x)
+        vae = AutoencoderKLWan(
+            base_dim=config.vae_base_dim,
+            decoder_base_dim=config.vae_base_dim * 8 // 5,  # 256 for Wan2.2's 160
+            z_dim=config.latent_channels,
+            is_residual=True,
+            in_channels=12,
+            out_channels=12,
+            patch_size=2,
+            scale_factor_spatial=16,
+            **stats,
+        )
+    else:  # a small one frame-by-frame VAE (4x spatial) for tests and CPU experiments
+        vae = AutoencoderKLWan(
+            base_dim=config.vae_base_dim,
+            z_dim=config.latent_channels,
+            dim_mult=[1, 2, 2],
+            num_res_blocks=1,
+            temperal_downsample=[False, False],
+            **stats,
+        )
     return WanVAECodec(vae)
 
 
@@ -171,10 +201,11 @@ class WorldModel(nn.Module):
     def __init__(self, config: WorldModelConfig, transformer, codec, text_encoder, tokenizer):
         super().__init__()
         self.config = config
-        self.transformer, self.codec = transformer, codec
-        self.text_encoder, self.tokenizer = text_encoder, tokenizer
-        self.text_encoder.requires_grad_(False).eval()
-        self.codec.requires_grad_(False)
+        self.transformer, self.tokenizer = transformer, tokenizer
+        # The frozen parts are held outside the module tree: checkpoints, DDP/FSDP wrapping and optimisers see
+        # the transformer only (UMT5-XXL alone is 5.7B parameters); `.to()` still moves them (see `_apply`).
+        self._frozen = {"codec": codec.requires_grad_(False).eval(), "text_encoder": text_encoder}
+        text_encoder.requires_grad_(False).eval()
         self.scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=TRAIN_TIMESTEPS, shift=config.shift)
         self._text_cache: dict[str, torch.Tensor] = {}
         self._captured: torch.Tensor | None = None
@@ -197,9 +228,7 @@ class WorldModel(nn.Module):
     ) -> WorldModel:
         """Load a saved world model, or a Wan2.2 checkpoint in the diffusers layout (transformer, vae,
         text_encoder, tokenizer), from a local directory. Nothing is downloaded."""
-        path = Path(path)
-        if not path.is_dir():
-            raise HarmoWAMError(f"world model checkpoint '{path}' is not a local directory")
+        path = resolve_checkpoint(path)
         saved = path / CONFIG_NAME
         if saved.exists():
             config = WorldModelConfig(**json.loads(saved.read_text()))
@@ -209,7 +238,7 @@ class WorldModel(nn.Module):
         try:
             transformer = WanTransformer3DModel.from_pretrained(path / "transformer", **kw)
             if config.codec == "pixel":
-                codec = PixelCodec(config.pixel_patch)
+                codec = PixelCodec(config.pixel_patch, config.pixel_residual)
             else:
                 codec = WanVAECodec(AutoencoderKLWan.from_pretrained(path / "vae", torch_dtype=torch.float32))
             text_encoder, tokenizer = _load_text_encoder(path, config.text_encoder)
@@ -228,6 +257,24 @@ class WorldModel(nn.Module):
         (path / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2))
 
     # --------------------------------------------------------------------------------- pieces
+    @property
+    def codec(self) -> nn.Module:
+        return self._frozen["codec"]
+
+    @property
+    def text_encoder(self) -> nn.Module:
+        return self._frozen["text_encoder"]
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        for module in self._frozen.values():
+            module._apply(fn, recurse)
+        return self
+
+    def forward(self, video, instructions, video_is_pad=None, generator=None) -> torch.Tensor:
+        """The training loss: a DDP/FSDP wrapper syncs gradients only through `forward`."""
+        return self.training_loss(video, instructions, video_is_pad, generator)
+
     @property
     def device(self) -> torch.device:
         return next(self.transformer.parameters()).device
@@ -343,8 +390,31 @@ class WorldModel(nn.Module):
         hidden = self._captured
         video = self.codec.decode(latents).transpose(1, 2)  # (B, T, 3, H, W) in [-1, 1]
         frames = ((video[:, : self.config.num_frames] + 1.0) / 2.0).clamp(0.0, 1.0)
-        per_frame = latents[:, :, frame_to_latent(self.config.num_frames, self.codec.temporal)].transpose(1, 2)
+        per_frame = self.codec.absolute(latents)[
+            :, :, frame_to_latent(self.config.num_frames, self.codec.temporal)
+        ].transpose(1, 2)
         return WorldModelOutput(frames=frames.float(), latents=per_frame, hidden=hidden.float())
+
+
+def resolve_checkpoint(name: str | Path) -> Path:
+    """A local directory, or a hub id (owner/name) already in the local Hugging Face cache (put it there with
+    `huggingface-cli download`); nothing is fetched from the network here."""
+    path = Path(name)
+    if path.is_dir():
+        return path
+    text = str(name)
+    if text.count("/") == 1 and not text.startswith((".", "/")):
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        try:
+            return Path(snapshot_download(text, local_files_only=True))
+        except (LocalEntryNotFoundError, ValueError):
+            raise HarmoWAMError(
+                f"world model checkpoint '{text}' is neither a local directory nor in the Hugging Face cache; "
+                f"run `huggingface-cli download {text}` first or point the recipe at a local directory"
+            ) from None
+    raise HarmoWAMError(f"world model checkpoint '{path}' is not a local directory")
 
 
 def parameter_count(module: nn.Module) -> int:

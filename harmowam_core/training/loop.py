@@ -2,6 +2,7 @@
 
     loop = TrainLoop(spec, out_dir, model, loss_fn, dataset, max_steps=None)
     loop.run(resume=True, on_log=print)
+    model = loop.trained_model()
 
 `loss_fn(model, batch)` returns a dict of scalar tensors with a "loss" entry (the one optimised; the others
 are logged). The loop runs unchanged under `accelerate launch --num_processes N` (DDP, or FSDP with the
@@ -93,6 +94,8 @@ class TrainLoop:
             model, optimizer, loader, scheduler
         )
         self.ema = None
+        if spec.ema_decay > 0 and self.sharded:
+            raise HarmoWAMError("ema_decay needs one process or DDP: FSDP shards the weights; set ema_decay: 0")
         if spec.ema_decay > 0:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -121,10 +124,30 @@ class TrainLoop:
             self.step = json.loads((found[-1] / "step.json").read_text())["step"]
         return self.step
 
-    def trained_model(self) -> nn.Module:
-        """The weights to keep: the EMA where enabled, else the model itself (unwrapped)."""
+    @property
+    def is_main_process(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def sharded(self) -> bool:
+        from accelerate.utils import DistributedType
+
+        return self.accelerator.distributed_type == DistributedType.FSDP
+
+    def trained_model(self, build: Callable[[], nn.Module] | None = None) -> nn.Module | None:
+        """The weights to keep: the EMA where enabled, else the model itself (unwrapped). Under FSDP every
+        process must call this: the shards are gathered into `build()` on the main process (others get None)."""
         if self.ema is not None:
             return self.ema.module
+        if self.sharded:
+            state = self.accelerator.get_state_dict(self.model)
+            if not self.is_main_process:
+                return None
+            if build is None:
+                raise ValueError("trained_model() under FSDP needs `build`, a factory of an unsharded model")
+            model = build()
+            model.load_state_dict(state)
+            return model
         return self.accelerator.unwrap_model(self.model)
 
     # ------------------------------------------------------------------------------------------- loop
@@ -136,8 +159,9 @@ class TrainLoop:
             yield from self.loader
             epoch += 1
 
-    def run(self, resume: bool = False, on_log: Callable[[StepLog], None] | None = None, hooks=()) -> nn.Module:
-        """Train to the step total; `hooks` are (every, fn(loop)) pairs called after those steps."""
+    def run(self, resume: bool = False, on_log: Callable[[StepLog], None] | None = None, hooks=()) -> None:
+        """Train to the step total; `hooks` are (every, fn(loop)) pairs called on every process after those
+        steps (not after the last: the caller has the final model). Take the weights with `trained_model`."""
         if resume:
             self.resume()
         self.model.train()
@@ -171,7 +195,6 @@ class TrainLoop:
             for every, fn in hooks:
                 if every and self.step % every == 0 and self.step < self.total:
                     fn(self)
-        return self.trained_model()
 
 
 def _batch_size(batch) -> int:

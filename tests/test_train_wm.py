@@ -1,0 +1,119 @@
+"""Stage 1 end to end: `harmowam train-wm` on a small dataset writes a loadable model, previews, an evaluation
+against the copy baseline, and resumes where it stopped."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import numpy as np
+import torch
+from typer.testing import CliRunner
+
+from harmowam_cli.main import app
+from harmowam_core.data.reader import DatasetReader
+from harmowam_core.models.world_model import WorldModel
+from harmowam_core.recipes import load_recipe
+from harmowam_core.training.world_model import ClipDataset, clip_starts, psnr, world_model_camera
+
+runner = CliRunner()
+SMALL = [
+    "--set",
+    "model.overrides={world_model: {resolution: [32, 32]}}",
+    "--set",
+    "train_wm={steps: 6, batch_size: 2, warmup_steps: 1, checkpoint_every: 3, preview_every: 3, held_out_episodes: 1}",
+]
+
+
+def test_clips_pad_past_the_episode_end_and_caching_changes_nothing(make_dataset):
+    root, written = make_dataset(lengths=(20, 15), cameras={"front": (32, 48)})
+    reader = DatasetReader(root)
+    cached = ClipDataset(reader, "front", [0, 1], [16, 24], num_frames=13)
+    streamed = ClipDataset(reader, "front", [0, 1], [16, 24], num_frames=13, cache=False)
+    assert len(cached) == 35
+    item = cached[20 + 5]  # episode 1, frame 5: frames 5..17 of a 15-frame episode
+    assert item["video"].shape == (13, 3, 16, 24) and item["video"].dtype == torch.uint8
+    assert item["video_is_pad"].tolist() == [False] * 10 + [True] * 3
+    assert torch.equal(item["video"][-1], item["video"][9])  # padded with the last frame
+    assert item["instruction"] == "stack the cans" and (item["episode_index"], item["frame_index"]) == (1, 5)
+    for i in (0, 7, 25, 34):
+        assert torch.equal(cached[i]["video"], streamed[i]["video"])
+    # whole clips only, spread over both episodes
+    starts = clip_starts(cached, 5)
+    assert starts[0] == (0, 0) and starts[-1] == (1, 2) and all(t + 13 <= (20, 15)[ep] for ep, t in starts)
+
+
+def test_train_wm_writes_a_model_previews_and_an_evaluation(make_dataset, tmp_path):
+    root, written = make_dataset(lengths=(20, 22, 18), cameras={"front": (32, 48), "wrist": (16, 16)})
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train-wm", "stack_cans", "--data", str(root), "--out", str(out), *SMALL])
+    assert result.exit_code == 0, result.output
+    assert "frames 7-13" in result.output and "copy current" in result.output
+
+    wm = WorldModel.from_pretrained(out / "model")
+    assert wm.config.resolution == [32, 32]
+    assert sorted(p.name for p in (out / "previews").iterdir()) == ["step_3.mp4", "step_6.mp4"]
+    with av.open(str(out / "previews" / "step_6.mp4")) as video:
+        frames = [f.to_ndarray(format="rgb24") for f in video.decode(video=0)]
+    assert len(frames) == 13 and frames[0].shape == (128, 256, 3)  # one held-out clip: real | predicted, 4x
+
+    report = json.loads((out / "evaluation.json").read_text())
+    assert report["camera"] == "front" and report["held_out_episodes"] == [2]
+    assert len(report["model_psnr"]) == len(report["copy_psnr"]) == 12 and report["clips"] == 6
+    # the baseline, recomputed from the frames as written: copy frame t to frames t+1..t+12
+    frames = torch.from_numpy(np.stack(written[2][2]["front"])).permute(0, 3, 1, 2).float()
+    frames = torch.nn.functional.interpolate(frames, size=(32, 32), mode="area") / 255.0
+    starts = np.linspace(0, 18 - 13, num=6).round().astype(int)
+    copy = torch.stack([psnr(frames[t : t + 1].expand(12, -1, -1, -1), frames[t + 1 : t + 13]) for t in starts])
+    np.testing.assert_allclose(report["copy_psnr"], copy.mean(0).numpy(), atol=0.5)  # h264 vs the raw frames
+    assert report["late_copy_psnr"] == np.mean(report["copy_psnr"][5:])
+    assert (out / "recipe.yaml").exists()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_3", "step_6"]
+
+
+def test_train_wm_resumes_and_refuses_to_overwrite(make_dataset, tmp_path):
+    root, _ = make_dataset(lengths=(16, 16), cameras={"front": (32, 32)})
+    out = tmp_path / "run"
+    args = ["train-wm", "stack_cans", "--data", str(root), "--out", str(out), *SMALL]
+    first = runner.invoke(app, [*args, "--max-steps", "3"])
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "--resume" in again.output
+    resumed = runner.invoke(app, [*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "resumed at step 3" in resumed.output
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_3", "step_6"]
+    assert json.loads((out / "checkpoints" / "step_6" / "step.json").read_text()) == {"step": 6}
+
+
+def test_train_wm_user_errors_are_one_line(make_dataset, tmp_path):
+    root, _ = make_dataset(lengths=(16,), cameras={"front": (32, 32)})
+    cases = [
+        (["--data", str(tmp_path / "missing")], "not a dataset"),
+        (["--data", str(root)], "at least 2"),
+        (["--data", str(root), "--max-steps", "0"], "--max-steps"),
+    ]
+    for extra, message in cases:
+        result = runner.invoke(app, ["train-wm", "stack_cans", "--out", str(tmp_path / "r"), *extra])
+        assert result.exit_code == 2, result.output
+        assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_dual_arm_recipes_train_on_the_global_camera():
+    assert world_model_camera(load_recipe("flowers")) == load_recipe("flowers").camera("global").name
+    assert world_model_camera(load_recipe("stack_cans")) == "front"
+
+
+def test_the_shipped_fsdp_config_loads_and_names_real_block_classes():
+    from pathlib import Path
+
+    from accelerate.commands.config.config_args import load_config_from_file
+    from diffusers.models.transformers import transformer_wan
+    from transformers.models.umt5 import modeling_umt5
+
+    path = Path(__file__).resolve().parents[1] / "recipes" / "accelerate" / "fsdp.yaml"
+    config = load_config_from_file(str(path))
+    assert config.distributed_type == "FSDP" and config.mixed_precision == "bf16"
+    classes = config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"].split(",")
+    assert classes == ["WanTransformerBlock", "UMT5Block"]
+    assert hasattr(transformer_wan, classes[0]) and hasattr(modeling_umt5, classes[1])
