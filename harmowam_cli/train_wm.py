@@ -31,6 +31,7 @@ def train_wm(
 def run_train_wm(
     recipe_name: str, data: Path | None, out: Path | None, resume: bool, max_steps: int | None, overrides: list[str]
 ) -> None:
+    recipe = load_recipe(recipe_name, overrides)  # a bad recipe fails before torch is imported
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
@@ -38,8 +39,6 @@ def run_train_wm(
 
     diffusers_logging.disable_progress_bar()  # the rich bars below say what is happening
     transformers_logging.disable_progress_bar()
-
-    recipe = load_recipe(recipe_name, overrides)
     data = data or Path("data") / recipe.name
     out = out or Path("runs") / recipe.name / "wm"
     trainer = WorldModelTrainer(recipe, data, out, resume=resume, max_steps=max_steps)

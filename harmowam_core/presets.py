@@ -9,6 +9,7 @@ with `model.overrides`, and the command line with `--set model.overrides.<sectio
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 @dataclass
@@ -26,6 +27,7 @@ class WorldModelConfig:
     patch_size: list[int] = field(default_factory=lambda: [1, 2, 2])  # temporal patch must be 1
     freq_dim: int = 64  # sinusoidal timestep embedding width
     shift: float = 3.0  # flow-matching timestep shift (sampler and training alike)
+    prediction: Literal["velocity", "sample"] = "sample"  # the transformer's output: velocity (Wan2.2) or clean x0
     codec: str = "pixel"  # "wan" (AutoencoderKLWan) or "pixel" (space-to-depth of the pixels, nothing to train)
     pixel_patch: int = 4  # the pixel codec's space-to-depth factor
     pixel_residual: bool = True  # pixel codec: future latents hold the difference from the current frame
@@ -96,6 +98,7 @@ PRESETS: dict[str, dict] = {
             "ffn_dim": 14336,
             "freq_dim": 256,
             "shift": 5.0,
+            "prediction": "velocity",
             "codec": "wan",
             "latent_channels": 48,
             "vae_base_dim": 160,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -217,6 +218,9 @@ def _required(f: dataclasses.Field) -> bool:
     return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def convert(tp: Any, value: Any, key: str, source: str) -> Any:
     """Convert plain YAML data to `tp`, raising RecipeError(source, key, ...) on the first mismatch."""
     origin = typing.get_origin(tp)
@@ -278,6 +282,8 @@ def convert(tp: Any, value: Any, key: str, source: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+            return float(value)  # PyYAML reads 1e-3 (no dot) as a string; everyone writes it
         raise RecipeError(source, key, expected, value)
     if tp is str:
         if isinstance(value, str):

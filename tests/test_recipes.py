@@ -217,3 +217,11 @@ def test_cli_on_junk_recipes_exits_2_without_traceback(tmp_path, text):
     out = runner.invoke(app, ["recipe", "show", str(path)])
     assert out.exit_code == 2, out.output
     assert "Traceback" not in out.output and out.output.startswith("error: ")
+
+
+def test_exponent_numbers_without_a_dot_are_numbers():
+    # PyYAML reads 1e-3 as a string (YAML 1.1 wants 1.0e-3); recipes and --set accept it as a number
+    assert load_recipe("stack_cans", ["train_wm.learning_rate=1e-3"]).train_wm.learning_rate == 0.001
+    assert load_recipe("stack_cans", ["train_experts.learning_rate=5E-4"]).train_experts.learning_rate == 0.0005
+    with pytest.raises(RecipeError, match="expected a number"):
+        load_recipe("stack_cans", ["train_wm.learning_rate=1e-3x"])

@@ -117,3 +117,23 @@ def test_the_shipped_fsdp_config_loads_and_names_real_block_classes():
     classes = config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"].split(",")
     assert classes == ["WanTransformerBlock", "UMT5Block"]
     assert hasattr(transformer_wan, classes[0]) and hasattr(modeling_umt5, classes[1])
+
+
+def test_train_wm_runs_unchanged_as_two_ddp_processes(make_dataset, tmp_path):
+    """What `accelerate launch --num_processes 2` does on GPUs, here on the CPU over gloo (loopback only)."""
+    import os
+    import subprocess
+    import sys
+
+    root, _ = make_dataset(lengths=(16, 16, 16), cameras={"front": (32, 32)})
+    out = tmp_path / "run"
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "harmowam_cli.main", "train-wm", "stack_cans", "--data", str(root), "--out", str(out), *SMALL]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    step = out / "checkpoints" / "step_6"
+    assert (step / "random_states_0.pkl").exists() and (step / "random_states_1.pkl").exists()  # two ranks
+    assert result.stdout.count("held-out PSNR") == 1  # only the main process reports
+    assert json.loads((out / "evaluation.json").read_text())["steps"] == 6
+    WorldModel.from_pretrained(out / "model")

@@ -14,7 +14,10 @@ each predicted frame's clean latent and the hidden tokens of one transformer blo
 
 Two codecs map frames to latents: `wan` is `AutoencoderKLWan` (the paper's VAE, 4x temporal and 16x spatial
 compression in Wan2.2), `pixel` is a parameter-free space-to-depth of the pixels (exact, nothing to train)
-that the tiny preset uses. Text comes from UMT5 (paper) or a small T5 encoder over a byte-level tokenizer
+that the tiny preset uses, with future frames as differences from the current one. The paper preset's
+transformer predicts the velocity (as Wan2.2 does); the tiny one predicts the clean latents x0, from which the
+velocity follows (a 64-wide token cannot carry a 192-dimensional noise patch through, a clean future it can).
+Text comes from UMT5 (paper) or a small T5 encoder over a byte-level tokenizer
 (tiny); the text encoder is frozen and each instruction's embedding is cached.
 """
 
@@ -30,10 +33,13 @@ from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanTran
 from torch import nn
 
 from harmowam_core.errors import HarmoWAMError
+from harmowam_core.models.encoders import resolve as resolve_checkpoint
+from harmowam_core.models.encoders import text_encoder as build_text_encoder
 from harmowam_core.presets import WorldModelConfig
 
 CONFIG_NAME = "harmowam_world_model.json"
 TRAIN_TIMESTEPS = 1000
+SIGMA_FLOOR = 0.05  # the x0-prediction loss weights 1 / sigma^2, bounded near the clean end
 
 
 @dataclass
@@ -122,21 +128,9 @@ def frame_to_latent(num_frames: int, temporal: int) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------------ text
 def _tiny_text_encoder(config: WorldModelConfig):
-    from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
-
-    heads = max(1, config.text_dim // 16)
-    t5 = T5Config(
-        vocab_size=384,
-        d_model=config.text_dim,
-        d_kv=config.text_dim // heads,
-        d_ff=2 * config.text_dim,
-        num_layers=2,
-        num_heads=heads,
-        feed_forward_proj="gated-gelu",
-        is_encoder_decoder=False,
-        use_cache=False,
-    )
-    return T5EncoderModel(t5), ByT5Tokenizer()
+    # Frozen and never trained, so it is part of what a tiny model *is*: built from a fixed seed, every tiny
+    # model (a checkpoint's, a fresh one to resume into, an FSDP gather target) embeds text identically.
+    return build_text_encoder(None, tiny_width=config.text_dim)
 
 
 def _load_text_encoder(path: Path, kind: str):
@@ -151,13 +145,13 @@ def _load_text_encoder(path: Path, kind: str):
 
 
 # ------------------------------------------------------------------------------------------------ model
-def build_transformer(config: WorldModelConfig, in_channels: int) -> WanTransformer3DModel:
+def build_transformer(config: WorldModelConfig, channels: int) -> WanTransformer3DModel:
     return WanTransformer3DModel(
         patch_size=tuple(config.patch_size),
         num_attention_heads=config.num_attention_heads,
         attention_head_dim=config.attention_head_dim,
-        in_channels=in_channels,
-        out_channels=in_channels,
+        in_channels=channels,
+        out_channels=channels,
         text_dim=config.text_dim,
         freq_dim=config.freq_dim,
         ffn_dim=config.ffn_dim,
@@ -327,10 +321,21 @@ class WorldModel(nn.Module):
         ts[:, :per_frame] = 0.0
         return ts
 
-    def velocity(self, latents: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    def denoise(self, latents: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """The transformer's output at noise level t / 1000: the velocity, or the clean latents x0 with
+        `prediction: sample`."""
         return self.transformer(
             latents, timestep=self._timesteps(latents, t), encoder_hidden_states=text, return_dict=False
         )[0]
+
+    def velocity(self, latents: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """The flow's velocity at noise level t / 1000 (> 0). With `prediction: sample` it is (x_t - x0) / sigma,
+        so an Euler step to sigma' is exactly x0 + sigma' / sigma (x_t - x0)."""
+        out = self.denoise(latents, t, text)
+        if self.config.prediction == "sample":
+            sigma = (t.float() / TRAIN_TIMESTEPS).clamp(min=1e-4).view(-1, 1, 1, 1, 1)
+            return ((latents.float() - out.float()) / sigma).to(out.dtype)
+        return out
 
     # --------------------------------------------------------------------------------- training
     def training_loss(
@@ -340,9 +345,10 @@ class WorldModel(nn.Module):
         video_is_pad: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Conditional flow matching (paper eq. 2): x_t = (1 - t) x0 + t eps, target eps - x0, t drawn from
-        a logit-normal (more weight mid-way, SD3's timestep weighting); the current frame stays clean and
-        padded frames past an episode's end do not count."""
+        """Conditional flow matching (paper eq. 2): x_t = (1 - t) x0 + t eps, target velocity eps - x0, t drawn
+        from a shifted logit-normal (SD3's timestep sampling); with `prediction: sample` the velocity error is
+        computed from the predicted x0. The current frame stays clean and padded frames past an episode's end
+        do not count."""
         x0 = self.encode_video(video)
         b, _, f = x0.shape[:3]
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
@@ -352,8 +358,13 @@ class WorldModel(nn.Module):
         s = sigma.view(b, 1, 1, 1, 1)
         xt = (1 - s) * x0 + s * noise
         xt[:, :, :1] = x0[:, :, :1]
-        pred = self.velocity(xt, sigma * TRAIN_TIMESTEPS, self.encode_text(instructions))
-        err = ((pred.float() - (noise - x0).float()) ** 2).mean(dim=(1, 3, 4))  # (B, F)
+        out = self.denoise(xt, sigma * TRAIN_TIMESTEPS, self.encode_text(instructions)).float()
+        if self.config.prediction == "sample":
+            # the velocity error of the predicted x0: |x0_hat - x0|^2 / sigma^2, 1 / sigma bounded near sigma 0
+            weight = 1.0 / s.float().clamp(min=SIGMA_FLOOR) ** 2
+            err = (weight * (out - x0.float()) ** 2).mean(dim=(1, 3, 4))  # (B, F)
+        else:
+            err = ((out - (noise - x0).float()) ** 2).mean(dim=(1, 3, 4))
         keep = torch.ones(b, f, device=x0.device)
         keep[:, 0] = 0.0
         if video_is_pad is not None:
@@ -394,27 +405,6 @@ class WorldModel(nn.Module):
             :, :, frame_to_latent(self.config.num_frames, self.codec.temporal)
         ].transpose(1, 2)
         return WorldModelOutput(frames=frames.float(), latents=per_frame, hidden=hidden.float())
-
-
-def resolve_checkpoint(name: str | Path) -> Path:
-    """A local directory, or a hub id (owner/name) already in the local Hugging Face cache (put it there with
-    `huggingface-cli download`); nothing is fetched from the network here."""
-    path = Path(name)
-    if path.is_dir():
-        return path
-    text = str(name)
-    if text.count("/") == 1 and not text.startswith((".", "/")):
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import LocalEntryNotFoundError
-
-        try:
-            return Path(snapshot_download(text, local_files_only=True))
-        except (LocalEntryNotFoundError, ValueError):
-            raise HarmoWAMError(
-                f"world model checkpoint '{text}' is neither a local directory nor in the Hugging Face cache; "
-                f"run `huggingface-cli download {text}` first or point the recipe at a local directory"
-            ) from None
-    raise HarmoWAMError(f"world model checkpoint '{path}' is not a local directory")
 
 
 def parameter_count(module: nn.Module) -> int:
