@@ -33,7 +33,8 @@ def build(preset: str, device: str, dtype: torch.dtype) -> WorldModel:
     torch.manual_seed(0)
     with torch.device(device):
         wm = WorldModel.from_config(config)
-    wm.transformer.to(dtype)
+    if dtype != torch.float32:
+        wm.transformer.to(dtype)  # paper on a GPU: bf16 weights, as training and deployment run them
     wm.eval()
     if preset != "tiny":
         wm._text_cache[INSTRUCTION] = torch.randn(config.max_text_tokens, config.text_dim, device=device)

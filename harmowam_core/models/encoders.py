@@ -55,38 +55,32 @@ def _frozen(model: nn.Module) -> nn.Module:
     return model.requires_grad_(False).eval()
 
 
-def image_encoder(name: str | None, image_size: int) -> nn.Module:
-    """SigLIP's vision tower (`SiglipVisionModel`): patch tokens of one camera image."""
-    from transformers import SiglipVisionConfig, SiglipVisionModel
-
+def _vision(model_cls, config_cls, name: str | None, image_size: int, patch_size: int) -> nn.Module:
     if name:
-        return _frozen(SiglipVisionModel.from_pretrained(resolve(name)))
-    config = SiglipVisionConfig(
+        return _frozen(model_cls.from_pretrained(resolve(name)))
+    config = config_cls(
         hidden_size=TINY_WIDTH,
         intermediate_size=2 * TINY_WIDTH,
         num_hidden_layers=2,
         num_attention_heads=2,
         image_size=image_size,
-        patch_size=16,
+        patch_size=patch_size,
     )
-    return _frozen(_seeded(lambda: SiglipVisionModel(config)))
+    return _frozen(_seeded(lambda: model_cls(config)))
+
+
+def image_encoder(name: str | None, image_size: int) -> nn.Module:
+    """SigLIP's vision tower (`SiglipVisionModel`): patch tokens of one camera image (16 px patches)."""
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    return _vision(SiglipVisionModel, SiglipVisionConfig, name, image_size, patch_size=16)
 
 
 def frame_encoder(name: str | None, image_size: int) -> nn.Module:
-    """DINOv2 (`Dinov2Model`): patch-level geometric features of a (predicted) frame."""
+    """DINOv2 (`Dinov2Model`): patch-level geometric features of a (predicted) frame (8 px patches when tiny)."""
     from transformers import Dinov2Config, Dinov2Model
 
-    if name:
-        return _frozen(Dinov2Model.from_pretrained(resolve(name)))
-    config = Dinov2Config(
-        hidden_size=TINY_WIDTH,
-        intermediate_size=2 * TINY_WIDTH,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=image_size,
-        patch_size=8,
-    )
-    return _frozen(_seeded(lambda: Dinov2Model(config)))
+    return _vision(Dinov2Model, Dinov2Config, name, image_size, patch_size=8)
 
 
 def text_encoder(name: str | None, tiny_width: int = TINY_WIDTH):
