@@ -1,0 +1,52 @@
+"""The process-adaptive gate (paper section 3.4, appendix D.3): p(interaction) from the current observation.
+
+A small MLP on the visual tokens of the current frame of every camera (SigLIP patch tokens, the ones the
+predictive expert reads too): each camera's tokens are mean-pooled, the cameras concatenated. Trained with
+binary cross-entropy against the `interaction` labels of `harmowam label` (frames labelled -1 do not count);
+at run time p >= the recipe's `gate.threshold` routes to the predictive expert, below it to the reactive one.
+
+    gate = Gate(GateModelConfig(), token_width=64, num_cameras=3)
+    p = gate.probability(tokens)            # tokens (B, cameras, N, width) -> (B,)
+    loss = gate.loss(tokens, labels)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harmowam_core.presets import GateModelConfig
+
+
+class Gate(nn.Module):
+    def __init__(self, config: GateModelConfig, token_width: int, num_cameras: int):
+        super().__init__()
+        self.config, self.token_width, self.num_cameras = config, token_width, num_cameras
+        layers: list[nn.Module] = [nn.LayerNorm(token_width * num_cameras)]
+        width = token_width * num_cameras
+        for hidden in config.hidden_sizes:
+            layers += [nn.Linear(width, hidden), nn.GELU(), nn.Dropout(config.dropout)]
+            width = hidden
+        layers.append(nn.Linear(width, 1))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, cameras, N, width) visual tokens -> (B,) interaction logits."""
+        if tokens.shape[1] != self.num_cameras or tokens.shape[-1] != self.token_width:
+            raise ValueError(
+                f"expected tokens (B, {self.num_cameras}, N, {self.token_width}), got {tuple(tokens.shape)}"
+            )
+        pooled = tokens.float().mean(dim=2).flatten(1)
+        return self.mlp(pooled).squeeze(-1)
+
+    def probability(self, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self(tokens))
+
+    def loss(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Binary cross-entropy over the labelled frames (label 0 transit, 1 interaction, -1 unlabelled)."""
+        keep = labels >= 0
+        if not bool(keep.any()):
+            return tokens.sum() * 0.0  # keeps the graph (and DDP) intact on a batch with no labels
+        logits = self(tokens)
+        return F.binary_cross_entropy_with_logits(logits[keep], labels[keep].float())

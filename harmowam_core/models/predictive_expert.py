@@ -1,0 +1,192 @@
+"""The predictive expert (paper section 3.3): an action Diffusion Transformer for precise interaction.
+
+It denoises an action chunk (12 steps x 7 numbers per arm) with DiT blocks: self-attention over the chunk's
+steps, cross-attention to the condition tokens, and adaLN-zero modulation by the diffusion timestep plus the
+proprioceptive state. The condition tokens are the world model's hidden tokens of the current prediction, the
+SigLIP patch tokens of every camera's current image and the T5 tokens of the instruction, each projected to
+the expert's width and tagged with a learned modality (and camera) embedding. Trained to predict the noise
+(diffusers `DDPMScheduler`), sampled with `DDIMScheduler` in `inference_steps` steps. SigLIP and T5 are
+frozen (instruction embeddings are cached).
+
+    expert = PredictiveExpert(PredictiveExpertConfig(), action_dim=7, state_dim=7, wm_width=64, num_cameras=3)
+    cond = expert.condition(images, wm_tokens, instructions)     # images (B, cams, 3, H, W)
+    loss = expert.loss(cond, state, actions, action_is_pad)
+    actions = expert.sample(cond, state)                          # (B, 12, 7)
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from torch import nn
+
+from harmowam_core.models import encoders
+from harmowam_core.presets import PredictiveExpertConfig
+
+FREQ_DIM = 256
+MAX_TEXT_TOKENS = 32
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+class DiTBlock(nn.Module):
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(width, eps=1e-6)
+        self.cross = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.norm3 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(approximate="tanh"), nn.Linear(4 * width, width))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(width, 6 * width))
+        nn.init.zeros_(self.ada[1].weight)  # adaLN-zero: every block starts as the identity
+        nn.init.zeros_(self.ada[1].bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(c).chunk(6, dim=-1)
+        h = modulate(self.norm1(x), shift1, scale1)
+        x = x + gate1.unsqueeze(1) * self.attn(h, h, h, need_weights=False)[0]
+        h = self.norm2(x)
+        x = x + self.cross(h, cond, cond, need_weights=False)[0]
+        h = modulate(self.norm3(x), shift2, scale2)
+        return x + gate2.unsqueeze(1) * self.mlp(h)
+
+
+class PredictiveExpert(nn.Module):
+    def __init__(
+        self,
+        config: PredictiveExpertConfig,
+        action_dim: int,
+        state_dim: int,
+        wm_width: int,
+        num_cameras: int,
+        chunk: int = 12,
+    ):
+        super().__init__()
+        self.config, self.action_dim, self.chunk, self.num_cameras = config, action_dim, chunk, num_cameras
+        image_encoder = encoders.image_encoder(config.image_encoder, config.image_size)
+        text_encoder, self.tokenizer = encoders.text_encoder(config.text_encoder)
+        self._frozen = {"image": image_encoder, "text": text_encoder}  # not in the module tree (see _apply)
+        self._text_cache: dict[str, torch.Tensor] = {}
+        w = config.hidden_size
+        self.wm_proj = nn.Linear(wm_width, w)
+        self.image_proj = nn.Linear(encoders.width(image_encoder), w)
+        self.text_proj = nn.Linear(encoders.width(text_encoder), w)
+        self.modality = nn.Parameter(torch.zeros(3, w))  # world model, image, text
+        self.camera = nn.Parameter(torch.zeros(num_cameras, w))
+        self.time_proj = Timesteps(FREQ_DIM, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embed = TimestepEmbedding(FREQ_DIM, w)
+        self.state_embed = nn.Sequential(nn.Linear(state_dim, w), nn.SiLU(), nn.Linear(w, w))
+        self.action_in = nn.Linear(action_dim, w)
+        self.position = nn.Parameter(torch.randn(chunk, w) * 0.02)
+        self.blocks = nn.ModuleList(DiTBlock(w, config.num_attention_heads) for _ in range(config.num_layers))
+        self.norm_out = nn.LayerNorm(w, elementwise_affine=False, eps=1e-6)
+        self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(w, 2 * w))
+        self.action_out = nn.Linear(w, action_dim)
+        for layer in (self.ada_out[1], self.action_out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self.scheduler = DDPMScheduler(
+            num_train_timesteps=config.train_timesteps,
+            beta_schedule="squaredcos_cap_v2",
+            prediction_type="epsilon",
+            clip_sample=False,
+        )
+
+    # ------------------------------------------------------------------------------------------- frozen
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        for module in self._frozen.values():
+            module._apply(fn, recurse)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.action_in.weight.device
+
+    def image_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, cams, 3, H, W) current images -> (B, cams, N, siglip width) SigLIP patch tokens (no grad)."""
+        b, cams = images.shape[:2]
+        pixels = encoders.pixels(images, self.config.image_size, encoders.SIGLIP_MEAN, encoders.SIGLIP_STD)
+        with torch.no_grad():
+            tokens = self._frozen["image"](pixel_values=pixels.to(self.device)).last_hidden_state
+        return tokens.reshape(b, cams, *tokens.shape[1:])
+
+    @torch.no_grad()
+    def text_tokens(self, instructions: list[str]) -> torch.Tensor:
+        missing = [s for s in dict.fromkeys(instructions) if s not in self._text_cache]
+        if missing:
+            tok = self.tokenizer(
+                missing, padding="max_length", max_length=MAX_TEXT_TOKENS, truncation=True, return_tensors="pt"
+            ).to(self.device)
+            out = self._frozen["text"](input_ids=tok.input_ids, attention_mask=tok.attention_mask).last_hidden_state
+            out = out * tok.attention_mask.unsqueeze(-1).to(out.dtype)
+            for s, e in zip(missing, out, strict=True):
+                self._text_cache[s] = e
+        return torch.stack([self._text_cache[s] for s in instructions]).to(self.device)
+
+    # ------------------------------------------------------------------------------------------- model
+    def condition(
+        self,
+        images: torch.Tensor | None,
+        wm_tokens: torch.Tensor | None,
+        instructions: list[str],
+        image_tokens: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Condition tokens (B, L, width) from the current images (or their SigLIP tokens, if computed already),
+        the world model's hidden tokens (B, n, wm_width; None for the latent ablation) and the instruction."""
+        if image_tokens is None:
+            image_tokens = self.image_tokens(images)
+        img = self.image_proj(image_tokens.float()) + self.modality[1] + self.camera.unsqueeze(1)
+        parts = [img.flatten(1, 2), self.text_proj(self.text_tokens(instructions).float()) + self.modality[2]]
+        if wm_tokens is not None:
+            parts.insert(0, self.wm_proj(wm_tokens.float().to(self.device)) + self.modality[0])
+        return torch.cat(parts, dim=1)
+
+    def forward(self, noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """The predicted noise of a noisy chunk (B, chunk, A) at diffusion steps t (B,)."""
+        c = self.time_embed(self.time_proj(t).to(noisy.dtype)) + self.state_embed(state.float())
+        x = self.action_in(noisy) + self.position
+        for block in self.blocks:
+            x = block(x, cond, c)
+        shift, scale = self.ada_out(c).chunk(2, dim=-1)
+        return self.action_out(modulate(self.norm_out(x), shift, scale))
+
+    def loss(
+        self,
+        cond: torch.Tensor,
+        state: torch.Tensor,
+        actions: torch.Tensor,
+        action_is_pad: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The denoising loss |eps - eps_hat|^2 over the chunk's real (not padded) steps."""
+        actions = actions.float().to(self.device)
+        b = actions.shape[0]
+        noise = torch.randn(actions.shape, generator=generator, device=actions.device)
+        t = torch.randint(0, self.config.train_timesteps, (b,), generator=generator, device=actions.device)
+        noisy = self.scheduler.add_noise(actions, noise, t)
+        err = ((self(noisy, t, cond, state.to(self.device)) - noise) ** 2).mean(-1)
+        keep = torch.ones_like(err) if action_is_pad is None else (~action_is_pad.to(err.device)).float()
+        return (err * keep).sum() / keep.sum().clamp(min=1.0)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        cond: torch.Tensor,
+        state: torch.Tensor,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """An action chunk (B, chunk, A) by DDIM in `steps` (default `inference_steps`) steps."""
+        scheduler = DDIMScheduler.from_config(self.scheduler.config)
+        scheduler.set_timesteps(steps or self.config.inference_steps, device=self.device)
+        b = cond.shape[0]
+        x = torch.randn((b, self.chunk, self.action_dim), generator=generator, device=self.device)
+        for t in scheduler.timesteps:
+            eps = self(x, t.expand(b), cond, state.to(self.device))
+            x = scheduler.step(eps, t, x).prev_sample
+        return x

@@ -1,0 +1,106 @@
+"""The reactive expert (paper section 3.3, appendix C.2): inverse dynamics on the world model's imagined future.
+
+For each future timestep k the expert reads the predicted frame k+1 and the world model's hidden tokens of the
+latent frame that holds it: DINOv2 patch tokens of the frame, concatenated on the token axis with the world
+model tokens average-pooled along channels to the DINOv2 width (3072 -> 768 in the paper preset). A
+multi-scale convolutional orientation decoder (1-D convolutions over the fused tokens with several kernel
+sizes, concatenated, pooled) maps them to the action a_k. Trained with a Smooth L1 loss against the
+demonstrated actions; DINOv2 stays frozen.
+
+    expert = ReactiveExpert(ReactiveExpertConfig(), action_dim=7, wm_width=64)
+    actions = expert(frames, wm_tokens)   # frames (B, K, 3, H, W), wm_tokens (B, K, n, wm_width) -> (B, K, 7)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harmowam_core.models import encoders
+from harmowam_core.presets import ReactiveExpertConfig
+
+
+def pool_channels(tokens: torch.Tensor, width: int) -> torch.Tensor:
+    """Average-pool the last (channel) axis to `width`: (..., D) -> (..., width); D a multiple of width."""
+    d = tokens.shape[-1]
+    if d % width:
+        raise ValueError(f"world-model width {d} is not a multiple of the DINOv2 width {width}")
+    return tokens.unflatten(-1, (width, d // width)).mean(-1)
+
+
+def tokens_per_frame(hidden: torch.Tensor, frame_latent: torch.Tensor, tokens_per_latent: int) -> torch.Tensor:
+    """The world model's hidden tokens (B, F * n, D) regrouped per video frame: (B, T, n, D), frame k taking the
+    tokens of latent frame `frame_latent[k]`."""
+    b, _, d = hidden.shape
+    per_latent = hidden.reshape(b, -1, tokens_per_latent, d)
+    return per_latent[:, frame_latent.to(hidden.device)]
+
+
+class OrientationDecoder(nn.Module):
+    """Multi-scale 1-D convolutions over a token sequence, pooled to one vector, projected to the action."""
+
+    def __init__(self, width: int, channels: int, kernel_sizes: list[int], action_dim: int):
+        super().__init__()
+        self.branches = nn.ModuleList(nn.Conv1d(width, channels, k, padding=k // 2) for k in kernel_sizes)
+        merged = channels * len(kernel_sizes)
+        self.head = nn.Sequential(
+            nn.LayerNorm(merged), nn.Linear(merged, merged), nn.GELU(), nn.Linear(merged, action_dim)
+        )
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (N, L, width) -> (N, action_dim)
+        x = tokens.transpose(1, 2)
+        features = torch.cat([F.gelu(branch(x)) for branch in self.branches], dim=1)
+        return self.head(features.mean(dim=2))
+
+
+class ReactiveExpert(nn.Module):
+    def __init__(self, config: ReactiveExpertConfig, action_dim: int, wm_width: int):
+        super().__init__()
+        self.config, self.action_dim, self.wm_width = config, action_dim, wm_width
+        # frozen, and outside the module tree: checkpoints and optimisers see the decoder only
+        self._frozen = {"dino": encoders.frame_encoder(config.dino, config.image_size)}
+        self.width = encoders.width(self.dino)
+        if self.width != config.dino_width:
+            raise ValueError(f"reactive_expert.dino_width is {config.dino_width} but the DINOv2 model is {self.width}")
+        self.decoder = OrientationDecoder(self.width, config.decoder_channels, config.decoder_kernel_sizes, action_dim)
+
+    @property
+    def dino(self) -> nn.Module:
+        return self._frozen["dino"]
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self.dino._apply(fn, recurse)
+        return self
+
+    def frame_tokens(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) uint8 or [0, 1] frames -> (N, patches, width) DINOv2 patch tokens (no CLS)."""
+        pixels = encoders.pixels(frames, self.config.image_size, encoders.IMAGENET_MEAN, encoders.IMAGENET_STD)
+        with torch.no_grad():
+            out = self.dino(pixel_values=pixels.to(self.decoder.head[1].weight.device)).last_hidden_state
+        return out[:, 1:]
+
+    def forward(self, frames: torch.Tensor, wm_tokens: torch.Tensor | None) -> torch.Tensor:
+        """frames (B, K, 3, H, W) predicted future frames, wm_tokens (B, K, n, wm_width) or None (the latent
+        ablation) -> (B, K, action_dim), action k read from frame k."""
+        b, k = frames.shape[:2]
+        tokens = self.frame_tokens(frames.reshape(b * k, *frames.shape[2:]))
+        if wm_tokens is not None:
+            latent = pool_channels(wm_tokens.reshape(b * k, *wm_tokens.shape[2:]).float(), self.width)
+            tokens = torch.cat([tokens, latent.to(tokens)], dim=1)
+        return self.decoder(tokens).reshape(b, k, self.action_dim)
+
+    def loss(
+        self,
+        frames: torch.Tensor,
+        wm_tokens: torch.Tensor | None,
+        actions: torch.Tensor,
+        action_is_pad: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Smooth L1 against the demonstrated actions (B, K, A); padded steps past an episode's end do not count."""
+        err = F.smooth_l1_loss(
+            self(frames, wm_tokens), actions.float(), beta=self.config.smooth_l1_beta, reduction="none"
+        )
+        keep = torch.ones_like(err[..., 0]) if action_is_pad is None else (~action_is_pad).float()
+        return (err.mean(-1) * keep).sum() / keep.sum().clamp(min=1.0)

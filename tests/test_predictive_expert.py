@@ -1,0 +1,59 @@
+"""The predictive expert: an action DiT conditioned on world-model, SigLIP and T5 tokens."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from harmowam_core.models.predictive_expert import DiTBlock, PredictiveExpert
+from harmowam_core.models.world_model import parameter_count
+from harmowam_core.presets import PRESETS, PredictiveExpertConfig
+
+INSTRUCTION = "stack the cans"
+
+
+def batch(b: int, arms: int, cams: int = 3):
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 255, (b, cams, 3, 64, 64), dtype=torch.uint8, generator=g)
+    return images, torch.randn(b, 32, 64, generator=g), torch.randn(b, 7 * arms, generator=g)
+
+
+@pytest.mark.parametrize("arms", [1, 2])
+def test_shapes_for_single_and_dual_arm_and_the_latent_ablation(arms):
+    expert = PredictiveExpert(
+        PredictiveExpertConfig(), action_dim=7 * arms, state_dim=7 * arms, wm_width=64, num_cameras=3
+    )
+    images, wm_tokens, state = batch(2, arms)
+    cond = expert.condition(images, wm_tokens, [INSTRUCTION] * 2)
+    assert cond.shape == (2, 32 + 3 * 16 + 32, 64)  # world model + 3 cameras x 16 SigLIP tokens + text
+    assert expert.condition(images, None, [INSTRUCTION] * 2).shape == (2, 3 * 16 + 32, 64)
+    assert expert.sample(cond, state, steps=3).shape == (2, 12, 7 * arms)
+    assert not any("vision_model" in k or "encoder.block" in k for k in expert.state_dict())  # frozen encoders
+
+
+def test_overfits_a_fixed_batch():
+    torch.manual_seed(0)
+    expert = PredictiveExpert(PredictiveExpertConfig(), action_dim=7, state_dim=7, wm_width=64, num_cameras=3)
+    images, wm_tokens, state = batch(4, 1)
+    actions = torch.randn(4, 12, 7, generator=torch.Generator().manual_seed(1))
+    opt = torch.optim.AdamW(expert.parameters(), lr=1e-3)
+    image_tokens = expert.image_tokens(images)  # frozen SigLIP: once; the projections train
+    losses = []
+    for step in range(80):
+        cond = expert.condition(None, wm_tokens, [INSTRUCTION] * 4, image_tokens=image_tokens)
+        loss = expert.loss(cond, state, actions, generator=torch.Generator().manual_seed(step % 4))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-8:]) / 8 < sum(losses[:8]) / 8 / 2, losses
+
+
+def test_paper_preset_is_a_28_block_one_billion_parameter_dit_on_the_meta_device():
+    config = dataclasses.replace(PredictiveExpertConfig(), **PRESETS["paper"]["predictive_expert"])
+    with torch.device("meta"):
+        blocks = torch.nn.ModuleList(DiTBlock(config.hidden_size, config.num_attention_heads) for _ in range(28))
+    assert config.num_layers == 28
+    assert 0.95e9 < parameter_count(blocks) < 1.1e9
