@@ -7,7 +7,7 @@ small randomly initialised model of the same class (the tiny preset), built from
 tiny model of a configuration is the same encoder. Nothing is downloaded.
 
     siglip = image_encoder(None, image_size=64)
-    tokens = siglip(pixel_values=siglip_pixels(frames, 64)).last_hidden_state   # (B, 16, 64)
+    tokens = siglip(pixel_values=pixels(frames, 64, SIGLIP_MEAN, SIGLIP_STD)).last_hidden_state   # (B, 16, 64)
 """
 
 from __future__ import annotations
@@ -103,6 +103,34 @@ def text_encoder(name: str | None, tiny_width: int = TINY_WIDTH):
         use_cache=False,
     )
     return _frozen(_seeded(lambda: T5EncoderModel(config))), ByT5Tokenizer()
+
+
+class WithFrozenParts(nn.Module):
+    """A model whose frozen encoders live in `self._frozen` (a dict), outside the module tree: checkpoints,
+    optimisers and DDP/FSDP wrappers see only what trains, while `.to()` and friends still move them."""
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        for module in self._frozen.values():
+            module._apply(fn, recurse)
+        return self
+
+
+@torch.no_grad()
+def embed_text(
+    encoder: nn.Module, tokenizer, cache: dict[str, torch.Tensor], instructions: list[str], max_length: int, device
+) -> torch.Tensor:
+    """(B, max_length, width) token embeddings of the instructions; each distinct one is encoded once into
+    `cache`. Padding tokens are zeroed: they carry nothing."""
+    missing = [s for s in dict.fromkeys(instructions) if s not in cache]
+    if missing:
+        tok = tokenizer(missing, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
+        tok = tok.to(device)
+        emb = encoder(input_ids=tok.input_ids, attention_mask=tok.attention_mask).last_hidden_state
+        emb = emb * tok.attention_mask.unsqueeze(-1).to(emb.dtype)
+        for s, e in zip(missing, emb, strict=True):
+            cache[s] = e
+    return torch.stack([cache[s] for s in instructions]).to(device)
 
 
 def width(encoder: nn.Module) -> int:

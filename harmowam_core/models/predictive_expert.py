@@ -55,7 +55,7 @@ class DiTBlock(nn.Module):
         return x + gate2.unsqueeze(1) * self.mlp(h)
 
 
-class PredictiveExpert(nn.Module):
+class PredictiveExpert(encoders.WithFrozenParts):
     def __init__(
         self,
         config: PredictiveExpertConfig,
@@ -69,7 +69,7 @@ class PredictiveExpert(nn.Module):
         self.config, self.action_dim, self.chunk, self.num_cameras = config, action_dim, chunk, num_cameras
         image_encoder = encoders.image_encoder(config.image_encoder, config.image_size)
         text_encoder, self.tokenizer = encoders.text_encoder(config.text_encoder)
-        self._frozen = {"image": image_encoder, "text": text_encoder}  # not in the module tree (see _apply)
+        self._frozen = {"image": image_encoder, "text": text_encoder}  # outside the module tree (WithFrozenParts)
         self._text_cache: dict[str, torch.Tensor] = {}
         w = config.hidden_size
         self.wm_proj = nn.Linear(wm_width, w)
@@ -97,12 +97,6 @@ class PredictiveExpert(nn.Module):
         )
 
     # ------------------------------------------------------------------------------------------- frozen
-    def _apply(self, fn, recurse=True):
-        super()._apply(fn, recurse)
-        for module in self._frozen.values():
-            module._apply(fn, recurse)
-        return self
-
     @property
     def device(self) -> torch.device:
         return self.action_in.weight.device
@@ -115,18 +109,10 @@ class PredictiveExpert(nn.Module):
             tokens = self._frozen["image"](pixel_values=pixels.to(self.device)).last_hidden_state
         return tokens.reshape(b, cams, *tokens.shape[1:])
 
-    @torch.no_grad()
     def text_tokens(self, instructions: list[str]) -> torch.Tensor:
-        missing = [s for s in dict.fromkeys(instructions) if s not in self._text_cache]
-        if missing:
-            tok = self.tokenizer(
-                missing, padding="max_length", max_length=MAX_TEXT_TOKENS, truncation=True, return_tensors="pt"
-            ).to(self.device)
-            out = self._frozen["text"](input_ids=tok.input_ids, attention_mask=tok.attention_mask).last_hidden_state
-            out = out * tok.attention_mask.unsqueeze(-1).to(out.dtype)
-            for s, e in zip(missing, out, strict=True):
-                self._text_cache[s] = e
-        return torch.stack([self._text_cache[s] for s in instructions]).to(self.device)
+        return encoders.embed_text(
+            self._frozen["text"], self.tokenizer, self._text_cache, instructions, MAX_TEXT_TOKENS, self.device
+        )
 
     # ------------------------------------------------------------------------------------------- model
     def condition(

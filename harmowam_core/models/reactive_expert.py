@@ -54,7 +54,7 @@ class OrientationDecoder(nn.Module):
         return self.head(features.mean(dim=2))
 
 
-class ReactiveExpert(nn.Module):
+class ReactiveExpert(encoders.WithFrozenParts):
     def __init__(self, config: ReactiveExpertConfig, action_dim: int, wm_width: int):
         super().__init__()
         self.config, self.action_dim, self.wm_width = config, action_dim, wm_width
@@ -69,16 +69,15 @@ class ReactiveExpert(nn.Module):
     def dino(self) -> nn.Module:
         return self._frozen["dino"]
 
-    def _apply(self, fn, recurse=True):
-        super()._apply(fn, recurse)
-        self.dino._apply(fn, recurse)
-        return self
+    @property
+    def device(self) -> torch.device:
+        return next(self.decoder.parameters()).device
 
     def frame_tokens(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) uint8 or [0, 1] frames -> (N, patches, width) DINOv2 patch tokens (no CLS)."""
         pixels = encoders.pixels(frames, self.config.image_size, encoders.IMAGENET_MEAN, encoders.IMAGENET_STD)
         with torch.no_grad():
-            out = self.dino(pixel_values=pixels.to(self.decoder.head[1].weight.device)).last_hidden_state
+            out = self.dino(pixel_values=pixels.to(self.device)).last_hidden_state
         return out[:, 1:]
 
     def forward(self, frames: torch.Tensor, wm_tokens: torch.Tensor | None) -> torch.Tensor:

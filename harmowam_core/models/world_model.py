@@ -33,6 +33,7 @@ from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanTran
 from torch import nn
 
 from harmowam_core.errors import HarmoWAMError
+from harmowam_core.models.encoders import WithFrozenParts, embed_text
 from harmowam_core.models.encoders import resolve as resolve_checkpoint
 from harmowam_core.models.encoders import text_encoder as build_text_encoder
 from harmowam_core.presets import WorldModelConfig
@@ -191,13 +192,13 @@ def build_codec(config: WorldModelConfig) -> nn.Module:
     return WanVAECodec(vae)
 
 
-class WorldModel(nn.Module):
+class WorldModel(WithFrozenParts):
     def __init__(self, config: WorldModelConfig, transformer, codec, text_encoder, tokenizer):
         super().__init__()
         self.config = config
         self.transformer, self.tokenizer = transformer, tokenizer
         # The frozen parts are held outside the module tree: checkpoints, DDP/FSDP wrapping and optimisers see
-        # the transformer only (UMT5-XXL alone is 5.7B parameters); `.to()` still moves them (see `_apply`).
+        # the transformer only (UMT5-XXL alone is 5.7B parameters); `.to()` still moves them (WithFrozenParts).
         self._frozen = {"codec": codec.requires_grad_(False).eval(), "text_encoder": text_encoder}
         text_encoder.requires_grad_(False).eval()
         self.scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=TRAIN_TIMESTEPS, shift=config.shift)
@@ -259,12 +260,6 @@ class WorldModel(nn.Module):
     def text_encoder(self) -> nn.Module:
         return self._frozen["text_encoder"]
 
-    def _apply(self, fn, recurse=True):
-        super()._apply(fn, recurse)
-        for module in self._frozen.values():
-            module._apply(fn, recurse)
-        return self
-
     def forward(self, video, instructions, video_is_pad=None, generator=None) -> torch.Tensor:
         """The training loss: a DDP/FSDP wrapper syncs gradients only through `forward`."""
         return self.training_loss(video, instructions, video_is_pad, generator)
@@ -280,23 +275,11 @@ class WorldModel(nn.Module):
     def _capture(self, module, args, output):
         self._captured = output
 
-    @torch.no_grad()
     def encode_text(self, instructions: list[str]) -> torch.Tensor:
         """(B, L, text_dim) token embeddings; each distinct instruction is encoded once and cached."""
-        missing = [s for s in dict.fromkeys(instructions) if s not in self._text_cache]
-        if missing:
-            tok = self.tokenizer(
-                missing,
-                padding="max_length",
-                max_length=self.config.max_text_tokens,
-                truncation=True,
-                return_tensors="pt",
-            ).to(self.device)
-            emb = self.text_encoder(input_ids=tok.input_ids, attention_mask=tok.attention_mask).last_hidden_state
-            emb = emb * tok.attention_mask.unsqueeze(-1).to(emb.dtype)  # padding tokens carry nothing
-            for s, e in zip(missing, emb, strict=True):
-                self._text_cache[s] = e
-        return torch.stack([self._text_cache[s] for s in instructions]).to(self.device)
+        return embed_text(
+            self.text_encoder, self.tokenizer, self._text_cache, instructions, self.config.max_text_tokens, self.device
+        )
 
     def to_model_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 or [0, 1] frames (..., 3, H, W) -> the model's resolution in [-1, 1]."""
