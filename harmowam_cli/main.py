@@ -11,6 +11,7 @@ from harmowam_cli import collect as collect_cmd
 from harmowam_cli import info as info_cmd
 from harmowam_cli import label as label_cmd
 from harmowam_cli import recipe as recipe_cmd
+from harmowam_cli import train_experts as train_experts_cmd
 from harmowam_cli import train_wm as train_wm_cmd
 from harmowam_cli._common import console
 
@@ -28,6 +29,7 @@ app.command("collect")(collect_cmd.collect)
 app.command("label")(label_cmd.label)
 app.command("info")(info_cmd.info)
 app.command("train-wm")(train_wm_cmd.train_wm)
+app.command("train-experts")(train_experts_cmd.train_experts)
 
 
 def _version(value: bool) -> None:

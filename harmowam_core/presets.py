@@ -31,6 +31,8 @@ class WorldModelConfig:
     codec: str = "pixel"  # "wan" (AutoencoderKLWan) or "pixel" (space-to-depth of the pixels, nothing to train)
     pixel_patch: int = 4  # the pixel codec's space-to-depth factor
     pixel_residual: bool = True  # pixel codec: future latents hold the difference from the current frame
+    pixel_residual_scale: float = 1.0  # ... times this (8 brings stack_cans differences to unit variance, but
+    # its sharper, bolder motion scored lower held-out PSNR: -1.8 dB vs -0.6 dB against copying, 1500 steps)
     latent_channels: int = 8  # the wan codec's latent channels (the pixel codec has 3 * pixel_patch^2)
     vae_base_dim: int = 16
     vae_arch: str = "small"  # a random wan codec's architecture: "small" (4x spatial) or "wan2.2" (16x, 4x time)
@@ -71,6 +73,7 @@ class GateModelConfig:
     """The process-adaptive gate: an MLP on the current observation's visual tokens."""
 
     hidden_sizes: list[int] = field(default_factory=lambda: [64])
+    pool_grid: int = 4  # each camera's patch tokens are average-pooled to this square grid
     dropout: float = 0.0
 
 

@@ -14,7 +14,14 @@ def test_help_lists_the_built_commands_only():
     for cmd in ("recipe", "label", "info"):
         assert cmd in out.output
     # Only built commands are registered: nothing planned-but-absent is advertised.
-    assert set(typer.main.get_command(app).commands) == {"recipe", "collect", "label", "info", "train-wm"}
+    assert set(typer.main.get_command(app).commands) == {
+        "recipe",
+        "collect",
+        "label",
+        "info",
+        "train-wm",
+        "train-experts",
+    }
 
 
 def test_label_uses_the_recorded_task_recipe_and_prints_a_summary(make_dataset):

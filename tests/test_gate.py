@@ -45,3 +45,25 @@ def test_unlabelled_frames_do_not_count_and_shapes_are_checked():
     assert gate.loss(tokens, torch.full_like(labels, -1)).item() == 0.0
     with pytest.raises(ValueError, match="expected tokens"):
         gate(tokens[:, :1])
+
+
+def test_the_gate_sees_where_things_are_in_the_image():
+    """Labels set by which side of the image a feature sits on: a mean over the tokens cannot tell, the
+    pooled grid can."""
+    g = torch.Generator().manual_seed(0)
+    n = 64
+    labels = torch.randint(0, 2, (n,), generator=g)
+    tokens = torch.randn(n, 1, 16, 8, generator=g) * 0.1
+    grid = tokens.view(n, 1, 4, 4, 8)
+    for i, label in enumerate(labels.tolist()):
+        grid[i, 0, :, 2 * label : 2 * label + 2, 0] += 2.0  # left half for 0, right half for 1
+    gate = Gate(GateModelConfig(hidden_sizes=[16], pool_grid=2), token_width=8, num_cameras=1)
+    opt = torch.optim.Adam(gate.parameters(), lr=1e-2)
+    for _ in range(100):
+        loss = gate.loss(tokens, labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert ((gate.probability(tokens) >= 0.5).long() == labels).float().mean() == 1.0
+    with pytest.raises(ValueError, match="square"):
+        gate(tokens[:, :, :15])

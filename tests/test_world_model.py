@@ -173,6 +173,9 @@ def test_residual_pixel_codec_is_exact_and_an_empty_future_is_a_still_scene():
     still = latents.clone()
     still[:, :, 1:] = 0.0
     torch.testing.assert_close(codec.decode(still), video[:, :, :1].expand_as(video))
+    scaled = PixelCodec(4, residual=True, scale=8.0)
+    torch.testing.assert_close(scaled.encode(video)[:, :, 1:], 8.0 * latents[:, :, 1:])
+    torch.testing.assert_close(scaled.decode(scaled.encode(video)), video)
 
 
 def test_the_sampler_lands_on_the_predicted_clean_future():

@@ -101,6 +101,11 @@ class PredictiveExpert(encoders.WithFrozenParts):
     def device(self) -> torch.device:
         return self.action_in.weight.device
 
+    @property
+    def image_width(self) -> int:
+        """The width of the SigLIP tokens (the gate reads them too)."""
+        return encoders.width(self._frozen["image"])
+
     def image_tokens(self, images: torch.Tensor) -> torch.Tensor:
         """(B, cams, 3, H, W) current images -> (B, cams, N, siglip width) SigLIP patch tokens (no grad)."""
         b, cams = images.shape[:2]

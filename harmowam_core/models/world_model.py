@@ -55,14 +55,16 @@ class PixelCodec(nn.Module):
     """Frames to latents by space-to-depth: (3, H, W) in [-1, 1] -> (3 f^2, H/f, W/f), one latent per frame.
 
     With `residual`, every latent after the first holds its frame's difference from the first (the current)
-    frame: the flow then only has to carry what moves, and an all-zero future decodes to a still scene.
+    frame, times `scale`: the flow then only has to carry what moves, and an all-zero future decodes to a still
+    scene. The scale can bring those small differences (a std of about 0.12 in a tabletop scene) to the unit
+    variance of the flow's noise.
     """
 
     temporal = 1
 
-    def __init__(self, factor: int, residual: bool = False):
+    def __init__(self, factor: int, residual: bool = False, scale: float = 1.0):
         super().__init__()
-        self.factor, self.residual = factor, residual
+        self.factor, self.residual, self.scale = factor, residual, scale
 
     @property
     def channels(self) -> int:
@@ -73,14 +75,14 @@ class PixelCodec(nn.Module):
         x = F.pixel_unshuffle(video.transpose(1, 2).reshape(b * t, c, h, w), self.factor)
         x = x.reshape(b, t, -1, h // self.factor, w // self.factor).transpose(1, 2)
         if self.residual:
-            x = torch.cat([x[:, :, :1], x[:, :, 1:] - x[:, :, :1]], dim=2)
+            x = torch.cat([x[:, :, :1], (x[:, :, 1:] - x[:, :, :1]) * self.scale], dim=2)
         return x
 
     def absolute(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents with each frame's own content (undoes `residual`)."""
         if not self.residual:
             return latents
-        return torch.cat([latents[:, :, :1], latents[:, :, 1:] + latents[:, :, :1]], dim=2)
+        return torch.cat([latents[:, :, :1], latents[:, :, 1:] / self.scale + latents[:, :, :1]], dim=2)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:  # (B, C, T, h, w) -> (B, 3, T, H, W)
         latents = self.absolute(latents)
@@ -166,7 +168,7 @@ def build_transformer(config: WorldModelConfig, channels: int) -> WanTransformer
 
 def build_codec(config: WorldModelConfig) -> nn.Module:
     if config.codec == "pixel":
-        return PixelCodec(config.pixel_patch, config.pixel_residual)
+        return PixelCodec(config.pixel_patch, config.pixel_residual, config.pixel_residual_scale)
     stats = {"latents_mean": [0.0] * config.latent_channels, "latents_std": [1.0] * config.latent_channels}
     if config.vae_arch == "wan2.2":  # Wan2.2-TI2V's VAE: 4x temporal, 16x spatial (2x2 patches, then 8x)
         vae = AutoencoderKLWan(
@@ -233,7 +235,7 @@ class WorldModel(WithFrozenParts):
         try:
             transformer = WanTransformer3DModel.from_pretrained(path / "transformer", **kw)
             if config.codec == "pixel":
-                codec = PixelCodec(config.pixel_patch, config.pixel_residual)
+                codec = PixelCodec(config.pixel_patch, config.pixel_residual, config.pixel_residual_scale)
             else:
                 codec = WanVAECodec(AutoencoderKLWan.from_pretrained(path / "vae", torch_dtype=torch.float32))
             text_encoder, tokenizer = _load_text_encoder(path, config.text_encoder)

@@ -30,7 +30,7 @@ from harmowam_core.data.video import VideoEncoder
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models.world_model import WorldModel, resolve_checkpoint
 from harmowam_core.recipes import Recipe
-from harmowam_core.training.loop import StepLog, TrainLoop, checkpoints
+from harmowam_core.training.loop import StepLog, TrainLoop, open_training_run
 
 CACHE_BUDGET_BYTES = 4 << 30  # decoded clips at the model's resolution are kept in memory below this
 EVAL_CLIPS = 64  # held-out clips the final evaluation scores
@@ -253,17 +253,7 @@ class WorldModelTrainer:
         max_steps: int | None = None,
     ):
         self.recipe, self.out, self.resume, self.max_steps = recipe, Path(out), resume, max_steps
-        if max_steps is not None and max_steps <= 0:
-            raise HarmoWAMError(f"--max-steps must be positive, got {max_steps}")
-        if not resume and checkpoints(self.out):
-            raise HarmoWAMError(
-                f"{self.out} already holds checkpoints: pass --resume to continue, or choose another --out"
-            )
-        self.reader = DatasetReader(data)
-        if self.reader.num_episodes < 2:
-            raise HarmoWAMError(
-                f"{self.reader.root}: {self.reader.num_episodes} episode(s); training needs at least 2 (1 held out)"
-            )
+        self.reader = open_training_run(data, self.out, resume, max_steps)
         self.camera = world_model_camera(recipe)
         if self.camera not in self.reader.cameras:
             raise HarmoWAMError(

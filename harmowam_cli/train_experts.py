@@ -1,0 +1,127 @@
+"""`harmowam train-experts RECIPE`: stage 2, the predictive and reactive experts and the gate, world model frozen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from harmowam_cli._common import SetOption, console, progress_bar, user_errors
+from harmowam_core.recipes import load_recipe
+
+PHASES = {"imagine": "imagining (world model, cached)", "images": "decoding cameras", "evaluate": "evaluating"}
+
+
+def train_experts(
+    recipe: Annotated[str, typer.Argument(help="Recipe name or path (e.g. stack_cans, recipes/stack_cans.yaml).")],
+    data: Annotated[Path | None, typer.Option(help="Labelled dataset directory (default: data/<task>).")] = None,
+    wm: Annotated[Path | None, typer.Option(help="Trained world model (default: runs/<task>/wm/model).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/<task>/experts).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")] = False,
+    max_steps: Annotated[
+        int | None,
+        typer.Option(help="Stop after this many steps (caps the recipe's train_experts.steps; smoke runs)."),
+    ] = None,
+    without_wm_latents: Annotated[
+        bool,
+        typer.Option(
+            "--without-wm-latents", help="The latent ablation: neither expert reads the world model's tokens."
+        ),
+    ] = False,
+    reactive_on_real_frames: Annotated[
+        bool,
+        typer.Option(
+            "--reactive-on-real-frames",
+            help="Train the reactive expert on the real future frames instead of the imagined ones.",
+        ),
+    ] = False,
+    set_: SetOption = None,
+) -> None:
+    """Train the predictive expert, the reactive expert and the gate (stage 2) on the frozen world model; a
+    held-out report (gate accuracy, each expert's action error on transit and interaction frames) closes."""
+    overrides = list(set_ or [])
+    if reactive_on_real_frames:
+        overrides.append("train_experts.reactive_on_real_frames=true")
+    run_train_experts(recipe, data, wm, out, resume, max_steps, not without_wm_latents, overrides)
+
+
+@user_errors
+def run_train_experts(
+    recipe_name: str,
+    data: Path | None,
+    wm: Path | None,
+    out: Path | None,
+    resume: bool,
+    max_steps: int | None,
+    use_wm_latents: bool,
+    overrides: list[str],
+) -> None:
+    recipe = load_recipe(recipe_name, overrides)  # a bad recipe fails before torch is imported
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from harmowam_core.training.experts import ExpertsTrainer
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    data = data or Path("data") / recipe.name
+    wm = wm or Path("runs") / recipe.name / "wm" / "model"
+    out = out or Path("runs") / recipe.name / "experts"
+    trainer = ExpertsTrainer(recipe, data, wm, out, resume=resume, max_steps=max_steps, use_wm_latents=use_wm_latents)
+    spec = recipe.train_experts
+    variant = "" if use_wm_latents else ", without world-model latents"
+    frames = "real" if spec.reactive_on_real_frames else "imagined"
+    console.print(
+        f"training the [bold]{recipe.model.preset}[/] experts and gate on [bold]{data}[/] with the world model "
+        f"[bold]{wm}[/] ({len(trainer.train_episodes)} episodes, {len(trainer.held_out)} held out; {trainer.steps} "
+        f"steps of batch {spec.batch_size}; reactive expert on {frames} frames{variant}) into [bold]{out}[/]"
+    )
+    with progress_bar() as bar:
+        tasks: dict[str, int] = {}
+
+        def on_progress(phase: str, done: int, total: int, status: str) -> None:
+            if phase not in tasks or bar.tasks[tasks[phase]].total != total:
+                tasks[phase] = bar.add_task(PHASES[phase], total=total, status="")
+            bar.update(tasks[phase], completed=done, status=status)
+
+        def on_log(log) -> None:
+            if "train" not in tasks:
+                tasks["train"] = bar.add_task("training", total=log.total, completed=log.step - 1, status="")
+            losses = log.losses
+            bar.update(
+                tasks["train"],
+                completed=log.step,
+                status=f"pred {losses['pred']:.3f} · react {losses['react']:.3f} · gate {losses['gate']:.3f} · "
+                f"{log.samples_per_second:.1f} samples/s",
+            )
+
+        run = trainer.run(on_log=on_log, on_progress=on_progress)
+    if run.report is None:  # not the main process of a multi-process launch
+        return
+    if run.resumed_from:
+        console.print(f"resumed at step {run.resumed_from}")
+    print_report(run.report)
+    console.print(f"{run.steps} steps · model {run.model_dir} · report {run.out / 'report.json'}")
+
+
+def print_report(report) -> None:
+    counts = report.counts
+    table = Table(
+        title=f"held-out action error (mean |error|, standardised units), episodes {report.episodes}, "
+        f"{report.frames} frames"
+    )
+    table.add_column("expert")
+    for group in ("transit", "interaction", "all"):
+        table.add_column(f"{group} ({counts.get(group, 0)})", justify="right")
+    for name, row in report.errors.items():
+        label = "routed by the gate" if name == "routed" else name
+        table.add_row(label, *("-" if row[g] is None else f"{row[g]:.3f}" for g in ("transit", "interaction", "all")))
+    console.print(table)
+    if report.gate_accuracy is None:
+        console.print("gate: no labelled held-out frames to score")
+    else:
+        console.print(
+            f"gate frame accuracy: [bold]{100 * report.gate_accuracy:.2f}%[/] (threshold {report.gate_threshold})"
+        )

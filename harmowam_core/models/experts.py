@@ -1,0 +1,187 @@
+"""The stage-2 models as one unit: predictive expert, reactive expert, gate and the action normalisation.
+
+    experts = Experts.build(config, action_dim=7, state_dim=8, num_cameras=3, wm_width=64, normalizer=norm)
+    losses = experts(batch)                       # {"loss", "pred", "react", "gate"}: the stage-2 objective
+    experts.save_pretrained("runs/stack_cans/experts/model")
+    experts = Experts.from_pretrained("runs/stack_cans/experts/model")
+
+`forward` is the training objective (lambda_pred * L_pred + lambda_react * L_react + L_gate), so that a DDP
+wrapper syncs the gradients of all three. Actions and states are standardised with the training set's
+statistics (kept with the weights); the experts see and produce standardised actions, `Normalizer` converts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from harmowam_core.errors import HarmoWAMError
+from harmowam_core.models.gate import Gate
+from harmowam_core.models.predictive_expert import PredictiveExpert
+from harmowam_core.models.reactive_expert import ReactiveExpert
+from harmowam_core.presets import GateModelConfig, PredictiveExpertConfig, ReactiveExpertConfig
+
+CONFIG_NAME = "harmowam_experts.json"
+WEIGHTS_NAME = "experts.safetensors"
+STD_FLOOR = 1e-4  # a dimension that never changes (std 0) passes through unscaled
+
+
+@dataclass
+class Normalizer:
+    """Standardisation of actions and states: x -> (x - mean) / std, per dimension."""
+
+    action_mean: list[float]
+    action_std: list[float]
+    state_mean: list[float]
+    state_std: list[float]
+
+    @classmethod
+    def from_arrays(cls, actions, states) -> Normalizer:
+        a, s = torch.as_tensor(actions, dtype=torch.float64), torch.as_tensor(states, dtype=torch.float64)
+
+        def std(x: torch.Tensor) -> list[float]:
+            sd = x.std(0, unbiased=False)
+            return torch.where(sd < STD_FLOOR, torch.ones_like(sd), sd).tolist()
+
+        return cls(a.mean(0).tolist(), std(a), s.mean(0).tolist(), std(s))
+
+    def _pair(self, name: str, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = torch.tensor(getattr(self, f"{name}_mean"), dtype=torch.float32, device=like.device)
+        return mean, torch.tensor(getattr(self, f"{name}_std"), dtype=torch.float32, device=like.device)
+
+    def normalize_action(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = self._pair("action", x)
+        return (x.float() - mean) / std
+
+    def denormalize_action(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = self._pair("action", x)
+        return x.float() * std + mean
+
+    def normalize_state(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = self._pair("state", x)
+        return (x.float() - mean) / std
+
+
+@dataclass
+class ExpertsConfig:
+    predictive: PredictiveExpertConfig
+    reactive: ReactiveExpertConfig
+    gate: GateModelConfig
+    action_dim: int
+    state_dim: int
+    num_cameras: int
+    wm_width: int
+    chunk: int = 12
+    use_wm_latents: bool = True  # False: the paper's latent ablation (no world-model tokens in either expert)
+    cameras: list[str] = field(default_factory=list)  # the camera order of `images` (the dataset's)
+    lambda_pred: float = 1.0
+    lambda_react: float = 1.0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ExpertsConfig:
+        d = dict(d)
+        d["predictive"] = PredictiveExpertConfig(**d["predictive"])
+        d["reactive"] = ReactiveExpertConfig(**d["reactive"])
+        d["gate"] = GateModelConfig(**d["gate"])
+        return cls(**d)
+
+
+class Experts(nn.Module):
+    def __init__(self, config: ExpertsConfig, normalizer: Normalizer):
+        super().__init__()
+        self.config, self.normalizer = config, normalizer
+        self.predictive = PredictiveExpert(
+            config.predictive, config.action_dim, config.state_dim, config.wm_width, config.num_cameras, config.chunk
+        )
+        self.reactive = ReactiveExpert(config.reactive, config.action_dim, config.wm_width)
+        self.gate = Gate(config.gate, self.predictive.image_width, config.num_cameras)
+
+    @property
+    def device(self) -> torch.device:
+        return self.predictive.device
+
+    # ------------------------------------------------------------------------------------------- training
+    def _inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """SigLIP tokens of the current images, the predictive expert's condition tokens, the standardised
+        state, and the world model's per-frame tokens for the reactive expert (None in the latent ablation)."""
+        device, use_wm = self.device, self.config.use_wm_latents
+        image_tokens = self.predictive.image_tokens(batch["images"].to(device))
+        cond = self.predictive.condition(
+            None, batch["wm_hidden"].to(device) if use_wm else None, batch["instruction"], image_tokens
+        )
+        state = self.normalizer.normalize_state(batch["state"].to(device))
+        frame_tokens = batch["wm_frame_tokens"].to(device) if use_wm else None
+        return image_tokens, cond, state, frame_tokens
+
+    def forward(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """The stage-2 losses of a batch (see `training.experts.ExpertWindows` for its fields)."""
+        device = self.device
+        image_tokens, cond, state, frame_tokens = self._inputs(batch)
+        actions = self.normalizer.normalize_action(batch["action"].to(device))
+        pad = batch["action_is_pad"].to(device)
+        pred = self.predictive.loss(cond, state, actions, pad, generator=generator)
+        react = self.reactive.loss(batch["frames"].to(device), frame_tokens, actions, pad)
+        gate = self.gate.loss(image_tokens, batch["interaction"].to(device))
+        loss = self.config.lambda_pred * pred + self.config.lambda_react * react + gate
+        return {"loss": loss, "pred": pred.detach(), "react": react.detach(), "gate": gate.detach()}
+
+    # ------------------------------------------------------------------------------------------- inference
+    @torch.no_grad()
+    def act(self, batch: dict, steps: int | None = None, generator: torch.Generator | None = None) -> dict:
+        """Both experts' action chunks (B, chunk, A) in the dataset's units and the gate's p(interaction) (B,)."""
+        image_tokens, cond, state, frame_tokens = self._inputs(batch)
+        predictive = self.predictive.sample(cond, state, steps=steps, generator=generator)
+        reactive = self.reactive(batch["frames"].to(self.device), frame_tokens)
+        return {
+            "predictive": self.normalizer.denormalize_action(predictive),
+            "reactive": self.normalizer.denormalize_action(reactive),
+            "p_interaction": self.gate.probability(image_tokens),
+        }
+
+    # ------------------------------------------------------------------------------------------- files
+    def save_pretrained(self, path: str | Path, with_encoders: bool = False) -> Path:
+        """`harmowam_experts.json` (configuration and normalisation) and `experts.safetensors` (the trained
+        weights). The frozen encoders are rebuilt on loading from the configuration's checkpoints (or, tiny,
+        their fixed seed); `with_encoders` copies checkpoint encoders into `encoders/` so the directory stands
+        alone (a policy bundle)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(path / WEIGHTS_NAME))
+        config = asdict(self.config)
+        if with_encoders:
+            frozen = self.predictive._frozen
+            parts = [
+                ("predictive", "image_encoder", "siglip", frozen["image"], None),
+                ("predictive", "text_encoder", "t5", frozen["text"], self.predictive.tokenizer),
+                ("reactive", "dino", "dinov2", self.reactive.dino, None),
+            ]
+            for section, key, name, model, tokenizer in parts:
+                if config[section][key]:  # a checkpoint: copy it; a seeded tiny encoder needs nothing
+                    model.save_pretrained(path / "encoders" / name)
+                    if tokenizer is not None:
+                        tokenizer.save_pretrained(path / "encoders" / name)
+                    config[section][key] = f"encoders/{name}"
+        meta = {"config": config, "normalizer": asdict(self.normalizer)}
+        (path / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> Experts:
+        path = Path(path)
+        if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
+            raise HarmoWAMError(f"{path}: not a saved HarmoWAM experts directory (no {CONFIG_NAME} / {WEIGHTS_NAME})")
+        meta = json.loads((path / CONFIG_NAME).read_text())
+        config = ExpertsConfig.from_dict(meta["config"])
+        for section, key in (("predictive", "image_encoder"), ("predictive", "text_encoder"), ("reactive", "dino")):
+            name = getattr(getattr(config, section), key)
+            if name and name.startswith("encoders/"):  # copied in by save_pretrained(with_encoders=True)
+                setattr(getattr(config, section), key, str(path / name))
+        experts = cls(config, Normalizer(**meta["normalizer"]))
+        experts.load_state_dict(load_file(str(path / WEIGHTS_NAME)))
+        return experts.eval()

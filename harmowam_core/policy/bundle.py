@@ -1,0 +1,113 @@
+"""Policy bundles: everything a trained HarmoWAM needs to run, in one directory.
+
+    bundle = export_bundle("runs/stack_cans", "bundles")      # -> bundles/stack_cans-<date>-<time>/
+    policy = HarmoWAMPolicy.from_bundle(bundle)
+
+    bundles/<name>/
+      bundle.json      format, name, task, creation time, library versions, where it came from, the runs' reports
+      recipe.yaml      the recipe the experts were trained with
+      world_model/     WorldModel.save_pretrained
+      experts/         Experts.save_pretrained(with_encoders=True): weights, configuration, action/state
+                       standardisation and any checkpoint encoders (SigLIP, T5, DINOv2)
+
+A run directory is a stage-2 run (`runs/<task>/experts`, whose report.json names its world model) or the
+task's run root holding `experts/`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from harmowam_core.errors import HarmoWAMError
+
+BUNDLE_FORMAT = 1
+BUNDLE_FILE = "bundle.json"
+LIBRARIES = ("harmowam", "torch", "diffusers", "transformers", "accelerate", "numpy")
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def experts_run(run_dir: str | Path) -> Path:
+    """The stage-2 run directory inside `run_dir` (itself, or its `experts/`)."""
+    run_dir = Path(run_dir)
+    for candidate in (run_dir, run_dir / "experts"):
+        if (candidate / "model").is_dir() and (candidate / "report.json").is_file():
+            return candidate
+    raise HarmoWAMError(
+        f"{run_dir}: no trained experts (expected model/ and report.json here or in experts/); "
+        "run `harmowam train-experts` first"
+    )
+
+
+def export_bundle(run_dir: str | Path, bundles: str | Path = "bundles", name: str | None = None) -> Path:
+    from harmowam_core.models.experts import Experts
+    from harmowam_core.models.world_model import WorldModel
+
+    run = experts_run(run_dir)
+    report = json.loads((run / "report.json").read_text())
+    wm_dir = Path(report["world_model"])
+    if not wm_dir.is_dir():
+        raise HarmoWAMError(f"{run / 'report.json'} names the world model {wm_dir}, which no longer exists")
+    recipe_path = run / "recipe.yaml"
+    import yaml
+
+    recipe = yaml.safe_load(recipe_path.read_text()) if recipe_path.is_file() else {}
+    task = recipe.get("name", run.parent.name)
+    name = name or f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(bundles) / name
+    if out.exists():
+        raise HarmoWAMError(f"{out} already exists: choose another --name or remove it")
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    WorldModel.from_pretrained(wm_dir).save_pretrained(partial / "world_model")
+    Experts.from_pretrained(run / "model").save_pretrained(partial / "experts", with_encoders=True)
+    if recipe_path.is_file():
+        shutil.copyfile(recipe_path, partial / "recipe.yaml")
+    wm_eval = wm_dir.parent / "evaluation.json"
+    meta = {
+        "format": BUNDLE_FORMAT,
+        "name": name,
+        "task": task,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": _versions(),
+        "sources": {"experts": str(run.resolve()), "world_model": str(wm_dir.resolve())},
+        "reports": {
+            "experts": report,
+            "world_model": json.loads(wm_eval.read_text()) if wm_eval.is_file() else None,
+        },
+    }
+    (partial / BUNDLE_FILE).write_text(json.dumps(meta, indent=2))
+    partial.rename(out)
+    return out
+
+
+def read_bundle(path: str | Path) -> dict:
+    path = Path(path)
+    if not (path / BUNDLE_FILE).is_file():
+        raise HarmoWAMError(f"{path}: not a HarmoWAM bundle (no {BUNDLE_FILE}); make one with `harmowam export`")
+    meta = json.loads((path / BUNDLE_FILE).read_text())
+    if meta.get("format") != BUNDLE_FORMAT:
+        raise HarmoWAMError(f"{path}: bundle format {meta.get('format')}; this harmowam reads {BUNDLE_FORMAT}")
+    return meta
+
+
+def newest_bundle(bundles: str | Path = "bundles") -> Path:
+    """The most recently exported bundle under `bundles`."""
+    root = Path(bundles)
+    found = [p for p in root.iterdir() if (p / BUNDLE_FILE).is_file()] if root.is_dir() else []
+    if not found:
+        raise HarmoWAMError(f"no bundle in {root}/: train and run `harmowam export runs/<task>` first")
+    return max(found, key=lambda p: ((p / BUNDLE_FILE).stat().st_mtime, p.name))

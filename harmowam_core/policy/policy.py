@@ -1,0 +1,124 @@
+"""The HarmoWAM policy in closed loop (paper section 3.4): observation -> world model -> gate -> routed expert.
+
+    policy = HarmoWAMPolicy.from_bundle("bundles/stack_cans-20261124-120000", router="gate")
+    policy.reset()
+    action = policy.act(obs)      # replans every `execute_steps` actions; obs: envs.base.Observation
+    policy.last_plan              # the chunk, which expert it came from, p(interaction), the imagined future
+
+Each plan runs the world model on the world-model camera (front, or global for dual arm), both experts on
+its imagined future and the current images, and the gate on the current images; the router (see
+`routers`) picks the chunk. The policy executes `execute_steps` of its 12 actions before planning again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from harmowam_core.errors import HarmoWAMError
+from harmowam_core.models.experts import Experts
+from harmowam_core.models.reactive_expert import tokens_per_frame
+from harmowam_core.models.world_model import WorldModel, frame_to_latent
+from harmowam_core.policy.bundle import read_bundle
+from harmowam_core.policy.routers import ROUTERS, route
+
+
+@dataclass
+class Plan:
+    chunk: np.ndarray  # (12, A): the actions to execute
+    used: str  # "predictive", "reactive" or "average"
+    p_interaction: float
+    imagined: np.ndarray  # (13, h, w, 3) uint8: the world model's future of the world-model camera
+    predictive: np.ndarray
+    reactive: np.ndarray
+
+
+class HarmoWAMPolicy:
+    def __init__(
+        self,
+        world_model: WorldModel,
+        experts: Experts,
+        recipe: dict,
+        router: str = "gate",
+        execute_steps: int | None = None,
+        denoising_steps: int | None = None,
+        seed: int = 0,
+    ):
+        if router not in ROUTERS:
+            raise HarmoWAMError(f"unknown router '{router}'; choose from {', '.join(ROUTERS)}")
+        self.wm, self.experts, self.recipe, self.router = world_model.eval(), experts.eval(), recipe, router
+        self.chunk = experts.config.chunk
+        self.execute_steps = execute_steps or self.chunk
+        if not 1 <= self.execute_steps <= self.chunk:
+            raise HarmoWAMError(f"execute_steps must be 1..{self.chunk}, got {self.execute_steps}")
+        self.denoising_steps = denoising_steps or world_model.config.denoising_steps
+        self.threshold = float(recipe.get("gate", {}).get("threshold", 0.5))
+        self.camera = "global" if recipe.get("arms") == "dual" else "front"
+        self.cameras = experts.config.cameras or [c["role"] for c in recipe.get("cameras", [])]
+        self.seed = seed
+        self.frame_latent = frame_to_latent(world_model.config.num_frames, world_model.codec.temporal)
+        self.reset()
+
+    @classmethod
+    def from_bundle(cls, path: str | Path, **kwargs) -> HarmoWAMPolicy:
+        path = Path(path)
+        read_bundle(path)
+        recipe = yaml.safe_load((path / "recipe.yaml").read_text()) if (path / "recipe.yaml").is_file() else {}
+        return cls(
+            WorldModel.from_pretrained(path / "world_model"),
+            Experts.from_pretrained(path / "experts"),
+            recipe,
+            **kwargs,
+        )
+
+    def reset(self) -> None:
+        self.queue: list[np.ndarray] = []
+        self.last_plan: Plan | None = None
+        self.generator = torch.Generator(device=self.wm.device).manual_seed(self.seed)
+
+    # ------------------------------------------------------------------------------------------- planning
+    @torch.no_grad()
+    def plan(self, images: dict[str, np.ndarray], state: np.ndarray, instruction: str) -> Plan:
+        """One control cycle's chunk from the current images (role -> (H, W, 3) uint8) and state."""
+        missing = [c for c in [self.camera, *self.cameras] if c not in images]
+        if missing:
+            raise HarmoWAMError(f"the observation lacks the camera(s) {', '.join(missing)}")
+        current = torch.from_numpy(np.ascontiguousarray(images[self.camera])).permute(2, 0, 1).unsqueeze(0)
+        out = self.wm.predict(current, [instruction], steps=self.denoising_steps, generator=self.generator)
+        imagined = (out.frames * 255).round().clamp(0, 255).to(torch.uint8)  # (1, 13, 3, h, w)
+        latents = int(self.frame_latent[-1]) + 1
+        frame_tokens = tokens_per_frame(out.hidden, self.frame_latent, out.hidden.shape[1] // latents)
+        cams = [torch.from_numpy(np.ascontiguousarray(images[c])).permute(2, 0, 1) for c in self.cameras]
+        size = self.experts.predictive.config.image_size
+        cams = [torch.nn.functional.interpolate(c[None].float(), size=(size, size), mode="area")[0] for c in cams]
+        batch = {
+            "images": torch.stack(cams).unsqueeze(0).round().to(torch.uint8),
+            "state": torch.as_tensor(np.asarray(state, dtype=np.float32)).unsqueeze(0),
+            "instruction": [instruction],
+            "frames": imagined[:, 1 : self.chunk + 1],
+            "wm_hidden": out.hidden,
+            "wm_frame_tokens": frame_tokens[:, 1 : self.chunk + 1],
+        }
+        acts = self.experts.act(batch, generator=self.generator)
+        p = float(acts["p_interaction"][0])
+        predictive, reactive = acts["predictive"][0].cpu().numpy(), acts["reactive"][0].cpu().numpy()
+        chunk, used = route(self.router, p, predictive, reactive, self.threshold)
+        return Plan(
+            chunk=np.asarray(chunk, dtype=np.float32),
+            used=used,
+            p_interaction=p,
+            imagined=imagined[0].permute(0, 2, 3, 1).cpu().numpy(),
+            predictive=predictive,
+            reactive=reactive,
+        )
+
+    def act(self, obs) -> np.ndarray:
+        """The next action for an `Observation`; plans a new chunk when the executed part of the last is used up."""
+        if not self.queue:
+            self.last_plan = self.plan(obs.images, obs.state, obs.instruction)
+            self.queue = list(self.last_plan.chunk[: self.execute_steps])
+        return self.queue.pop(0)

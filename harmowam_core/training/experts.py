@@ -1,0 +1,373 @@
+"""Stage 2: the predictive expert, the reactive expert and the gate, trained on a frozen world model.
+
+    trainer = ExpertsTrainer(recipe, "data/stack_cans", "runs/stack_cans/wm/model", "runs/stack_cans/experts")
+    result = trainer.run()
+    result.report.gate_accuracy        # held-out frame accuracy of the gate
+    result.report.errors               # {"predictive": {"transit": ..., "interaction": ..., "all": ...}, ...}
+
+The world model is run once per training window (every frame of every episode) before training, and its
+outputs (the 12 imagined future frames as uint8 and the feature block's hidden tokens as float16) are cached
+on disk under `out/cache/`, keyed by the world model's weights, the dataset and the sampling settings: stage 2
+never runs the world model again, across epochs or on `--resume`. Camera images are decoded once into memory
+at the encoders' resolution.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from accelerate import PartialState
+from torch.utils.data import Dataset
+
+from harmowam_core.data.reader import DatasetReader, split_episodes
+from harmowam_core.errors import HarmoWAMError
+from harmowam_core.models.experts import Experts, ExpertsConfig, Normalizer
+from harmowam_core.models.world_model import WorldModel, frame_to_latent
+from harmowam_core.recipes import Recipe
+from harmowam_core.training.loop import StepLog, TrainLoop, open_training_run
+from harmowam_core.training.world_model import ClipDataset, world_model_camera
+from harmowam_core.training.world_model import resize_frames as resize
+
+Progress = Callable[[str, int, int, str], None]  # (phase, done, total, status)
+CACHE_BATCH = 32
+
+
+# ------------------------------------------------------------------------------------------------ cache
+class WorldModelCache:
+    """The world model's outputs for every frame of some episodes, in `.npy` files opened memory-mapped:
+    `frames` (n, T-1, 3, h, w) uint8, the imagined frames after the current one, and `hidden` (n, N, D)
+    float16. Row i belongs to `index[i]` = (episode, frame)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        meta = json.loads((root / "index.json").read_text())
+        self.index = [tuple(x) for x in meta["index"]]
+        self.row = {key: i for i, key in enumerate(self.index)}
+        self.frames = np.load(root / "frames.npy", mmap_mode="r")
+        self.hidden = np.load(root / "hidden.npy", mmap_mode="r")
+
+    @staticmethod
+    def key(wm_dir: Path, reader: DatasetReader, episodes: list[int], steps: int, seed: int) -> str:
+        h = hashlib.sha256()
+        for f in sorted(p for p in wm_dir.rglob("*") if p.is_file()):
+            h.update(f.relative_to(wm_dir).as_posix().encode())
+            h.update(f.read_bytes())
+        h.update(json.dumps([str(reader.root.resolve()), reader.num_frames, episodes, steps, seed]).encode())
+        return h.hexdigest()[:16]
+
+    @classmethod
+    def build(
+        cls,
+        root: Path,
+        wm: WorldModel,
+        clips: ClipDataset,
+        steps: int,
+        seed: int,
+        on_progress: Progress | None = None,
+    ) -> WorldModelCache:
+        """Imagine every window of `clips` once and write the cache (atomically: a `.partial` directory is
+        renamed when complete, so an interrupted build is redone, never half-read)."""
+        if (root / "index.json").is_file():
+            return cls(root)
+        partial = root.with_name(root.name + ".partial")
+        partial.mkdir(parents=True, exist_ok=True)
+        index = clips.index
+        t, (h, w) = wm.config.num_frames, wm.config.resolution
+        frames = np.lib.format.open_memmap(partial / "frames.npy", "w+", np.uint8, (len(index), t - 1, 3, h, w))
+        hidden = None
+        generator = torch.Generator(device=wm.device).manual_seed(seed)
+        wm.eval()
+        for i in range(0, len(index), CACHE_BATCH):
+            chunk = index[i : i + CACHE_BATCH]
+            current = torch.stack([clips.clip(ep, f)[0][0] for ep, f in chunk])
+            out = wm.predict(current, [clips.instruction(ep, f) for ep, f in chunk], steps=steps, generator=generator)
+            frames[i : i + len(chunk)] = (out.frames[:, 1:] * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+            if hidden is None:
+                shape = (len(index), *out.hidden.shape[1:])
+                hidden = np.lib.format.open_memmap(partial / "hidden.npy", "w+", np.float16, shape)
+            hidden[i : i + len(chunk)] = out.hidden.to(torch.float16).cpu().numpy()
+            if on_progress is not None:
+                on_progress("imagine", i + len(chunk), len(index), "")
+        frames.flush()
+        hidden.flush()
+        del frames, hidden
+        (partial / "index.json").write_text(json.dumps({"index": [list(k) for k in index], "steps": steps}))
+        if root.exists():
+            shutil.rmtree(root)
+        partial.rename(root)
+        return cls(root)
+
+
+# ------------------------------------------------------------------------------------------------ data
+class ExpertWindows(Dataset):
+    """Stage-2 windows, one per frame of the given episodes.
+
+    Item: images (cams, 3, S, S) uint8, the current frame of every camera; state; instruction; action (12, A)
+    and action_is_pad (12,); interaction (the current frame's label, -1 unlabelled); frames (12, 3, h, w)
+    uint8, the imagined future (or the real one with `real_frames`); wm_hidden (N, D) and wm_frame_tokens
+    (12, n, D), the world model's hidden tokens whole and regrouped per future frame.
+    """
+
+    def __init__(
+        self,
+        reader: DatasetReader,
+        clips: ClipDataset,
+        cache: WorldModelCache,
+        cameras: list[str],
+        image_size: int,
+        chunk: int,
+        frame_latent: torch.Tensor,
+        tokens_per_latent: int,
+        real_frames: bool = False,
+        on_progress: Progress | None = None,
+    ):
+        self.reader, self.clips, self.cache, self.chunk = reader, clips, cache, chunk
+        self.index = clips.index
+        self.real_frames, self.tokens_per_latent = real_frames, tokens_per_latent
+        self.frame_latent = frame_latent[1 : chunk + 1]
+        self.images: dict[int, torch.Tensor] = {}
+        for i, ep in enumerate(clips.episodes):  # (frames, cams, 3, S, S), decoded once
+            every = np.arange(reader.lengths[ep])
+            per_camera = [resize(reader.frames(ep, cam, every), [image_size, image_size]) for cam in cameras]
+            self.images[ep] = torch.stack(per_camera, dim=1)
+            if on_progress is not None:
+                on_progress("images", i + 1, len(clips.episodes), f"episode {ep}")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict:
+        ep, t = self.index[i]
+        reader, g = self.reader, int(self.reader.starts[ep]) + t
+        last = int(reader.lengths[ep]) - 1
+        steps = np.arange(t, t + self.chunk)
+        sl = reader.episode_slice(ep)
+        row = self.cache.row[(ep, t)]
+        hidden = torch.from_numpy(np.array(self.cache.hidden[row]))
+        per_latent = hidden.reshape(-1, self.tokens_per_latent, hidden.shape[-1])
+        if self.real_frames:
+            frames = self.clips.clip(ep, t)[0][1 : self.chunk + 1]
+        else:
+            frames = torch.from_numpy(np.array(self.cache.frames[row, : self.chunk]))
+        return {
+            "images": self.images[ep][t],
+            "state": torch.from_numpy(reader.state[g]),
+            "instruction": self.clips.instruction(ep, t),
+            "action": torch.from_numpy(reader.action[sl][np.minimum(steps, last)]),
+            "action_is_pad": torch.from_numpy(steps > last),
+            "interaction": torch.tensor(int(reader.interaction[g])),
+            "frames": frames,
+            "wm_hidden": hidden,
+            "wm_frame_tokens": per_latent[self.frame_latent],
+        }
+
+
+# ------------------------------------------------------------------------------------------------ report
+@dataclass
+class ExpertsReport:
+    """Held-out scores: the gate's frame accuracy, and each expert's action error (mean absolute error of the
+    standardised actions over the chunk) on transit frames, interaction frames and all frames. "routed" takes
+    each frame's chunk from the expert the gate picks."""
+
+    episodes: list[int]
+    frames: int
+    gate_accuracy: float | None
+    gate_threshold: float
+    errors: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def evaluate_experts(
+    experts: Experts,
+    windows: ExpertWindows,
+    threshold: float,
+    batch_size: int = 32,
+    seed: int = 0,
+    on_progress: Progress | None = None,
+) -> ExpertsReport:
+    was_training = experts.training
+    experts.eval()
+    generator = torch.Generator(device=experts.device).manual_seed(seed)
+    norm = experts.normalizer
+    per_frame: dict[str, list[torch.Tensor]] = {"predictive": [], "reactive": [], "routed": []}
+    labels, probs = [], []
+    for i in range(0, len(windows), batch_size):
+        items = [windows[j] for j in range(i, min(i + batch_size, len(windows)))]
+        batch = {k: [x[k] for x in items] for k in items[0]}
+        batch = {k: v if isinstance(v[0], str) else torch.stack(v) for k, v in batch.items()}
+        out = experts.act(batch, generator=generator)
+        target = norm.normalize_action(batch["action"].to(experts.device))
+        keep = (~batch["action_is_pad"].to(experts.device)).float()
+
+        p = out["p_interaction"]
+        routed = torch.where((p >= threshold).view(-1, 1, 1), out["predictive"], out["reactive"])
+        for name, actions in (("predictive", out["predictive"]), ("reactive", out["reactive"]), ("routed", routed)):
+            err = (norm.normalize_action(actions) - target).abs().mean(-1)  # (B, chunk)
+            per_frame[name].append(((err * keep).sum(1) / keep.sum(1).clamp(min=1.0)).cpu())
+        labels.append(batch["interaction"])
+        probs.append(p.cpu())
+        if on_progress is not None:
+            on_progress("evaluate", i + len(items), len(windows), "")
+    experts.train(was_training)
+    labels_t, probs_t = torch.cat(labels), torch.cat(probs)
+    groups = {"transit": labels_t == 0, "interaction": labels_t == 1, "all": torch.ones_like(labels_t, dtype=bool)}
+    errors = {}
+    for name, values in per_frame.items():
+        v = torch.cat(values)
+        errors[name] = {g: (float(v[m].mean()) if bool(m.any()) else None) for g, m in groups.items()}
+    labelled = labels_t >= 0
+    accuracy = None
+    if bool(labelled.any()):
+        accuracy = float(((probs_t[labelled] >= threshold).long() == labels_t[labelled]).float().mean())
+    return ExpertsReport(
+        episodes=list(windows.clips.episodes),
+        frames=len(windows),
+        gate_accuracy=accuracy,
+        gate_threshold=threshold,
+        errors=errors,
+        counts={g: int(m.sum()) for g, m in groups.items()},
+    )
+
+
+# ------------------------------------------------------------------------------------------------ training
+@dataclass
+class ExpertsRun:
+    out: Path
+    model_dir: Path
+    steps: int
+    resumed_from: int
+    train_windows: int
+    held_out_episodes: list[int]
+    report: ExpertsReport | None
+
+
+class ExpertsTrainer:
+    """Checks the run on construction (dataset, labels, world model, output directory, step cap), before
+    anything heavy; `run` fills the world-model cache, trains and writes the held-out report."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        data: str | Path,
+        wm: str | Path,
+        out: str | Path,
+        resume: bool = False,
+        max_steps: int | None = None,
+        use_wm_latents: bool = True,
+    ):
+        self.recipe, self.out, self.resume, self.max_steps = recipe, Path(out), resume, max_steps
+        self.use_wm_latents = use_wm_latents
+        self.reader = open_training_run(data, self.out, resume, max_steps)
+        if not self.reader.is_labelled:
+            raise HarmoWAMError(
+                f"{self.reader.root}: no transit/interaction labels for the gate; run `harmowam label "
+                f"{self.reader.root}` first"
+            )
+        if self.reader.spec.action_dim != recipe.action_dim:
+            raise HarmoWAMError(
+                f"{self.reader.root}: actions have {self.reader.spec.action_dim} numbers but the {recipe.arms}-arm "
+                f"recipe '{recipe.name}' expects {recipe.action_dim}"
+            )
+        self.camera = world_model_camera(recipe)
+        if self.camera not in self.reader.cameras:
+            raise HarmoWAMError(f"{self.reader.root}: no camera '{self.camera}' for the world model")
+        self.wm_dir = Path(wm)
+        if not self.wm_dir.is_dir():
+            raise HarmoWAMError(f"{self.wm_dir}: no world model there; train one with `harmowam train-wm` first")
+        self.train_episodes, self.held_out = split_episodes(
+            self.reader.num_episodes, max(1, recipe.train_experts.held_out_episodes)
+        )
+        spec = recipe.train_experts
+        self.steps = min(spec.steps, max_steps) if max_steps else spec.steps
+
+    def build_experts(self, wm: WorldModel, normalizer: Normalizer) -> Experts:
+        recipe, config = self.recipe, self.recipe.model_config
+        spec = recipe.train_experts
+        experts_config = ExpertsConfig(
+            predictive=config.predictive_expert,
+            reactive=config.reactive_expert,
+            gate=config.gate,
+            action_dim=recipe.action_dim,
+            state_dim=self.reader.spec.state_dim,
+            num_cameras=len(self.reader.cameras),
+            wm_width=wm.hidden_size,
+            chunk=config.action_chunk,
+            use_wm_latents=self.use_wm_latents,
+            cameras=list(self.reader.cameras),
+            lambda_pred=spec.lambda_pred,
+            lambda_react=spec.lambda_react,
+        )
+        return Experts(experts_config, normalizer)
+
+    def _windows(self, wm: WorldModel, episodes: list[int], on_progress: Progress | None) -> ExpertWindows:
+        recipe, spec, reader = self.recipe, self.recipe.train_experts, self.reader
+        config = wm.config
+        clips = ClipDataset(reader, self.camera, episodes, config.resolution, config.num_frames)
+        steps = config.denoising_steps
+        key = WorldModelCache.key(self.wm_dir, reader, episodes, steps, spec.seed)
+        cache = WorldModelCache.build(self.out / "cache" / key, wm, clips, steps, spec.seed, on_progress)
+        frame_latent = frame_to_latent(config.num_frames, wm.codec.temporal)
+        return ExpertWindows(
+            reader,
+            clips,
+            cache,
+            reader.cameras,
+            recipe.model_config.predictive_expert.image_size,
+            recipe.model_config.action_chunk,
+            frame_latent,
+            cache.hidden.shape[1] // (int(frame_latent[-1]) + 1),  # hidden tokens per latent frame
+            real_frames=spec.reactive_on_real_frames,
+            on_progress=on_progress,
+        )
+
+    def run(self, on_log: Callable[[StepLog], None] | None = None, on_progress: Progress | None = None) -> ExpertsRun:
+        recipe, out, reader, spec = self.recipe, self.out, self.reader, self.recipe.train_experts
+        torch.manual_seed(spec.seed)
+        wm = WorldModel.from_pretrained(self.wm_dir)
+        with PartialState().main_process_first():  # one process fills the cache, the others then read it
+            train_set = self._windows(wm, self.train_episodes, on_progress)
+            held_set = self._windows(wm, self.held_out, on_progress)
+        frames = np.concatenate(
+            [np.arange(reader.episode_slice(e).start, reader.episode_slice(e).stop) for e in self.train_episodes]
+        )
+        normalizer = Normalizer.from_arrays(reader.action[frames], reader.state[frames])
+        experts = self.build_experts(wm, normalizer)
+        loop = TrainLoop(spec, out, experts, lambda model, batch: model(batch), train_set, max_steps=self.max_steps)
+        if loop.is_main_process:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+        start = loop.resume() if self.resume else 0
+        loop.run(on_log=on_log)
+        model = loop.trained_model(build=lambda: self.build_experts(wm, normalizer))
+        report = None
+        if loop.is_main_process:
+            model.save_pretrained(out / "model")
+            report = evaluate_experts(
+                model,
+                held_set,
+                recipe.gate.threshold,
+                batch_size=spec.batch_size,
+                seed=spec.seed,
+                on_progress=on_progress,
+            )
+            meta = {"world_model": str(self.wm_dir.resolve()), "steps": loop.step, **asdict(report)}
+            (out / "report.json").write_text(json.dumps(meta, indent=2))
+        loop.accelerator.wait_for_everyone()
+        return ExpertsRun(
+            out=out,
+            model_dir=out / "model",
+            steps=loop.step,
+            resumed_from=start,
+            train_windows=len(train_set),
+            held_out_episodes=self.held_out,
+            report=report,
+        )

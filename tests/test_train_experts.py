@@ -1,0 +1,199 @@
+"""Stage 2 end to end: `harmowam train-experts` on a small labelled dataset and a saved tiny world model: the
+world-model cache is filled once and reused, the experts save and reload, resume works, the report is written."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from harmowam_cli.main import app
+from harmowam_core.data.labels import LabelSettings, label_dataset
+from harmowam_core.data.reader import DatasetReader
+from harmowam_core.models.experts import Experts, ExpertsConfig, Normalizer
+from harmowam_core.models.world_model import WorldModel
+from harmowam_core.presets import GateModelConfig, PredictiveExpertConfig, ReactiveExpertConfig, WorldModelConfig
+from harmowam_core.recipes import load_recipe
+from harmowam_core.training import experts as stage2
+from harmowam_core.training.world_model import ClipDataset
+
+runner = CliRunner()
+CAMERAS = {"front": (32, 32), "top": (16, 16), "wrist": (16, 16)}
+SMALL = [
+    "--set",
+    "model.overrides={world_model: {resolution: [32, 32]}, predictive_expert: {image_size: 32}, "
+    "reactive_expert: {image_size: 32}}",
+    "--set",
+    "train_experts={steps: 4, batch_size: 4, warmup_steps: 1, checkpoint_every: 2, held_out_episodes: 1}",
+]
+
+
+@pytest.fixture
+def stage2_inputs(make_dataset, tmp_path):
+    """A labelled 3-episode dataset and a saved (untrained) tiny world model at 32 px."""
+    root, _ = make_dataset(lengths=(18, 16, 15), cameras=CAMERAS)
+    label_dataset(root, LabelSettings(window=2))
+    wm_dir = tmp_path / "wm"
+    torch.manual_seed(0)
+    WorldModel.from_config(WorldModelConfig(resolution=[32, 32])).save_pretrained(wm_dir)
+    return root, wm_dir
+
+
+def _count_predictions(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    real = WorldModel.predict
+
+    def counting(self, current, *args, **kwargs):
+        calls.append(len(current))
+        return real(self, current, *args, **kwargs)
+
+    monkeypatch.setattr(WorldModel, "predict", counting)
+    return calls
+
+
+def test_train_experts_caches_the_world_model_and_reports(stage2_inputs, tmp_path, monkeypatch):
+    root, wm_dir = stage2_inputs
+    out = tmp_path / "experts"
+    calls = _count_predictions(monkeypatch)
+    args = ["train-experts", "stack_cans", "--data", str(root), "--wm", str(wm_dir), "--out", str(out), *SMALL]
+    first = runner.invoke(app, [*args, "--max-steps", "2"])
+    assert first.exit_code == 0, first.output
+    assert sum(calls) == 18 + 16 + 15  # every window imagined exactly once (train and held-out)
+
+    # resuming continues at step 2 and imagines nothing: the cache on disk is reused
+    calls.clear()
+    result = runner.invoke(app, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert calls == [] and "resumed at step 2" in result.output
+    assert "gate frame accuracy" in result.output and "routed by the gate" in result.output
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["episodes"] == [2] and report["frames"] == 15 and report["steps"] == 4
+    assert 0.0 <= report["gate_accuracy"] <= 1.0
+    assert set(report["errors"]) == {"predictive", "reactive", "routed"}
+    assert report["counts"]["transit"] + report["counts"]["interaction"] == 15
+    assert report["world_model"] == str(wm_dir.resolve())
+
+    cache_dirs = sorted(p for p in (out / "cache").iterdir())
+    assert len(cache_dirs) == 2 and not any(p.name.endswith(".partial") for p in cache_dirs)
+    caches = [stage2.WorldModelCache(p) for p in cache_dirs]
+    held = next(c for c in caches if c.index[0][0] == 2)
+    assert held.frames.shape == (15, 12, 3, 32, 32) and held.hidden.dtype.name == "float16"
+    # the cache holds what the world model imagines for those windows (same seed, one batch)
+    wm = WorldModel.from_pretrained(wm_dir)
+    clips = ClipDataset(DatasetReader(root), "front", [2], [32, 32], 13)
+    current = torch.stack([clips.clip(2, t)[0][0] for t in range(15)])
+    imagined = wm.predict(current, ["stack the cans"] * 15, generator=torch.Generator().manual_seed(0))
+    expected = (imagined.frames[:, 1:] * 255).round().clamp(0, 255).to(torch.uint8)
+    assert torch.equal(torch.from_numpy(np.array(held.frames)), expected)
+    torch.testing.assert_close(torch.from_numpy(np.array(held.hidden)).float(), imagined.hidden, atol=1e-2, rtol=1e-2)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_2", "step_4"]
+
+    experts = Experts.from_pretrained(out / "model")
+    assert experts.config.action_dim == 7 and experts.config.num_cameras == 3 and experts.config.use_wm_latents
+
+
+def test_windows_carry_real_or_imagined_frames_and_per_frame_tokens(stage2_inputs, tmp_path):
+    root, wm_dir = stage2_inputs
+    recipe = load_recipe("stack_cans", [SMALL[1], SMALL[3]])
+    trainer = stage2.ExpertsTrainer(recipe, root, wm_dir, tmp_path / "e")
+    wm = WorldModel.from_pretrained(wm_dir)
+    windows = trainer._windows(wm, [0], None)
+    item = windows[3]
+    assert item["images"].shape == (3, 3, 32, 32) and item["images"].dtype == torch.uint8
+    assert item["frames"].shape == (12, 3, 32, 32) and item["action"].shape == (12, 7)
+    n = (32 // 4 // 2) ** 2  # pixel codec 4x, transformer patch 2x2: tokens per latent frame
+    assert item["wm_hidden"].shape == (13 * n, 64) and item["wm_frame_tokens"].shape == (12, n, 64)
+    # frame k of the future is read with the tokens of latent frame k + 1
+    assert torch.equal(item["wm_frame_tokens"][0], item["wm_hidden"][n : 2 * n])
+    assert item["action_is_pad"].sum() == 0 and windows[17]["action_is_pad"].sum() == 11
+
+    recipe.train_experts.reactive_on_real_frames = True
+    real = stage2.ExpertsTrainer(recipe, root, wm_dir, tmp_path / "e")._windows(wm, [0], None)
+    assert torch.equal(real[3]["frames"], windows.clips.clip(0, 3)[0][1:13])
+    assert torch.equal(real[3]["wm_hidden"], item["wm_hidden"])  # same cache: only the frames differ
+
+
+def _tiny_experts(use_wm_latents=True, seed=0) -> Experts:
+    torch.manual_seed(seed)
+    config = ExpertsConfig(
+        PredictiveExpertConfig(image_size=32),
+        ReactiveExpertConfig(image_size=32),
+        GateModelConfig(),
+        action_dim=7,
+        state_dim=7,
+        num_cameras=2,
+        wm_width=64,
+        use_wm_latents=use_wm_latents,
+    )
+    g = torch.Generator().manual_seed(1)
+    norm = Normalizer.from_arrays(torch.randn(50, 7, generator=g), torch.randn(50, 7, generator=g))
+    return Experts(config, norm)
+
+
+def _batch(b=3, seed=0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "images": torch.randint(0, 255, (b, 2, 3, 32, 32), generator=g, dtype=torch.uint8),
+        "state": torch.randn(b, 7, generator=g),
+        "instruction": ["stack the cans"] * b,
+        "action": torch.randn(b, 12, 7, generator=g),
+        "action_is_pad": torch.zeros(b, 12, dtype=torch.bool),
+        "interaction": torch.tensor([0, 1, -1])[:b],
+        "frames": torch.randint(0, 255, (b, 12, 3, 32, 32), generator=g, dtype=torch.uint8),
+        "wm_hidden": torch.randn(b, 40, 64, generator=g),
+        "wm_frame_tokens": torch.randn(b, 12, 4, 64, generator=g),
+    }
+
+
+def test_experts_save_and_load_give_identical_outputs(tmp_path):
+    experts = _tiny_experts()
+    with torch.no_grad():  # move every zero-initialised output layer off zero so the comparison means something
+        for p in experts.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    experts.save_pretrained(tmp_path / "m")
+    loaded = Experts.from_pretrained(tmp_path / "m")
+    batch = _batch()
+    a = experts.eval().act(batch, generator=torch.Generator().manual_seed(3))
+    b = loaded.act(batch, generator=torch.Generator().manual_seed(3))
+    for key in ("predictive", "reactive", "p_interaction"):
+        torch.testing.assert_close(a[key], b[key])
+    assert a["predictive"].shape == (3, 12, 7) and a["p_interaction"].shape == (3,)
+    assert loaded.normalizer == experts.normalizer
+
+
+def test_the_latent_ablation_ignores_the_world_model_tokens():
+    experts = _tiny_experts(use_wm_latents=False)
+    batch = _batch()
+    other = dict(batch, wm_hidden=torch.zeros_like(batch["wm_hidden"]), wm_frame_tokens=None)
+    g = torch.Generator()
+    a = experts(batch, generator=g.manual_seed(0))
+    b = experts(other, generator=g.manual_seed(0))
+    assert torch.equal(a["loss"], b["loss"])
+    with_latents = _tiny_experts(use_wm_latents=True)
+    assert with_latents(batch, generator=g.manual_seed(0))["loss"].requires_grad
+
+
+def test_the_stage2_objective_weights_the_three_losses():
+    experts = _tiny_experts()
+    experts.config.lambda_pred, experts.config.lambda_react = 2.0, 0.5
+    out = experts(_batch(), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out["loss"], 2.0 * out["pred"] + 0.5 * out["react"] + out["gate"])
+
+
+def test_train_experts_user_errors_are_one_line(make_dataset, stage2_inputs, tmp_path):
+    root, wm_dir = stage2_inputs
+    unlabelled, _ = make_dataset(lengths=(16, 16), cameras=CAMERAS, root=tmp_path / "raw")
+    cases = [
+        (["--data", str(unlabelled), "--wm", str(wm_dir)], "harmowam label"),
+        (["--data", str(root), "--wm", str(tmp_path / "nowm")], "train-wm"),
+        (["--data", str(root), "--wm", str(wm_dir), "--max-steps", "0"], "--max-steps"),
+        (["--data", str(tmp_path / "missing"), "--wm", str(wm_dir)], "not a dataset"),
+    ]
+    for extra, message in cases:
+        result = runner.invoke(app, ["train-experts", "stack_cans", "--out", str(tmp_path / "r"), *extra])
+        assert result.exit_code == 2, result.output
+        assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
