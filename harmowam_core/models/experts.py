@@ -1,6 +1,7 @@
 """The stage-2 models as one unit: predictive expert, reactive expert, gate and the action normalisation.
 
-    experts = Experts.build(config, action_dim=7, state_dim=8, num_cameras=3, wm_width=64, normalizer=norm)
+    experts = Experts(ExpertsConfig(predictive, reactive, gate, action_dim=7, state_dim=7, num_cameras=3,
+                                    wm_width=64), Normalizer.from_arrays(actions, states))
     losses = experts(batch)                       # {"loss", "pred", "react", "gate"}: the stage-2 objective
     experts.save_pretrained("runs/stack_cans/experts/model")
     experts = Experts.from_pretrained("runs/stack_cans/experts/model")

@@ -22,6 +22,8 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import yaml
+
 from harmowam_core.errors import HarmoWAMError
 
 BUNDLE_FORMAT = 1
@@ -61,8 +63,6 @@ def export_bundle(run_dir: str | Path, bundles: str | Path = "bundles", name: st
     if not wm_dir.is_dir():
         raise HarmoWAMError(f"{run / 'report.json'} names the world model {wm_dir}, which no longer exists")
     recipe_path = run / "recipe.yaml"
-    import yaml
-
     recipe = yaml.safe_load(recipe_path.read_text()) if recipe_path.is_file() else {}
     task = recipe.get("name", run.parent.name)
     name = name or f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"

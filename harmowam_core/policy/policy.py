@@ -25,6 +25,7 @@ from harmowam_core.models.reactive_expert import tokens_per_frame
 from harmowam_core.models.world_model import WorldModel, frame_to_latent
 from harmowam_core.policy.bundle import read_bundle
 from harmowam_core.policy.routers import ROUTERS, route
+from harmowam_core.training.world_model import resize_frames
 
 
 @dataclass
@@ -92,11 +93,10 @@ class HarmoWAMPolicy:
         imagined = (out.frames * 255).round().clamp(0, 255).to(torch.uint8)  # (1, 13, 3, h, w)
         latents = int(self.frame_latent[-1]) + 1
         frame_tokens = tokens_per_frame(out.hidden, self.frame_latent, out.hidden.shape[1] // latents)
-        cams = [torch.from_numpy(np.ascontiguousarray(images[c])).permute(2, 0, 1) for c in self.cameras]
-        size = self.experts.predictive.config.image_size
-        cams = [torch.nn.functional.interpolate(c[None].float(), size=(size, size), mode="area")[0] for c in cams]
+        size = self.experts.predictive.config.image_size  # resized as in training
+        cams = [resize_frames(images[c][None], [size, size])[0] for c in self.cameras]
         batch = {
-            "images": torch.stack(cams).unsqueeze(0).round().to(torch.uint8),
+            "images": torch.stack(cams).unsqueeze(0),
             "state": torch.as_tensor(np.asarray(state, dtype=np.float32)).unsqueeze(0),
             "instruction": [instruction],
             "frames": imagined[:, 1 : self.chunk + 1],

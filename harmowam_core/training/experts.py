@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import yaml
 from accelerate import PartialState
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from harmowam_core.data.reader import DatasetReader, split_episodes
 from harmowam_core.errors import HarmoWAMError
@@ -56,10 +56,12 @@ class WorldModelCache:
 
     @staticmethod
     def key(wm_dir: Path, reader: DatasetReader, episodes: list[int], steps: int, seed: int) -> str:
+        """The world model's files (name, size, modification time: re-saving a model changes them, and the
+        paper preset's tens of GB are not read), the dataset, the episodes and the sampling settings."""
         h = hashlib.sha256()
         for f in sorted(p for p in wm_dir.rglob("*") if p.is_file()):
-            h.update(f.relative_to(wm_dir).as_posix().encode())
-            h.update(f.read_bytes())
+            stat = f.stat()
+            h.update(f"{f.relative_to(wm_dir).as_posix()}:{stat.st_size}:{stat.st_mtime_ns};".encode())
         h.update(json.dumps([str(reader.root.resolve()), reader.num_frames, episodes, steps, seed]).encode())
         return h.hexdigest()[:16]
 
@@ -202,8 +204,7 @@ def evaluate_experts(
     labels, probs = [], []
     for i in range(0, len(windows), batch_size):
         items = [windows[j] for j in range(i, min(i + batch_size, len(windows)))]
-        batch = {k: [x[k] for x in items] for k in items[0]}
-        batch = {k: v if isinstance(v[0], str) else torch.stack(v) for k, v in batch.items()}
+        batch = default_collate(items)
         out = experts.act(batch, generator=generator)
         target = norm.normalize_action(batch["action"].to(experts.device))
         keep = (~batch["action_is_pad"].to(experts.device)).float()
