@@ -66,3 +66,13 @@ def progress_bar(transient: bool = False) -> Progress:
         console=console,
         transient=transient,
     )
+
+
+def quiet_libraries() -> None:
+    """Silence diffusers' and transformers' own tqdm bars (loading weights, writing shards): the rich progress
+    of each command says what is happening."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()

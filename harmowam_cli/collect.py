@@ -83,3 +83,4 @@ def run_collect(
             f"only {stats.saved} of {episodes} episodes succeeded in {stats.attempted} attempts; "
             "pass --keep-failures to keep failed ones too"
         )
+    return stats

@@ -8,6 +8,10 @@ from typing import Annotated
 import typer
 
 from harmowam_cli import collect as collect_cmd
+from harmowam_cli import demo as demo_cmd
+from harmowam_cli import deploy as deploy_cmd
+from harmowam_cli import eval_cmd
+from harmowam_cli import export as export_cmd
 from harmowam_cli import info as info_cmd
 from harmowam_cli import label as label_cmd
 from harmowam_cli import recipe as recipe_cmd
@@ -30,6 +34,10 @@ app.command("label")(label_cmd.label)
 app.command("info")(info_cmd.info)
 app.command("train-wm")(train_wm_cmd.train_wm)
 app.command("train-experts")(train_experts_cmd.train_experts)
+app.command("export")(export_cmd.export)
+app.command("deploy")(deploy_cmd.deploy)
+app.command("eval")(eval_cmd.evaluate)
+app.command("demo")(demo_cmd.demo)
 
 
 def _version(value: bool) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from harmowam_cli._common import SetOption, console, progress_bar, user_errors
+from harmowam_cli._common import SetOption, console, progress_bar, quiet_libraries, user_errors
 from harmowam_core.recipes import load_recipe
 
 PHASES = {"imagine": "imagining (world model, cached)", "images": "decoding cameras", "evaluate": "evaluating"}
@@ -59,13 +59,10 @@ def run_train_experts(
     overrides: list[str],
 ) -> None:
     recipe = load_recipe(recipe_name, overrides)  # a bad recipe fails before torch is imported
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
 
     from harmowam_core.training.experts import ExpertsTrainer
 
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
+    quiet_libraries()
     data = data or Path("data") / recipe.name
     wm = wm or Path("runs") / recipe.name / "wm" / "model"
     out = out or Path("runs") / recipe.name / "experts"
@@ -99,11 +96,12 @@ def run_train_experts(
 
         run = trainer.run(on_log=on_log, on_progress=on_progress)
     if run.report is None:  # not the main process of a multi-process launch
-        return
+        return run
     if run.resumed_from:
         console.print(f"resumed at step {run.resumed_from}")
     print_report(run.report)
     console.print(f"{run.steps} steps · model {run.model_dir} · report {run.out / 'report.json'}")
+    return run
 
 
 def print_report(report) -> None:

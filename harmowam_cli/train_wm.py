@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from harmowam_cli._common import SetOption, console, progress_bar, user_errors
+from harmowam_cli._common import SetOption, console, progress_bar, quiet_libraries, user_errors
 from harmowam_core.recipes import load_recipe
 
 
@@ -32,13 +32,10 @@ def run_train_wm(
     recipe_name: str, data: Path | None, out: Path | None, resume: bool, max_steps: int | None, overrides: list[str]
 ) -> None:
     recipe = load_recipe(recipe_name, overrides)  # a bad recipe fails before torch is imported
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
 
     from harmowam_core.training.world_model import WorldModelTrainer
 
-    diffusers_logging.disable_progress_bar()  # the rich bars below say what is happening
-    transformers_logging.disable_progress_bar()
+    quiet_libraries()
     data = data or Path("data") / recipe.name
     out = out or Path("runs") / recipe.name / "wm"
     trainer = WorldModelTrainer(recipe, data, out, resume=resume, max_steps=max_steps)
@@ -70,7 +67,7 @@ def run_train_wm(
 
         run = trainer.run(on_log=on_log, on_progress=on_progress)
     if run.evaluation is None:  # not the main process of a multi-process launch: it reports
-        return
+        return run
     if run.resumed_from:
         console.print(f"resumed at step {run.resumed_from}")
     ev = run.evaluation
@@ -90,3 +87,4 @@ def run_train_wm(
         f"{run.steps} steps · model {run.model_dir} · previews {out / 'previews'} · "
         f"frames 7-13: {ev.late_gain:+.2f} dB over copying the current frame"
     )
+    return run

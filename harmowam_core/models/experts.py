@@ -26,6 +26,7 @@ from harmowam_core.models.gate import Gate
 from harmowam_core.models.predictive_expert import PredictiveExpert
 from harmowam_core.models.reactive_expert import ReactiveExpert
 from harmowam_core.presets import GateModelConfig, PredictiveExpertConfig, ReactiveExpertConfig
+from harmowam_core.timing import timed
 
 CONFIG_NAME = "harmowam_experts.json"
 WEIGHTS_NAME = "experts.safetensors"
@@ -133,15 +134,33 @@ class Experts(nn.Module):
 
     # ------------------------------------------------------------------------------------------- inference
     @torch.no_grad()
-    def act(self, batch: dict, steps: int | None = None, generator: torch.Generator | None = None) -> dict:
-        """Both experts' action chunks (B, chunk, A) in the dataset's units and the gate's p(interaction) (B,)."""
-        image_tokens, cond, state, frame_tokens = self._inputs(batch)
-        predictive = self.predictive.sample(cond, state, steps=steps, generator=generator)
-        reactive = self.reactive(batch["frames"].to(self.device), frame_tokens)
+    def act(
+        self,
+        batch: dict,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> dict:
+        """Both experts' action chunks (B, chunk, A) in the dataset's units and the gate's p(interaction) (B,).
+        `timings`, when given, receives the seconds of each part (image encoder, gate, predictive, reactive)."""
+        device, use_wm = self.device, self.config.use_wm_latents
+        with timed(timings, "image encoder"):
+            image_tokens = self.predictive.image_tokens(batch["images"].to(device))
+        with timed(timings, "gate"):
+            p_interaction = self.gate.probability(image_tokens)
+        with timed(timings, "predictive expert"):
+            cond = self.predictive.condition(
+                None, batch["wm_hidden"].to(device) if use_wm else None, batch["instruction"], image_tokens
+            )
+            state = self.normalizer.normalize_state(batch["state"].to(device))
+            predictive = self.predictive.sample(cond, state, steps=steps, generator=generator)
+        with timed(timings, "reactive expert"):
+            frame_tokens = batch["wm_frame_tokens"].to(device) if use_wm else None
+            reactive = self.reactive(batch["frames"].to(device), frame_tokens)
         return {
             "predictive": self.normalizer.denormalize_action(predictive),
             "reactive": self.normalizer.denormalize_action(reactive),
-            "p_interaction": self.gate.probability(image_tokens),
+            "p_interaction": p_interaction,
         }
 
     # ------------------------------------------------------------------------------------------- files

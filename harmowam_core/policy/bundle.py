@@ -81,6 +81,7 @@ def export_bundle(run_dir: str | Path, bundles: str | Path = "bundles", name: st
         "format": BUNDLE_FORMAT,
         "name": name,
         "task": task,
+        "arms": recipe.get("arms", "single"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": _versions(),
         "sources": {"experts": str(run.resolve()), "world_model": str(wm_dir.resolve())},
@@ -104,10 +105,81 @@ def read_bundle(path: str | Path) -> dict:
     return meta
 
 
-def newest_bundle(bundles: str | Path = "bundles") -> Path:
-    """The most recently exported bundle under `bundles`."""
+def bundle_recipe(path: str | Path):
+    """The `Recipe` a bundle was trained with (its recipe.yaml)."""
+    from harmowam_core.recipes import recipe_from_data
+
+    path = Path(path)
+    if not (path / "recipe.yaml").is_file():
+        raise HarmoWAMError(f"{path}: the bundle has no recipe.yaml")
+    data = yaml.safe_load((path / "recipe.yaml").read_text())
+    model = data.get("model") or {}
+    if set(model) - {"preset", "overrides"}:  # a run's resolved recipe: the full model configuration
+        overrides = {k: v for k, v in model.items() if k != "preset"}
+        data["model"] = {"preset": model.get("preset", "tiny"), "overrides": overrides}
+    return recipe_from_data(data, str(path / "recipe.yaml"))
+
+
+def _arms(path: Path, meta: dict) -> str:
+    if "arms" in meta:
+        return meta["arms"]
+    recipe = path / "recipe.yaml"
+    return (yaml.safe_load(recipe.read_text()) or {}).get("arms", "single") if recipe.is_file() else "single"
+
+
+def newest_bundle(bundles: str | Path = "bundles", task: str | None = None, arms: str | None = None) -> Path:
+    """The most recently exported bundle under `bundles`, of `task` and for `arms` where given."""
     root = Path(bundles)
     found = [p for p in root.iterdir() if (p / BUNDLE_FILE).is_file()] if root.is_dir() else []
     if not found:
         raise HarmoWAMError(f"no bundle in {root}/: train and run `harmowam export runs/<task>` first")
-    return max(found, key=lambda p: ((p / BUNDLE_FILE).stat().st_mtime, p.name))
+    metas = {p: json.loads((p / BUNDLE_FILE).read_text()) for p in found}
+    matching = [
+        p
+        for p in found
+        if (task is None or metas[p].get("task") == task) and (arms is None or _arms(p, metas[p]) == arms)
+    ]
+    if not matching:
+        wanted = " and ".join(x for x in (task and f"task {task}", arms and f"{arms}-arm") if x)
+        raise HarmoWAMError(
+            f"no {wanted} bundle in {root}/ (there are {len(found)} others); export one with `harmowam export`"
+        )
+    return max(matching, key=lambda p: ((p / BUNDLE_FILE).stat().st_mtime, p.name))
+
+
+def untrained_run(root: str | Path, recipe, resolution: int = 64, seed: int = 0) -> Path:
+    """A run directory (`root/wm/model`, `root/experts/{model,report.json,recipe.yaml}`) holding randomly
+    initialised tiny models for `recipe`'s arms and cameras: what benchmarks and tests export when latency,
+    not skill, is measured."""
+    import torch
+
+    from harmowam_core.models.experts import Experts, ExpertsConfig, Normalizer
+    from harmowam_core.models.world_model import WorldModel
+
+    root = Path(root)
+    config = recipe.model_config
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        wm_config = type(config.world_model)(**{**vars(config.world_model), "resolution": [resolution, resolution]})
+        wm = WorldModel.from_config(wm_config)
+        wm.save_pretrained(root / "wm" / "model")
+        dim = recipe.action_dim
+        experts = Experts(
+            ExpertsConfig(
+                type(config.predictive_expert)(**{**vars(config.predictive_expert), "image_size": resolution}),
+                type(config.reactive_expert)(**{**vars(config.reactive_expert), "image_size": resolution}),
+                config.gate,
+                action_dim=dim,
+                state_dim=dim,
+                num_cameras=len(recipe.cameras),
+                wm_width=wm.hidden_size,
+                chunk=config.action_chunk,
+                cameras=[c.name for c in recipe.cameras],
+            ),
+            Normalizer([0.0] * dim, ([0.01] * 6 + [0.5]) * recipe.num_arms, [0.0] * dim, [1.0] * dim),
+        )
+        experts.save_pretrained(root / "experts" / "model")
+    report = {"world_model": str((root / "wm" / "model").resolve()), "untrained": True}
+    (root / "experts" / "report.json").write_text(json.dumps(report))
+    (root / "experts" / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(resolved=False)))
+    return root

@@ -8,10 +8,17 @@
 Each plan runs the world model on the world-model camera (front, or global for dual arm), both experts on
 its imagined future and the current images, and the gate on the current images; the router (see
 `routers`) picks the chunk. The policy executes `execute_steps` of its 12 actions before planning again.
+
+Async mode (`async_inference=True`) plans the next chunk in a background thread while the current one
+executes: when `lead` actions of the current chunk remain, planning starts from the observation of that
+moment, and once they have run, the new chunk continues from its action `lead` (its first `lead` actions are
+for steps already taken). So the model's latency hides behind `lead` control steps; `execute_steps` defaults to
+chunk - lead there. `close()` (or a `with` block) stops the thread.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +32,7 @@ from harmowam_core.models.reactive_expert import tokens_per_frame
 from harmowam_core.models.world_model import WorldModel, frame_to_latent
 from harmowam_core.policy.bundle import read_bundle
 from harmowam_core.policy.routers import ROUTERS, route
+from harmowam_core.timing import timed
 from harmowam_core.training.world_model import resize_frames
 
 
@@ -48,20 +56,37 @@ class HarmoWAMPolicy:
         execute_steps: int | None = None,
         denoising_steps: int | None = None,
         seed: int = 0,
+        async_inference: bool = False,
+        lead: int | None = None,
     ):
         if router not in ROUTERS:
             raise HarmoWAMError(f"unknown router '{router}'; choose from {', '.join(ROUTERS)}")
         self.wm, self.experts, self.recipe, self.router = world_model.eval(), experts.eval(), recipe, router
         self.chunk = experts.config.chunk
-        self.execute_steps = execute_steps or self.chunk
-        if not 1 <= self.execute_steps <= self.chunk:
-            raise HarmoWAMError(f"execute_steps must be 1..{self.chunk}, got {self.execute_steps}")
+        self.async_inference = async_inference
+        self.lead = (lead or max(1, self.chunk // 3)) if async_inference else 0
+        self.execute_steps = execute_steps or self.chunk - self.lead
+        if not 1 <= self.execute_steps <= self.chunk - self.lead:
+            raise HarmoWAMError(
+                f"execute_steps must be 1..{self.chunk - self.lead}"
+                + (f" (chunk {self.chunk} minus lead {self.lead} in async mode)" if async_inference else "")
+                + f", got {self.execute_steps}"
+            )
+        if async_inference and not 1 <= self.lead <= self.execute_steps:
+            raise HarmoWAMError(f"lead must be 1..execute_steps ({self.execute_steps}), got {self.lead}")
         self.denoising_steps = denoising_steps or world_model.config.denoising_steps
+        if self.denoising_steps < 1:
+            raise HarmoWAMError(f"denoising steps must be at least 1, got {self.denoising_steps}")
         self.threshold = float(recipe.get("gate", {}).get("threshold", 0.5))
         self.camera = "global" if recipe.get("arms") == "dual" else "front"
-        self.cameras = experts.config.cameras or [c["role"] for c in recipe.get("cameras", [])]
+        roles = {c["name"]: c["role"] for c in recipe.get("cameras", [])}  # the experts know dataset names
+        self.cameras = [roles.get(name, name) for name in (experts.config.cameras or list(roles))]
         self.seed = seed
         self.frame_latent = frame_to_latent(world_model.config.num_frames, world_model.codec.temporal)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="harmowam-plan") if async_inference else None
+        self._pending: Future | None = None
+        self.timings: dict[str, float] = {}  # seconds per part, summed over the plans since reset()
+        self.plans = 0
         self.reset()
 
     @classmethod
@@ -77,9 +102,31 @@ class HarmoWAMPolicy:
         )
 
     def reset(self) -> None:
+        """Start a new episode: forget queued actions and any plan in flight, reseed, zero the timings."""
+        if self._pending is not None:
+            self._pending.cancel()
+            try:
+                self._pending.result()
+            except Exception:  # noqa: BLE001 - a failed plan of the old episode does not matter any more
+                pass
+        self._pending = None
         self.queue: list[np.ndarray] = []
         self.last_plan: Plan | None = None
+        self.step_in_plan = 0  # index into last_plan.imagined of the frame the next action leads to
         self.generator = torch.Generator(device=self.wm.device).manual_seed(self.seed)
+        self.timings, self.plans = {}, 0
+
+    def close(self) -> None:
+        self.reset()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __enter__(self) -> HarmoWAMPolicy:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # ------------------------------------------------------------------------------------------- planning
     @torch.no_grad()
@@ -88,8 +135,10 @@ class HarmoWAMPolicy:
         missing = [c for c in [self.camera, *self.cameras] if c not in images]
         if missing:
             raise HarmoWAMError(f"the observation lacks the camera(s) {', '.join(missing)}")
+        timings = self.timings
         current = torch.from_numpy(np.ascontiguousarray(images[self.camera])).permute(2, 0, 1).unsqueeze(0)
-        out = self.wm.predict(current, [instruction], steps=self.denoising_steps, generator=self.generator)
+        with timed(timings, "world model"):
+            out = self.wm.predict(current, [instruction], steps=self.denoising_steps, generator=self.generator)
         imagined = (out.frames * 255).round().clamp(0, 255).to(torch.uint8)  # (1, 13, 3, h, w)
         latents = int(self.frame_latent[-1]) + 1
         frame_tokens = tokens_per_frame(out.hidden, self.frame_latent, out.hidden.shape[1] // latents)
@@ -103,7 +152,8 @@ class HarmoWAMPolicy:
             "wm_hidden": out.hidden,
             "wm_frame_tokens": frame_tokens[:, 1 : self.chunk + 1],
         }
-        acts = self.experts.act(batch, generator=self.generator)
+        acts = self.experts.act(batch, generator=self.generator, timings=timings)
+        self.plans += 1
         p = float(acts["p_interaction"][0])
         predictive, reactive = acts["predictive"][0].cpu().numpy(), acts["reactive"][0].cpu().numpy()
         chunk, used = route(self.router, p, predictive, reactive, self.threshold)
@@ -118,7 +168,30 @@ class HarmoWAMPolicy:
 
     def act(self, obs) -> np.ndarray:
         """The next action for an `Observation`; plans a new chunk when the executed part of the last is used up."""
-        if not self.queue:
-            self.last_plan = self.plan(obs.images, obs.state, obs.instruction)
-            self.queue = list(self.last_plan.chunk[: self.execute_steps])
+        if not self.async_inference:
+            if not self.queue:
+                self._start_chunk(self.plan(obs.images, obs.state, obs.instruction), offset=0)
+        else:
+            if not self.queue:
+                if self._pending is None:  # the first step of an episode: nothing was planned ahead
+                    self._start_chunk(self.plan(obs.images, obs.state, obs.instruction), offset=0)
+                else:
+                    plan, self._pending = self._pending.result(), None
+                    self._start_chunk(plan, offset=self.lead)
+            if len(self.queue) == self.lead and self._pending is None:
+                images = {k: np.array(v, copy=True) for k, v in obs.images.items()}
+                state = np.array(obs.state, copy=True)
+                self._pending = self._pool.submit(self.plan, images, state, obs.instruction)
+        self.step_in_plan += 1
         return self.queue.pop(0)
+
+    def _start_chunk(self, plan: Plan, offset: int) -> None:
+        self.last_plan = plan
+        self.queue = list(plan.chunk[offset : offset + self.execute_steps])
+        self.step_in_plan = offset
+
+    def imagined_frame(self) -> np.ndarray | None:
+        """The world model's imagined frame for the state the last action led to (for videos), or None."""
+        if self.last_plan is None:
+            return None
+        return self.last_plan.imagined[min(self.step_in_plan, len(self.last_plan.imagined) - 1)]

@@ -8,6 +8,10 @@
 
 The robosuite environment is built once per scene variant (substitute objects, distractors) and reused
 across resets; background, position and object OOD are applied at reset from the recipe.
+
+Rendering is tuned for small camera images on a CPU (EGL software rendering): the offscreen framebuffer is
+sized to the largest camera instead of robosuite's 640 x 480, without multisampling, and with a 1024-pixel
+shadow map. Shadows and lighting stay; at 96 x 96 this halves the time of a step with three cameras.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from harmowam_core.envs.sim.tasks.base import Placement, WaypointFollower, sampl
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.recipes import Recipe, Region
 
+SHADOW_MAP = 1024
 WRIST_CAMERAS = {"wrist": "robot0_eye_in_hand", "wrist_right": "robot0_eye_in_hand", "wrist_left": "robot1_eye_in_hand"}
 PERIPHERY = Region(x=[-0.3, 0.3], y=[-0.38, 0.38])
 
@@ -69,6 +74,7 @@ class SimStation:
         self.ood = ood
         env = self._ensure_env(objects=ood == "objects", distractors=ood == "background")
         env.reset()
+        self._tune_renderer()
         region = self.recipe.ood.position.test_region if ood == "position" else self.recipe.ood.position.train_region
         self.placements = self.task.place(self.rng, region)
         self._apply_placements(self.placements)
@@ -153,6 +159,18 @@ class SimStation:
         self._variant_key = key
         self._default_lights = (self._env.sim.model.light_diffuse.copy(), self._env.sim.model.light_dir.copy())
         return self._env
+
+    def _tune_renderer(self) -> None:
+        context = getattr(self._env.sim, "_render_context_offscreen", None) if self.render else None
+        if context is None or context.con.offSamples == 0:
+            return
+        vis = self._env.sim.model.vis
+        vis.quality.offsamples = 0
+        vis.quality.shadowsize = SHADOW_MAP
+        vis.global_.offwidth = max(c.width for c in self.recipe.cameras)
+        vis.global_.offheight = max(c.height for c in self.recipe.cameras)
+        context.con.free()
+        context._set_mujoco_context_and_buffers()
 
     def _apply_placements(self, placements: dict[str, Placement]):
         env = self._env

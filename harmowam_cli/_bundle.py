@@ -1,0 +1,50 @@
+"""What `deploy` and `eval` share: which bundle to run and the policy's run-time options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from harmowam_cli._common import console
+from harmowam_core.errors import HarmoWAMError
+
+BundleArg = Annotated[
+    Path | None, typer.Argument(help="Bundle directory (default: the newest in --bundles, and it says which).")
+]
+BundlesOption = Annotated[Path, typer.Option(help="Where bundles are kept.")]
+ExecuteOption = Annotated[
+    int | None,
+    typer.Option(help="Actions of each 12-action chunk executed before replanning (default 12; async: 8)."),
+]
+DenoiseOption = Annotated[
+    int | None, typer.Option("--denoising-steps", help="World-model denoising steps (default: the bundle's, 5).")
+]
+AsyncOption = Annotated[
+    bool,
+    typer.Option("--async/--sync", help="Plan the next chunk in the background while the current one executes."),
+]
+MaxStepsOption = Annotated[int | None, typer.Option(help="Episode step limit (default: the recipe's).")]
+
+
+def pick_bundle(bundle: Path | None, bundles: Path, task: str | None = None, arms: str | None = None) -> Path:
+    """The given bundle (checked against --task / --arms), or the newest matching one in `bundles`."""
+    from harmowam_core.policy.bundle import newest_bundle, read_bundle
+
+    if arms is not None and arms not in ("single", "dual"):
+        raise HarmoWAMError(f"--arms must be single or dual, got '{arms}'")
+    if bundle is None:
+        bundle = newest_bundle(bundles, task=task, arms=arms)
+        console.print(f"using the newest bundle: [bold]{bundle}[/]")
+        return bundle
+    meta = read_bundle(bundle)
+    if task is not None and meta["task"] != task:
+        raise HarmoWAMError(f"{bundle} is a {meta['task']} bundle, not {task}")
+    if arms is not None and meta.get("arms", "single") != arms:
+        raise HarmoWAMError(f"{bundle} is a {meta.get('arms', 'single')}-arm bundle, not {arms}-arm")
+    return bundle
+
+
+def policy_options(execute_steps: int | None, denoising_steps: int | None, async_inference: bool) -> dict:
+    return {"execute_steps": execute_steps, "denoising_steps": denoising_steps, "async_inference": async_inference}

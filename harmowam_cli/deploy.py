@@ -1,0 +1,125 @@
+"""`harmowam deploy [BUNDLE]`: run a bundle's policy in closed loop on a station, recording every episode."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from harmowam_cli._bundle import (
+    AsyncOption,
+    BundleArg,
+    BundlesOption,
+    DenoiseOption,
+    ExecuteOption,
+    MaxStepsOption,
+    pick_bundle,
+    policy_options,
+)
+from harmowam_cli._common import console, progress_bar, quiet_libraries, user_errors
+from harmowam_core.envs import OOD_KINDS
+from harmowam_core.errors import HarmoWAMError
+
+
+def deploy(
+    bundle: BundleArg = None,
+    arms: Annotated[str | None, typer.Option(help="single | dual: the kind of station (and of bundle).")] = None,
+    backend: Annotated[str, typer.Option(help="Station: sim (the simulated Franka station).")] = "sim",
+    router: Annotated[
+        str, typer.Option(help="gate (the paper) | predictive | reactive | average | keyframe-average.")
+    ] = "gate",
+    task: Annotated[str | None, typer.Option(help="Task; without BUNDLE, the newest bundle of this task.")] = None,
+    episodes: Annotated[int, typer.Option(help="Episodes to run.")] = 1,
+    ood: Annotated[str, typer.Option(help="Scene protocol: " + " | ".join(OOD_KINDS) + ".")] = "none",
+    seed: Annotated[int, typer.Option(help="Scene seed of the first episode; episode i uses seed + i.")] = 1000,
+    max_steps: MaxStepsOption = None,
+    execute_steps: ExecuteOption = None,
+    denoising_steps: DenoiseOption = None,
+    async_inference: AsyncOption = False,
+    bundles: BundlesOption = Path("bundles"),
+    out: Annotated[Path | None, typer.Option(help="Videos and results (default: runs/deploy/<bundle>-<time>).")] = None,
+) -> None:
+    """Run the policy in closed loop; each episode is recorded as an mp4 of the real camera beside the world
+    model's imagined future, with the expert in charge per step. Ctrl-C stops cleanly."""
+    run_deploy(
+        bundle, arms, backend, router, task, episodes, ood, seed, max_steps,
+        policy_options(execute_steps, denoising_steps, async_inference), bundles, out,
+    )  # fmt: skip
+
+
+@user_errors
+def run_deploy(
+    bundle: Path | None,
+    arms: str | None,
+    backend: str,
+    router: str,
+    task: str | None,
+    episodes: int,
+    ood: str,
+    seed: int,
+    max_steps: int | None,
+    options: dict,
+    bundles: Path,
+    out: Path | None,
+) -> None:
+    if episodes < 1:
+        raise HarmoWAMError(f"--episodes must be at least 1, got {episodes}")
+    if ood not in OOD_KINDS:
+        raise HarmoWAMError(f"--ood must be one of {', '.join(OOD_KINDS)}, got '{ood}'")
+    if backend != "sim":
+        raise HarmoWAMError(f"unknown --backend '{backend}' (available: sim)")
+    bundle = pick_bundle(bundle, bundles, task, arms)
+    from harmowam_core.envs import make_env
+    from harmowam_core.policy.bundle import bundle_recipe
+    from harmowam_core.policy.policy import HarmoWAMPolicy
+    from harmowam_core.policy.rollout import PolicyActor, run_episode
+
+    quiet_libraries()
+    recipe = bundle_recipe(bundle)
+    steps = max_steps or recipe.max_episode_steps
+    out = out or Path("runs") / "deploy" / f"{bundle.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    mode = "async" if options["async_inference"] else "sync"
+    console.print(
+        f"deploying [bold]{bundle}[/] on the {backend} {recipe.name} station: router {router}, {mode}, "
+        f"{episodes} episode(s), {ood} scenes, up to {steps} steps; videos in [bold]{out}[/]"
+    )
+    results = []
+    with HarmoWAMPolicy.from_bundle(bundle, router=router, **options) as policy, make_env(recipe, backend) as env:
+        actor = PolicyActor(policy)
+        with progress_bar() as bar:
+            for i in range(episodes):
+                task_id = bar.add_task(f"episode {i + 1}/{episodes}", total=steps, status="")
+
+                def on_step(done: int, used: str, task_id=task_id) -> None:
+                    stages = "".join("+" if s else "-" for s in env.stage_success())
+                    bar.update(task_id, completed=done, status=f"{used} · stages {stages}")
+
+                result = run_episode(
+                    env, actor, seed=seed + i, ood=ood, max_steps=steps, episode=i,
+                    video=out / f"episode_{i:03d}.mp4", fps=recipe.fps, camera=policy.camera, on_step=on_step,
+                )  # fmt: skip
+                results.append(result)
+                if result.interrupted:
+                    break
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "episodes.json").write_text(json.dumps([r.to_dict() for r in results], indent=2))
+    table = Table(title=f"{recipe.name}: {router} router, {ood} scenes")
+    table.add_column("episode", justify="right")
+    for stage in recipe.stages:
+        table.add_column(stage.name, justify="center")
+    table.add_column("steps", justify="right")
+    table.add_column("predictive / reactive / average steps", justify="right")
+    table.add_column("video")
+    for r in results:
+        share = " / ".join(str(r.expert_steps.get(k, 0)) for k in ("predictive", "reactive", "average"))
+        marks = ["yes" if s else "no" for s in r.stages]
+        table.add_row(str(r.episode), *marks, str(r.steps) + (" (stopped)" if r.interrupted else ""), share, r.video)
+    console.print(table)
+    if results and results[-1].interrupted:
+        console.print(f"[yellow]stopped by Ctrl-C[/]; what ran is saved in {out}")
+        raise typer.Exit(130)
+    console.print(f"{sum(r.success for r in results)}/{len(results)} episodes reached every stage · {out}")

@@ -1,0 +1,136 @@
+"""`harmowam eval [BUNDLE]`: stage-wise success in-domain and under the OOD protocols, routers side by side."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from harmowam_cli._bundle import (
+    AsyncOption,
+    BundleArg,
+    BundlesOption,
+    DenoiseOption,
+    ExecuteOption,
+    MaxStepsOption,
+    pick_bundle,
+    policy_options,
+)
+from harmowam_cli._common import console, progress_bar, quiet_libraries, user_errors
+from harmowam_core.envs import OOD_KINDS
+
+
+def evaluate(
+    bundle: BundleArg = None,
+    ood: Annotated[
+        str, typer.Option(help=" | ".join(OOD_KINDS) + " | all, or a comma-separated list (none = in-domain).")
+    ] = "none",
+    episodes: Annotated[int, typer.Option(help="Episodes per protocol and router (the paper: 20).")] = 20,
+    router: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="gate | predictive | reactive | average | keyframe-average; repeat to compare side by side "
+            "(default: gate)."
+        ),
+    ] = None,
+    scripted: Annotated[
+        bool, typer.Option("--scripted", help="Add the scripted expert as an upper-bound row (same scenes).")
+    ] = False,
+    seed: Annotated[
+        int, typer.Option(help="Scene seed of episode 0 (episode i: seed + i; collection starts at 0).")
+    ] = 1000,
+    max_steps: MaxStepsOption = None,
+    execute_steps: ExecuteOption = None,
+    denoising_steps: DenoiseOption = None,
+    async_inference: AsyncOption = False,
+    videos: Annotated[bool, typer.Option("--videos/--no-videos", help="Record every episode as an mp4.")] = True,
+    bundles: BundlesOption = Path("bundles"),
+    out: Annotated[Path | None, typer.Option(help="Results directory (default: runs/eval/<bundle>-<time>).")] = None,
+) -> None:
+    """Evaluate a bundle in the simulator: stage-wise success per protocol and router (the paper's Tables 2-3,
+    5-8), printed and saved as results.json, results.csv and success.png, with a video of every episode."""
+    run_eval(
+        bundle, ood, episodes, router or ["gate"], scripted, seed, max_steps,
+        policy_options(execute_steps, denoising_steps, async_inference), videos, bundles, out,
+    )  # fmt: skip
+
+
+@user_errors
+def run_eval(
+    bundle: Path | None,
+    ood: str,
+    episodes: int,
+    routers: list[str],
+    scripted: bool,
+    seed: int,
+    max_steps: int | None,
+    options: dict,
+    videos: bool,
+    bundles: Path,
+    out: Path | None,
+):
+    from harmowam_core.errors import HarmoWAMError
+    from harmowam_core.evaluation import evaluate as run
+    from harmowam_core.evaluation import parse_protocols, write_outputs
+    from harmowam_core.policy.bundle import bundle_recipe
+    from harmowam_core.policy.routers import ROUTERS
+
+    quiet_libraries()
+    protocols = parse_protocols(ood)
+    for r in routers:
+        if r not in ROUTERS:
+            raise HarmoWAMError(f"unknown --router '{r}'; choose from {', '.join(ROUTERS)}")
+    if episodes < 1:
+        raise HarmoWAMError(f"--episodes must be at least 1, got {episodes}")
+    bundle = pick_bundle(bundle, bundles)
+    out = out or Path("runs") / "eval" / f"{bundle.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    actors = list(dict.fromkeys(routers)) + (["scripted"] if scripted else [])
+    console.print(
+        f"evaluating [bold]{bundle}[/]: {', '.join(actors)} × {', '.join(protocols)} × {episodes} episodes "
+        f"(seeds {seed}..{seed + episodes - 1}) into [bold]{out}[/]"
+    )
+    with progress_bar() as bar:
+        total = len(actors) * len(protocols) * episodes
+        overall = bar.add_task("episodes", total=total, status="")
+        current = bar.add_task("steps", total=max_steps or bundle_recipe(bundle).max_episode_steps, status="")
+
+        def on_step(done: int, used: str) -> None:
+            bar.update(current, completed=done, status=used)
+
+        def on_episode(result, done: int, total: int) -> None:
+            stages = "".join("+" if s else "-" for s in result.stages)
+            bar.update(overall, completed=done, status=f"last: {result.actor} {result.protocol} {stages}")
+            bar.reset(current)
+
+        report = run(
+            bundle, protocols, routers, episodes, seed, out, scripted=scripted, max_steps=max_steps, videos=videos,
+            policy_options=options, on_episode=on_episode, on_step=on_step,
+        )  # fmt: skip
+    paths = write_outputs(report, out)
+    print_table(report)
+    if report.interrupted:
+        console.print(f"[yellow]stopped by Ctrl-C[/]; the finished episodes are in {paths['json']}")
+        raise typer.Exit(130)
+    console.print(
+        f"results: {paths['json']} · {paths['csv']} · {paths['png']}"
+        + (f" · videos {out / 'videos'}" if videos else "")
+    )
+    return report, paths
+
+
+def print_table(report) -> None:
+    from harmowam_core.evaluation import PROTOCOL_NAMES
+
+    table = Table(title=f"{report.task}: stage-wise success ({report.episodes} episodes per row)")
+    table.add_column("actor")
+    table.add_column("protocol")
+    for name in report.stage_names:
+        table.add_column(name, justify="right")
+    table.add_column("avg", justify="right")
+    for row in report.rows:
+        rates = [f"{r:.2f}" for r in row.stage_rates]
+        table.add_row(row.actor, PROTOCOL_NAMES[row.protocol], *rates, f"[bold]{row.avg:.2f}[/]")
+    console.print(table)

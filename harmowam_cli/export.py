@@ -1,0 +1,40 @@
+"""`harmowam export RUN_DIR`: a standalone policy bundle from a trained run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from harmowam_cli._common import console, progress_bar, quiet_libraries, user_errors
+
+
+def export(
+    run_dir: Annotated[
+        Path, typer.Argument(help="The task's run directory (runs/<task>) or its stage-2 run (runs/<task>/experts).")
+    ],
+    bundles: Annotated[Path, typer.Option(help="Where bundles are kept.")] = Path("bundles"),
+    name: Annotated[str | None, typer.Option(help="Bundle name (default: <task>-<date>-<time>).")] = None,
+) -> None:
+    """Package the world model, both experts, the gate, the normalisation, the recipe and the library versions
+    into bundles/<name>/, which runs without the dataset or the run directory."""
+    run_export(run_dir, bundles, name)
+
+
+@user_errors
+def run_export(run_dir: Path, bundles: Path, name: str | None) -> Path:
+    from harmowam_core.policy.bundle import export_bundle, read_bundle
+
+    quiet_libraries()
+    with progress_bar(transient=True) as bar:
+        bar.add_task(f"exporting {run_dir}", total=None, status="")
+        out = export_bundle(run_dir, bundles, name)
+    meta = read_bundle(out)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    gate = (meta["reports"].get("experts") or {}).get("gate_accuracy")
+    gate_text = f", held-out gate accuracy {100 * gate:.1f}%" if isinstance(gate, float) else ""
+    console.print(
+        f"exported [bold]{meta['task']}[/] ({meta['arms']}-arm{gate_text}) to [bold]{out}[/] ({size / 2**20:.1f} MiB)"
+    )
+    return out

@@ -1,0 +1,173 @@
+"""Closed-loop episodes on a station, with an mp4 of what the policy saw and imagined.
+
+    with make_env(recipe) as env, HarmoWAMPolicy.from_bundle(bundle) as policy:
+        result = run_episode(env, PolicyActor(policy), seed=1000, ood="position", max_steps=400,
+                             video=Path("ep000.mp4"), fps=20)
+    result.stages          # [True, False]: the stages reached, in order
+    result.expert_steps    # {"predictive": 131, "reactive": 204}: which expert's actions were executed
+
+An episode ends when every stage has succeeded (stage success is latched by the station) or after
+`max_steps`. The video shows, per executed step, the real world-model camera beside the world model's
+imagined frame for that step, over a banner with the step, the expert in charge (colour-coded) and
+p(interaction). A KeyboardInterrupt (Ctrl-C) ends the episode early: the video is closed properly and the
+result comes back marked `interrupted`, for the caller to stop its loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from harmowam_core.data.video import VideoEncoder
+from harmowam_core.envs.base import Observation
+
+PANEL = 192  # each video panel is PANEL x PANEL pixels
+BANNER = 40
+COLOURS = {
+    "predictive": (230, 126, 34),
+    "reactive": (52, 152, 219),
+    "average": (142, 68, 173),
+    "scripted": (90, 90, 90),
+}
+
+
+class PolicyActor:
+    """A HarmoWAMPolicy as an episode's actor."""
+
+    def __init__(self, policy):
+        self.policy = policy
+        self.name = policy.router
+
+    def reset(self, env) -> None:
+        self.policy.reset()
+
+    def act(self, obs: Observation) -> np.ndarray:
+        return self.policy.act(obs)
+
+    def status(self) -> tuple[str, float | None]:
+        plan = self.policy.last_plan
+        return plan.used, plan.p_interaction
+
+    def imagined(self) -> np.ndarray | None:
+        return self.policy.imagined_frame()
+
+
+class ScriptedActor:
+    """The simulator's privileged scripted expert (the upper-bound row of an evaluation)."""
+
+    name = "scripted"
+
+    def reset(self, env) -> None:
+        self.pilot = env.expert()
+
+    def act(self, obs: Observation) -> np.ndarray:
+        return self.pilot.act()
+
+    def status(self) -> tuple[str, float | None]:
+        return "scripted", None
+
+    def imagined(self) -> np.ndarray | None:
+        return None
+
+
+@dataclass
+class EpisodeResult:
+    actor: str  # the router, or "scripted"
+    protocol: str  # the OOD protocol: none | background | position | objects
+    episode: int
+    seed: int
+    stages: list[bool]
+    steps: int
+    seconds: float
+    expert_steps: dict[str, int] = field(default_factory=dict)
+    video: str | None = None
+    interrupted: bool = False
+
+    @property
+    def success(self) -> bool:
+        return bool(self.stages) and all(self.stages)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def label_font():
+    try:
+        return ImageFont.load_default(size=14)
+    except TypeError:  # an old Pillow without scalable default font
+        return ImageFont.load_default()
+
+
+class EpisodeVideo:
+    """The per-episode mp4: real camera | imagined frame, over a status banner."""
+
+    def __init__(self, path: Path, fps: int, camera: str):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.encoder = VideoEncoder(path, fps, PANEL + BANNER, 2 * PANEL)
+        self.camera, self.font = camera, label_font()
+
+    def add(self, obs: Observation, imagined: np.ndarray | None, step: int, used: str, p: float | None, stages):
+        canvas = Image.new("RGB", (2 * PANEL, PANEL + BANNER), (20, 20, 20))
+        if self.camera in obs.images:
+            canvas.paste(Image.fromarray(obs.images[self.camera]).resize((PANEL, PANEL), Image.BILINEAR), (0, 0))
+        if imagined is not None:
+            canvas.paste(Image.fromarray(imagined).resize((PANEL, PANEL), Image.BILINEAR), (PANEL, 0))
+        draw = ImageDraw.Draw(canvas)
+        draw.rectangle([0, PANEL, 2 * PANEL, PANEL + BANNER], fill=COLOURS.get(used, (60, 60, 60)))
+        gate = "" if p is None else f"  p(interaction) {p:.2f}"
+        reached = "".join("+" if s else "-" for s in stages)
+        draw.text((6, PANEL + 4), f"step {step}  {used}{gate}", fill=(255, 255, 255), font=self.font)
+        draw.text((6, PANEL + 21), f"real | imagined   stages {reached}", fill=(235, 235, 235), font=self.font)
+        self.encoder.add(np.asarray(canvas))
+
+    def close(self) -> None:
+        self.encoder.close()
+
+
+def run_episode(
+    env,
+    actor,
+    *,
+    seed: int,
+    ood: str = "none",
+    max_steps: int,
+    episode: int = 0,
+    video: Path | None = None,
+    fps: int = 20,
+    camera: str = "front",
+    on_step: Callable[[int, str], None] | None = None,
+) -> EpisodeResult:
+    """Run one episode of `actor` (PolicyActor or ScriptedActor) on `env` from the scene of `seed`;
+    `on_step(steps_done, expert_in_charge)` is called after every step."""
+    start = time.perf_counter()
+    result = EpisodeResult(actor.name, ood, episode, seed, [], 0, 0.0, video=str(video) if video else None)
+    obs = env.reset(seed=seed, ood=ood)
+    actor.reset(env)
+    writer = EpisodeVideo(Path(video), fps, camera) if video is not None else None
+    try:
+        for step in range(max_steps):
+            action = actor.act(obs)
+            used, p = actor.status()
+            result.expert_steps[used] = result.expert_steps.get(used, 0) + 1
+            obs = env.step(action)
+            result.steps = step + 1
+            stages = env.stage_success()
+            if writer is not None:
+                writer.add(obs, actor.imagined(), step + 1, used, p, stages)
+            if on_step is not None:
+                on_step(step + 1, used)
+            if all(stages):
+                break
+    except KeyboardInterrupt:
+        result.interrupted = True
+    finally:
+        if writer is not None:
+            writer.close()
+        result.stages = [bool(s) for s in env.stage_success()]
+        result.seconds = time.perf_counter() - start
+    return result
