@@ -28,6 +28,7 @@ from harmowam_core.errors import HarmoWAMError
 from harmowam_core.policy.rollout import COLOURS, EpisodeResult, PolicyActor, ScriptedActor, label_font, run_episode
 from harmowam_core.policy.routers import ROUTERS
 
+ACTOR_COLOURS = {"gate": (39, 174, 96), "keyframe-average": (22, 160, 133), **COLOURS}
 PROTOCOL_NAMES = {"none": "in-domain", "background": "background", "position": "position", "objects": "objects"}
 
 
@@ -199,7 +200,7 @@ def bar_chart(report: EvalReport, path: Path) -> None:
         y = top + height - k * height / 5
         draw.line([left - 4, y, image.width - 10, y], fill=(225, 225, 225))
         draw.text((8, y - 8), f"{k / 5:.1f}", fill="black", font=font)
-    palette = [COLOURS.get(a, c) for a, c in zip(actors, [c for k, c in COLOURS.items() if k not in actors] * 4)]
+    palette = [ACTOR_COLOURS.get(a, (120, 120, 120)) for a in actors]
     for g, protocol in enumerate(protocols):
         x0 = left + g * (group + gap)
         draw.text((x0, top + height + 6), PROTOCOL_NAMES[protocol], fill="black", font=font)

@@ -21,6 +21,10 @@ def test_help_lists_the_built_commands_only():
         "info",
         "train-wm",
         "train-experts",
+        "export",
+        "deploy",
+        "eval",
+        "demo",
     }
 
 

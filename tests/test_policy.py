@@ -10,16 +10,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from harmowam_core.envs.base import Observation
 from harmowam_core.errors import HarmoWAMError
-from harmowam_core.models.experts import Experts, ExpertsConfig, Normalizer
-from harmowam_core.models.world_model import WorldModel
-from harmowam_core.policy.bundle import export_bundle, newest_bundle, read_bundle
+from harmowam_core.policy.bundle import export_bundle, newest_bundle, read_bundle, untrained_run
 from harmowam_core.policy.policy import HarmoWAMPolicy
 from harmowam_core.policy.routers import ROUTERS
-from harmowam_core.presets import GateModelConfig, PredictiveExpertConfig, ReactiveExpertConfig, WorldModelConfig
 from harmowam_core.recipes import load_recipe
 
 CAMERAS = ["front", "top", "wrist"]
@@ -28,30 +24,9 @@ CAMERAS = ["front", "top", "wrist"]
 @pytest.fixture
 def run_dir(tmp_path):
     """runs/stack_cans with a saved tiny world model and tiny experts, as the two training stages leave it."""
-    torch.manual_seed(0)
-    root = tmp_path / "runs" / "stack_cans"
-    wm = WorldModel.from_config(WorldModelConfig(resolution=[32, 32]))
-    wm.save_pretrained(root / "wm" / "model")
-    config = ExpertsConfig(
-        PredictiveExpertConfig(image_size=32),
-        ReactiveExpertConfig(image_size=32),
-        GateModelConfig(),
-        action_dim=7,
-        state_dim=7,
-        num_cameras=3,
-        wm_width=wm.hidden_size,
-        cameras=CAMERAS,
-    )
-    norm = Normalizer([0.0] * 7, [0.01] * 6 + [0.5], [0.0] * 7, [1.0] * 7)
-    experts = Experts(config, norm)
-    with torch.no_grad():
-        for p in experts.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    experts.save_pretrained(root / "experts" / "model")
-    report = {"world_model": str((root / "wm" / "model").resolve()), "gate_accuracy": 0.5}
-    (root / "experts" / "report.json").write_text(json.dumps(report))
-    recipe = load_recipe("stack_cans").to_dict()
-    (root / "experts" / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    root = untrained_run(tmp_path / "runs" / "stack_cans", load_recipe("stack_cans"), resolution=32)
+    report = json.loads((root / "experts" / "report.json").read_text())
+    (root / "experts" / "report.json").write_text(json.dumps({**report, "gate_accuracy": 0.5}))
     return root
 
 

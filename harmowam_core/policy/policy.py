@@ -58,9 +58,12 @@ class HarmoWAMPolicy:
         seed: int = 0,
         async_inference: bool = False,
         lead: int | None = None,
+        device: str | torch.device | None = None,
     ):
         if router not in ROUTERS:
             raise HarmoWAMError(f"unknown router '{router}'; choose from {', '.join(ROUTERS)}")
+        if device is not None:
+            world_model, experts = world_model.to(device), experts.to(device)
         self.wm, self.experts, self.recipe, self.router = world_model.eval(), experts.eval(), recipe, router
         self.chunk = experts.config.chunk
         self.async_inference = async_inference
