@@ -1,0 +1,147 @@
+"""One Franka arm through franky-control: safe delta actions in, state out.
+
+    arm = FrankyArm(station.arms[0])           # connects to the FCI host; a refusal is one clear error
+    arm.command(action)                         # (7,): [dx, dy, dz, droll, dpitch, dyaw, gripper]
+    arm.state()                                 # (7,): [x, y, z, roll, pitch, yaw (from home), gripper]
+    arm.stop()
+
+A delta becomes an absolute Cartesian target in the base frame (translation added, rotation composed on the
+left, both clamped by `safety.ArmGuard`), sent with `Robot.move(..., asynchronous=True)` so each control step
+replaces the last target. The gripper goes through `GripperHysteresis`: it grasps or opens only when the
+command crosses the far threshold. `DryRunArm` has the same interface, connects to nothing and prints what it
+would send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from harmowam_core.envs.real.config import ArmConfig
+from harmowam_core.envs.real.safety import ArmGuard, GripperHysteresis, check_finite
+from harmowam_core.envs.sim.geometry import euler_to_mat, mat_to_euler, mat_to_quat, quat_to_mat
+from harmowam_core.errors import HarmoWAMError
+
+
+def import_franky():
+    try:
+        import franky
+    except ImportError as err:
+        raise HarmoWAMError(
+            f"the real station needs franky-control ({err}); install the extra: pip install -e '.[real]'"
+        ) from None
+    return franky
+
+
+def _xyzw(m: np.ndarray) -> list[float]:
+    w, x, y, z = mat_to_quat(m)  # franky's Affine takes quaternions as [x, y, z, w]
+    return [float(x), float(y), float(z), float(w)]
+
+
+class _ArmBase:
+    def __init__(self, config: ArmConfig):
+        self.config = config
+        self.guard = ArmGuard(config)
+        self.hysteresis = GripperHysteresis(config.gripper.close_above, config.gripper.open_below)
+        self.home_rotation = euler_to_mat(np.asarray(config.home_euler))
+
+    def pose(self) -> tuple[np.ndarray, np.ndarray]:  # position (3,), rotation matrix (3, 3)
+        raise NotImplementedError
+
+    def gripper_closedness(self) -> float:
+        raise NotImplementedError
+
+    def state(self) -> np.ndarray:
+        position, rotation = self.pose()
+        euler = mat_to_euler(rotation @ self.home_rotation.T)
+        return np.r_[position, euler, self.gripper_closedness()].astype(np.float32)
+
+    def command(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Send one step; returns the (clamped) target position, rotation and gripper state sent."""
+        action = check_finite(action, 7)
+        position, rotation = self.pose()
+        target, target_rotation = self.guard.target(position, rotation, action[:6])
+        was_closed = self.hysteresis.closed
+        closed = self.hysteresis.update(float(action[6]))
+        self._send(target, target_rotation, closed if closed != was_closed else None)
+        return target, target_rotation, closed
+
+    def _send(self, position: np.ndarray, rotation: np.ndarray, gripper: bool | None) -> None:
+        raise NotImplementedError
+
+
+class FrankyArm(_ArmBase):
+    def __init__(self, config: ArmConfig, franky=None):
+        super().__init__(config)
+        self.franky = franky or import_franky()
+        try:
+            self.robot = self.franky.Robot(config.host)
+            self.gripper = self.franky.Gripper(config.host)
+        except Exception as err:  # noqa: BLE001 - libfranka raises its own network/command exceptions
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise HarmoWAMError(f"cannot connect to the {config.name} arm at {config.host}: {reason}") from None
+        self.robot.relative_dynamics_factor = config.relative_dynamics_factor
+        torque, force = config.collision_torque, config.collision_force
+        self.robot.set_collision_behavior(torque, torque, force, force)
+
+    def pose(self) -> tuple[np.ndarray, np.ndarray]:
+        affine = self.robot.current_cartesian_state.pose.end_effector_pose
+        x, y, z, w = np.asarray(affine.quaternion, dtype=np.float64)
+        return np.asarray(affine.translation, dtype=np.float64), quat_to_mat(np.array([w, x, y, z]))
+
+    def gripper_closedness(self) -> float:
+        return float(np.clip(1.0 - self.gripper.width / self.config.gripper.open_width, 0.0, 1.0))
+
+    def _send(self, position: np.ndarray, rotation: np.ndarray, gripper: bool | None) -> None:
+        motion = self.franky.CartesianMotion(self.franky.Affine(position.tolist(), _xyzw(rotation)))
+        self.robot.move(motion, asynchronous=True)
+        g = self.config.gripper
+        if gripper is True:
+            self.gripper.grasp_async(0.0, g.speed, g.force, epsilon_outer=1.0)
+        elif gripper is False:
+            self.gripper.move_async(g.open_width, g.speed)
+
+    def stop(self) -> None:
+        """Stop the arm where it is (never raises: it runs from the watchdog, Ctrl-C and error paths)."""
+        try:
+            self.robot.move(self.franky.CartesianStopMotion(), asynchronous=True)
+        except Exception:  # noqa: BLE001 - a robot already in reflex is stopped anyway
+            pass
+
+    def recover(self, confirm: Callable[[str], bool]) -> bool:
+        """Clear a reflex/error state, only once the operator confirms it is safe."""
+        if not confirm(f"the {self.config.name} arm at {self.config.host} stopped with an error; recover?"):
+            return False
+        self.robot.recover_from_errors()
+        return True
+
+
+class DryRunArm(_ArmBase):
+    """Prints every command instead of sending it; its pose follows the targets it would have sent."""
+
+    def __init__(self, config: ArmConfig, echo: Callable[[str], None] = print):
+        super().__init__(config)
+        self.echo = echo
+        self.position = np.asarray(config.home_position, dtype=np.float64)
+        self.rotation = self.home_rotation.copy()
+        self.sent: list[tuple[np.ndarray, np.ndarray, bool | None]] = []
+
+    def pose(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.position.copy(), self.rotation.copy()
+
+    def gripper_closedness(self) -> float:
+        return 1.0 if self.hysteresis.closed else 0.0
+
+    def _send(self, position: np.ndarray, rotation: np.ndarray, gripper: bool | None) -> None:
+        self.sent.append((position, rotation, gripper))
+        self.position, self.rotation = position, rotation
+        grip = {True: " · grasp", False: " · open", None: ""}[gripper]
+        euler = mat_to_euler(rotation @ self.home_rotation.T)
+        self.echo(
+            f"[dry run] {self.config.name} -> position {np.round(position, 4).tolist()} "
+            f"euler-from-home {np.round(euler, 4).tolist()}{grip}"
+        )
+
+    def stop(self) -> None:
+        self.echo(f"[dry run] {self.config.name} stop")

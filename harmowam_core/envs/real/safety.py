@@ -1,0 +1,113 @@
+"""The safety layer between a policy's actions and the arms: nothing reaches an arm without passing here.
+
+    guard = ArmGuard(arm_config)
+    target = guard.target(current_position, current_rotation, action[:6])   # clamped, or UnsafeCommand
+    hysteresis = GripperHysteresis(close_above=0.6, open_below=0.4)
+    closed = hysteresis.update(action[6])
+
+- A command with NaN or inf anywhere is rejected (`UnsafeCommand`); the caller stops the arm.
+- The translation of one step is scaled down to `max_translation` metres (direction kept) and the rotation
+  to `max_rotation` radians (axis kept); the resulting position is clamped into the workspace box.
+- `Watchdog` calls its stop function when `feed()` has not been called within the deadline.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from harmowam_core.envs.real.config import ArmConfig
+from harmowam_core.envs.sim.geometry import euler_to_mat, mat_to_rotvec, rotvec_to_mat
+from harmowam_core.errors import HarmoWAMError
+
+
+class UnsafeCommand(HarmoWAMError):
+    """A command that must not reach the arm (NaN, inf, wrong shape)."""
+
+
+def check_finite(action: np.ndarray, size: int) -> np.ndarray:
+    action = np.asarray(action, dtype=np.float64).reshape(-1)
+    if action.shape != (size,):
+        raise UnsafeCommand(f"expected an action of {size} numbers, got shape {action.shape}")
+    if not np.all(np.isfinite(action)):
+        raise UnsafeCommand(f"non-finite action rejected: {action.tolist()}")
+    return action
+
+
+class ArmGuard:
+    """Per-step limits and the workspace box of one arm."""
+
+    def __init__(self, config: ArmConfig):
+        self.config = config
+
+    def limit_step(self, delta_position: np.ndarray, delta_euler: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The step's translation (m) and rotation (as a rotation matrix), scaled into the per-step limits."""
+        delta_position = np.asarray(delta_position, dtype=np.float64)
+        norm = float(np.linalg.norm(delta_position))
+        if norm > self.config.max_translation:
+            delta_position = delta_position * (self.config.max_translation / norm)
+        rotvec = mat_to_rotvec(euler_to_mat(np.asarray(delta_euler, dtype=np.float64)))
+        angle = float(np.linalg.norm(rotvec))
+        if angle > self.config.max_rotation:
+            rotvec = rotvec * (self.config.max_rotation / angle)
+        return delta_position, rotvec_to_mat(rotvec)
+
+    def target(self, position: np.ndarray, rotation: np.ndarray, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The absolute target (position, rotation matrix) for a 6-number delta [dx, dy, dz, droll, dpitch,
+        dyaw] in the base frame from the current pose; rejects non-finite input, clamps everything else."""
+        delta = check_finite(delta, 6)
+        step, rot = self.limit_step(delta[:3], delta[3:])
+        goal = self.config.workspace.clamp(np.asarray(position, dtype=np.float64) + step)
+        return goal, rot @ np.asarray(rotation, dtype=np.float64)
+
+
+class GripperHysteresis:
+    """Open/closed from a continuous command, changing only past the far threshold, so a flickering output
+    around 0.5 does not chatter the fingers."""
+
+    def __init__(self, close_above: float = 0.6, open_below: float = 0.4, closed: bool = False):
+        if not 0.0 <= open_below < close_above <= 1.0:
+            raise ValueError("need 0 <= open_below < close_above <= 1")
+        self.close_above, self.open_below, self.closed = close_above, open_below, closed
+
+    def update(self, command: float) -> bool:
+        if not np.isfinite(command):
+            raise UnsafeCommand(f"non-finite gripper command rejected: {command}")
+        if not self.closed and command > self.close_above:
+            self.closed = True
+        elif self.closed and command < self.open_below:
+            self.closed = False
+        return self.closed
+
+
+class Watchdog:
+    """Calls `stop` once when `feed()` has not come within `deadline` seconds (checked every deadline / 5).
+    Use as a context manager; `expired` tells whether it fired."""
+
+    def __init__(self, deadline: float, stop: Callable[[], None], clock: Callable[[], float] = time.monotonic):
+        self.deadline, self.stop_fn, self.clock = deadline, stop, clock
+        self.last = clock()
+        self.expired = False
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="harmowam-watchdog", daemon=True)
+
+    def feed(self) -> None:
+        self.last = self.clock()
+
+    def _run(self) -> None:
+        while not self._halt.wait(self.deadline / 5):
+            if not self.expired and self.clock() - self.last > self.deadline:
+                self.expired = True
+                self.stop_fn()
+
+    def __enter__(self) -> Watchdog:
+        self.last = self.clock()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._halt.set()
+        self._thread.join()

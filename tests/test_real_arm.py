@@ -1,0 +1,235 @@
+"""The real station's arm layer against a fake `franky` module (nothing here reaches a robot): the station
+configuration, clamping and per-step limits, NaN/inf rejection, delta-to-Cartesian conversion, gripper
+hysteresis, the watchdog, a refused connection, and the dry run."""
+
+from __future__ import annotations
+
+import threading
+import time
+import types
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harmowam_core.envs.real.arm import DryRunArm, FrankyArm
+from harmowam_core.envs.real.config import StationConfigError, load_station_config, station_config_from_data
+from harmowam_core.envs.real.safety import ArmGuard, GripperHysteresis, UnsafeCommand, Watchdog
+from harmowam_core.envs.sim.geometry import euler_to_mat, mat_to_rotvec, quat_to_mat
+from harmowam_core.errors import HarmoWAMError
+
+STATION = {
+    "control_hz": 20,
+    "watchdog_s": 0.25,
+    "arms": [
+        {
+            "name": "right",
+            "host": "127.0.0.1",
+            "home": {"position": [0.45, 0.0, 0.35], "euler": [np.pi, 0.0, 0.0]},
+            "workspace": {"min": [0.25, -0.35, 0.02], "max": [0.75, 0.35, 0.55]},
+            "max_translation": 0.02,
+            "max_rotation": 0.1,
+        }
+    ],
+    "cameras": [{"serial": "123", "role": "front", "width": 640, "height": 480, "fps": 30}],
+}
+
+
+def arm_config():
+    return station_config_from_data(STATION).arms[0]
+
+
+class FakeFranky(types.SimpleNamespace):
+    """The slice of franky's API the arm uses, recording every call."""
+
+    def __init__(self, refuse=()):
+        calls: list = []
+        pose = {"translation": np.array([0.45, 0.0, 0.35]), "quaternion": np.array([1.0, 0.0, 0.0, 0.0])}
+
+        class Affine:
+            def __init__(self, translation=(0, 0, 0), quaternion=(0, 0, 0, 1)):
+                self.translation, self.quaternion = np.asarray(translation), np.asarray(quaternion)
+
+        class CartesianMotion:
+            def __init__(self, target, reference=None):
+                self.target = target
+
+        class CartesianStopMotion:
+            pass
+
+        class Robot:
+            def __init__(self, host):
+                if host in refuse:
+                    raise RuntimeError(f"libfranka: Connection to {host} refused\nmore detail")
+                calls.append(("connect", host))
+
+            @property
+            def current_cartesian_state(self):
+                affine = Affine(pose["translation"], pose["quaternion"])
+                return types.SimpleNamespace(pose=types.SimpleNamespace(end_effector_pose=affine))
+
+            def set_collision_behavior(self, *thresholds):
+                calls.append(("collision", thresholds))
+
+            def move(self, motion, asynchronous=False):
+                calls.append(("move", motion, asynchronous))
+
+            def recover_from_errors(self):
+                calls.append(("recover",))
+
+        class Gripper:
+            width = 0.08
+
+            def __init__(self, host):
+                pass
+
+            def grasp_async(self, width, speed, force, epsilon_outer=None):
+                calls.append(("grasp", width, speed, force))
+
+            def move_async(self, width, speed):
+                calls.append(("open", width, speed))
+
+        super().__init__(
+            Affine=Affine, CartesianMotion=CartesianMotion, CartesianStopMotion=CartesianStopMotion, Robot=Robot,
+            Gripper=Gripper, calls=calls, pose=pose,
+        )  # fmt: skip
+
+    def moves(self):
+        return [c[1] for c in self.calls if c[0] == "move"]
+
+
+def rotation_angle(a, b) -> float:
+    return float(np.linalg.norm(mat_to_rotvec(a @ b.T)))
+
+
+finite = st.floats(-10.0, 10.0, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    position=st.tuples(st.floats(0.25, 0.75), st.floats(-0.35, 0.35), st.floats(0.02, 0.55)),
+    delta=st.lists(finite, min_size=6, max_size=6),
+)
+def test_every_target_stays_in_the_box_and_the_per_step_limits(position, delta):
+    config = arm_config()
+    current = euler_to_mat(np.array([np.pi, 0.1, -0.2]))
+    goal, rotation = ArmGuard(config).target(np.array(position), current, np.array(delta))
+    assert config.workspace.contains(goal)
+    assert np.linalg.norm(goal - np.array(position)) <= config.max_translation + 1e-9
+    assert rotation_angle(rotation, current) <= config.max_rotation + 1e-6
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    action=st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=7, max_size=7).filter(
+        lambda a: not np.all(np.isfinite(a))
+    )
+)
+def test_nan_and_inf_never_reach_the_arm(action):
+    fake = FakeFranky()
+    arm = FrankyArm(arm_config(), franky=fake)
+    with pytest.raises(UnsafeCommand):
+        arm.command(np.array(action))
+    assert fake.moves() == [] and not any(c[0] in ("grasp", "open") for c in fake.calls)
+
+
+def test_a_delta_becomes_the_absolute_cartesian_target():
+    fake = FakeFranky()
+    arm = FrankyArm(arm_config(), franky=fake)
+    assert ("collision", ([20.0] * 7, [20.0] * 7, [20.0] * 6, [20.0] * 6)) in fake.calls
+    assert arm.robot.relative_dynamics_factor == 0.1
+    delta = np.array([0.01, -0.005, 0.002, 0.0, 0.0, 0.05, 0.0])
+    arm.command(delta)
+    (motion,) = fake.moves()
+    np.testing.assert_allclose(motion.target.translation, [0.46, -0.005, 0.352])
+    x, y, z, w = motion.target.quaternion
+    current = quat_to_mat(np.array([0.0, 1.0, 0.0, 0.0]))  # the fake starts at franky xyzw [1, 0, 0, 0]
+    np.testing.assert_allclose(quat_to_mat(np.array([w, x, y, z])), euler_to_mat(delta[3:6]) @ current, atol=1e-9)
+    assert fake.calls[-1][2] is True  # asynchronous: the next step replaces the target
+    # too far in one step: scaled to max_translation along the same direction, then clamped into the box
+    arm.command(np.array([0.0, 0.0, -1.0, 0, 0, 0, 0]))
+    np.testing.assert_allclose(fake.moves()[-1].target.translation, [0.45, 0.0, 0.33])
+    fake.pose["translation"] = np.array([0.45, 0.0, 0.03])
+    arm.command(np.array([0.0, 0.0, -0.02, 0, 0, 0, 0]))
+    np.testing.assert_allclose(fake.moves()[-1].target.translation, [0.45, 0.0, 0.02])
+
+
+def test_the_state_is_relative_to_home_with_the_gripper_closedness():
+    fake = FakeFranky()
+    arm = FrankyArm(arm_config(), franky=fake)
+    np.testing.assert_allclose(arm.state(), [0.45, 0.0, 0.35, 0.0, 0.0, 0.0, 0.0], atol=1e-6)
+    fake.Gripper.width = 0.02
+    assert arm.state()[6] == pytest.approx(0.75)
+
+
+def test_gripper_hysteresis_does_not_chatter():
+    h = GripperHysteresis(close_above=0.6, open_below=0.4)
+    seq = [0.55, 0.65, 0.5, 0.45, 0.35, 0.5, 0.61, 0.59, 0.41]
+    assert [h.update(c) for c in seq] == [False, True, True, True, False, False, True, True, True]
+    fake = FakeFranky()
+    arm = FrankyArm(arm_config(), franky=fake)
+    for command in [0.3, 0.7, 0.55, 0.45, 0.8, 0.2, 0.5]:
+        arm.command(np.r_[np.zeros(6), command])
+    grips = [c[0] for c in fake.calls if c[0] in ("grasp", "open")]
+    assert grips == ["grasp", "open"]  # only the two crossings: closed at 0.7, opened at 0.2
+
+
+def test_the_watchdog_stops_the_arm_when_commands_stop_coming():
+    now = [0.0]
+    stopped = threading.Event()
+    with Watchdog(0.05, stopped.set, clock=lambda: now[0]) as dog:
+        time.sleep(0.05)
+        assert not stopped.is_set()  # the clock has not moved: nothing is late
+        now[0] = 0.04
+        dog.feed()
+        now[0] = 0.08  # 0.04 s since the last command: still in time
+        time.sleep(0.05)
+        assert not stopped.is_set()
+        now[0] = 0.2
+        assert stopped.wait(5.0)
+        assert dog.expired
+
+
+def test_a_refused_connection_is_one_clear_error_naming_the_host():
+    with pytest.raises(HarmoWAMError, match="right arm at 127.0.0.1: libfranka: Connection to 127.0.0.1 refused$"):
+        FrankyArm(arm_config(), franky=FakeFranky(refuse={"127.0.0.1"}))
+
+
+def test_the_dry_run_prints_and_sends_nothing(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "franky", None)  # importing franky would fail: nothing may connect
+    lines = []
+    arm = DryRunArm(arm_config(), echo=lines.append)
+    arm.command(np.array([0.01, 0, 0, 0, 0, 0, 1.0]))
+    arm.stop()
+    assert lines[0].startswith("[dry run] right -> position [0.46, 0.0, 0.35]") and lines[0].endswith("grasp")
+    assert lines[-1] == "[dry run] right stop"
+    np.testing.assert_allclose(arm.state()[:3], [0.46, 0.0, 0.35])
+
+
+def test_station_configuration_loads_and_rejects_mistakes(tmp_path):
+    path = tmp_path / "station.yaml"
+    path.write_text(yaml.safe_dump(STATION))
+    station = load_station_config(path)
+    assert station.arms[0].host == "127.0.0.1" and station.cameras[0].serial == "123"
+    with pytest.raises(StationConfigError, match="no station configuration"):
+        load_station_config(tmp_path / "missing.yaml")
+    bad = yaml.safe_load(yaml.safe_dump(STATION))
+    bad["arms"][0]["home"]["position"] = [0.9, 0.0, 0.3]
+    with pytest.raises(StationConfigError, match="outside the workspace"):
+        station_config_from_data(bad)
+    bad = yaml.safe_load(yaml.safe_dump(STATION))
+    bad["arms"][0]["max_translation"] = 0.5
+    with pytest.raises(StationConfigError, match="max_translation"):
+        station_config_from_data(bad)
+    bad = yaml.safe_load(yaml.safe_dump(STATION))
+    bad["arms"][0]["speed"] = 1
+    with pytest.raises(StationConfigError, match="unknown key"):
+        station_config_from_data(bad)
+    bad = yaml.safe_load(yaml.safe_dump(STATION))
+    bad["cameras"][0]["role"] = "side"
+    with pytest.raises(StationConfigError, match="role"):
+        station_config_from_data(bad)
