@@ -190,5 +190,5 @@ def test_a_dual_arm_bundle_drives_the_dual_arm_station(tmp_path):
     with make_env(bundle_recipe(bundle)) as env, HarmoWAMPolicy.from_bundle(bundle, execute_steps=2) as policy:
         assert policy.camera == "global"
         result = run_episode(env, PolicyActor(policy), seed=1000, max_steps=3, video=tmp_path / "d.mp4")
-    assert result.steps == 3 and policy.last_plan.chunk.shape == (12, 14)
+        assert result.steps == 3 and policy.last_plan.chunk.shape == (12, 14) and policy.plans == 2
     assert frames_in(tmp_path / "d.mp4") == 3

@@ -1,0 +1,100 @@
+"""RealSense cameras against a fake `pyrealsense2`: the newest frame comes back, a stale or missing frame is a
+clear error (never a silent repeat), and a camera that does not start says which."""
+
+from __future__ import annotations
+
+import queue
+import time
+import types
+
+import numpy as np
+import pytest
+
+from harmowam_core.envs.real.cameras import CameraError, RealSenseCamera, connected_serials
+from harmowam_core.envs.real.config import CameraConfig
+
+CONFIG = CameraConfig(serial="123", role="front", width=8, height=6, fps=30)
+
+
+def fake_realsense(frames: queue.Queue, fail_start: bool = False, serials=("123", "456")):
+    class Frame:
+        def __init__(self, image):
+            self.image = image
+
+        def get_data(self):
+            return self.image
+
+        def __bool__(self):
+            return True
+
+    class Pipeline:
+        def start(self, config):
+            if fail_start:
+                raise RuntimeError("No device connected")
+            self.config = config
+
+        def wait_for_frames(self, timeout_ms):
+            try:
+                image = frames.get(timeout=timeout_ms / 1000)
+            except queue.Empty:
+                raise RuntimeError("Frame didn't arrive within the timeout") from None
+            return types.SimpleNamespace(get_color_frame=lambda: Frame(image))
+
+        def stop(self):
+            pass
+
+    class Config:
+        def enable_device(self, serial):
+            self.serial = serial
+
+        def enable_stream(self, *args):
+            self.stream = args
+
+    class Device:
+        def __init__(self, serial):
+            self.serial = serial
+
+        def get_info(self, what):
+            return self.serial
+
+    return types.SimpleNamespace(
+        pipeline=Pipeline, config=Config, stream=types.SimpleNamespace(color="color"),
+        format=types.SimpleNamespace(rgb8="rgb8"), camera_info=types.SimpleNamespace(serial_number="sn"),
+        context=lambda: types.SimpleNamespace(query_devices=lambda: [Device(s) for s in serials]),
+    )  # fmt: skip
+
+
+def image(value: int) -> np.ndarray:
+    return np.full((6, 8, 3), value, dtype=np.uint8)
+
+
+def test_the_newest_frame_comes_back():
+    frames = queue.Queue()
+    with RealSenseCamera(CONFIG, rs=fake_realsense(frames), poll_ms=20) as cam:
+        assert cam.pipeline.config.serial == "123"
+        assert cam.pipeline.config.stream == ("color", 8, 6, "rgb8", 30)
+        for v in (1, 2, 3):
+            frames.put(image(v))
+        deadline = time.monotonic() + 5
+        while cam.latest(max_age=5.0)[0, 0, 0] != 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert cam.latest(max_age=5.0)[0, 0, 0] == 3
+
+
+def test_a_stale_frame_is_an_error_not_a_repeat():
+    frames = queue.Queue()
+    with RealSenseCamera(CONFIG, rs=fake_realsense(frames), poll_ms=20) as cam:
+        frames.put(image(7))
+        assert cam.latest(max_age=5.0, timeout=5.0)[0, 0, 0] == 7
+        time.sleep(0.15)  # no new frame since
+        with pytest.raises(CameraError, match="front .*stale"):
+            cam.latest(max_age=0.05, timeout=0.1)
+
+
+def test_no_frame_at_all_and_a_camera_that_does_not_start():
+    with RealSenseCamera(CONFIG, rs=fake_realsense(queue.Queue()), poll_ms=20) as cam:
+        with pytest.raises(CameraError, match="serial 123.*no frame within 0.1 s"):
+            cam.latest(timeout=0.1)
+    with pytest.raises(CameraError, match="serial 123.*did not start: No device connected"):
+        RealSenseCamera(CONFIG, rs=fake_realsense(queue.Queue(), fail_start=True)).start()
+    assert connected_serials(fake_realsense(queue.Queue())) == ["123", "456"]
