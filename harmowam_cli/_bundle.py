@@ -48,3 +48,25 @@ def pick_bundle(bundle: Path | None, bundles: Path, task: str | None = None, arm
 
 def policy_options(execute_steps: int | None, denoising_steps: int | None, async_inference: bool) -> dict:
     return {"execute_steps": execute_steps, "denoising_steps": denoising_steps, "async_inference": async_inference}
+
+
+BackendOption = Annotated[
+    str, typer.Option(help="Station: sim (the simulated Franka station) | real (the FR3 station of --station).")
+]
+StationOption = Annotated[
+    Path | None,
+    typer.Option(help="Real station configuration (default: ~/.config/harmowam/station.yaml).", metavar="FILE"),
+]
+DryRunOption = Annotated[
+    bool,
+    typer.Option("--dry-run", help="Real station: connect to nothing, print the commands that would be sent."),
+]
+
+
+def check_backend(backend: str, station: Path | None, dry_run: bool) -> None:
+    from harmowam_core.envs import BACKENDS
+
+    if backend not in BACKENDS:
+        raise HarmoWAMError(f"--backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
+    if backend == "sim" and (station is not None or dry_run):
+        raise HarmoWAMError("--station and --dry-run apply to --backend real only")

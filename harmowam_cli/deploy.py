@@ -12,11 +12,15 @@ from rich.table import Table
 
 from harmowam_cli._bundle import (
     AsyncOption,
+    BackendOption,
     BundleArg,
     BundlesOption,
     DenoiseOption,
+    DryRunOption,
     ExecuteOption,
     MaxStepsOption,
+    StationOption,
+    check_backend,
     pick_bundle,
     policy_options,
 )
@@ -28,7 +32,9 @@ from harmowam_core.errors import HarmoWAMError
 def deploy(
     bundle: BundleArg = None,
     arms: Annotated[str | None, typer.Option(help="single | dual: the kind of station (and of bundle).")] = None,
-    backend: Annotated[str, typer.Option(help="Station: sim (the simulated Franka station).")] = "sim",
+    backend: BackendOption = "sim",
+    station: StationOption = None,
+    dry_run: DryRunOption = False,
     router: Annotated[
         str, typer.Option(help="gate (the paper) | predictive | reactive | average | keyframe-average.")
     ] = "gate",
@@ -44,10 +50,10 @@ def deploy(
     out: Annotated[Path | None, typer.Option(help="Videos and results (default: runs/deploy/<bundle>-<time>).")] = None,
 ) -> None:
     """Run the policy in closed loop; each episode is recorded as an mp4 of the real camera beside the world
-    model's imagined future, with the expert in charge per step. Ctrl-C stops cleanly."""
+    model's imagined future, with the expert in charge per step. Ctrl-C stops cleanly (and stops the arms)."""
     run_deploy(
         bundle, arms, backend, router, task, episodes, ood, seed, max_steps,
-        policy_options(execute_steps, denoising_steps, async_inference), bundles, out,
+        policy_options(execute_steps, denoising_steps, async_inference), bundles, out, station, dry_run,
     )  # fmt: skip
 
 
@@ -65,13 +71,14 @@ def run_deploy(
     options: dict,
     bundles: Path,
     out: Path | None,
+    station: Path | None = None,
+    dry_run: bool = False,
 ) -> None:
     if episodes < 1:
         raise HarmoWAMError(f"--episodes must be at least 1, got {episodes}")
     if ood not in OOD_KINDS:
         raise HarmoWAMError(f"--ood must be one of {', '.join(OOD_KINDS)}, got '{ood}'")
-    if backend != "sim":
-        raise HarmoWAMError(f"unknown --backend '{backend}' (available: sim)")
+    check_backend(backend, station, dry_run)
     bundle = pick_bundle(bundle, bundles, task, arms)
     from harmowam_core.envs import make_env
     from harmowam_core.policy.bundle import bundle_recipe
@@ -88,7 +95,10 @@ def run_deploy(
         f"{episodes} episode(s), {ood} scenes, up to {steps} steps; videos in [bold]{out}[/]"
     )
     results = []
-    with HarmoWAMPolicy.from_bundle(bundle, router=router, **options) as policy, make_env(recipe, backend) as env:
+    with (
+        HarmoWAMPolicy.from_bundle(bundle, router=router, **options) as policy,
+        make_env(recipe, backend, station=station, dry_run=dry_run) as env,
+    ):
         actor = PolicyActor(policy)
         with progress_bar() as bar:
             for i in range(episodes):

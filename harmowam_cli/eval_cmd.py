@@ -11,11 +11,15 @@ from rich.table import Table
 
 from harmowam_cli._bundle import (
     AsyncOption,
+    BackendOption,
     BundleArg,
     BundlesOption,
     DenoiseOption,
+    DryRunOption,
     ExecuteOption,
     MaxStepsOption,
+    StationOption,
+    check_backend,
     pick_bundle,
     policy_options,
 )
@@ -49,12 +53,17 @@ def evaluate(
     videos: Annotated[bool, typer.Option("--videos/--no-videos", help="Record every episode as an mp4.")] = True,
     bundles: BundlesOption = Path("bundles"),
     out: Annotated[Path | None, typer.Option(help="Results directory (default: runs/eval/<bundle>-<time>).")] = None,
+    backend: BackendOption = "sim",
+    station: StationOption = None,
+    dry_run: DryRunOption = False,
 ) -> None:
-    """Evaluate a bundle in the simulator: stage-wise success per protocol and router (the paper's Tables 2-3,
-    5-8), printed and saved as results.json, results.csv and success.png, with a video of every episode."""
+    """Evaluate a bundle: stage-wise success per protocol and router (the paper's Tables 2-3, 5-8), printed and
+    saved as results.json, results.csv and success.png, with a video of every episode. In the simulator the
+    stages are checked; on the real station the operator scores them after each episode."""
     run_eval(
         bundle, ood, episodes, router or ["gate"], scripted, seed, max_steps,
-        policy_options(execute_steps, denoising_steps, async_inference), videos, bundles, out,
+        policy_options(execute_steps, denoising_steps, async_inference), videos, bundles, out, backend, station,
+        dry_run,
     )  # fmt: skip
 
 
@@ -71,6 +80,9 @@ def run_eval(
     videos: bool,
     bundles: Path,
     out: Path | None,
+    backend: str = "sim",
+    station: Path | None = None,
+    dry_run: bool = False,
 ):
     from harmowam_core.errors import HarmoWAMError
     from harmowam_core.evaluation import evaluate as run
@@ -80,6 +92,7 @@ def run_eval(
 
     quiet_libraries()
     protocols = parse_protocols(ood)
+    check_backend(backend, station, dry_run)
     for r in routers:
         if r not in ROUTERS:
             raise HarmoWAMError(f"unknown --router '{r}'; choose from {', '.join(ROUTERS)}")
@@ -107,7 +120,8 @@ def run_eval(
 
         report = run(
             bundle, protocols, routers, episodes, seed, out, scripted=scripted, max_steps=max_steps, videos=videos,
-            policy_options=options, on_episode=on_episode, on_step=on_step,
+            policy_options=options, on_episode=on_episode, on_step=on_step, backend=backend, station=station,
+            dry_run=dry_run,
         )  # fmt: skip
     paths = write_outputs(report, out)
     print_table(report)

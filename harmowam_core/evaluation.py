@@ -111,8 +111,12 @@ def evaluate(
     policy_options: dict | None = None,
     on_episode: Callable[[EpisodeResult, int, int], None] | None = None,
     on_step: Callable[[int, str], None] | None = None,
+    backend: str = "sim",
+    station: Path | None = None,
+    dry_run: bool = False,
 ) -> EvalReport:
-    """Run `episodes` episodes per protocol for every router (and the scripted expert) on the bundle's task."""
+    """Run `episodes` episodes per protocol for every router (and the scripted expert) on the bundle's task;
+    on the real station (`backend="real"`) the operator scores every episode's stages."""
     from harmowam_core.envs import make_env
     from harmowam_core.models.experts import Experts
     from harmowam_core.models.world_model import WorldModel
@@ -127,6 +131,8 @@ def evaluate(
     for protocol in protocols:
         if protocol not in OOD_KINDS:
             raise HarmoWAMError(f"unknown OOD protocol '{protocol}' (choose from {', '.join(OOD_KINDS)})")
+    if scripted and backend != "sim":
+        raise HarmoWAMError("the scripted expert exists only in the simulator: drop --scripted on the real station")
     meta = read_bundle(bundle)
     recipe = bundle_recipe(bundle)
     steps = max_steps or recipe.max_episode_steps
@@ -142,7 +148,7 @@ def evaluate(
     camera = policies[0].camera
     total, start = len(protocols) * episodes * len(actors), time.perf_counter()
     try:
-        with make_env(recipe) as env:
+        with make_env(recipe, backend, station=station, dry_run=dry_run) as env:
             for protocol in protocols:
                 for i in range(episodes):
                     for actor in actors:

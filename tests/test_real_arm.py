@@ -63,6 +63,7 @@ class FakeFranky(types.SimpleNamespace):
             def __init__(self, host):
                 if host in refuse:
                     raise RuntimeError(f"libfranka: Connection to {host} refused\nmore detail")
+                self.host = host
                 calls.append(("connect", host))
 
             @property
@@ -74,22 +75,29 @@ class FakeFranky(types.SimpleNamespace):
                 calls.append(("collision", thresholds))
 
             def move(self, motion, asynchronous=False):
-                calls.append(("move", motion, asynchronous))
+                calls.append(("move", motion, asynchronous, self.host))
 
             def recover_from_errors(self):
                 calls.append(("recover",))
+
+            def stop(self):
+                calls.append(("stop", self.host))
 
         class Gripper:
             width = 0.08
 
             def __init__(self, host):
-                pass
+                if host in refuse:
+                    raise RuntimeError(f"libfranka: Connection to {host} refused")
 
             def grasp_async(self, width, speed, force, epsilon_outer=None):
                 calls.append(("grasp", width, speed, force))
 
             def move_async(self, width, speed):
                 calls.append(("open", width, speed))
+
+            def move(self, width, speed):
+                calls.append(("open-wait", width, speed))
 
         super().__init__(
             Affine=Affine, CartesianMotion=CartesianMotion, CartesianStopMotion=CartesianStopMotion, Robot=Robot,
@@ -180,16 +188,23 @@ def test_the_watchdog_stops_the_arm_when_commands_stop_coming():
     now = [0.0]
     stopped = threading.Event()
     with Watchdog(0.05, stopped.set, clock=lambda: now[0]) as dog:
+        now[0] = 1.0
         time.sleep(0.05)
-        assert not stopped.is_set()  # the clock has not moved: nothing is late
-        now[0] = 0.04
+        assert not stopped.is_set()  # not armed before the first command (homing, setting the scene)
         dog.feed()
-        now[0] = 0.08  # 0.04 s since the last command: still in time
+        now[0] = 1.04  # 0.04 s since the last command: in time
         time.sleep(0.05)
         assert not stopped.is_set()
-        now[0] = 0.2
+        now[0] = 1.2
         assert stopped.wait(5.0)
         assert dog.expired
+        dog.feed()
+        assert not dog.expired
+        dog.disarm()
+        stopped.clear()
+        now[0] = 5.0
+        time.sleep(0.05)
+        assert not stopped.is_set()  # disarmed: no stop while the operator scores
 
 
 def test_a_refused_connection_is_one_clear_error_naming_the_host():
@@ -233,3 +248,9 @@ def test_station_configuration_loads_and_rejects_mistakes(tmp_path):
     bad["cameras"][0]["role"] = "side"
     with pytest.raises(StationConfigError, match="role"):
         station_config_from_data(bad)
+
+
+def test_a_refused_connection_with_the_real_franky_names_the_host():
+    pytest.importorskip("franky")  # the `real` extra; nothing listens on 127.0.0.1's FCI port here
+    with pytest.raises(HarmoWAMError, match="cannot connect to the right arm at 127.0.0.1: libfranka"):
+        FrankyArm(arm_config())

@@ -1,16 +1,26 @@
-"""Stations behind one protocol: the simulator (default) and, later, the real Franka station."""
+"""Stations behind one protocol: the simulator (default) and the real Franka station."""
 
 from harmowam_core.envs.base import OOD_KINDS, Env, Observation
 
-__all__ = ["OOD_KINDS", "Env", "Observation", "make_env"]
+__all__ = ["BACKENDS", "OOD_KINDS", "Env", "Observation", "make_env"]
 
 
-def make_env(recipe, backend: str = "sim", render: bool = True) -> Env:
-    """The station for a recipe. `backend` is "sim" (robosuite); `render=False` skips cameras."""
+BACKENDS = ("sim", "real")
+
+
+def make_env(recipe, backend: str = "sim", render: bool = True, station=None, dry_run: bool = False) -> Env:
+    """The station for a recipe. `backend` "sim" (robosuite; `render=False` skips cameras) or "real" (the
+    Franka station of the configuration file `station`, default location when None; `dry_run` connects to
+    nothing and prints the commands instead)."""
     from harmowam_core.errors import HarmoWAMError
 
-    if backend != "sim":
-        raise HarmoWAMError(f"unknown station backend '{backend}' (available: sim)")
-    from harmowam_core.envs.sim.station import SimStation
+    if backend == "sim":
+        from harmowam_core.envs.sim.station import SimStation
 
-    return SimStation(recipe, render=render)
+        return SimStation(recipe, render=render)
+    if backend == "real":
+        from harmowam_core.envs.real.config import load_station_config
+        from harmowam_core.envs.real.station import RealStation
+
+        return RealStation(recipe, load_station_config(station), dry_run=dry_run)
+    raise HarmoWAMError(f"unknown station backend '{backend}' (available: {', '.join(BACKENDS)})")

@@ -7,10 +7,12 @@
     result.expert_steps    # {"predictive": 131, "reactive": 204}: which expert's actions were executed
 
 An episode ends when every stage has succeeded (stage success is latched by the station) or after
-`max_steps`. The video shows, per executed step, the real world-model camera beside the world model's
-imagined frame for that step, over a banner with the step, the expert in charge (colour-coded) and
-p(interaction). A KeyboardInterrupt (Ctrl-C) ends the episode early: the video is closed properly and the
-result comes back marked `interrupted`, for the caller to stop its loop.
+`max_steps`, or when the operator ends it (a real station's `operator_ended`); a real station's
+`end_episode` then stops the arms and has the operator score the stages. The video shows, per executed
+step, the real world-model camera beside the world model's imagined frame for that step, over a banner with
+the step, the expert in charge (colour-coded) and p(interaction). A KeyboardInterrupt (Ctrl-C) ends the
+episode early and stops a real station's arms: the video is closed properly and the result comes back
+marked `interrupted`, for the caller to stop its loop. Any other exception stops the arms and goes on.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ COLOURS = {
     "average": (142, 68, 173),
     "scripted": (90, 90, 90),
 }
+
+
+def _stop(env) -> None:
+    if hasattr(env, "stop"):  # a real station: halt the arms now
+        env.stop()
 
 
 class PolicyActor:
@@ -161,13 +168,20 @@ def run_episode(
                 writer.add(obs, actor.imagined(), step + 1, used, p, stages)
             if on_step is not None:
                 on_step(step + 1, used)
-            if all(stages):
+            if all(stages) or getattr(env, "operator_ended", False):
                 break
     except KeyboardInterrupt:
         result.interrupted = True
+    except BaseException:
+        _stop(env)
+        raise
     finally:
         if writer is not None:
             writer.close()
-        result.stages = [bool(s) for s in env.stage_success()]
-        result.seconds = time.perf_counter() - start
+    if result.interrupted:
+        _stop(env)
+    elif hasattr(env, "end_episode"):  # the real station: stop, and the operator scores the stages
+        env.end_episode()
+    result.stages = [bool(s) for s in env.stage_success()]
+    result.seconds = time.perf_counter() - start
     return result

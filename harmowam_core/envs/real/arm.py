@@ -105,9 +105,18 @@ class FrankyArm(_ArmBase):
     def stop(self) -> None:
         """Stop the arm where it is (never raises: it runs from the watchdog, Ctrl-C and error paths)."""
         try:
-            self.robot.move(self.franky.CartesianStopMotion(), asynchronous=True)
+            self.robot.stop()  # preempts the running motion
         except Exception:  # noqa: BLE001 - a robot already in reflex is stopped anyway
             pass
+
+    def home(self) -> None:
+        """Move to the configured home pose and wait (the arm's relative dynamics factor applies)."""
+        rotation = euler_to_mat(np.asarray(self.config.home_euler))
+        target = self.franky.Affine(list(self.config.home_position), _xyzw(rotation))
+        self.robot.move(self.franky.CartesianMotion(target))
+        g = self.config.gripper
+        self.gripper.move(g.open_width, g.speed)
+        self.hysteresis.closed = False
 
     def recover(self, confirm: Callable[[str], bool]) -> bool:
         """Clear a reflex/error state, only once the operator confirms it is safe."""
@@ -145,3 +154,12 @@ class DryRunArm(_ArmBase):
 
     def stop(self) -> None:
         self.echo(f"[dry run] {self.config.name} stop")
+
+    def home(self) -> None:
+        self.position = np.asarray(self.config.home_position, dtype=np.float64)
+        self.rotation = self.home_rotation.copy()
+        self.hysteresis.closed = False
+        self.echo(f"[dry run] {self.config.name} home {self.config.home_position}")
+
+    def recover(self, confirm) -> bool:
+        return True

@@ -85,26 +85,31 @@ class GripperHysteresis:
 
 class Watchdog:
     """Calls `stop` once when `feed()` has not come within `deadline` seconds (checked every deadline / 5).
-    Use as a context manager; `expired` tells whether it fired."""
+    `feed()` arms it (each control step), `disarm()` pauses it (homing, scoring: moments without commands).
+    Use as a context manager; `expired` tells whether it fired since the last feed."""
 
     def __init__(self, deadline: float, stop: Callable[[], None], clock: Callable[[], float] = time.monotonic):
         self.deadline, self.stop_fn, self.clock = deadline, stop, clock
         self.last = clock()
+        self.armed = False
         self.expired = False
         self._halt = threading.Event()
         self._thread = threading.Thread(target=self._run, name="harmowam-watchdog", daemon=True)
 
     def feed(self) -> None:
         self.last = self.clock()
+        self.armed, self.expired = True, False
+
+    def disarm(self) -> None:
+        self.armed = False
 
     def _run(self) -> None:
         while not self._halt.wait(self.deadline / 5):
-            if not self.expired and self.clock() - self.last > self.deadline:
+            if self.armed and not self.expired and self.clock() - self.last > self.deadline:
                 self.expired = True
                 self.stop_fn()
 
     def __enter__(self) -> Watchdog:
-        self.last = self.clock()
         self._thread.start()
         return self
 

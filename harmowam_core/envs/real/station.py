@@ -1,0 +1,188 @@
+"""The real Franka station behind the `Env` protocol: arms, cameras, the control rate, safety and an operator.
+
+    with RealStation(recipe, load_station_config()) as station:
+        obs = station.reset()                 # the operator sets the scene; arms go home once confirmed
+        obs = station.step(action)            # paced at the station's control rate, guarded by the watchdog
+        station.end_episode()                 # stops the arms and asks the operator, stage by stage
+        station.stage_success()
+
+Actions and states are per arm [x, y, z, roll, pitch, yaw, gripper] as in the simulator, in each arm's base
+frame; dual-arm actions are [left, right] in the order of the station file's arms. Every command goes
+through the safety layer (`safety`): a non-finite action stops every arm and raises; a watchdog stops the
+arms when `step` is not called within `watchdog_s`; Ctrl-C and any exception in `step` stop them too.
+The operator presses Enter during an episode to end it (`operator_ended`). `dry_run=True` connects to
+nothing: the arms print what they would send and the cameras give black frames.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from harmowam_core.envs.base import OOD_KINDS, Observation
+from harmowam_core.envs.real.arm import DryRunArm, FrankyArm
+from harmowam_core.envs.real.cameras import RealSenseCamera
+from harmowam_core.envs.real.config import StationConfig
+from harmowam_core.envs.real.safety import UnsafeCommand, Watchdog
+from harmowam_core.errors import HarmoWAMError
+
+
+def ask_yes_no(question: str) -> bool:
+    while True:
+        answer = input(f"{question} [y/n] ").strip().lower()
+        if answer in ("y", "yes", "n", "no"):
+            return answer.startswith("y")
+
+
+class RealStation:
+    def __init__(
+        self,
+        recipe,
+        station: StationConfig,
+        *,
+        dry_run: bool = False,
+        confirm: Callable[[str], bool] = ask_yes_no,
+        echo: Callable[[str], None] = print,
+        franky=None,
+        rs=None,
+        watch_enter: bool = True,
+    ):
+        self.recipe, self.station, self.dry_run, self.confirm, self.echo = recipe, station, dry_run, confirm, echo
+        self.instruction = recipe.instruction
+        self.num_arms = recipe.num_arms
+        self.stage_names = [s.name for s in recipe.stages]
+        if len(station.arms) != self.num_arms:
+            raise HarmoWAMError(
+                f"{recipe.name} is a {recipe.arms}-arm task but {station.source} configures {len(station.arms)} arm(s)"
+            )
+        roles = {c.role for c in station.cameras}
+        missing = [c.role for c in recipe.cameras if c.role not in roles]
+        if missing and not dry_run:
+            raise HarmoWAMError(f"{station.source} has no camera for the role(s) {', '.join(missing)}")
+        self.period = 1.0 / station.control_hz
+        self.arms = []
+        self.cameras: dict[str, RealSenseCamera] = {}
+        try:
+            for arm in station.arms:
+                self.arms.append(DryRunArm(arm, echo) if dry_run else FrankyArm(arm, franky))
+            if not dry_run:
+                for cam in station.cameras:
+                    if cam.role in {c.role for c in recipe.cameras}:
+                        self.cameras[cam.role] = RealSenseCamera(cam, rs).start()
+        except BaseException:
+            self.close()
+            raise
+        self.watchdog = Watchdog(station.watchdog_s, self.stop)
+        self.watchdog.__enter__()
+        self._scores: list[bool] = [False] * len(self.stage_names)
+        self.operator_ended = False
+        self._next_tick = 0.0
+        self._enter = threading.Event()
+        if watch_enter and sys.stdin is not None and sys.stdin.isatty():
+            threading.Thread(target=self._watch_enter, name="harmowam-operator", daemon=True).start()
+
+    # ------------------------------------------------------------------ protocol
+    def reset(self, seed: int | None = None, ood: str = "none") -> Observation:
+        if ood not in OOD_KINDS:
+            raise HarmoWAMError(f"unknown OOD protocol '{ood}' (choose from {', '.join(OOD_KINDS)})")
+        scene = "" if ood == "none" else f" ({ood} OOD: set the scene up accordingly)"
+        self.watchdog.disarm()  # homing is one long motion without steps
+        if not self.confirm(f"set the scene for '{self.recipe.name}'{scene}; send the arms home?"):
+            raise HarmoWAMError("the operator did not confirm the reset")
+        for arm in self.arms:
+            try:
+                arm.home()
+            except Exception as err:  # noqa: BLE001 - a reflex or error state: recovery needs the operator
+                self.echo(f"{arm.config.name} arm: {err}")
+                if not arm.recover(self.confirm):
+                    raise HarmoWAMError(
+                        f"the {arm.config.name} arm is in an error state and was not recovered"
+                    ) from None
+                arm.home()
+        self._scores = [False] * len(self.stage_names)
+        self.operator_ended = False
+        self._enter.clear()
+        self._next_tick = time.monotonic() + self.period
+        return self._observation()  # the watchdog arms with the first step
+
+    def step(self, action: np.ndarray) -> Observation:
+        self.watchdog.feed()
+        action = np.asarray(action, dtype=np.float64).reshape(-1)
+        try:
+            if action.shape != (7 * self.num_arms,):
+                raise UnsafeCommand(f"expected an action of shape ({7 * self.num_arms},), got {action.shape}")
+            if not np.all(np.isfinite(action)):
+                raise UnsafeCommand(f"non-finite action rejected: {action.tolist()}")
+            for k, arm in enumerate(self.arms):
+                arm.command(action[7 * k : 7 * k + 7])
+        except BaseException:
+            self.stop()
+            raise
+        delay = self._next_tick - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        self._next_tick = max(self._next_tick, time.monotonic()) + self.period
+        self.operator_ended = self._enter.is_set()
+        return self._observation()
+
+    def stage_success(self) -> list[bool]:
+        return list(self._scores)
+
+    def end_episode(self) -> list[bool]:
+        """Stop the arms and ask the operator, stage by stage (stages are sequential: the first 'no' ends it)."""
+        self.watchdog.disarm()
+        self.stop()
+        scores = []
+        for name, spec in zip(self.stage_names, self.recipe.stages, strict=True):
+            ok = bool(scores[-1]) if scores else True
+            ok = ok and self.confirm(f"stage '{name}' reached? ({spec.success})")
+            scores.append(ok)
+        self._scores = scores
+        return scores
+
+    def stop(self) -> None:
+        for arm in self.arms:
+            arm.stop()
+
+    def close(self) -> None:
+        self.stop()
+        if getattr(self, "watchdog", None) is not None:
+            self.watchdog.__exit__(None, None, None)
+            self.watchdog = None
+        for cam in self.cameras.values():
+            cam.stop()
+        self.cameras = {}
+
+    def __enter__(self) -> RealStation:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+    def _watch_enter(self) -> None:
+        for _ in sys.stdin:
+            self._enter.set()
+
+    def _observation(self) -> Observation:
+        images = {}
+        for cam in self.recipe.cameras:
+            if self.dry_run:
+                images[cam.role] = np.zeros((cam.height, cam.width, 3), dtype=np.uint8)
+            else:
+                frame = self.cameras[cam.role].latest(max_age=max(2 * self.period, 0.1))
+                images[cam.role] = _resize(frame, cam.height, cam.width)
+        state = np.concatenate([arm.state() for arm in self.arms]).astype(np.float32)
+        return Observation(images, state, self.instruction, info={"dry_run": self.dry_run})
+
+
+def _resize(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    if frame.shape[:2] == (height, width):
+        return frame
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR))

@@ -1,0 +1,178 @@
+"""The real station behind the Env protocol, with fake `franky` and `pyrealsense2` (nothing reaches a robot):
+single and dual arm commands, NaN stops every arm, the watchdog, operator scoring, the dry run, and
+`harmowam deploy --backend real --dry-run` end to end."""
+
+from __future__ import annotations
+
+import queue
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+from test_real_arm import STATION, FakeFranky
+from test_real_cameras import fake_realsense
+from typer.testing import CliRunner
+
+from harmowam_cli.main import app
+from harmowam_core.envs.real.config import station_config_from_data
+from harmowam_core.envs.real.safety import UnsafeCommand
+from harmowam_core.envs.real.station import RealStation
+from harmowam_core.policy.rollout import run_episode
+from harmowam_core.recipes import load_recipe
+
+
+def dual_station(watchdog_s=0.25):
+    data = yaml.safe_load(yaml.safe_dump(STATION))
+    left = yaml.safe_load(yaml.safe_dump(STATION["arms"][0]))
+    left.update(name="left", host="127.0.0.2")
+    data["arms"] = [left, data["arms"][0]]
+    data["cameras"] = [{"serial": s, "role": r, "width": 8, "height": 6} for s, r in
+                       (("1", "global"), ("2", "wrist_left"), ("3", "wrist_right"))]  # fmt: skip
+    data["watchdog_s"] = watchdog_s
+    return station_config_from_data(data)
+
+
+def single_station(watchdog_s=0.25):
+    data = yaml.safe_load(yaml.safe_dump(STATION))
+    data["cameras"] = [{"serial": s, "role": r, "width": 8, "height": 6} for s, r in
+                       (("1", "front"), ("2", "top"), ("3", "wrist"))]  # fmt: skip
+    data["watchdog_s"] = watchdog_s
+    return station_config_from_data(data)
+
+
+class Cameras:
+    """A fake pyrealsense2 whose pipelines always have a fresh frame."""
+
+    def __init__(self):
+        self.frames = queue.Queue()
+        self.rs = fake_realsense(self.frames)
+        pipeline = self.rs.pipeline
+
+        class Fresh(pipeline):
+            def wait_for_frames(self, timeout_ms):
+                time.sleep(0.002)
+                self_frames.put(np.full((6, 8, 3), 9, np.uint8))
+                return super().wait_for_frames(timeout_ms)
+
+        self_frames = self.frames
+        self.rs.pipeline = Fresh
+
+
+def open_station(recipe_name, config, answers=(), **kw):
+    answers = list(answers)
+    franky = FakeFranky()
+    station = RealStation(
+        load_recipe(recipe_name), config, franky=franky, rs=Cameras().rs, confirm=lambda q: answers.pop(0),
+        echo=lambda line: None, watch_enter=False, **kw,
+    )  # fmt: skip
+    return station, franky
+
+
+def test_dual_arm_actions_reach_each_arm_and_nan_stops_both():
+    station, franky = open_station("flowers", dual_station(), answers=[True])
+    with station:
+        obs = station.reset()
+        assert obs.state.shape == (14,) and set(obs.images) == {"global", "wrist_left", "wrist_right"}
+        assert obs.images["global"].shape == (96, 96, 3)  # resized to the recipe's camera size
+        action = np.zeros(14)
+        action[0], action[7] = 0.01, -0.01  # left arm +x, right arm -x
+        station.step(action)
+        moves = [(c[3], c[1].target.translation) for c in franky.calls if c[0] == "move" and c[2]]
+        assert [(host, round(float(t[0]), 4)) for host, t in moves] == [("127.0.0.2", 0.46), ("127.0.0.1", 0.44)]
+        before = len(franky.moves())
+        bad = np.zeros(14)
+        bad[9] = np.nan
+        with pytest.raises(UnsafeCommand):
+            station.step(bad)
+        assert len(franky.moves()) == before  # nothing of the bad action reached either arm
+        assert {c[1] for c in franky.calls if c[0] == "stop"} == {"127.0.0.1", "127.0.0.2"}
+
+
+def test_the_watchdog_stops_the_arms_when_steps_stop_coming():
+    station, franky = open_station("stack_cans", single_station(watchdog_s=0.05), answers=[True])
+    with station:
+        station.reset()
+        time.sleep(0.2)
+        assert not any(c[0] == "stop" for c in franky.calls)  # not armed while no episode step has run
+        station.step(np.zeros(7))
+        deadline = time.monotonic() + 5
+        while not any(c[0] == "stop" for c in franky.calls) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert any(c[0] == "stop" for c in franky.calls)
+
+
+def test_the_operator_scores_stages_in_order():
+    station, _ = open_station("stack_cans", single_station(), answers=[True, True, False, True, False])
+    with station:
+        station.reset()
+        assert station.end_episode() == [True, False]
+        station.reset()
+        assert station.end_episode() == [False, False]  # a missed first stage ends the questions
+
+
+class EndAfter:
+    name = "gate"
+
+    def __init__(self, env, steps):
+        self.env, self.steps = env, steps
+
+    def reset(self, env):
+        self.count = 0
+
+    def act(self, obs):
+        self.count += 1
+        if self.count == self.steps:
+            self.env._enter.set()  # the operator presses Enter
+        return np.zeros(7)
+
+    def status(self):
+        return "reactive", 0.2
+
+    def imagined(self):
+        return None
+
+
+def test_an_episode_ends_when_the_operator_says_and_is_scored(tmp_path):
+    station, _ = open_station("stack_cans", single_station(), answers=[True, True, True])
+    with station:
+        result = run_episode(station, EndAfter(station, 3), seed=0, max_steps=50, video=tmp_path / "e.mp4")
+    assert result.steps == 3 and result.stages == [True, True]
+
+
+def test_the_dry_run_connects_to_nothing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "franky", None)
+    monkeypatch.setitem(sys.modules, "pyrealsense2", None)
+    lines = []
+    station = RealStation(
+        load_recipe("stack_cans"), single_station(), dry_run=True, confirm=lambda q: True, echo=lines.append,
+        watch_enter=False,
+    )  # fmt: skip
+    with station:
+        obs = station.reset()
+        obs = station.step(np.r_[0.01, 0, 0, 0, 0, 0, 1.0])
+    assert obs.info["dry_run"] and obs.images["front"].shape == (96, 96, 3) and not obs.images["front"].any()
+    assert any(line.startswith("[dry run] right -> position [0.46") for line in lines)
+
+
+def test_deploy_on_the_real_station_dry_run_end_to_end(tmp_path, monkeypatch):
+    from harmowam_core.policy.bundle import export_bundle, untrained_run
+
+    monkeypatch.setitem(sys.modules, "franky", None)
+    monkeypatch.setitem(sys.modules, "pyrealsense2", None)
+    run = untrained_run(tmp_path / "runs" / "stack_cans", load_recipe("stack_cans"), resolution=32)
+    export_bundle(run, tmp_path / "bundles", name="b")
+    station = tmp_path / "station.yaml"
+    station.write_text(yaml.safe_dump(STATION))
+    args = ["deploy", "--bundles", str(tmp_path / "bundles"), "--backend", "real", "--dry-run", "--station",
+            str(station), "--max-steps", "2", "--out", str(tmp_path / "out")]  # fmt: skip
+    out = CliRunner().invoke(app, args, input="y\ny\nn\n")  # home? stage 1 yes, stage 2 no
+    assert out.exit_code == 0, out.output
+    assert "[dry run] right -> position" in out.output
+    episodes = yaml.safe_load((tmp_path / "out" / "episodes.json").read_text())
+    assert episodes[0]["stages"] == [True, False] and episodes[0]["steps"] == 2
+    out = CliRunner().invoke(app, ["deploy", "--bundles", str(tmp_path / "bundles"), "--dry-run"])
+    assert out.exit_code == 2 and "--backend real only" in out.output
+    out = CliRunner().invoke(app, args[:-4] + ["--station", str(tmp_path / "none.yaml")])
+    assert out.exit_code == 2 and "no station configuration" in out.output
