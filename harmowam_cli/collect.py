@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from harmowam_cli._bundle import BackendOption, DryRunOption, StationOption, check_backend
 from harmowam_cli._common import SetOption, console, progress_bar, user_errors
 from harmowam_core.envs import OOD_KINDS
 from harmowam_core.errors import HarmoWAMError
@@ -26,11 +27,14 @@ def collect(
     keep_failures: Annotated[
         bool, typer.Option("--keep-failures", help="Also save episodes that miss a stage.")
     ] = False,
+    backend: BackendOption = "sim",
+    station: StationOption = None,
+    dry_run: DryRunOption = False,
     set_: SetOption = None,
 ) -> None:
-    """Record demonstrations on the simulated Franka station, by the scripted expert or teleoperated (stage
-    results per episode)."""
-    run_collect(task, episodes, ood, out, seed, teleop, keep_failures, set_ or [])
+    """Record demonstrations on the simulated Franka station (scripted expert or teleoperated) or on the real
+    one (SpaceMouse or keyboard; the operator scores the stages and keeps or discards each episode)."""
+    run_collect(task, episodes, ood, out, seed, teleop, keep_failures, set_ or [], backend, station, dry_run)
 
 
 @user_errors
@@ -43,17 +47,22 @@ def run_collect(
     teleop: str,
     keep_failures: bool,
     overrides: list[str],
+    backend: str = "sim",
+    station: Path | None = None,
+    dry_run: bool = False,
 ) -> None:
     from harmowam_core.collect import collect as collect_episodes
     from harmowam_core.envs.sim.teleop import device_class
 
     if ood not in OOD_KINDS:
         raise HarmoWAMError(f"--ood must be one of {', '.join(OOD_KINDS)}, got '{ood}'")
-    if teleop != "scripted":
+    check_backend(backend, station, dry_run)
+    if teleop != "scripted" and backend == "sim":
         device_class(teleop)  # an unknown kind, or a device that cannot run here, fails before anything starts
     recipe = load_recipe(task, overrides)
     out = out or Path("data") / recipe.name
     who = "scripted expert" if teleop == "scripted" else f"{teleop} teleoperation"
+    who += "" if backend == "sim" else f", real station{' (dry run)' if dry_run else ''}"
     console.print(f"collecting [bold]{episodes}[/] {recipe.name} episodes ({ood} scenes, {who}) into [bold]{out}[/]")
     with progress_bar() as bar:
         bar_task = bar.add_task("episodes", total=episodes, status="")
@@ -66,7 +75,17 @@ def run_collect(
             )
 
         stats = collect_episodes(
-            recipe, out, episodes, ood=ood, seed=seed, keep_failures=keep_failures, teleop=teleop, on_progress=update
+            recipe,
+            out,
+            episodes,
+            ood=ood,
+            seed=seed,
+            keep_failures=keep_failures,
+            teleop=teleop,
+            on_progress=update,
+            backend=backend,
+            station=station,
+            dry_run=dry_run,
         )
     table = Table(title=f"{recipe.name}: {stats.attempted} episodes attempted")
     table.add_column("stage")

@@ -10,6 +10,7 @@ import typer
 from harmowam_cli import collect as collect_cmd
 from harmowam_cli import demo as demo_cmd
 from harmowam_cli import deploy as deploy_cmd
+from harmowam_cli import doctor as doctor_cmd
 from harmowam_cli import eval_cmd
 from harmowam_cli import export as export_cmd
 from harmowam_cli import info as info_cmd
@@ -38,6 +39,7 @@ app.command("export")(export_cmd.export)
 app.command("deploy")(deploy_cmd.deploy)
 app.command("eval")(eval_cmd.evaluate)
 app.command("demo")(demo_cmd.demo)
+app.command("doctor")(doctor_cmd.doctor)
 
 
 def _version(value: bool) -> None:

@@ -176,3 +176,16 @@ def test_deploy_on_the_real_station_dry_run_end_to_end(tmp_path, monkeypatch):
     assert out.exit_code == 2 and "--backend real only" in out.output
     out = CliRunner().invoke(app, args[:-4] + ["--station", str(tmp_path / "none.yaml")])
     assert out.exit_code == 2 and "no station configuration" in out.output
+
+
+def test_doctor_reports_one_line_per_check_and_fails_when_the_arm_does_not_answer(tmp_path):
+    station = tmp_path / "station.yaml"
+    station.write_text(yaml.safe_dump(STATION))  # the arm's FCI host is 127.0.0.1: nothing listens there
+    out = CliRunner().invoke(app, ["doctor", "--station", str(station)])
+    assert out.exit_code == 1, out.output
+    lines = out.output.strip().splitlines()
+    assert any(line.startswith("FAIL arm right: 127.0.0.1:1337 does not answer") for line in lines)
+    assert any("real-time kernel" in line for line in lines) and any("libusb" in line for line in lines)
+    assert lines[-1].endswith("checks passed")
+    out = CliRunner().invoke(app, ["doctor", "--station", str(tmp_path / "none.yaml")])
+    assert out.exit_code == 2 and "no station configuration" in out.output

@@ -45,13 +45,14 @@ class RealStation:
         station: StationConfig,
         *,
         dry_run: bool = False,
-        confirm: Callable[[str], bool] = ask_yes_no,
+        confirm: Callable[[str], bool] | None = None,
         echo: Callable[[str], None] = print,
         franky=None,
         rs=None,
         watch_enter: bool = True,
     ):
-        self.recipe, self.station, self.dry_run, self.confirm, self.echo = recipe, station, dry_run, confirm, echo
+        self.recipe, self.station, self.dry_run, self.echo = recipe, station, dry_run, echo
+        self.confirm = confirm or (lambda question: ask_yes_no(question))  # the operator, on the terminal
         self.instruction = recipe.instruction
         self.num_arms = recipe.num_arms
         self.stage_names = [s.name for s in recipe.stages]
