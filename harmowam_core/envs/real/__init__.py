@@ -1,5 +1,7 @@
-"""The real Franka station (paper appendix A): franky-control arms, RealSense cameras, safety first.
+"""The real Franka station (paper appendix A): franky-control arms, RealSense cameras, SpaceMouse or keyboard
+teleoperation, and a safety layer every command passes through.
 
-Built so far (library only; the `--backend real` commands come with the rest of the station): the station
-configuration, the safety layer every command passes through, and the franky arm driver.
+- `config`: the station file (arms, limits, cameras); `safety`: limits, box, NaN/inf, watchdog, hysteresis;
+- `arm`: `FrankyArm` and `DryRunArm`; `cameras`: `RealSenseCamera`; `station`: `RealStation` (the Env);
+- `teleop`: SpaceMouse / terminal keyboard pilots; `doctor`: the checks of `harmowam doctor`.
 """
