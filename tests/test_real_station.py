@@ -189,3 +189,20 @@ def test_doctor_reports_one_line_per_check_and_fails_when_the_arm_does_not_answe
     assert lines[-1].endswith("checks passed")
     out = CliRunner().invoke(app, ["doctor", "--station", str(tmp_path / "none.yaml")])
     assert out.exit_code == 2 and "no station configuration" in out.output
+
+
+def test_deploy_to_an_unreachable_arm_is_one_line_naming_the_host(tmp_path):
+    pytest.importorskip("franky")  # the real franky-control; 127.0.0.1 refuses the FCI connection
+    from harmowam_core.policy.bundle import export_bundle, untrained_run
+
+    run = untrained_run(tmp_path / "runs" / "stack_cans", load_recipe("stack_cans"), resolution=32)
+    export_bundle(run, tmp_path / "bundles", name="b")
+    data = yaml.safe_load(yaml.safe_dump(STATION))
+    data["cameras"] = [{"serial": s, "role": r} for s, r in (("1", "front"), ("2", "top"), ("3", "wrist"))]
+    station = tmp_path / "station.yaml"
+    station.write_text(yaml.safe_dump(data))
+    args = ["deploy", "--bundles", str(tmp_path / "bundles"), "--backend", "real", "--station", str(station)]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 2, out.output
+    error = out.output.strip().splitlines()[-1]
+    assert error.startswith("error: cannot connect to the right arm at 127.0.0.1: libfranka")
