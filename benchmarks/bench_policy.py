@@ -84,9 +84,14 @@ def report(name: str, wall: dict[str, float], steps: int) -> None:
     print(f"  station alone         {steps / wall['station']:7.1f} steps/s")
     print(f"  sync                  {steps / wall['sync']:7.1f} actions/s")
     print(f"  async                 {steps / wall['async']:7.1f} actions/s  ({wall['sync'] / wall['async']:.2f}x sync)")
-    if wall["station"] > 0.1 * wall["sync"]:  # with an instant station there is nothing to hide latency behind
-        hidden = 1.0 - (wall["async"] - wall["station"]) / max(wall["sync"] - wall["station"], 1e-9)
-        print(f"  model latency hidden  {100 * hidden:7.1f} %")
+    overhead = wall["sync"] - wall["station"]
+    if wall["station"] < 0.1 * wall["sync"]:  # an instant station: nothing to hide the model's latency behind
+        return
+    if overhead < 0.05 * wall["station"]:
+        print("  model latency hidden     n/a (the model's share is within the station's own variation)")
+        return
+    hidden = 1.0 - (wall["async"] - wall["station"]) / overhead
+    print(f"  model latency hidden  {100 * hidden:7.1f} %")
 
 
 def main() -> None:

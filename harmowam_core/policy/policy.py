@@ -177,7 +177,9 @@ class HarmoWAMPolicy:
         else:
             if not self.queue:
                 if self._pending is None:  # the first step of an episode: nothing was planned ahead
-                    self._start_chunk(self.plan(obs.images, obs.state, obs.instruction), offset=0)
+                    # planned on the worker too: torch in two threads would keep two thread pools spinning
+                    first = self._pool.submit(self.plan, obs.images, obs.state, obs.instruction)
+                    self._start_chunk(first.result(), offset=0)
                 else:
                     plan, self._pending = self._pending.result(), None
                     self._start_chunk(plan, offset=self.lead)
