@@ -1,4 +1,5 @@
-"""What `deploy` and `eval` share: which bundle to run and the policy's run-time options."""
+"""What `deploy` and `eval` share (which bundle to run, the policy's run-time options) and, with `collect`,
+the station options (`--backend`, `--station`, `--dry-run`)."""
 
 from __future__ import annotations
 

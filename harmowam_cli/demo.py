@@ -15,6 +15,7 @@ import typer
 from rich.rule import Rule
 from rich.table import Table
 
+from harmowam_cli._bundle import policy_options
 from harmowam_cli._common import console, user_errors
 from harmowam_core.errors import HarmoWAMError
 
@@ -96,7 +97,7 @@ def run_demo(
     phase("eval", f"in-domain and position OOD, {eval_episodes} episodes each, gate router and the scripted expert")
     report, paths = run_eval(
         bundle, "none,position", eval_episodes, ["gate"], True, 1000, max_steps,
-        {"execute_steps": None, "denoising_steps": None, "async_inference": False}, True, out / "bundles",
+        policy_options(None, None, False), True, out / "bundles",
         out / "eval",
     )  # fmt: skip
     done("eval")

@@ -84,20 +84,14 @@ def run_eval(
     station: Path | None = None,
     dry_run: bool = False,
 ):
-    from harmowam_core.errors import HarmoWAMError
+    from harmowam_core.evaluation import check_eval_args, parse_protocols, write_outputs
     from harmowam_core.evaluation import evaluate as run
-    from harmowam_core.evaluation import parse_protocols, write_outputs
     from harmowam_core.policy.bundle import bundle_recipe
-    from harmowam_core.policy.routers import ROUTERS
 
     quiet_libraries()
     protocols = parse_protocols(ood)
     check_backend(backend, station, dry_run)
-    for r in routers:
-        if r not in ROUTERS:
-            raise HarmoWAMError(f"unknown --router '{r}'; choose from {', '.join(ROUTERS)}")
-    if episodes < 1:
-        raise HarmoWAMError(f"--episodes must be at least 1, got {episodes}")
+    check_eval_args(protocols, routers, episodes, scripted, backend)
     bundle = pick_bundle(bundle, bundles)
     out = out or Path("runs") / "eval" / f"{bundle.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     actors = list(dict.fromkeys(routers)) + (["scripted"] if scripted else [])

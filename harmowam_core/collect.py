@@ -92,6 +92,7 @@ def collect(
             recipe=recipe.to_dict(resolved=False),
         ) as writer,
     ):
+        max_attempts = episodes if keep_failures else 3 * episodes
         if real:
             from harmowam_core.envs.real.teleop import open_teleop
 
@@ -99,9 +100,7 @@ def collect(
             stack.callback(device.close)
             if hasattr(device.devices, "ask"):  # keyboard teleop owns the terminal: questions go through it
                 env.confirm = device.devices.ask
-        max_attempts = episodes if keep_failures else 3 * episodes
-        if real:  # the operator keeps or discards each episode; they stop with Ctrl-C
-            max_attempts = 100 * episodes
+            max_attempts = 100 * episodes  # the operator keeps or discards each episode; they stop with Ctrl-C
         while stats.saved < episodes and stats.attempted < max_attempts:
             recorder = writer.episode(task=recipe.instruction)
             try:

@@ -77,6 +77,20 @@ def parse_protocols(ood: str) -> list[str]:
     return list(dict.fromkeys(protocols))
 
 
+def check_eval_args(protocols: list[str], routers: list[str], episodes: int, scripted: bool, backend: str) -> None:
+    """Every mistake in an evaluation's settings, before anything is loaded."""
+    if episodes < 1:
+        raise HarmoWAMError(f"--episodes must be at least 1, got {episodes}")
+    for router in routers:
+        if router not in ROUTERS:
+            raise HarmoWAMError(f"unknown router '{router}'; choose from {', '.join(ROUTERS)}")
+    for protocol in protocols:
+        if protocol not in OOD_KINDS:
+            raise HarmoWAMError(f"unknown OOD protocol '{protocol}' (choose from {', '.join(OOD_KINDS)})")
+    if scripted and backend != "sim":
+        raise HarmoWAMError("the scripted expert exists only in the simulator: drop --scripted on the real station")
+
+
 def stage_table(
     results: list[EpisodeResult], stage_names: list[str], actors: list[str], protocols: list[str]
 ) -> list[StageRow]:
@@ -123,16 +137,7 @@ def evaluate(
     from harmowam_core.policy.bundle import bundle_recipe, read_bundle
     from harmowam_core.policy.policy import HarmoWAMPolicy
 
-    if episodes < 1:
-        raise HarmoWAMError(f"--episodes must be at least 1, got {episodes}")
-    for router in routers:
-        if router not in ROUTERS:
-            raise HarmoWAMError(f"unknown router '{router}'; choose from {', '.join(ROUTERS)}")
-    for protocol in protocols:
-        if protocol not in OOD_KINDS:
-            raise HarmoWAMError(f"unknown OOD protocol '{protocol}' (choose from {', '.join(OOD_KINDS)})")
-    if scripted and backend != "sim":
-        raise HarmoWAMError("the scripted expert exists only in the simulator: drop --scripted on the real station")
+    check_eval_args(protocols, routers, episodes, scripted, backend)
     meta = read_bundle(bundle)
     recipe = bundle_recipe(bundle)
     steps = max_steps or recipe.max_episode_steps

@@ -108,15 +108,19 @@ class Experts(nn.Module):
         return self.predictive.device
 
     # ------------------------------------------------------------------------------------------- training
-    def _inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def _inputs(
+        self, batch: dict, timings: dict[str, float] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """SigLIP tokens of the current images, the predictive expert's condition tokens, the standardised
         state, and the world model's per-frame tokens for the reactive expert (None in the latent ablation)."""
         device, use_wm = self.device, self.config.use_wm_latents
-        image_tokens = self.predictive.image_tokens(batch["images"].to(device))
-        cond = self.predictive.condition(
-            None, batch["wm_hidden"].to(device) if use_wm else None, batch["instruction"], image_tokens
-        )
-        state = self.normalizer.normalize_state(batch["state"].to(device))
+        with timed(timings, "image encoder"):
+            image_tokens = self.predictive.image_tokens(batch["images"].to(device))
+        with timed(timings, "predictive expert"):
+            cond = self.predictive.condition(
+                None, batch["wm_hidden"].to(device) if use_wm else None, batch["instruction"], image_tokens
+            )
+            state = self.normalizer.normalize_state(batch["state"].to(device))
         frame_tokens = batch["wm_frame_tokens"].to(device) if use_wm else None
         return image_tokens, cond, state, frame_tokens
 
@@ -143,20 +147,13 @@ class Experts(nn.Module):
     ) -> dict:
         """Both experts' action chunks (B, chunk, A) in the dataset's units and the gate's p(interaction) (B,).
         `timings`, when given, receives the seconds of each part (image encoder, gate, predictive, reactive)."""
-        device, use_wm = self.device, self.config.use_wm_latents
-        with timed(timings, "image encoder"):
-            image_tokens = self.predictive.image_tokens(batch["images"].to(device))
+        image_tokens, cond, state, frame_tokens = self._inputs(batch, timings)
         with timed(timings, "gate"):
             p_interaction = self.gate.probability(image_tokens)
         with timed(timings, "predictive expert"):
-            cond = self.predictive.condition(
-                None, batch["wm_hidden"].to(device) if use_wm else None, batch["instruction"], image_tokens
-            )
-            state = self.normalizer.normalize_state(batch["state"].to(device))
             predictive = self.predictive.sample(cond, state, steps=steps, generator=generator)
         with timed(timings, "reactive expert"):
-            frame_tokens = batch["wm_frame_tokens"].to(device) if use_wm else None
-            reactive = self.reactive(batch["frames"].to(device), frame_tokens)
+            reactive = self.reactive(batch["frames"].to(self.device), frame_tokens)
         return {
             "predictive": self.normalizer.denormalize_action(predictive),
             "reactive": self.normalizer.denormalize_action(reactive),

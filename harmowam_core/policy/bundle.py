@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -160,14 +161,13 @@ def untrained_run(root: str | Path, recipe, resolution: int = 64, seed: int = 0)
     config = recipe.model_config
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        wm_config = type(config.world_model)(**{**vars(config.world_model), "resolution": [resolution, resolution]})
-        wm = WorldModel.from_config(wm_config)
+        wm = WorldModel.from_config(replace(config.world_model, resolution=[resolution, resolution]))
         wm.save_pretrained(root / "wm" / "model")
         dim = recipe.action_dim
         experts = Experts(
             ExpertsConfig(
-                type(config.predictive_expert)(**{**vars(config.predictive_expert), "image_size": resolution}),
-                type(config.reactive_expert)(**{**vars(config.reactive_expert), "image_size": resolution}),
+                replace(config.predictive_expert, image_size=resolution),
+                replace(config.reactive_expert, image_size=resolution),
                 config.gate,
                 action_dim=dim,
                 state_dim=dim,
