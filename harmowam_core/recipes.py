@@ -110,6 +110,7 @@ class TrainSpec:
     learning_rate: float = 3e-4
     weight_decay: float = 0.01
     warmup_steps: int = 100
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # after the warmup; cosine decays to 0 at `steps`
     grad_accum_steps: int = 1
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     ema_decay: float = 0.0  # 0 disables EMA
@@ -123,6 +124,7 @@ class TrainSpec:
 class TrainWMSpec(TrainSpec):
     """Stage 1: world-model fine-tuning with conditional flow matching."""
 
+    lr_schedule: Literal["constant", "cosine"] = "cosine"  # the tiny model's samples settle as the rate decays
     preview_every: int = 1000
 
 
@@ -359,6 +361,10 @@ def _validate(r: Recipe) -> None:
         _plain(pos.test_region),
     )
     _check(len(r.ood.objects.substitutes) > 0, s, "ood.objects.substitutes", "expected at least one substitute")
+    wm = r.model_config.world_model
+    key = "model.overrides.world_model.context_frames"
+    _check(wm.context_frames in (1, 2), s, key, "expected 1 or 2 context frames", wm.context_frames)
+    _check(wm.context_frames == 1 or wm.condition == "concat", s, key, "expected 1 unless condition is concat")
     for spec_name in ("train_wm", "train_experts"):
         spec = getattr(r, spec_name)
         for attr in ("steps", "batch_size", "grad_accum_steps", "checkpoint_every"):

@@ -21,15 +21,27 @@ def arm_signals(gripper, z):
 
 
 def test_gripper_transitions_are_keyframes_with_window():
-    gripper = [0] * 5 + [1] * 6 + [0] * 9  # close at 5, open at 11
+    gripper = [0] * 5 + [1] * 9 + [0] * 6  # close at 5, open at 14
     action, state = arm_signals(gripper, np.full(20, 0.5))
     keys = find_keyframes(action, state, 1, LabelSettings(window=2))
-    assert keys.tolist() == [5, 11]
+    assert keys.tolist() == [5, 14]
     labels = interaction_labels(20, keys, 2)
     expected = np.zeros(20, int)
     expected[3:8] = 1
-    expected[9:14] = 1
+    expected[12:17] = 1  # the 4-frame gap 8-11 between the windows stays transit
     np.testing.assert_array_equal(labels, expected)
+
+
+def test_transit_gaps_no_longer_than_the_window_join_the_interaction():
+    # windows of 2 around 5 and 11 leave a 1-frame gap (8), around 5 and 12 a 2-frame gap (8-9), around 5 and
+    # 14 a 4-frame one (8-11); the transit before the first and after the last window is never filled
+    np.testing.assert_array_equal(interaction_labels(16, np.array([5, 11]), 2), [0] * 3 + [1] * 11 + [0] * 2)
+    np.testing.assert_array_equal(interaction_labels(16, np.array([5, 12]), 2), [0] * 3 + [1] * 12 + [0])
+    np.testing.assert_array_equal(
+        interaction_labels(18, np.array([5, 14]), 2), [0] * 3 + [1] * 5 + [0] * 4 + [1] * 5 + [0]
+    )
+    np.testing.assert_array_equal(interaction_labels(10, np.array([1, 8]), 0), [0, 1, 0, 0, 0, 0, 0, 0, 1, 0])
+    np.testing.assert_array_equal(interaction_labels(6, np.array([]), 2), [0] * 6)
 
 
 def test_height_threshold_crossings_are_keyframes_and_windows_clip_at_the_ends():

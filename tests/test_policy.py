@@ -59,13 +59,20 @@ def test_act_replans_after_the_executed_steps(run_dir, tmp_path):
     plans = []
     real_plan = policy.plan
 
-    def recording(*args):
-        plans.append(real_plan(*args))
+    previous = []
+
+    def recording(images, state, instruction, before):
+        previous.append(before)
+        plans.append(real_plan(images, state, instruction, before))
         return plans[-1]
 
     policy.plan = recording
     actions = [policy.act(observation(t)) for t in range(9)]
     assert len(plans) == 3  # at steps 0, 4 and 8
+    # each plan sees the world-model camera one step before its observation (none at the episode's start)
+    assert previous[0] is None
+    np.testing.assert_array_equal(previous[1], observation(3).images["front"])
+    np.testing.assert_array_equal(previous[2], observation(7).images["front"])
     np.testing.assert_array_equal(np.stack(actions[:4]), plans[0].chunk[:4])
     np.testing.assert_array_equal(np.stack(actions[4:8]), plans[1].chunk[:4])
     assert policy.last_plan is plans[2]

@@ -38,6 +38,10 @@ def test_clips_pad_past_the_episode_end_and_caching_changes_nothing(make_dataset
     assert item["instruction"] == "stack the cans" and (item["episode_index"], item["frame_index"]) == (1, 5)
     for i in (0, 7, 25, 34):
         assert torch.equal(cached[i]["video"], streamed[i]["video"])
+        assert torch.equal(cached[i]["previous"], streamed[i]["previous"])
+    # the frame before the clip: frame 4 of episode 1, and frame 0 itself at an episode's start
+    assert torch.equal(item["previous"], cached[20 + 4]["video"][0])
+    assert torch.equal(cached[20]["previous"], cached[20]["video"][0])
     # whole clips only, spread over both episodes
     starts = clip_starts(cached, 5)
     assert starts[0] == (0, 0) and starts[-1] == (1, 2) and all(t + 13 <= (20, 15)[ep] for ep, t in starts)

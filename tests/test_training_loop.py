@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -75,3 +76,18 @@ def test_a_diverging_loss_is_a_clear_error(tmp_path):
 
     with pytest.raises(HarmoWAMError, match="learning rate"):
         TrainLoop(spec(), tmp_path, nn.Linear(4, 1), broken, regression()).run()
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero_at_the_last_step(tmp_path):
+    torch.manual_seed(0)
+    loop = TrainLoop(spec(steps=20, warmup_steps=5, lr_schedule="cosine"), tmp_path, nn.Linear(4, 1), mse, regression())
+    rates = []
+    loop.run(on_log=lambda log: rates.append(loop.optimizer.param_groups[0]["lr"]))
+    peak = 5e-2
+    assert rates[3] == pytest.approx(peak * 5 / 5 * 0.5 * (1 + math.cos(math.pi * 4 / 20)))  # after 4 steps
+    assert rates[:4] == sorted(rates[:4]) and rates[4:] == sorted(rates[4:], reverse=True)
+    assert rates[-1] == pytest.approx(0.0, abs=1e-12)
+    constant = TrainLoop(spec(steps=20, warmup_steps=5), tmp_path / "c", nn.Linear(4, 1), mse, regression())
+    seen = []
+    constant.run(on_log=lambda log: seen.append(constant.optimizer.param_groups[0]["lr"]))
+    assert seen[0] == pytest.approx(peak * 2 / 5) and seen[4:] == [pytest.approx(peak)] * 16

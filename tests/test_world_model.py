@@ -56,6 +56,28 @@ def test_overfits_a_fixed_batch():
     assert losses[-1] < losses[0] / 2, losses  # 1.93 -> 0.79 when written
 
 
+def test_the_previous_frame_is_a_condition_and_none_means_a_still_scene():
+    torch.manual_seed(0)
+    wm = WorldModel.from_config(tiny(resolution=[32, 32]))
+    video = moving_square(2)
+
+    def predict(previous):
+        return wm.predict(
+            video[:, 1], [INSTRUCTION] * 2, steps=2, generator=torch.Generator().manual_seed(0), previous=previous
+        ).frames
+
+    torch.testing.assert_close(predict(None), predict(video[:, 1]), atol=0, rtol=0)
+    assert not torch.allclose(predict(video[:, 0]), predict(video[:, 1]))
+    gen = torch.Generator().manual_seed(0)
+    still = wm.training_loss(video[:, 1:], [INSTRUCTION] * 2, generator=gen)
+    gen = torch.Generator().manual_seed(0)
+    moving = wm.training_loss(video[:, 1:], [INSTRUCTION] * 2, generator=gen, previous=video[:, 0])
+    assert still.item() != moving.item()
+    single = WorldModel.from_config(tiny(resolution=[32, 32], context_frames=1))
+    assert single.transformer.config.in_channels == 2 * 48 and wm.transformer.config.in_channels == 3 * 48
+    assert single.encode_context(video[:, 1], video[:, 0]) is None
+
+
 def test_padded_frames_do_not_count():
     torch.manual_seed(0)
     wm = WorldModel.from_config(tiny(resolution=[32, 32]))
@@ -185,7 +207,7 @@ def test_the_sampler_lands_on_the_predicted_clean_future():
     video = moving_square(2)
     truth = wm.encode_video(video)
     real = wm.denoise  # still run (the hidden tokens come from it), but answer the truth
-    wm.denoise = lambda latents, t, text: (real(latents, t, text), truth)[1]
+    wm.denoise = lambda latents, t, text, context=None: (real(latents, t, text, context), truth)[1]
     for steps in (1, 3, 5):
         out = wm.predict(video[:, 0], [INSTRUCTION] * 2, steps=steps, generator=torch.Generator().manual_seed(steps))
         torch.testing.assert_close(out.frames, video.float() / 255.0, atol=1e-5, rtol=0)

@@ -3,7 +3,10 @@
 Key events come from proprioceptive signals: a gripper transition between two consecutive frames
 (open -> close to grasp, close -> open to release) and, for tasks whose interaction is vertical (placing,
 pouring, insertion), the end-effector height crossing a per-task threshold. Frames within +-window of a key
-event are interaction (1), all others transit (0). In dual-arm tasks either arm's event counts.
+event are interaction (1), all others transit (0). In dual-arm tasks either arm's event counts. A transit run
+of at most `window` frames between two interaction runs is interaction too: too short to approach anything, it
+is the middle of one manipulation whose events lie further apart than two windows (on stack_cans with window
+8, the gripper low over the stack between the height crossing and the release).
 
 The keyframe is the first frame showing the new state: for a gripper signal [0, 0, 1, 1] it is frame 2.
 """
@@ -65,10 +68,15 @@ def find_keyframes(actions: np.ndarray, states: np.ndarray, num_arms: int, setti
 
 
 def interaction_labels(length: int, keyframes: np.ndarray, window: int) -> np.ndarray:
-    """(length,) int64: 1 within +-window of any keyframe, else 0."""
+    """(length,) int64: 1 within +-window of any keyframe or in a gap of at most `window` frames between two
+    such windows, else 0."""
     labels = np.zeros(length, dtype=np.int64)
     for k in keyframes:
         labels[max(0, int(k) - window) : min(length, int(k) + window + 1)] = 1
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], labels, [0]])))  # run starts and ends, alternating
+    for end, start in zip(edges[1:-1:2], edges[2::2], strict=True):  # each transit gap between two interaction runs
+        if start - end <= window:
+            labels[end:start] = 1
     return labels
 
 

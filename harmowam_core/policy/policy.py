@@ -116,6 +116,7 @@ class HarmoWAMPolicy:
         self.queue: list[np.ndarray] = []
         self.last_plan: Plan | None = None
         self.step_in_plan = 0  # index into last_plan.imagined of the frame the next action leads to
+        self.previous_frame: np.ndarray | None = None  # the world-model camera one step before the latest obs
         self.generator = torch.Generator(device=self.wm.device).manual_seed(self.seed)
         self.timings, self.plans = {}, 0
 
@@ -133,15 +134,25 @@ class HarmoWAMPolicy:
 
     # ------------------------------------------------------------------------------------------- planning
     @torch.no_grad()
-    def plan(self, images: dict[str, np.ndarray], state: np.ndarray, instruction: str) -> Plan:
-        """One control cycle's chunk from the current images (role -> (H, W, 3) uint8) and state."""
+    def plan(
+        self,
+        images: dict[str, np.ndarray],
+        state: np.ndarray,
+        instruction: str,
+        previous: np.ndarray | None = None,
+    ) -> Plan:
+        """One control cycle's chunk from the current images (role -> (H, W, 3) uint8) and state; `previous` is
+        the world-model camera's image one control step earlier (None at an episode's start)."""
         missing = [c for c in [self.camera, *self.cameras] if c not in images]
         if missing:
             raise HarmoWAMError(f"the observation lacks the camera(s) {', '.join(missing)}")
         timings = self.timings
         current = torch.from_numpy(np.ascontiguousarray(images[self.camera])).permute(2, 0, 1).unsqueeze(0)
+        before = None if previous is None else torch.from_numpy(np.ascontiguousarray(previous)).permute(2, 0, 1)[None]
         with timed(timings, "world model"):
-            out = self.wm.predict(current, [instruction], steps=self.denoising_steps, generator=self.generator)
+            out = self.wm.predict(
+                current, [instruction], steps=self.denoising_steps, generator=self.generator, previous=before
+            )
         imagined = (out.frames * 255).round().clamp(0, 255).to(torch.uint8)  # (1, 13, 3, h, w)
         latents = int(self.frame_latent[-1]) + 1
         frame_tokens = tokens_per_frame(out.hidden, self.frame_latent, out.hidden.shape[1] // latents)
@@ -171,14 +182,15 @@ class HarmoWAMPolicy:
 
     def act(self, obs) -> np.ndarray:
         """The next action for an `Observation`; plans a new chunk when the executed part of the last is used up."""
+        previous = self.previous_frame
         if not self.async_inference:
             if not self.queue:
-                self._start_chunk(self.plan(obs.images, obs.state, obs.instruction), offset=0)
+                self._start_chunk(self.plan(obs.images, obs.state, obs.instruction, previous), offset=0)
         else:
             if not self.queue:
                 if self._pending is None:  # the first step of an episode: nothing was planned ahead
                     # planned on the worker too: torch in two threads would keep two thread pools spinning
-                    first = self._pool.submit(self.plan, obs.images, obs.state, obs.instruction)
+                    first = self._pool.submit(self.plan, obs.images, obs.state, obs.instruction, previous)
                     self._start_chunk(first.result(), offset=0)
                 else:
                     plan, self._pending = self._pending.result(), None
@@ -186,7 +198,8 @@ class HarmoWAMPolicy:
             if len(self.queue) == self.lead and self._pending is None:
                 images = {k: np.array(v, copy=True) for k, v in obs.images.items()}
                 state = np.array(obs.state, copy=True)
-                self._pending = self._pool.submit(self.plan, images, state, obs.instruction)
+                self._pending = self._pool.submit(self.plan, images, state, obs.instruction, previous)
+        self.previous_frame = np.array(obs.images[self.camera], copy=True)
         self.step_in_plan += 1
         return self.queue.pop(0)
 

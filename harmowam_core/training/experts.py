@@ -90,7 +90,9 @@ class WorldModelCache:
         for i in range(0, len(index), CACHE_BATCH):
             chunk = index[i : i + CACHE_BATCH]
             current = torch.stack([clips.clip(ep, f)[0][0] for ep, f in chunk])
-            out = wm.predict(current, [clips.instruction(ep, f) for ep, f in chunk], steps=steps, generator=generator)
+            previous = torch.stack([clips.previous(ep, f) for ep, f in chunk])
+            instructions = [clips.instruction(ep, f) for ep, f in chunk]
+            out = wm.predict(current, instructions, steps=steps, generator=generator, previous=previous)
             frames[i : i + len(chunk)] = (out.frames[:, 1:] * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
             if hidden is None:
                 shape = (len(index), *out.hidden.shape[1:])

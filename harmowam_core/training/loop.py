@@ -20,6 +20,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -62,6 +63,16 @@ def open_training_run(data: str | Path, out: Path, resume: bool, max_steps: int 
     return reader
 
 
+def lr_factor(spec, total: int, step: int) -> float:
+    """The learning rate's factor at scheduler step `step`: a linear warmup, then constant or a cosine decay
+    that reaches 0 at scheduler step `total`."""
+    warmup = min(1.0, (step + 1) / max(1, spec.warmup_steps))
+    if spec.lr_schedule == "constant":
+        return warmup
+    progress = min(1.0, step / max(1, total))
+    return warmup * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def checkpoints(out: Path) -> list[Path]:
     root = out / "checkpoints"
     found = [p for p in root.glob("step_*") if (p / "step.json").exists()] if root.exists() else []
@@ -93,8 +104,9 @@ class TrainLoop:
         )
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=spec.weight_decay)
-        warmup = max(1, spec.warmup_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+        # accelerate advances a prepared scheduler once per process at each optimiser step (not per micro-batch)
+        horizon = self.total * self.accelerator.num_processes
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, spec, horizon))
         loader = DataLoader(
             dataset,
             batch_size=spec.batch_size,

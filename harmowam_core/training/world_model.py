@@ -58,7 +58,8 @@ def resize_frames(frames: np.ndarray, size: list[int]) -> torch.Tensor:
 class ClipDataset(Dataset):
     """Clips of `num_frames` frames of one camera, starting at every frame of the given episodes.
 
-    Item: video (T, 3, h, w) uint8, video_is_pad (T,) bool, instruction (str), episode_index, frame_index.
+    Item: video (T, 3, h, w) uint8, video_is_pad (T,) bool, previous (3, h, w) uint8 (the frame before the
+    clip's first, that frame itself at an episode's start), instruction (str), episode_index, frame_index.
     Below CACHE_BUDGET_BYTES the episodes are decoded once into memory (the tiny preset on a CPU would
     otherwise spend its time decoding); above it each clip is decoded on request.
     """
@@ -105,12 +106,20 @@ class ClipDataset(Dataset):
             video = resize_frames(self.reader.frames(ep, self.camera, idx), self.resolution)
         return video, torch.from_numpy(wanted > last)
 
+    def previous(self, ep: int, t: int) -> torch.Tensor:
+        """(3, h, w) uint8: the frame one step before frame t (frame 0 for t = 0: nothing moved yet)."""
+        t = max(0, t - 1)
+        if ep in self._frames:
+            return self._frames[ep][t]
+        return resize_frames(self.reader.frames(ep, self.camera, np.array([t])), self.resolution)[0]
+
     def __getitem__(self, i: int) -> dict:
         ep, t = self.index[i]
         video, pad = self.clip(ep, t)
         return {
             "video": video,
             "video_is_pad": pad,
+            "previous": self.previous(ep, t),
             "instruction": self.instruction(ep, t),
             "episode_index": ep,
             "frame_index": t,
@@ -118,7 +127,7 @@ class ClipDataset(Dataset):
 
 
 def flow_matching_loss(model, batch: dict) -> dict[str, torch.Tensor]:
-    return {"loss": model(batch["video"], batch["instruction"], batch["video_is_pad"])}
+    return {"loss": model(batch["video"], batch["instruction"], batch["video_is_pad"], previous=batch["previous"])}
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
@@ -162,7 +171,8 @@ def _predict_clips(wm: WorldModel, dataset: ClipDataset, starts, batch_size: int
         chunk = starts[i : i + batch_size]
         real = torch.stack([dataset.clip(ep, t)[0] for ep, t in chunk]).float() / 255.0
         instructions = [dataset.instruction(ep, t) for ep, t in chunk]
-        out = wm.predict(real[:, 0], instructions, steps=steps, generator=generator)
+        previous = torch.stack([dataset.previous(ep, t) for ep, t in chunk]).float() / 255.0
+        out = wm.predict(real[:, 0], instructions, steps=steps, generator=generator, previous=previous)
         yield real, out.frames.cpu()
 
 
