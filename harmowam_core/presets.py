@@ -85,7 +85,8 @@ class GateModelConfig:
     """The process-adaptive gate: an MLP on the current observation's visual tokens."""
 
     hidden_sizes: list[int] = field(default_factory=lambda: [64])
-    pool_grid: int = 4  # each camera's patch tokens are average-pooled to this square grid
+    pool_grid: int = 4  # each camera's patch tokens are average-pooled to this square grid (the tiny SigLIP's
+    # whole 8 x 8 grid scored 82.7% held-out frame accuracy in a stack_cans train-experts run, 4 x 4 88.0%)
     dropout: float = 0.0
 
 

@@ -86,7 +86,10 @@ def test_train_experts_caches_the_world_model_and_reports(stage2_inputs, tmp_pat
     wm = WorldModel.from_pretrained(wm_dir)
     clips = ClipDataset(DatasetReader(root), "front", [2], [32, 32], 13)
     current = torch.stack([clips.clip(2, t)[0][0] for t in range(15)])
-    imagined = wm.predict(current, ["stack the cans"] * 15, generator=torch.Generator().manual_seed(0))
+    previous = torch.stack([clips.previous(2, t) for t in range(15)])  # each window's frame before
+    imagined = wm.predict(
+        current, ["stack the cans"] * 15, generator=torch.Generator().manual_seed(0), previous=previous
+    )
     expected = (imagined.frames[:, 1:] * 255).round().clamp(0, 255).to(torch.uint8)
     assert torch.equal(torch.from_numpy(np.array(held.frames)), expected)
     torch.testing.assert_close(torch.from_numpy(np.array(held.hidden)).float(), imagined.hidden, atol=1e-2, rtol=1e-2)

@@ -219,3 +219,23 @@ def test_tiny_text_encoders_are_identical_whatever_the_global_seed():
     torch.manual_seed(2)
     b = WorldModel.from_config(tiny()).encode_text([INSTRUCTION])
     torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_the_sampler_uses_its_own_shift():
+    """`sample_shift` sets the sampler's noise levels (the training shift stays `shift`)."""
+    seen: dict[object, list[float]] = {}
+    for sample_shift in (None, 300.0):
+        wm = WorldModel.from_config(tiny(resolution=[32, 32], sample_shift=sample_shift))
+        real = wm.velocity
+        levels = seen.setdefault(sample_shift, [])
+
+        def recording(latents, t, text, context=None, real=real, levels=levels):
+            levels.append(float(t[0]) / 1000)
+            return real(latents, t, text, context)
+
+        wm.velocity = recording
+        wm.predict(moving_square(1)[:, 0], [INSTRUCTION], steps=5)
+    assert len(seen[None]) == len(seen[300.0]) == 5
+    assert seen[None][0] == seen[300.0][0] == pytest.approx(1.0)
+    assert 0.85 < seen[None][1] < 0.95 and seen[300.0][1] > 0.99  # shift 3: 0.90; shift 300: 0.999
+    assert all(b > a for a, b in zip(seen[None][1:], seen[300.0][1:], strict=True))
