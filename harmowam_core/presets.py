@@ -88,6 +88,8 @@ class GateModelConfig:
     pool_grid: int = 4  # each camera's patch tokens are average-pooled to this square grid (the tiny SigLIP's
     # whole 8 x 8 grid scored 82.7% held-out frame accuracy in a stack_cans train-experts run, 4 x 4 88.0%)
     dropout: float = 0.0
+    motion: bool = True  # also the pooled tokens' change since the previous control step (descending to grasp
+    # and lifting away look alike in one frame); the paper's gate reads the current tokens only
 
 
 @dataclass
@@ -145,7 +147,7 @@ PRESETS: dict[str, dict] = {
             "decoder_channels": 256,
             "decoder_kernel_sizes": [1, 3, 5],
         },
-        "gate": {"hidden_sizes": [512, 128], "dropout": 0.1},
+        "gate": {"hidden_sizes": [512, 128], "dropout": 0.1, "motion": False},
     },
 }
 

@@ -71,8 +71,9 @@ def test_act_replans_after_the_executed_steps(run_dir, tmp_path):
     assert len(plans) == 3  # at steps 0, 4 and 8
     # each plan sees the world-model camera one step before its observation (none at the episode's start)
     assert previous[0] is None
-    np.testing.assert_array_equal(previous[1], observation(3).images["front"])
-    np.testing.assert_array_equal(previous[2], observation(7).images["front"])
+    for plan, step in ((1, 3), (2, 7)):
+        for camera in CAMERAS:
+            np.testing.assert_array_equal(previous[plan][camera], observation(step).images[camera])
     np.testing.assert_array_equal(np.stack(actions[:4]), plans[0].chunk[:4])
     np.testing.assert_array_equal(np.stack(actions[4:8]), plans[1].chunk[:4])
     assert policy.last_plan is plans[2]

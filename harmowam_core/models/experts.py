@@ -110,29 +110,33 @@ class Experts(nn.Module):
     # ------------------------------------------------------------------------------------------- training
     def _inputs(
         self, batch: dict, timings: dict[str, float] | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """SigLIP tokens of the current images, the predictive expert's condition tokens, the standardised
-        state, and the world model's per-frame tokens for the reactive expert (None in the latent ablation)."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """SigLIP tokens of the current images and, for a gate with `motion`, of `previous_images` (the images
+        one control step earlier; None when the batch has none), the predictive expert's condition tokens, the
+        standardised state, and the world model's per-frame tokens for the reactive expert (None in the latent
+        ablation)."""
         device, use_wm = self.device, self.config.use_wm_latents
         with timed(timings, "image encoder"):
             image_tokens = self.predictive.image_tokens(batch["images"].to(device))
+            previous = batch.get("previous_images") if self.config.gate.motion else None
+            previous_tokens = None if previous is None else self.predictive.image_tokens(previous.to(device))
         with timed(timings, "predictive expert"):
             cond = self.predictive.condition(
                 None, batch["wm_hidden"].to(device) if use_wm else None, batch["instruction"], image_tokens
             )
             state = self.normalizer.normalize_state(batch["state"].to(device))
         frame_tokens = batch["wm_frame_tokens"].to(device) if use_wm else None
-        return image_tokens, cond, state, frame_tokens
+        return image_tokens, previous_tokens, cond, state, frame_tokens
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """The stage-2 losses of a batch (see `training.experts.ExpertWindows` for its fields)."""
         device = self.device
-        image_tokens, cond, state, frame_tokens = self._inputs(batch)
+        image_tokens, previous_tokens, cond, state, frame_tokens = self._inputs(batch)
         actions = self.normalizer.normalize_action(batch["action"].to(device))
         pad = batch["action_is_pad"].to(device)
         pred = self.predictive.loss(cond, state, actions, pad, generator=generator)
         react = self.reactive.loss(batch["frames"].to(device), frame_tokens, actions, pad)
-        gate = self.gate.loss(image_tokens, batch["interaction"].to(device))
+        gate = self.gate.loss(image_tokens, batch["interaction"].to(device), previous_tokens)
         loss = self.config.lambda_pred * pred + self.config.lambda_react * react + gate
         return {"loss": loss, "pred": pred.detach(), "react": react.detach(), "gate": gate.detach()}
 
@@ -147,9 +151,9 @@ class Experts(nn.Module):
     ) -> dict:
         """Both experts' action chunks (B, chunk, A) in the dataset's units and the gate's p(interaction) (B,).
         `timings`, when given, receives the seconds of each part (image encoder, gate, predictive, reactive)."""
-        image_tokens, cond, state, frame_tokens = self._inputs(batch, timings)
+        image_tokens, previous_tokens, cond, state, frame_tokens = self._inputs(batch, timings)
         with timed(timings, "gate"):
-            p_interaction = self.gate.probability(image_tokens)
+            p_interaction = self.gate.probability(image_tokens, previous_tokens)
         with timed(timings, "predictive expert"):
             predictive = self.predictive.sample(cond, state, steps=steps, generator=generator)
         with timed(timings, "reactive expert"):

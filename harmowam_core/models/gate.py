@@ -28,7 +28,7 @@ class Gate(nn.Module):
     def __init__(self, config: GateModelConfig, token_width: int, num_cameras: int):
         super().__init__()
         self.config, self.token_width, self.num_cameras = config, token_width, num_cameras
-        width = token_width * num_cameras * config.pool_grid**2
+        width = token_width * num_cameras * config.pool_grid**2 * (2 if config.motion else 1)
         layers: list[nn.Module] = [nn.LayerNorm(width)]
         for hidden in config.hidden_sizes:
             layers += [nn.Linear(width, hidden), nn.GELU(), nn.Dropout(config.dropout)]
@@ -36,8 +36,15 @@ class Gate(nn.Module):
         layers.append(nn.Linear(width, 1))
         self.mlp = nn.Sequential(*layers)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, cameras, N, width) visual tokens -> (B,) interaction logits."""
+    def forward(self, tokens: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, cameras, N, width) visual tokens -> (B,) interaction logits. With `motion`, `previous` holds the
+        tokens one control step earlier (None: no motion, as at an episode's start)."""
+        pooled = self._pool(tokens)
+        if self.config.motion:
+            pooled = torch.cat([pooled, pooled - (pooled if previous is None else self._pool(previous))], dim=1)
+        return self.mlp(pooled).squeeze(-1)
+
+    def _pool(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.shape[1] != self.num_cameras or tokens.shape[-1] != self.token_width:
             raise ValueError(
                 f"expected tokens (B, {self.num_cameras}, N, {self.token_width}), got {tuple(tokens.shape)}"
@@ -47,16 +54,15 @@ class Gate(nn.Module):
         if side * side != n:
             raise ValueError(f"expected a square grid of patch tokens, got {n}")
         grid = tokens.float().reshape(b * cams, side, side, w).permute(0, 3, 1, 2)
-        pooled = F.adaptive_avg_pool2d(grid, self.config.pool_grid).reshape(b, -1)
-        return self.mlp(pooled).squeeze(-1)
+        return F.adaptive_avg_pool2d(grid, self.config.pool_grid).reshape(b, -1)
 
-    def probability(self, tokens: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self(tokens))
+    def probability(self, tokens: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.sigmoid(self(tokens, previous))
 
-    def loss(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def loss(self, tokens: torch.Tensor, labels: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
         """Binary cross-entropy over the labelled frames (label 0 transit, 1 interaction, -1 unlabelled)."""
         keep = labels >= 0
         if not bool(keep.any()):
             return tokens.sum() * 0.0  # keeps the graph (and DDP) intact on a batch with no labels
-        logits = self(tokens)
+        logits = self(tokens, previous)
         return F.binary_cross_entropy_with_logits(logits[keep], labels[keep].float())

@@ -116,7 +116,7 @@ class HarmoWAMPolicy:
         self.queue: list[np.ndarray] = []
         self.last_plan: Plan | None = None
         self.step_in_plan = 0  # index into last_plan.imagined of the frame the next action leads to
-        self.previous_frame: np.ndarray | None = None  # the world-model camera one step before the latest obs
+        self.previous_images: dict[str, np.ndarray] | None = None  # the cameras one step before the latest obs
         self.generator = torch.Generator(device=self.wm.device).manual_seed(self.seed)
         self.timings, self.plans = {}, 0
 
@@ -139,16 +139,18 @@ class HarmoWAMPolicy:
         images: dict[str, np.ndarray],
         state: np.ndarray,
         instruction: str,
-        previous: np.ndarray | None = None,
+        previous: dict[str, np.ndarray] | None = None,
     ) -> Plan:
-        """One control cycle's chunk from the current images (role -> (H, W, 3) uint8) and state; `previous` is
-        the world-model camera's image one control step earlier (None at an episode's start)."""
+        """One control cycle's chunk from the current images (role -> (H, W, 3) uint8) and state; `previous` holds
+        the images one control step earlier (None at an episode's start) for the world model and the gate."""
         missing = [c for c in [self.camera, *self.cameras] if c not in images]
         if missing:
             raise HarmoWAMError(f"the observation lacks the camera(s) {', '.join(missing)}")
         timings = self.timings
         current = torch.from_numpy(np.ascontiguousarray(images[self.camera])).permute(2, 0, 1).unsqueeze(0)
-        before = None if previous is None else torch.from_numpy(np.ascontiguousarray(previous)).permute(2, 0, 1)[None]
+        before = None
+        if previous is not None:
+            before = torch.from_numpy(np.ascontiguousarray(previous[self.camera])).permute(2, 0, 1)[None]
         with timed(timings, "world model"):
             out = self.wm.predict(
                 current, [instruction], steps=self.denoising_steps, generator=self.generator, previous=before
@@ -166,6 +168,9 @@ class HarmoWAMPolicy:
             "wm_hidden": out.hidden,
             "wm_frame_tokens": frame_tokens[:, 1 : self.chunk + 1],
         }
+        if previous is not None:
+            before_cams = [resize_frames(previous[c][None], [size, size])[0] for c in self.cameras]
+            batch["previous_images"] = torch.stack(before_cams).unsqueeze(0)
         acts = self.experts.act(batch, generator=self.generator, timings=timings)
         self.plans += 1
         p = float(acts["p_interaction"][0])
@@ -182,7 +187,7 @@ class HarmoWAMPolicy:
 
     def act(self, obs) -> np.ndarray:
         """The next action for an `Observation`; plans a new chunk when the executed part of the last is used up."""
-        previous = self.previous_frame
+        previous = self.previous_images
         if not self.async_inference:
             if not self.queue:
                 self._start_chunk(self.plan(obs.images, obs.state, obs.instruction, previous), offset=0)
@@ -199,7 +204,7 @@ class HarmoWAMPolicy:
                 images = {k: np.array(v, copy=True) for k, v in obs.images.items()}
                 state = np.array(obs.state, copy=True)
                 self._pending = self._pool.submit(self.plan, images, state, obs.instruction, previous)
-        self.previous_frame = np.array(obs.images[self.camera], copy=True)
+        self.previous_images = {c: np.array(obs.images[c], copy=True) for c in [self.camera, *self.cameras]}
         self.step_in_plan += 1
         return self.queue.pop(0)
 

@@ -114,7 +114,8 @@ class WorldModelCache:
 class ExpertWindows(Dataset):
     """Stage-2 windows, one per frame of the given episodes.
 
-    Item: images (cams, 3, S, S) uint8, the current frame of every camera; state; instruction; action (12, A)
+    Item: images (cams, 3, S, S) uint8, the current frame of every camera; previous_images, the frame before
+    (the first frame itself at an episode's start); state; instruction; action (12, A)
     and action_is_pad (12,); interaction (the current frame's label, -1 unlabelled); frames (12, 3, h, w)
     uint8, the imagined future (or the real one with `real_frames`); wm_hidden (N, D) and wm_frame_tokens
     (12, n, D), the world model's hidden tokens whole and regrouped per future frame.
@@ -163,6 +164,7 @@ class ExpertWindows(Dataset):
             frames = torch.from_numpy(np.array(self.cache.frames[row, : self.chunk]))
         return {
             "images": self.images[ep][t],
+            "previous_images": self.images[ep][max(0, t - 1)],
             "state": torch.from_numpy(reader.state[g]),
             "instruction": self.clips.instruction(ep, t),
             "action": torch.from_numpy(reader.action[sl][np.minimum(steps, last)]),
