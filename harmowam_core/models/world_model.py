@@ -337,9 +337,8 @@ class WorldModel(WithFrozenParts):
         if self.config.condition == "concat":
             extra = [latents[:, :, :1]] + ([context.to(latents.dtype)] if self.config.context_frames > 1 else [])
             x = torch.cat([latents, *(e.expand_as(latents) for e in extra)], dim=1)
-        out = self.transformer(x, timestep=self._timesteps(latents, t), encoder_hidden_states=text, return_dict=False)[
-            0
-        ]
+        timestep = self._timesteps(latents, t)
+        out = self.transformer(x, timestep=timestep, encoder_hidden_states=text, return_dict=False)[0]
         if out.shape[1] > latents.shape[1]:  # the output gate
             out = out[:, :-1] * torch.sigmoid(out[:, -1:])
         if self.config.prediction == "sample" and self.config.sigma_data > 0:

@@ -168,7 +168,7 @@ class HarmoWAMPolicy:
             "wm_hidden": out.hidden,
             "wm_frame_tokens": frame_tokens[:, 1 : self.chunk + 1],
         }
-        if previous is not None:
+        if previous is not None and self.experts.config.gate.motion:  # only a motion gate reads them
             before_cams = [resize_frames(previous[c][None], [size, size])[0] for c in self.cameras]
             batch["previous_images"] = torch.stack(before_cams).unsqueeze(0)
         acts = self.experts.act(batch, generator=self.generator, timings=timings)
