@@ -27,7 +27,8 @@ def train_experts(
     without_wm_latents: Annotated[
         bool,
         typer.Option(
-            "--without-wm-latents", help="The latent ablation: neither expert reads the world model's tokens."
+            "--without-wm-latents",
+            help="The latent ablation: neither expert (nor the gate) reads the world model's tokens.",
         ),
     ] = False,
     reactive_on_real_frames: Annotated[

@@ -90,6 +90,10 @@ class GateModelConfig:
     dropout: float = 0.0
     motion: bool = True  # also the pooled tokens' change since the previous control step (descending to grasp
     # and lifting away look alike in one frame); the paper's gate reads the current tokens only
+    world_model: bool = True  # also the world model's hidden tokens of this step, averaged per latent frame: the
+    # imagined next 0.6 s, which foresees the gripper events whose label window opens frames before them.
+    # On stack_cans, gates trained alone on frozen features, 5-fold cross-validation over episodes: 92.5% ->
+    # 93.6% frame accuracy. The paper's gate reads the visual tokens only; the latent ablation drops this input
 
 
 @dataclass
@@ -147,7 +151,7 @@ PRESETS: dict[str, dict] = {
             "decoder_channels": 256,
             "decoder_kernel_sizes": [1, 3, 5],
         },
-        "gate": {"hidden_sizes": [512, 128], "dropout": 0.1, "motion": False},
+        "gate": {"hidden_sizes": [512, 128], "dropout": 0.1, "motion": False, "world_model": False},
     },
 }
 

@@ -92,3 +92,33 @@ def test_with_motion_the_gate_tells_apart_frames_that_differ_only_in_how_they_mo
     torch.testing.assert_close(gate(tokens), gate(tokens, tokens))
     still = Gate(GateModelConfig(hidden_sizes=[16], pool_grid=2, motion=False), token_width=8, num_cameras=1)
     torch.testing.assert_close(still(tokens[::2]), still(tokens[1::2]))  # blind to the previous tokens
+
+
+def test_a_gate_that_reads_the_world_model_learns_what_only_the_imagined_frames_show():
+    """Identical visual tokens, labels decided by one latent frame of the world model's hidden tokens (the
+    imagined future): a gate reading them learns it; one that does not is blind to them."""
+    g = torch.Generator().manual_seed(0)
+    n, frames, per_frame, width = 64, 5, 4, 8
+    labels = (torch.arange(n) % 2).long()
+    tokens = torch.randn(1, 1, 16, 8, generator=g).expand(n, 1, 16, 8)
+    hidden = torch.randn(n, frames, per_frame, width, generator=g) * 0.1
+    hidden[:, 3, :, 0] += (labels.float() * 2 - 1).view(n, 1)  # the fourth latent frame decides
+    hidden = hidden.reshape(n, frames * per_frame, width)
+    torch.manual_seed(0)
+    config = GateModelConfig(hidden_sizes=[16], pool_grid=2)
+    gate = Gate(config, token_width=8, num_cameras=1, world_model=(frames, width))
+    opt = torch.optim.Adam(gate.parameters(), lr=1e-2)
+    for _ in range(100):
+        loss = gate.loss(tokens, labels, wm_hidden=hidden)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert ((gate.probability(tokens, wm_hidden=hidden) >= 0.5).long() == labels).float().mean() == 1.0
+    with pytest.raises(ValueError, match="world-model tokens"):
+        gate(tokens)
+    with pytest.raises(ValueError, match="world-model tokens"):
+        gate(tokens, wm_hidden=hidden[:, :-1])
+    blind = Gate(config, token_width=8, num_cameras=1)  # no world-model layout given: visual tokens only
+    torch.testing.assert_close(blind(tokens, wm_hidden=hidden), blind(tokens))
+    off = Gate(GateModelConfig(hidden_sizes=[16], pool_grid=2, world_model=False), 8, 1, world_model=(frames, width))
+    assert off.world_model is None and off.mlp[0].normalized_shape == (8 * 4 * 2,)

@@ -3,6 +3,7 @@ world-model cache is filled once and reused, the experts save and reload, resume
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -130,6 +131,7 @@ def _tiny_experts(use_wm_latents=True, seed=0) -> Experts:
         state_dim=7,
         num_cameras=2,
         wm_width=64,
+        wm_latent_frames=10,  # _batch's wm_hidden: 10 latent frames of 4 tokens
         use_wm_latents=use_wm_latents,
     )
     g = torch.Generator().manual_seed(1)
@@ -200,3 +202,13 @@ def test_train_experts_user_errors_are_one_line(make_dataset, stage2_inputs, tmp
         result = runner.invoke(app, ["train-experts", "stack_cans", "--out", str(tmp_path / "r"), *extra])
         assert result.exit_code == 2, result.output
         assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_a_gate_reading_the_world_model_needs_its_latent_frames():
+    config = _tiny_experts().config
+    with pytest.raises(ValueError, match="wm_latent_frames"):
+        Experts(dataclasses.replace(config, wm_latent_frames=0), _tiny_experts().normalizer)
+    ablation = Experts(
+        dataclasses.replace(config, wm_latent_frames=0, use_wm_latents=False), _tiny_experts().normalizer
+    )
+    assert ablation.gate.world_model is None

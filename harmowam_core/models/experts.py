@@ -1,7 +1,7 @@
 """The stage-2 models as one unit: predictive expert, reactive expert, gate and the action normalisation.
 
     experts = Experts(ExpertsConfig(predictive, reactive, gate, action_dim=7, state_dim=7, num_cameras=3,
-                                    wm_width=64), Normalizer.from_arrays(actions, states))
+                                    wm_width=64, wm_latent_frames=13), Normalizer.from_arrays(actions, states))
     losses = experts(batch)                       # {"loss", "pred", "react", "gate"}: the stage-2 objective
     experts.save_pretrained("runs/stack_cans/experts/model")
     experts = Experts.from_pretrained("runs/stack_cans/experts/model")
@@ -78,6 +78,7 @@ class ExpertsConfig:
     state_dim: int
     num_cameras: int
     wm_width: int
+    wm_latent_frames: int = 0  # latent frames in the world model's hidden tokens (needed by a gate that reads them)
     chunk: int = 12
     use_wm_latents: bool = True  # False: the paper's latent ablation (no world-model tokens in either expert)
     cameras: list[str] = field(default_factory=list)  # the camera order of `images` (the dataset's)
@@ -101,7 +102,12 @@ class Experts(nn.Module):
             config.predictive, config.action_dim, config.state_dim, config.wm_width, config.num_cameras, config.chunk
         )
         self.reactive = ReactiveExpert(config.reactive, config.action_dim, config.wm_width)
-        self.gate = Gate(config.gate, self.predictive.image_width, config.num_cameras)
+        gate_wm = None
+        if config.gate.world_model and config.use_wm_latents:
+            if config.wm_latent_frames < 1:
+                raise ValueError("a gate that reads the world model needs ExpertsConfig.wm_latent_frames")
+            gate_wm = (config.wm_latent_frames, config.wm_width)
+        self.gate = Gate(config.gate, self.predictive.image_width, config.num_cameras, world_model=gate_wm)
 
     @property
     def device(self) -> torch.device:
@@ -110,33 +116,32 @@ class Experts(nn.Module):
     # ------------------------------------------------------------------------------------------- training
     def _inputs(
         self, batch: dict, timings: dict[str, float] | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """SigLIP tokens of the current images and, for a gate with `motion`, of `previous_images` (the images
-        one control step earlier; None when the batch has none), the predictive expert's condition tokens, the
-        standardised state, and the world model's per-frame tokens for the reactive expert (None in the latent
-        ablation)."""
+        one control step earlier; None when the batch has none), the world model's hidden tokens, the predictive
+        expert's condition tokens, the standardised state, and the world model's per-frame tokens for the reactive
+        expert (the world model's tokens are None in the latent ablation)."""
         device, use_wm = self.device, self.config.use_wm_latents
         with timed(timings, "image encoder"):
             image_tokens = self.predictive.image_tokens(batch["images"].to(device))
             previous = batch.get("previous_images") if self.config.gate.motion else None
             previous_tokens = None if previous is None else self.predictive.image_tokens(previous.to(device))
+        wm_hidden = batch["wm_hidden"].to(device) if use_wm else None
         with timed(timings, "predictive expert"):
-            cond = self.predictive.condition(
-                None, batch["wm_hidden"].to(device) if use_wm else None, batch["instruction"], image_tokens
-            )
+            cond = self.predictive.condition(None, wm_hidden, batch["instruction"], image_tokens)
             state = self.normalizer.normalize_state(batch["state"].to(device))
         frame_tokens = batch["wm_frame_tokens"].to(device) if use_wm else None
-        return image_tokens, previous_tokens, cond, state, frame_tokens
+        return image_tokens, previous_tokens, wm_hidden, cond, state, frame_tokens
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """The stage-2 losses of a batch (see `training.experts.ExpertWindows` for its fields)."""
         device = self.device
-        image_tokens, previous_tokens, cond, state, frame_tokens = self._inputs(batch)
+        image_tokens, previous_tokens, wm_hidden, cond, state, frame_tokens = self._inputs(batch)
         actions = self.normalizer.normalize_action(batch["action"].to(device))
         pad = batch["action_is_pad"].to(device)
         pred = self.predictive.loss(cond, state, actions, pad, generator=generator)
         react = self.reactive.loss(batch["frames"].to(device), frame_tokens, actions, pad)
-        gate = self.gate.loss(image_tokens, batch["interaction"].to(device), previous_tokens)
+        gate = self.gate.loss(image_tokens, batch["interaction"].to(device), previous_tokens, wm_hidden)
         loss = self.config.lambda_pred * pred + self.config.lambda_react * react + gate
         return {"loss": loss, "pred": pred.detach(), "react": react.detach(), "gate": gate.detach()}
 
@@ -151,9 +156,9 @@ class Experts(nn.Module):
     ) -> dict:
         """Both experts' action chunks (B, chunk, A) in the dataset's units and the gate's p(interaction) (B,).
         `timings`, when given, receives the seconds of each part (image encoder, gate, predictive, reactive)."""
-        image_tokens, previous_tokens, cond, state, frame_tokens = self._inputs(batch, timings)
+        image_tokens, previous_tokens, wm_hidden, cond, state, frame_tokens = self._inputs(batch, timings)
         with timed(timings, "gate"):
-            p_interaction = self.gate.probability(image_tokens, previous_tokens)
+            p_interaction = self.gate.probability(image_tokens, previous_tokens, wm_hidden)
         with timed(timings, "predictive expert"):
             predictive = self.predictive.sample(cond, state, steps=steps, generator=generator)
         with timed(timings, "reactive expert"):

@@ -155,7 +155,7 @@ def untrained_run(root: str | Path, recipe, resolution: int = 64, seed: int = 0)
     import torch
 
     from harmowam_core.models.experts import Experts, ExpertsConfig, Normalizer
-    from harmowam_core.models.world_model import WorldModel
+    from harmowam_core.models.world_model import WorldModel, latent_frames
 
     root = Path(root)
     config = recipe.model_config
@@ -173,6 +173,7 @@ def untrained_run(root: str | Path, recipe, resolution: int = 64, seed: int = 0)
                 state_dim=dim,
                 num_cameras=len(recipe.cameras),
                 wm_width=wm.hidden_size,
+                wm_latent_frames=latent_frames(wm.config.num_frames, wm.codec.temporal),
                 chunk=config.action_chunk,
                 cameras=[c.name for c in recipe.cameras],
             ),

@@ -30,7 +30,7 @@ from torch.utils.data import Dataset, default_collate
 from harmowam_core.data.reader import DatasetReader, split_episodes
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models.experts import Experts, ExpertsConfig, Normalizer
-from harmowam_core.models.world_model import WorldModel, frame_to_latent
+from harmowam_core.models.world_model import WorldModel, frame_to_latent, latent_frames
 from harmowam_core.recipes import Recipe
 from harmowam_core.training.loop import StepLog, TrainLoop, open_training_run
 from harmowam_core.training.world_model import ClipDataset, world_model_camera
@@ -305,6 +305,7 @@ class ExpertsTrainer:
             state_dim=self.reader.spec.state_dim,
             num_cameras=len(self.reader.cameras),
             wm_width=wm.hidden_size,
+            wm_latent_frames=latent_frames(wm.config.num_frames, wm.codec.temporal),
             chunk=config.action_chunk,
             use_wm_latents=self.use_wm_latents,
             cameras=list(self.reader.cameras),
