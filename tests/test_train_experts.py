@@ -212,3 +212,13 @@ def test_a_gate_reading_the_world_model_needs_its_latent_frames():
         dataclasses.replace(config, wm_latent_frames=0, use_wm_latents=False), _tiny_experts().normalizer
     )
     assert ablation.gate.world_model is None
+
+
+def test_the_normalizer_records_the_demonstrated_action_range():
+    actions = torch.tensor([[0.0, -2.0], [1.0, 2.0], [2.0, 0.0]])
+    norm = Normalizer.from_arrays(actions, torch.zeros(3, 1))
+    assert norm.action_min == [0.0, -2.0] and norm.action_max == [2.0, 2.0]
+    low, high = norm.action_bounds(actions)
+    torch.testing.assert_close(low, norm.normalize_action(torch.tensor([0.0, -2.0])))
+    torch.testing.assert_close(high, norm.normalize_action(torch.tensor([2.0, 2.0])))
+    assert Normalizer([0.0], [1.0], [0.0], [1.0]).action_bounds(actions) is None  # saved without a range

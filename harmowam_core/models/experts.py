@@ -41,6 +41,8 @@ class Normalizer:
     action_std: list[float]
     state_mean: list[float]
     state_std: list[float]
+    action_min: list[float] | None = None  # the demonstrated range per action number (None: unbounded)
+    action_max: list[float] | None = None
 
     @classmethod
     def from_arrays(cls, actions, states) -> Normalizer:
@@ -50,7 +52,16 @@ class Normalizer:
             sd = x.std(0, unbiased=False)
             return torch.where(sd < STD_FLOOR, torch.ones_like(sd), sd).tolist()
 
-        return cls(a.mean(0).tolist(), std(a), s.mean(0).tolist(), std(s))
+        low, high = a.min(0).values.tolist(), a.max(0).values.tolist()
+        return cls(a.mean(0).tolist(), std(a), s.mean(0).tolist(), std(s), low, high)
+
+    def action_bounds(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The demonstrated action range, standardised, on `like`'s device (None when not recorded)."""
+        if self.action_min is None or self.action_max is None:
+            return None
+        low = torch.tensor(self.action_min, dtype=torch.float32, device=like.device)
+        high = torch.tensor(self.action_max, dtype=torch.float32, device=like.device)
+        return self.normalize_action(low), self.normalize_action(high)
 
     def _pair(self, name: str, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean = torch.tensor(getattr(self, f"{name}_mean"), dtype=torch.float32, device=like.device)
@@ -160,7 +171,8 @@ class Experts(nn.Module):
         with timed(timings, "gate"):
             p_interaction = self.gate.probability(image_tokens, previous_tokens, wm_hidden)
         with timed(timings, "predictive expert"):
-            predictive = self.predictive.sample(cond, state, steps=steps, generator=generator)
+            bounds = self.normalizer.action_bounds(state)
+            predictive = self.predictive.sample(cond, state, steps=steps, generator=generator, bounds=bounds)
         with timed(timings, "reactive expert"):
             reactive = self.reactive(batch["frames"].to(self.device), frame_tokens)
         return {
