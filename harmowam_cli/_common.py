@@ -32,6 +32,23 @@ SetOption = Annotated[
     typer.Option("--set", help="Override a recipe value: dotted.key=value (repeatable).", metavar="KEY=VALUE"),
 ]
 
+WorkersOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Simulator processes running episodes in parallel (default: the cores this process may use, capped "
+        "by the episodes). Results are the same for any number.",
+        show_default=False,
+    ),
+]
+ShardOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Run only share i of N (i from 0, e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT); merge the "
+        "shards' outputs afterwards.",
+        metavar="i/N",
+    ),
+]
+
 
 def fail(message: str) -> typer.Exit:
     """Print a one-line error and return the exit to raise."""

@@ -9,10 +9,11 @@ import typer
 from rich.table import Table
 
 from harmowam_cli._bundle import BackendOption, DryRunOption, StationOption, check_backend
-from harmowam_cli._common import SetOption, console, progress_bar, user_errors
+from harmowam_cli._common import SetOption, ShardOption, WorkersOption, console, progress_bar, user_errors
 from harmowam_core.envs import OOD_KINDS
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.recipes import load_recipe
+from harmowam_core.workers import parse_shard, shard_share
 
 
 def collect(
@@ -20,7 +21,13 @@ def collect(
     episodes: Annotated[int, typer.Option(help="Episodes to save.")] = 20,
     ood: Annotated[str, typer.Option(help="OOD protocol: " + " | ".join(OOD_KINDS) + ".")] = "none",
     out: Annotated[Path | None, typer.Option(help="Dataset directory (default: data/<task>).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the first episode; episode i uses seed + i.")] = 0,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Scene seed of the first attempt (attempt k: seed + k; shard i/N: seed + i + k*N). Default: 0, "
+            "or past the seeds the dataset already holds; seeds already in the dataset are refused."
+        ),
+    ] = None,
     teleop: Annotated[
         str, typer.Option(help="Who acts: scripted (the privileged expert) | keyboard | spacemouse (an operator).")
     ] = "scripted",
@@ -30,11 +37,15 @@ def collect(
     backend: BackendOption = "sim",
     station: StationOption = None,
     dry_run: DryRunOption = False,
+    workers: WorkersOption = None,
+    shard: ShardOption = None,
     set_: SetOption = None,
 ) -> None:
     """Record demonstrations on the simulated Franka station (scripted expert or teleoperated) or on the real
     one (SpaceMouse or keyboard; the operator scores the stages and keeps or discards each episode)."""
-    run_collect(task, episodes, ood, out, seed, teleop, keep_failures, set_ or [], backend, station, dry_run)
+    run_collect(
+        task, episodes, ood, out, seed, teleop, keep_failures, set_ or [], backend, station, dry_run, workers, shard
+    )
 
 
 @user_errors
@@ -43,13 +54,15 @@ def run_collect(
     episodes: int,
     ood: str,
     out: Path | None,
-    seed: int,
+    seed: int | None,
     teleop: str,
     keep_failures: bool,
     overrides: list[str],
     backend: str = "sim",
     station: Path | None = None,
     dry_run: bool = False,
+    workers: int | None = None,
+    shard: str | None = None,
 ) -> None:
     from harmowam_core.collect import collect as collect_episodes
     from harmowam_core.envs.sim.teleop import device_class
@@ -57,21 +70,27 @@ def run_collect(
     if ood not in OOD_KINDS:
         raise HarmoWAMError(f"--ood must be one of {', '.join(OOD_KINDS)}, got '{ood}'")
     check_backend(backend, station, dry_run)
+    shard_index = parse_shard(shard)
+    if workers is None and (teleop != "scripted" or backend != "sim"):
+        workers = 1  # an operator drives one station
     if teleop != "scripted" and backend == "sim":
         device_class(teleop)  # an unknown kind, or a device that cannot run here, fails before anything starts
     recipe = load_recipe(task, overrides)
     out = out or Path("data") / recipe.name
     who = "scripted expert" if teleop == "scripted" else f"{teleop} teleoperation"
     who += "" if backend == "sim" else f", real station{' (dry run)' if dry_run else ''}"
-    console.print(f"collecting [bold]{episodes}[/] {recipe.name} episodes ({ood} scenes, {who}) into [bold]{out}[/]")
+    share = shard_share(episodes, shard_index)
+    part = f" (shard {shard}: {share} of {episodes})" if shard else ""
+    console.print(f"collecting [bold]{share}[/] {recipe.name} episodes{part} ({ood} scenes, {who}) into [bold]{out}[/]")
     with progress_bar() as bar:
-        bar_task = bar.add_task("episodes", total=episodes, status="")
+        bar_task = bar.add_task("episodes", total=share, status="")
 
         def update(stats):
             bar.update(
                 bar_task,
                 completed=stats.saved,
-                status=f"{stats.successes}/{stats.attempted} successful · {stats.steps_per_second:.0f} steps/s",
+                status=f"{stats.successes}/{stats.attempted} successful · {stats.steps_per_second:.0f} steps/s"
+                + (f" · {stats.workers} workers" if stats.workers > 1 else ""),
             )
 
         stats = collect_episodes(
@@ -86,6 +105,8 @@ def run_collect(
             backend=backend,
             station=station,
             dry_run=dry_run,
+            workers=workers,
+            shard=shard_index,
         )
     table = Table(title=f"{recipe.name}: {stats.attempted} episodes attempted")
     table.add_column("stage")
@@ -94,12 +115,28 @@ def run_collect(
         table.add_row(spec.name, f"{count}/{stats.attempted}")
     console.print(table)
     verdict = "interrupted: " if stats.interrupted else ""
+    seeds = f", seeds {_ranges(stats.seeds)}" if stats.seeds else ""
     console.print(
-        f"{verdict}saved {stats.saved} episodes ({stats.steps} steps, {stats.steps_per_second:.1f} steps/s) to {out}"
+        f"{verdict}saved {stats.saved} episodes ({stats.steps} steps, {stats.steps_per_second:.1f} steps/s, "
+        f"{stats.workers} worker{'s' if stats.workers > 1 else ''}{seeds}) to {out}"
     )
-    if stats.saved < episodes and not stats.interrupted:
+    if stats.saved < share and not stats.interrupted:
         raise HarmoWAMError(
-            f"only {stats.saved} of {episodes} episodes succeeded in {stats.attempted} attempts; "
+            f"only {stats.saved} of {share} episodes succeeded in {stats.attempted} attempts; "
             "pass --keep-failures to keep failed ones too"
         )
     return stats
+
+
+def _ranges(seeds: list[int]) -> str:
+    """[0, 1, 2, 5, 7, 8] -> "0-2, 5, 7-8" (the seeds a run saved, for the summary line)."""
+    parts, ordered = [], sorted(seeds)
+    first = prev = ordered[0]
+    for s in [*ordered[1:], None]:
+        if s is not None and s == prev + 1:
+            prev = s
+            continue
+        parts.append(str(first) if first == prev else f"{first}-{prev}")
+        if s is not None:
+            first = prev = s
+    return ", ".join(parts)

@@ -24,9 +24,10 @@ from harmowam_cli._bundle import (
     pick_bundle,
     policy_options,
 )
-from harmowam_cli._common import console, progress_bar, quiet_libraries, user_errors
+from harmowam_cli._common import WorkersOption, console, progress_bar, quiet_libraries, user_errors
 from harmowam_core.envs import OOD_KINDS
 from harmowam_core.errors import HarmoWAMError
+from harmowam_core.workers import check_workers
 
 
 def deploy(
@@ -48,12 +49,13 @@ def deploy(
     async_inference: AsyncOption = False,
     bundles: BundlesOption = Path("bundles"),
     out: Annotated[Path | None, typer.Option(help="Videos and results (default: runs/deploy/<bundle>-<time>).")] = None,
+    workers: WorkersOption = None,
 ) -> None:
     """Run the policy in closed loop; each episode is recorded as an mp4 of the real camera beside the world
     model's imagined future, with the expert in charge per step. Ctrl-C stops cleanly (and stops the arms)."""
     run_deploy(
         bundle, arms, backend, router, task, episodes, ood, seed, max_steps,
-        policy_options(execute_steps, denoising_steps, async_inference), bundles, out, station, dry_run,
+        policy_options(execute_steps, denoising_steps, async_inference), bundles, out, station, dry_run, workers,
     )  # fmt: skip
 
 
@@ -73,17 +75,18 @@ def run_deploy(
     out: Path | None,
     station: Path | None = None,
     dry_run: bool = False,
+    workers: int | None = None,
 ) -> None:
     if episodes < 1:
         raise HarmoWAMError(f"--episodes must be at least 1, got {episodes}")
     if ood not in OOD_KINDS:
         raise HarmoWAMError(f"--ood must be one of {', '.join(OOD_KINDS)}, got '{ood}'")
     check_backend(backend, station, dry_run)
+    workers = 1 if workers is None and backend != "sim" else check_workers(workers, episodes)
+    if workers > 1 and backend != "sim":
+        raise HarmoWAMError("--workers applies to the simulator; the real station runs one episode at a time")
     bundle = pick_bundle(bundle, bundles, task, arms)
-    from harmowam_core.envs import make_env
     from harmowam_core.policy.bundle import bundle_recipe
-    from harmowam_core.policy.policy import HarmoWAMPolicy
-    from harmowam_core.policy.rollout import PolicyActor, run_episode
 
     quiet_libraries()
     recipe = bundle_recipe(bundle)
@@ -92,8 +95,47 @@ def run_deploy(
     mode = "async" if options["async_inference"] else "sync"
     console.print(
         f"deploying [bold]{bundle}[/] on the {backend} {recipe.name} station: router {router}, {mode}, "
-        f"{episodes} episode(s), {ood} scenes, up to {steps} steps; videos in [bold]{out}[/]"
+        f"{episodes} episode(s), {ood} scenes, up to {steps} steps"
+        + (f", {workers} workers" if workers > 1 else "")
+        + f"; videos in [bold]{out}[/]"
     )
+    if workers > 1:
+        results = _deploy_in_workers(bundle, router, episodes, ood, seed, max_steps, options, out, workers)
+    else:
+        results = _deploy_here(bundle, router, episodes, ood, seed, steps, options, out, backend, station, dry_run)
+    _report(recipe, router, ood, results, out)
+
+
+def _deploy_in_workers(bundle, router, episodes, ood, seed, max_steps, options, out, workers) -> list:
+    """Episodes in simulator worker processes (the same results as in this process, see `evaluation`)."""
+    from harmowam_core.workers import WorkerError, WorkerPool
+
+    args = (bundle, [router], False, seed, max_steps, options)
+    results = []
+    with progress_bar() as bar, WorkerPool(workers, "harmowam_core.evaluation:EvalSession", args) as pool:
+        task_id = bar.add_task("episodes", total=episodes, status="")
+        jobs = [((ood, i, router), (ood, i, router, out / f"episode_{i:03d}.mp4")) for i in range(episodes)]
+        try:
+            for _, result in pool.run(jobs):
+                results.append(result)
+                stages = "".join("+" if s else "-" for s in result.stages)
+                bar.update(task_id, completed=len(results), status=f"last: episode {result.episode} {stages}")
+        except KeyboardInterrupt:
+            if results:
+                results[-1].interrupted = True
+        except WorkerError as err:
+            raise HarmoWAMError(f"episode {err.key[1]} (seed {seed + err.key[1]}) failed: {err}") from None
+    return sorted(results, key=lambda r: r.episode)
+
+
+def _deploy_here(bundle, router, episodes, ood, seed, steps, options, out, backend, station, dry_run) -> list:
+    from harmowam_core.envs import make_env
+    from harmowam_core.policy.bundle import bundle_recipe
+    from harmowam_core.policy.policy import HarmoWAMPolicy
+    from harmowam_core.policy.rollout import PolicyActor, run_episode
+    from harmowam_core.workers import deterministic_cpu
+
+    recipe = bundle_recipe(bundle)
     results = []
     with (
         HarmoWAMPolicy.from_bundle(bundle, router=router, **options) as policy,
@@ -108,13 +150,18 @@ def run_deploy(
                     stages = "".join("+" if s else "-" for s in env.stage_success())
                     bar.update(task_id, completed=done, status=f"{used} · stages {stages}")
 
-                result = run_episode(
-                    env, actor, seed=seed + i, ood=ood, max_steps=steps, episode=i,
-                    video=out / f"episode_{i:03d}.mp4", fps=recipe.fps, camera=policy.camera, on_step=on_step,
-                )  # fmt: skip
+                with deterministic_cpu():
+                    result = run_episode(
+                        env, actor, seed=seed + i, ood=ood, max_steps=steps, episode=i,
+                        video=out / f"episode_{i:03d}.mp4", fps=recipe.fps, camera=policy.camera, on_step=on_step,
+                    )  # fmt: skip
                 results.append(result)
                 if result.interrupted:
                     break
+    return results
+
+
+def _report(recipe, router, ood, results, out) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "episodes.json").write_text(json.dumps([r.to_dict() for r in results], indent=2))
     table = Table(title=f"{recipe.name}: {router} router, {ood} scenes")

@@ -1,4 +1,5 @@
-"""`harmowam eval [BUNDLE]`: stage-wise success in-domain and under the OOD protocols, routers side by side."""
+"""`harmowam eval [BUNDLE]`: stage-wise success in-domain and under the OOD protocols, routers side by side;
+`harmowam eval merge DIR...`: one result from the shards of an evaluation run with `--shard i/N`."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.table import Table
+from typer.core import TyperCommand
 
 from harmowam_cli._bundle import (
     AsyncOption,
@@ -23,8 +26,33 @@ from harmowam_cli._bundle import (
     pick_bundle,
     policy_options,
 )
-from harmowam_cli._common import console, progress_bar, quiet_libraries, user_errors
+from harmowam_cli._common import (
+    ShardOption,
+    WorkersOption,
+    console,
+    progress_bar,
+    quiet_libraries,
+    user_errors,
+)
 from harmowam_core.envs import OOD_KINDS
+from harmowam_core.workers import check_workers, parse_shard
+
+
+class EvalCommand(TyperCommand):
+    """`eval` is a command with a positional BUNDLE and one subcommand, `merge`: `harmowam eval merge ...` is
+    handed to the merge command before the bundle argument is parsed."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] == "merge":
+            ctx.meta["harmowam.eval_merge"] = args[1:]
+            return []
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context):
+        if "harmowam.eval_merge" in ctx.meta:
+            command = typer.main.get_command(merge_app)
+            return command.main(ctx.meta["harmowam.eval_merge"], prog_name=f"{ctx.command_path} merge")
+        return super().invoke(ctx)
 
 
 def evaluate(
@@ -56,14 +84,19 @@ def evaluate(
     backend: BackendOption = "sim",
     station: StationOption = None,
     dry_run: DryRunOption = False,
+    workers: WorkersOption = None,
+    shard: ShardOption = None,
 ) -> None:
     """Evaluate a bundle: stage-wise success per protocol and router (the paper's Tables 2-3, 5-8), printed and
     saved as results.json, results.csv and success.png, with a video of every episode. In the simulator the
-    stages are checked; on the real station the operator scores them after each episode."""
+    stages are checked; on the real station the operator scores them after each episode.
+
+    With --shard i/N only every N-th episode runs and the results are partial: combine the shards with
+    [bold]harmowam eval merge DIR...[/] (see `harmowam eval merge --help`)."""
     run_eval(
         bundle, ood, episodes, router or ["gate"], scripted, seed, max_steps,
         policy_options(execute_steps, denoising_steps, async_inference), videos, bundles, out, backend, station,
-        dry_run,
+        dry_run, workers, shard,
     )  # fmt: skip
 
 
@@ -83,6 +116,8 @@ def run_eval(
     backend: str = "sim",
     station: Path | None = None,
     dry_run: bool = False,
+    workers: int | None = None,
+    shard: str | None = None,
 ):
     from harmowam_core.evaluation import check_eval_args, parse_protocols, write_outputs
     from harmowam_core.evaluation import evaluate as run
@@ -92,17 +127,27 @@ def run_eval(
     protocols = parse_protocols(ood)
     check_backend(backend, station, dry_run)
     check_eval_args(protocols, routers, episodes, scripted, backend)
+    shard_index = parse_shard(shard)
+    if workers is None and backend != "sim":
+        workers = 1  # one real station
     bundle = pick_bundle(bundle, bundles)
-    out = out or Path("runs") / "eval" / f"{bundle.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    part = f"-shard{shard_index[0]}of{shard_index[1]}" if shard else ""
+    out = out or Path("runs") / "eval" / f"{bundle.name}-{time.strftime('%Y%m%d-%H%M%S')}{part}"
     actors = list(dict.fromkeys(routers)) + (["scripted"] if scripted else [])
+    total = len(actors) * len(protocols) * episodes
+    jobs = len(range(shard_index[0], total, shard_index[1]))
+    share = f" (shard {shard}: {jobs} of the {total} episodes)" if shard else ""
+    n_workers = check_workers(workers, jobs)
     console.print(
         f"evaluating [bold]{bundle}[/]: {', '.join(actors)} × {', '.join(protocols)} × {episodes} episodes "
-        f"(seeds {seed}..{seed + episodes - 1}) into [bold]{out}[/]"
+        f"(seeds {seed}..{seed + episodes - 1}){share}, {n_workers} worker{'s' if n_workers > 1 else ''}, "
+        f"into [bold]{out}[/]"
     )
     with progress_bar() as bar:
-        total = len(actors) * len(protocols) * episodes
-        overall = bar.add_task("episodes", total=total, status="")
-        current = bar.add_task("steps", total=max_steps or bundle_recipe(bundle).max_episode_steps, status="")
+        overall = bar.add_task("episodes", total=jobs, status="")
+        current = None
+        if n_workers == 1:  # steps of the episode in progress: only when it runs in this process
+            current = bar.add_task("steps", total=max_steps or bundle_recipe(bundle).max_episode_steps, status="")
 
         def on_step(done: int, used: str) -> None:
             bar.update(current, completed=done, status=used)
@@ -110,12 +155,13 @@ def run_eval(
         def on_episode(result, done: int, total: int) -> None:
             stages = "".join("+" if s else "-" for s in result.stages)
             bar.update(overall, completed=done, status=f"last: {result.actor} {result.protocol} {stages}")
-            bar.reset(current)
+            if current is not None:
+                bar.reset(current)
 
         report = run(
             bundle, protocols, routers, episodes, seed, out, scripted=scripted, max_steps=max_steps, videos=videos,
             policy_options=options, on_episode=on_episode, on_step=on_step, backend=backend, station=station,
-            dry_run=dry_run,
+            dry_run=dry_run, workers=n_workers, shard=shard_index,
         )  # fmt: skip
     paths = write_outputs(report, out)
     print_table(report)
@@ -125,6 +171,42 @@ def run_eval(
     console.print(
         f"results: {paths['json']} · {paths['csv']} · {paths['png']}"
         + (f" · videos {out / 'videos'}" if videos else "")
+    )
+    if report.shard is not None:
+        console.print(f"partial results of shard {shard}: combine every shard's with `harmowam eval merge DIR...`")
+    return report, paths
+
+
+merge_app = typer.Typer(add_completion=False, rich_markup_mode="rich")
+
+
+@merge_app.command()
+def merge(
+    shards: Annotated[
+        list[Path], typer.Argument(help="Result directories of the shards (results.json inside).", metavar="DIR...")
+    ],
+    out: Annotated[
+        Path | None, typer.Option(help="Where the merged results go (default: runs/eval/merged-<time>).")
+    ] = None,
+) -> None:
+    """Combine the partial results of `harmowam eval --shard i/N` runs (one per shard, any order) into the
+    results.json, results.csv, success.png and table of one run. Refuses shards of different bundles,
+    protocols, routers, seeds or settings, and a missing or repeated shard, with one line."""
+    run_merge(shards, out)
+
+
+@user_errors
+def run_merge(shards: list[Path], out: Path | None):
+    from harmowam_core.evaluation import merge_reports, read_report, write_outputs
+
+    reports = [read_report(path) for path in shards]
+    report = merge_reports(reports, [str(p) for p in shards])
+    out = out or Path("runs") / "eval" / f"merged-{time.strftime('%Y%m%d-%H%M%S')}"
+    paths = write_outputs(report, out)
+    print_table(report)
+    console.print(
+        f"merged {len(shards)} shards ({len(report.results)} episodes): {paths['json']} · {paths['csv']} · "
+        f"{paths['png']} (videos stay in the shards' directories)"
     )
     return report, paths
 

@@ -1,31 +1,44 @@
 """Demonstration collection: run a station with the scripted expert, or an operator on an input device, and
 record episodes into a dataset.
 
-    result = collect(load_recipe("stack_cans"), Path("data/stack_cans"), episodes=5)
+    result = collect(load_recipe("stack_cans"), Path("data/stack_cans"), episodes=5, workers=2)
 
-Episodes are saved one by one (crash-safe, see `data.writer`): an interrupt (Ctrl-C) discards only the
-episode in progress. Without `keep_failures`, an episode that does not reach every stage is discarded and
-another is attempted, up to three attempts per requested episode. A teleoperated episode ends when every
-stage has succeeded, when the operator ends it (the device's reset key) or at the recipe's step limit.
-On the real station (`backend="real"`) the operator drives with a SpaceMouse or the keyboard, scores the
-stages after each episode and keeps or discards it.
+Scenes and seeds. Episode attempts take scene seeds from the sequence seed + shard_index + k * shard_count
+(k = 0, 1, ...), so shards (`shard=(i, N)`) and the workers of one run take disjoint seeds. Without `seed`,
+a collection into an existing dataset continues past the seeds it already holds; an explicit `seed` whose
+attempts could reuse one of them is refused. Every episode row records its `seed` and `ood` protocol.
+
+Episodes are saved one by one (crash-safe, see `data.writer`). Without `keep_failures`, an episode that does
+not reach every stage is discarded and the next seed is tried, up to three attempts per requested episode.
+With `workers` > 1 (scripted simulator collection only) the episodes are recorded in spawned simulator
+processes (`harmowam_core.workers`) while this process alone commits them, in seed order: the dataset is the
+same as with one worker (the first `episodes` successful seeds, the same frames). Ctrl-C keeps every finished
+episode and discards only those in progress; a worker that fails stops the collection with one line naming
+its seed, keeping the episodes committed so far.
+
+A teleoperated episode ends when every stage has succeeded, when the operator ends it (the device's reset
+key) or at the recipe's step limit. On the real station (`backend="real"`) the operator drives with a
+SpaceMouse or the keyboard, scores the stages after each episode and keeps or discards it.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from harmowam_core.data.format import DatasetSpec
-from harmowam_core.data.writer import DatasetWriter
+from harmowam_core.data.writer import DatasetWriter, EpisodeRecorder, StagedEpisode, used_seeds
 from harmowam_core.envs import OOD_KINDS, make_env
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.recipes import Recipe
+from harmowam_core.workers import WorkerError, WorkerPool, check_workers, shard_share
 
 SETTLE_FRAMES = 5  # frames kept after the last stage succeeds, so demonstrations end at rest
+ATTEMPTS_PER_EPISODE = 3  # without keep_failures: attempts allowed per requested episode
 
 
 @dataclass
@@ -37,6 +50,8 @@ class CollectStats:
     seconds: float = 0.0
     interrupted: bool = False
     stage_counts: list[int] = field(default_factory=list)  # episodes reaching each stage
+    seeds: list[int] = field(default_factory=list)  # scene seeds of the saved episodes, in dataset order
+    workers: int = 1
 
     @property
     def steps_per_second(self) -> float:
@@ -52,21 +67,100 @@ def dataset_spec(recipe: Recipe, robot_type: str = "franka_sim") -> DatasetSpec:
     )
 
 
+def seed_sequence(first: int, shard: tuple[int, int] = (0, 1)) -> Iterator[int]:
+    """The scene seeds of a run's attempts: first + i + k * N for shard (i, N), k = 0, 1, ..."""
+    index, count = shard
+    return itertools.count(first + index, count)
+
+
+def plan_seeds(seed: int | None, shard: tuple[int, int], used: set[int], attempts: int, out: Path) -> Iterator[int]:
+    """The seeds to try: continue past `used` without `seed`; refuse an explicit `seed` that could reuse one."""
+    if seed is None:
+        first = 0
+        if used:  # skip to the first seed of this shard's sequence past every seed already in the dataset
+            index, count = shard
+            steps = max(0, (max(used) - index) // count + 1)
+            first = steps * count
+        return seed_sequence(first, shard)
+    clash = sorted(set(itertools.islice(seed_sequence(seed, shard), attempts)) & used)
+    if clash:
+        shown = ", ".join(map(str, clash[:5])) + (", ..." if len(clash) > 5 else "")
+        raise HarmoWAMError(
+            f"{out} already holds episodes of seed(s) {shown}; the first unused seed is {max(used) + 1} "
+            "(drop --seed to continue after them)"
+        )
+    return seed_sequence(seed, shard)
+
+
+@dataclass
+class ScriptedEpisode:
+    """A scripted episode recorded in a worker (or in this process), staged for the commit."""
+
+    seed: int
+    stages: list[bool]
+    steps: int
+    staged: StagedEpisode | None  # None: discarded (a failure, when failures are not kept)
+
+
+class ScriptedRecorder:
+    """A simulated station and its scripted expert recording episodes into a dataset's staging folder; the state
+    of one collection worker (`WorkerPool` setup) or of the collecting process itself."""
+
+    def __init__(self, recipe: Recipe, spec: DatasetSpec, staging_root: Path, ood: str, keep_failures: bool):
+        self.recipe, self.spec, self.staging_root = recipe, spec, Path(staging_root)
+        self.ood, self.keep_failures = ood, keep_failures
+        self.names = {c.role: c.name for c in recipe.cameras}
+        self.env = make_env(recipe)
+
+    def run(self, seed: int, on_step: Callable[[], None] | None = None) -> ScriptedEpisode:
+        recorder = EpisodeRecorder(self.spec, self.staging_root, self.recipe.instruction)
+        try:
+            obs = self.env.reset(seed=seed, ood=self.ood)
+            pilot = self.env.expert()
+            after = 0
+            for _ in range(self.recipe.max_episode_steps):
+                action = pilot.act()
+                recorder.add_frame(action, obs.state, {self.names[r]: img for r, img in obs.images.items()})
+                obs = self.env.step(action)
+                if on_step is not None:
+                    on_step()
+                if all(self.env.stage_success()):
+                    after += 1
+                    if after > SETTLE_FRAMES:
+                        break
+        except BaseException:
+            recorder.discard()
+            raise
+        stages = [bool(s) for s in self.env.stage_success()]
+        if all(stages) or self.keep_failures:
+            return ScriptedEpisode(seed, stages, len(recorder), recorder.finish(stages, seed=seed, ood=self.ood))
+        steps = len(recorder)
+        recorder.discard()
+        return ScriptedEpisode(seed, stages, steps, None)
+
+    def close(self) -> None:
+        self.env.close()
+
+
 def collect(
     recipe: Recipe,
     out: Path,
     episodes: int,
     *,
     ood: str = "none",
-    seed: int = 0,
+    seed: int | None = None,
     keep_failures: bool = False,
     teleop: str = "scripted",
     on_progress: Callable[[CollectStats], None] | None = None,
     backend: str = "sim",
     station: Path | None = None,
     dry_run: bool = False,
+    workers: int | None = 1,
+    shard: tuple[int, int] = (0, 1),
 ) -> CollectStats:
-    from harmowam_core.envs.sim.teleop import TELEOP_KINDS, DeviceTeleop, open_device
+    """Record `episodes` episodes (this shard's share of them with `shard`) into the dataset at `out`; see the
+    module docstring for seeds, workers and crash safety. Raises HarmoWAMError on a user's mistake."""
+    from harmowam_core.envs.sim.teleop import TELEOP_KINDS
 
     real = backend == "real"
     if real and teleop == "scripted":
@@ -77,22 +171,136 @@ def collect(
         raise HarmoWAMError(f"unknown OOD protocol '{ood}' (choose from {', '.join(OOD_KINDS)})")
     if episodes < 1:
         raise HarmoWAMError(f"--episodes must be at least 1, got {episodes}")
-    stats = CollectStats(stage_counts=[0] * len(recipe.stages))
-    names = {c.role: c.name for c in recipe.cameras}
+    episodes = shard_share(episodes, shard)
+    scripted_sim = teleop == "scripted" and not real
+    workers = check_workers(workers, episodes)
+    if workers > 1 and not scripted_sim:
+        raise HarmoWAMError("--workers applies to scripted collection in the simulator; an operator drives one station")
+    stats = CollectStats(stage_counts=[0] * len(recipe.stages), workers=workers)
+    max_attempts = episodes if keep_failures else ATTEMPTS_PER_EPISODE * episodes
     start = time.perf_counter()
+    with DatasetWriter(
+        out,
+        dataset_spec(recipe, "franka_fr3" if real else "franka_sim"),
+        task_name=recipe.name,
+        stage_names=[s.name for s in recipe.stages],
+        recipe=recipe.to_dict(resolved=False),
+    ) as writer:
+        seeds = plan_seeds(seed, shard, used_seeds(writer.rows), max_attempts, out)
+        if scripted_sim:
+            _collect_scripted(recipe, writer, episodes, ood, keep_failures, seeds, max_attempts, workers, stats,
+                              on_progress, start)  # fmt: skip
+        else:
+            _collect_teleop(recipe, writer, episodes, ood, teleop, keep_failures, seeds, stats, on_progress, start,
+                            real, station, dry_run)  # fmt: skip
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+def _count(stats: CollectStats, stages: list[bool], steps: int) -> None:
+    stats.attempted += 1
+    stats.steps += steps
+    for k, ok in enumerate(stages):
+        stats.stage_counts[k] += int(ok)
+    stats.successes += int(all(stages))
+
+
+def _collect_scripted(
+    recipe, writer, episodes, ood, keep_failures, seeds, max_attempts, workers, stats, on_progress, start
+) -> None:
+    """Scripted episodes in this process (one worker) or in `workers` simulator processes, committed in seed
+    order: the first `episodes` kept attempts among the first `max_attempts` seeds, whatever the worker count."""
+    args = (recipe, writer.spec, writer.staging_root, ood, keep_failures)
+
+    def progress() -> None:
+        stats.seconds = time.perf_counter() - start
+        if on_progress is not None:
+            on_progress(stats)
+
+    order = list(itertools.islice(seeds, max_attempts))
+    finished: dict[int, ScriptedEpisode] = {}
+    head = 0  # index into `order` of the next attempt to commit
+
+    def commit_ready(gaps: bool = False) -> None:
+        """Commit finished attempts in seed order; with `gaps` (Ctrl-C) also those after one still running."""
+        nonlocal head
+        while head < len(order) and stats.saved < episodes:
+            seed = order[head]
+            head += 1
+            if seed not in finished:
+                if gaps:
+                    continue
+                head -= 1
+                return
+            episode = finished.pop(seed)
+            _count(stats, episode.stages, episode.steps)
+            if episode.staged is not None:
+                writer.commit(episode.staged)
+                stats.saved += 1
+                stats.seeds.append(episode.seed)
+            progress()
+
+    def failed(seed: int, err: BaseException) -> HarmoWAMError:
+        where = f"; the {stats.saved} episode(s) before it are saved in {writer.root}"
+        return HarmoWAMError(f"the episode of seed {seed} failed: {err}{where}")
+
+    try:
+        if workers == 1:
+            with ExitStack() as stack:
+                state = ScriptedRecorder(*args)
+                stack.callback(state.close)
+                for seed in order:
+                    if stats.saved >= episodes:
+                        break
+                    try:
+                        finished[seed] = state.run(seed)
+                    except KeyboardInterrupt:
+                        raise
+                    except Exception as err:  # noqa: BLE001 - one line naming the seed, as from a worker
+                        raise failed(seed, err) from err
+                    commit_ready()
+            return
+        with WorkerPool(workers, "harmowam_core.collect:ScriptedRecorder", args) as pool:
+            queued = iter(order)
+            in_flight = 0
+            while True:
+                kept_waiting = sum(e.staged is not None for e in finished.values())
+                while stats.saved + in_flight + kept_waiting < episodes:  # attempts that may still be needed
+                    seed = next(queued, None)
+                    if seed is None:
+                        break
+                    pool.submit(seed, seed)
+                    in_flight += 1
+                if in_flight == 0:
+                    return
+                try:
+                    seed, episode = pool.next_result()
+                except WorkerError as err:
+                    commit_ready()
+                    raise failed(err.key, err) from None
+                in_flight -= 1
+                finished[seed] = episode
+                commit_ready()
+    except KeyboardInterrupt:
+        stats.interrupted = True
+        commit_ready(gaps=True)  # every finished episode is kept, in seed order
+    finally:
+        for episode in finished.values():  # attempts not needed any more (or after an error)
+            if episode.staged is not None:
+                episode.staged.discard()
+
+
+def _collect_teleop(
+    recipe, writer, episodes, ood, teleop, keep_failures, seeds, stats, on_progress, start, real, station, dry_run
+) -> None:
+    """An operator drives: a device on the simulated station, or a SpaceMouse / keyboard on the real one."""
+    from harmowam_core.envs.sim.teleop import DeviceTeleop, open_device
+
+    names = {c.role: c.name for c in recipe.cameras}
     device = None
-    with (
-        ExitStack() as stack,
-        _real_station(recipe, station, dry_run) if real else make_env(recipe) as env,
-        DatasetWriter(
-            out,
-            dataset_spec(recipe, "franka_fr3" if real else "franka_sim"),
-            task_name=recipe.name,
-            stage_names=[s.name for s in recipe.stages],
-            recipe=recipe.to_dict(resolved=False),
-        ) as writer,
-    ):
-        max_attempts = episodes if keep_failures else 3 * episodes
+    with ExitStack() as stack:
+        env = stack.enter_context(_real_station(recipe, station, dry_run) if real else make_env(recipe))
+        max_attempts = episodes if keep_failures else ATTEMPTS_PER_EPISODE * episodes
         if real:
             from harmowam_core.envs.real.teleop import open_teleop
 
@@ -103,11 +311,11 @@ def collect(
             max_attempts = 100 * episodes  # the operator keeps or discards each episode; they stop with Ctrl-C
         while stats.saved < episodes and stats.attempted < max_attempts:
             recorder = writer.episode(task=recipe.instruction)
+            seed = next(seeds)
+            steps = 0
             try:
-                obs = env.reset(seed=seed + stats.attempted, ood=ood)
-                if teleop == "scripted":
-                    pilot = env.expert()
-                elif real:
+                obs = env.reset(seed=seed, ood=ood)
+                if real:
                     device.stopped = False
                     pilot = device
                 else:
@@ -115,17 +323,17 @@ def collect(
                     pilot = DeviceTeleop(device, env.num_arms, recipe.fps)
                 after = 0
                 for _ in range(recipe.max_episode_steps):
-                    action = pilot.act() if teleop == "scripted" else pilot.act(obs)
+                    action = pilot.act(obs)
                     if getattr(pilot, "stopped", False):
                         break
                     recorder.add_frame(action, obs.state, {names[r]: img for r, img in obs.images.items()})
                     obs = env.step(action)
-                    stats.steps += 1
+                    steps += 1
                     if all(env.stage_success()):
                         after += 1
                         if after > SETTLE_FRAMES:
                             break
-                    if on_progress is not None and stats.steps % 10 == 0:
+                    if on_progress is not None and steps % 10 == 0:
                         stats.seconds = time.perf_counter() - start
                         on_progress(stats)
             except KeyboardInterrupt:
@@ -133,23 +341,20 @@ def collect(
                 stats.interrupted = True
                 break
             stages = env.end_episode() if real else env.stage_success()
-            stats.attempted += 1
-            for k, ok in enumerate(stages):
-                stats.stage_counts[k] += int(ok)
-            success = all(stages)
-            stats.successes += int(success)
+            _count(stats, stages, steps)
             if len(recorder) == 0:  # ended before the first step (an operator's early stop)
                 recorder.discard()
-            elif env.confirm("keep this episode?") if real else (success or keep_failures):
-                recorder.save(stage_success=stages)
+            elif env.confirm("keep this episode?") if real else (all(stages) or keep_failures):
+                # the real station's scene is not the simulator's: its seed means nothing, so none is recorded
+                recorder.save(stage_success=stages, seed=None if real else seed, ood=None if real else ood)
                 stats.saved += 1
+                if not real:
+                    stats.seeds.append(seed)
             else:
                 recorder.discard()
             stats.seconds = time.perf_counter() - start
             if on_progress is not None:
                 on_progress(stats)
-    stats.seconds = time.perf_counter() - start
-    return stats
 
 
 def _real_station(recipe: Recipe, station: Path | None, dry_run: bool):

@@ -9,6 +9,12 @@ Every actor (router, or the scripted expert) is evaluated on the same scenes: ep
 seed + i, so rows are paired comparisons. Rows follow the paper's Tables 2-3 and 5-8: the fraction of episodes
 reaching each stage (stages are sequential) and their mean ("avg"). Episode videos go to
 out/videos/<actor>/<protocol>/episode_<i>.mp4.
+
+Each (protocol, episode, actor) is one job. `workers` > 1 runs the jobs in spawned simulator processes
+(`harmowam_core.workers`), each loading the bundle once; the report lists the results in the same order as one
+worker would, with the same per-episode results. `shard=(i, N)` runs only every N-th job from job i (for a
+cluster array) and marks the report partial; `merge_reports` combines the shards' reports into the report of
+one run, refusing shards of different bundles, protocols, actors, seeds or settings.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from harmowam_core.envs import OOD_KINDS
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.policy.rollout import COLOURS, EpisodeResult, PolicyActor, ScriptedActor, label_font, run_episode
 from harmowam_core.policy.routers import ROUTERS
+from harmowam_core.workers import WorkerError, WorkerPool, check_workers, deterministic_cpu
 
 ACTOR_COLOURS = {"gate": (39, 174, 96), "keyframe-average": (22, 160, 133), **COLOURS}
 PROTOCOL_NAMES = {"none": "in-domain", "background": "background", "position": "position", "objects": "objects"}
@@ -54,6 +61,9 @@ class EvalReport:
     results: list[EpisodeResult] = field(default_factory=list)
     interrupted: bool = False
     seconds: float = 0.0
+    settings: dict = field(default_factory=dict)  # what else shapes the results: bundle identity, steps, options
+    shard: list[int] | None = None  # [i, N] for a partial report of shard i of N; None for a whole run
+    workers: int = 1
 
     @property
     def rows(self) -> list[StageRow]:
@@ -64,6 +74,23 @@ class EvalReport:
         out["rows"] = [asdict(r) for r in self.rows]
         out["results"] = [r.to_dict() for r in self.results]
         return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EvalReport:
+        fields = {k: data[k] for k in ("bundle", "task", "stage_names", "protocols", "actors", "episodes", "seed")}
+        report = cls(**fields, interrupted=data.get("interrupted", False), seconds=data.get("seconds", 0.0))
+        report.settings, report.shard = data.get("settings", {}), data.get("shard")
+        report.workers = data.get("workers", 1)
+        report.results = [EpisodeResult(**r) for r in data.get("results", [])]
+        return report
+
+    def jobs(self) -> list[tuple[str, int, str]]:
+        """Every (protocol, episode, actor) of the whole run, in report order."""
+        return [(p, i, a) for p in self.protocols for i in range(self.episodes) for a in self.actors]
+
+    def sort_results(self) -> None:
+        order = {job: k for k, job in enumerate(self.jobs())}
+        self.results.sort(key=lambda r: order[(r.protocol, r.episode, r.actor)])
 
 
 def parse_protocols(ood: str) -> list[str]:
@@ -111,6 +138,54 @@ def stage_table(
     return rows
 
 
+class EvalSession:
+    """A bundle's actors on one station: what one evaluation worker (or the evaluating process) holds. `run`
+    plays one job, (protocol, episode, actor, video path or None), and returns its EpisodeResult."""
+
+    def __init__(
+        self,
+        bundle: Path,
+        routers: list[str],
+        scripted: bool,
+        seed: int,
+        max_steps: int | None = None,
+        policy_options: dict | None = None,
+        backend: str = "sim",
+        station: Path | None = None,
+        dry_run: bool = False,
+    ):
+        from harmowam_core.envs import make_env
+        from harmowam_core.models.experts import Experts
+        from harmowam_core.models.world_model import WorldModel
+        from harmowam_core.policy.bundle import bundle_recipe
+        from harmowam_core.policy.policy import HarmoWAMPolicy
+
+        self.recipe = recipe = bundle_recipe(bundle)
+        self.seed, self.steps = seed, max_steps or recipe.max_episode_steps
+        wm, experts = WorldModel.from_pretrained(bundle / "world_model"), Experts.from_pretrained(bundle / "experts")
+        self.policies = [
+            HarmoWAMPolicy(wm, experts, recipe.to_dict(resolved=False), router=r, **(policy_options or {}))
+            for r in dict.fromkeys(routers)
+        ]
+        actors = [PolicyActor(p) for p in self.policies] + ([ScriptedActor()] if scripted else [])
+        self.actors = {a.name: a for a in actors}
+        self.camera = self.policies[0].camera if self.policies else "front"
+        self.env = make_env(recipe, backend, station=station, dry_run=dry_run)
+
+    def run(self, job: tuple, on_step: Callable[[int, str], None] | None = None) -> EpisodeResult:
+        protocol, episode, actor, video = job
+        with deterministic_cpu():
+            return run_episode(
+                self.env, self.actors[actor], seed=self.seed + episode, ood=protocol, max_steps=self.steps,
+                episode=episode, video=video, fps=self.recipe.fps, camera=self.camera, on_step=on_step,
+            )  # fmt: skip
+
+    def close(self) -> None:
+        for policy in self.policies:
+            policy.close()
+        self.env.close()
+
+
 def evaluate(
     bundle: Path,
     protocols: list[str],
@@ -128,51 +203,122 @@ def evaluate(
     backend: str = "sim",
     station: Path | None = None,
     dry_run: bool = False,
+    workers: int | None = 1,
+    shard: tuple[int, int] = (0, 1),
 ) -> EvalReport:
     """Run `episodes` episodes per protocol for every router (and the scripted expert) on the bundle's task;
-    on the real station (`backend="real"`) the operator scores every episode's stages."""
-    from harmowam_core.envs import make_env
-    from harmowam_core.models.experts import Experts
-    from harmowam_core.models.world_model import WorldModel
+    on the real station (`backend="real"`) the operator scores every episode's stages. See the module docstring
+    for `workers` and `shard`; `on_step` is called only when the episodes run in this process."""
     from harmowam_core.policy.bundle import bundle_recipe, read_bundle
-    from harmowam_core.policy.policy import HarmoWAMPolicy
 
     check_eval_args(protocols, routers, episodes, scripted, backend)
     meta = read_bundle(bundle)
     recipe = bundle_recipe(bundle)
-    steps = max_steps or recipe.max_episode_steps
-    wm, experts = WorldModel.from_pretrained(bundle / "world_model"), Experts.from_pretrained(bundle / "experts")
-    policies = [
-        HarmoWAMPolicy(wm, experts, recipe.to_dict(resolved=False), router=r, **(policy_options or {}))
-        for r in dict.fromkeys(routers)
+    actors = list(dict.fromkeys(routers)) + (["scripted"] if scripted else [])
+    report = EvalReport(str(bundle), meta["task"], [s.name for s in recipe.stages], protocols, actors, episodes, seed)
+    report.settings = {
+        "bundle": {"name": meta.get("name"), "created": meta.get("created")},
+        "max_steps": max_steps or recipe.max_episode_steps,
+        "policy": {k: v for k, v in sorted((policy_options or {}).items())},
+        "backend": backend,
+    }
+    index, count = shard
+    report.shard = [index, count] if count > 1 else None
+    jobs = [
+        (p, i, a, out / "videos" / a / p / f"episode_{i:03d}.mp4" if videos else None)
+        for p, i, a in report.jobs()[index::count]
     ]
-    actors = [PolicyActor(p) for p in policies] + ([ScriptedActor()] if scripted else [])
-    report = EvalReport(
-        str(bundle), meta["task"], [s.name for s in recipe.stages], protocols, [a.name for a in actors], episodes, seed
-    )
-    camera = policies[0].camera
-    total, start = len(protocols) * episodes * len(actors), time.perf_counter()
+    report.workers = check_workers(workers, len(jobs))
+    if report.workers > 1 and backend != "sim":
+        raise HarmoWAMError("--workers applies to the simulator; the real station runs one episode at a time")
+    args = (bundle, routers, scripted, seed, max_steps, policy_options, backend, station, dry_run)
+    start = time.perf_counter()
+
+    def finished(result: EpisodeResult) -> None:
+        report.results.append(result)
+        if on_episode is not None:
+            on_episode(result, len(report.results), len(jobs))
+
     try:
-        with make_env(recipe, backend, station=station, dry_run=dry_run) as env:
-            for protocol in protocols:
-                for i in range(episodes):
-                    for actor in actors:
-                        video = out / "videos" / actor.name / protocol / f"episode_{i:03d}.mp4" if videos else None
-                        result = run_episode(
-                            env, actor, seed=seed + i, ood=protocol, max_steps=steps, episode=i,
-                            video=video, fps=recipe.fps, camera=camera, on_step=on_step,
-                        )  # fmt: skip
-                        if result.interrupted:
-                            report.interrupted = True
-                            return report
-                        report.results.append(result)
-                        if on_episode is not None:
-                            on_episode(result, len(report.results), total)
+        if report.workers == 1:
+            session = EvalSession(*args)
+            try:
+                for job in jobs:
+                    result = session.run(job, on_step=on_step)
+                    if result.interrupted:
+                        report.interrupted = True
+                        break
+                    finished(result)
+            finally:
+                session.close()
+        else:
+            with WorkerPool(report.workers, "harmowam_core.evaluation:EvalSession", args) as pool:
+                for _, result in pool.run((job[:3], job) for job in jobs):
+                    finished(result)
+    except KeyboardInterrupt:
+        report.interrupted = True
+    except WorkerError as err:
+        protocol, i, actor = err.key
+        raise HarmoWAMError(f"episode {i} ({actor}, {protocol} scenes, seed {seed + i}) failed: {err}") from None
     finally:
-        for policy in policies:
-            policy.close()
         report.seconds = time.perf_counter() - start
+        report.sort_results()
     return report
+
+
+def merge_reports(reports: list[EvalReport], names: list[str]) -> EvalReport:
+    """One report from the shards' partial reports (see the module docstring); HarmoWAMError naming the
+    shard that does not fit."""
+    if not reports:
+        raise HarmoWAMError("eval merge needs at least one shard's results")
+    first = reports[0]
+
+    def identity(r: EvalReport) -> dict:
+        return {
+            "task": r.task, "protocols": r.protocols, "actors": r.actors, "episodes": r.episodes, "seed": r.seed,
+            "settings": r.settings, "shards": (r.shard or [0, 1])[1],
+        }  # fmt: skip
+
+    want = identity(first)
+    for report, name in zip(reports, names, strict=True):
+        got = identity(report)
+        differ = [k for k in want if got[k] != want[k]]
+        if differ:
+            what = ", ".join(f"{k} {got[k]!r} (not {want[k]!r})" for k in differ)
+            raise HarmoWAMError(f"{name} is not a shard of the same evaluation as {names[0]}: {what}")
+        if report.interrupted:
+            raise HarmoWAMError(f"{name} was stopped before its end; run that shard again")
+    count = want["shards"]
+    seen: dict[int, str] = {}
+    for report, name in zip(reports, names, strict=True):
+        index = (report.shard or [0, 1])[0]
+        if index in seen:
+            raise HarmoWAMError(f"{name} and {seen[index]} are both shard {index}/{count}")
+        seen[index] = name
+    missing = [f"{i}/{count}" for i in range(count) if i not in seen]
+    if missing:
+        raise HarmoWAMError(f"shard(s) {', '.join(missing)} missing: pass the results of all {count} shards")
+    merged = EvalReport(first.bundle, first.task, first.stage_names, first.protocols, first.actors, first.episodes,
+                        first.seed, settings=first.settings)  # fmt: skip
+    merged.results = [r for report in reports for r in report.results]
+    merged.seconds = sum(r.seconds for r in reports)
+    merged.workers = sum(r.workers for r in reports)
+    if sorted((r.protocol, r.episode, r.actor) for r in merged.results) != sorted(merged.jobs()):
+        raise HarmoWAMError("the shards' episodes do not cover the evaluation exactly once; run the shards again")
+    merged.sort_results()
+    return merged
+
+
+def read_report(path: Path) -> EvalReport:
+    """A results.json written by `write_outputs` (a directory holding one, or the file)."""
+    path = Path(path)
+    file = path / "results.json" if path.is_dir() else path
+    if not file.is_file():
+        raise HarmoWAMError(f"{path}: no results.json (the output directory of `harmowam eval`)")
+    try:
+        return EvalReport.from_dict(json.loads(file.read_text()))
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise HarmoWAMError(f"{file}: not the results of `harmowam eval` ({type(err).__name__}: {err})") from None
 
 
 # ----------------------------------------------------------------------------------------------- outputs

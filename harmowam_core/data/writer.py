@@ -7,6 +7,10 @@
             ep.save(stage_success=[True, False])
 
 An episode is recorded into `root/.staging/` (video frames are encoded as they arrive) and committed by
+renames. A recorder needs no writer: a simulator worker process records into the staging folder with
+`EpisodeRecorder(spec, staging_root, task).finish(...)`, and only the process holding the writer commits the
+returned `StagedEpisode` with `writer.commit(staged)`. Every episode row records the scene's `seed` and its
+OOD protocol `ood` (null when unknown: episodes of older datasets, the real station's). Commits are
 renames: videos, then the data file, then the episodes table, then info.json and stats.json. A process
 killed while recording leaves only staging files, which the next writer removes; a process killed during
 the few renames of a commit leaves files that no episode row references, which the next writer (or reader)
@@ -20,6 +24,7 @@ import json
 import os
 import shutil
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +37,7 @@ from harmowam_core.data.video import VideoEncoder
 from harmowam_core.errors import DatasetError
 
 VECTOR_KEYS = ("action", "observation.state")
+EPISODE_SCENE_KEYS = ("seed", "ood")  # per-episode scene identity: the reset seed and the OOD protocol
 
 
 # --------------------------------------------------------------------------------------------- small I/O helpers
@@ -101,10 +107,30 @@ def _stats_from_row(row: dict, key: str) -> dict[str, np.ndarray]:
 
 
 def read_episode_rows(root: Path) -> list[dict]:
+    """The episodes table as dicts; rows of older datasets get `seed` and `ood` None (unknown)."""
     path = root / fmt.EPISODES_PATH.format(chunk_index=0, file_index=0)
     if not path.exists():
         return []
-    return pq.read_table(path).to_pylist()
+    rows = pq.read_table(path).to_pylist()
+    for row in rows:
+        for key in EPISODE_SCENE_KEYS:
+            row.setdefault(key, None)
+    return rows
+
+
+def episodes_table(rows: list[dict]) -> pa.Table:
+    """The episodes table of `rows`; `seed` (int64) and `ood` (string) are typed even when all are null."""
+    table = pa.Table.from_pylist(rows)
+    for key, kind in (("seed", pa.int64()), ("ood", pa.string())):
+        if key in table.column_names and table.schema.field(key).type != kind:
+            i = table.column_names.index(key)
+            table = table.set_column(i, pa.field(key, kind), table.column(key).cast(kind))
+    return table
+
+
+def used_seeds(rows: list[dict]) -> set[int]:
+    """The scene seeds the episodes of `rows` were recorded from (episodes without a recorded seed left out)."""
+    return {int(r["seed"]) for r in rows if r.get("seed") is not None}
 
 
 def build_info(spec: fmt.DatasetSpec, rows: list[dict], tasks: list[str], extra_features: dict) -> dict:
@@ -141,7 +167,7 @@ def build_stats(rows: list[dict], features: dict) -> dict:
 def write_meta(root: Path, spec: fmt.DatasetSpec, rows: list[dict], tasks: list[str], extra_features: dict) -> None:
     """Rewrite the episodes table, stats.json and info.json (in that order) from `rows`."""
     if rows:
-        atomic_write_table(root / fmt.EPISODES_PATH.format(chunk_index=0, file_index=0), pa.Table.from_pylist(rows))
+        atomic_write_table(root / fmt.EPISODES_PATH.format(chunk_index=0, file_index=0), episodes_table(rows))
     info = build_info(spec, rows, tasks, extra_features)
     atomic_write_json(root / fmt.STATS_PATH, build_stats(rows, info["features"]))
     atomic_write_json(root / fmt.INFO_PATH, info)
@@ -285,8 +311,19 @@ class DatasetWriter:
     def num_frames(self) -> int:
         return int(sum(r["length"] for r in self.rows))
 
+    @property
+    def staging_root(self) -> Path:
+        """Where recorders (in this process or in simulator workers) stage episodes before the commit."""
+        return self.root / fmt.STAGING_DIR
+
     def episode(self, task: str) -> EpisodeRecorder:
-        return EpisodeRecorder(self, task)
+        return EpisodeRecorder(self.spec, self.staging_root, task, writer=self)
+
+    def commit(self, staged: StagedEpisode) -> int:
+        """Commit an episode staged by a recorder (of this process or of a worker); returns its episode index."""
+        if not staged.staging.is_relative_to(self.staging_root):
+            raise ValueError(f"{staged.staging} is not staged in {self.staging_root}")
+        return self._commit(staged)
 
     def close(self) -> None:
         shutil.rmtree(self.root / fmt.STAGING_DIR, ignore_errors=True)
@@ -299,7 +336,7 @@ class DatasetWriter:
         self.close()
 
     # ------------------------------------------------------------------ commit
-    def _commit(self, rec: EpisodeRecorder, stage_success: list[bool] | None) -> int:
+    def _commit(self, rec: StagedEpisode) -> int:
         ep = len(self.rows)
         n = len(rec.actions)
         start = self.num_frames
@@ -354,20 +391,21 @@ class DatasetWriter:
         }
         for key in self.extra_features:
             stats[key] = vector_stats(np.full(n, -1))
-        stats.update({fmt.IMAGE_KEY_PREFIX + c: acc.result() for c, acc in rec.image_stats.items()})
+        stats.update({fmt.IMAGE_KEY_PREFIX + c: st for c, st in rec.image_stats.items()})
         for key, st in stats.items():
             for s, v in stats_to_json(st).items():
                 row[f"stats/{key}/{s}"] = v
-        row["stage_success"] = [bool(x) for x in (stage_success or [])]
+        row["stage_success"] = [bool(x) for x in rec.stage_success]
         row["keyframes"] = []  # filled by `harmowam label`
+        row["seed"] = rec.seed
+        row["ood"] = rec.ood
 
         # Commit: files first (not visible until a row references them), then the episode row, then totals.
-        for name, enc in rec.encoders.items():
-            enc.close()
+        for name, path in rec.videos.items():
             vk = fmt.IMAGE_KEY_PREFIX + name
             dest = fmt.video_file(self.root, row, vk)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(enc.path, dest)
+            os.replace(path, dest)
         dest = fmt.data_file(self.root, row)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged_data, dest)
@@ -377,14 +415,34 @@ class DatasetWriter:
         return ep
 
 
-class EpisodeRecorder:
-    """Frames of one episode in progress; nothing is visible in the dataset until `save`."""
+@dataclass
+class StagedEpisode:
+    """A recorded episode waiting in the staging folder for `DatasetWriter.commit` (picklable: a simulator worker
+    hands it to the process holding the writer). actions/states: (T, A) / (T, S) float32; videos: camera ->
+    staged mp4; image_stats: camera -> per-channel stats; seed/ood: the scene (None when unknown)."""
 
-    def __init__(self, writer: DatasetWriter, task: str):
-        self.writer, self.task = writer, task
-        self.staging = writer.root / fmt.STAGING_DIR / uuid.uuid4().hex
+    staging: Path
+    task: str
+    actions: np.ndarray
+    states: np.ndarray
+    videos: dict[str, Path]
+    image_stats: dict[str, dict[str, np.ndarray]]
+    stage_success: list[bool] = field(default_factory=list)
+    seed: int | None = None
+    ood: str | None = None
+
+    def discard(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+class EpisodeRecorder:
+    """Frames of one episode in progress, staged under `staging_root`; nothing is visible in a dataset until it
+    is committed (`save` with a writer, or `finish` and `DatasetWriter.commit` in the writer's process)."""
+
+    def __init__(self, spec: fmt.DatasetSpec, staging_root: Path, task: str, writer: DatasetWriter | None = None):
+        self.spec, self.writer, self.task = spec, writer, task
+        self.staging = Path(staging_root) / uuid.uuid4().hex
         self.staging.mkdir(parents=True)
-        spec = writer.spec
         self.encoders = {
             name: VideoEncoder(self.staging / f"{name}.mp4", spec.fps, h, w, spec.codec)
             for name, (h, w) in spec.cameras.items()
@@ -398,7 +456,7 @@ class EpisodeRecorder:
         return len(self.actions)
 
     def add_frame(self, action: np.ndarray, state: np.ndarray, images: dict[str, np.ndarray]) -> None:
-        spec = self.writer.spec
+        spec = self.spec
         action = np.asarray(action, dtype=np.float32).reshape(-1)
         state = np.asarray(state, dtype=np.float32).reshape(-1)
         if action.shape != (spec.action_dim,) or state.shape != (spec.state_dim,):
@@ -414,14 +472,34 @@ class EpisodeRecorder:
         self.actions.append(action)
         self.states.append(state)
 
-    def save(self, stage_success: list[bool] | None = None) -> int:
-        """Commit the episode; returns its episode index."""
+    def finish(
+        self, stage_success: list[bool] | None = None, seed: int | None = None, ood: str | None = None
+    ) -> StagedEpisode:
+        """Close the videos and hand the staged episode over for a commit."""
         if self.done:
             raise RuntimeError("episode already saved or discarded")
         if not self.actions:
             raise ValueError("cannot save an episode with no frames")
         self.done = True
-        return self.writer._commit(self, stage_success)
+        for enc in self.encoders.values():
+            enc.close()
+        return StagedEpisode(
+            staging=self.staging,
+            task=self.task,
+            actions=np.asarray(self.actions, dtype=np.float32),
+            states=np.asarray(self.states, dtype=np.float32),
+            videos={name: enc.path for name, enc in self.encoders.items()},
+            image_stats={name: acc.result() for name, acc in self.image_stats.items()},
+            stage_success=[bool(x) for x in (stage_success or [])],
+            seed=None if seed is None else int(seed),
+            ood=ood,
+        )
+
+    def save(self, stage_success: list[bool] | None = None, seed: int | None = None, ood: str | None = None) -> int:
+        """Commit the episode into the recorder's writer; returns its episode index."""
+        if self.writer is None:
+            raise RuntimeError("a recorder without a writer hands its episode over with finish()")
+        return self.writer.commit(self.finish(stage_success, seed, ood))
 
     def discard(self) -> None:
         if self.done:

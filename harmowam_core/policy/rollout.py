@@ -17,6 +17,7 @@ marked `interrupted`, for the caller to stop its loop. Any other exception stops
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -94,6 +95,7 @@ class EpisodeResult:
     expert_steps: dict[str, int] = field(default_factory=dict)
     video: str | None = None
     interrupted: bool = False
+    action_digest: str = ""  # SHA-1 of the executed actions (float32): equal digests, the same episode
 
     @property
     def success(self) -> bool:
@@ -156,9 +158,11 @@ def run_episode(
     obs = env.reset(seed=seed, ood=ood)
     actor.reset(env)
     writer = EpisodeVideo(Path(video), fps, camera) if video is not None else None
+    digest = hashlib.sha1()
     try:
         for step in range(max_steps):
             action = actor.act(obs)
+            digest.update(np.asarray(action, dtype=np.float32).tobytes())
             used, p = actor.status()
             result.expert_steps[used] = result.expert_steps.get(used, 0) + 1
             obs = env.step(action)
@@ -183,5 +187,6 @@ def run_episode(
     elif hasattr(env, "end_episode"):  # the real station: stop, and the operator scores the stages
         env.end_episode()
     result.stages = [bool(s) for s in env.stage_success()]
+    result.action_digest = digest.hexdigest()
     result.seconds = time.perf_counter() - start
     return result

@@ -1,0 +1,218 @@
+"""Episodes in parallel simulator processes, and shares of a run for cluster jobs.
+
+    with WorkerPool(2, "harmowam_core.evaluation:EvalSession", (bundle, ...)) as pool:
+        for key, result in pool.run(jobs):           # jobs: [(key, payload), ...]; results in completion order
+            ...
+
+Each worker is a *spawned* process (not forked: MuJoCo's EGL context and torch's thread pools do not survive
+a fork) that builds its state once, `setup(*args)` (an "module:callable" name, resolved in the worker after its
+environment is set), then runs `state.run(payload)` for every job it takes from one shared queue and
+`state.close()` at the end. A worker gets `threads` torch threads (by default its share of the cores this
+process may use) and the same share of Mesa's software renderer (LP_NUM_THREADS); MUJOCO_GL is inherited
+(egl unless set). Workers ignore Ctrl-C: the parent decides, and `close()` ends them. A job that raises comes
+back as a `WorkerError` naming its key; a worker that dies (a crash in native code) likewise names the job
+it was running.
+
+Determinism: a job's result must depend on its payload only (the simulator reseeds every episode, the policy
+resets its generator). oneDNN's CPU kernels give results that depend on the thread count (about 1e-7), so
+`deterministic_cpu()` turns them off around closed-loop episodes: the remaining kernels give bit-identical
+results for any thread count, so 1 or N workers give the same actions.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing as mp
+import os
+import queue
+import signal
+import traceback
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from harmowam_core.errors import HarmoWAMError
+
+POLL_SECONDS = 0.5
+
+
+class WorkerError(HarmoWAMError):
+    """A job failed in a worker; `key` is the job's key (e.g. the episode's seed)."""
+
+    def __init__(self, key: Any, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, so containers and `taskset` are honoured)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS has no affinity mask
+        return max(1, os.cpu_count() or 1)
+
+
+def default_workers(jobs: int) -> int:
+    """`--workers` when not given: the cores this process may use, capped by the number of jobs."""
+    return max(1, min(available_cores(), jobs))
+
+
+def check_workers(workers: int | None, jobs: int) -> int:
+    if workers is None:
+        return default_workers(jobs)
+    if workers < 1:
+        raise HarmoWAMError(f"--workers must be at least 1, got {workers}")
+    return min(workers, max(1, jobs))
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """`--shard i/N` (i counted from 0, as SLURM_ARRAY_TASK_ID is) -> (i, N); None -> (0, 1)."""
+    if text is None:
+        return 0, 1
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise HarmoWAMError(f"--shard takes i/N with 0 <= i < N (e.g. 0/4), got '{text}'") from None
+    if count < 1 or not 0 <= index < count:
+        raise HarmoWAMError(f"--shard takes i/N with 0 <= i < N (e.g. 0/4), got '{text}'")
+    return index, count
+
+
+def shard_share(total: int, shard: tuple[int, int]) -> int:
+    """How many of `total` items shard (i, N) takes when they are dealt round-robin."""
+    index, count = shard
+    return total // count + int(index < total % count)
+
+
+@contextmanager
+def deterministic_cpu():
+    """CPU kernels whose results do not depend on the number of threads (oneDNN off; see the module doc)."""
+    import torch
+
+    with torch.backends.mkldnn.flags(enabled=False):
+        yield
+
+
+def _resolve(name: str):
+    module, _, attr = name.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _worker_main(setup: str, args: tuple, threads: int, tasks, results, parent: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    os.environ["LP_NUM_THREADS"] = str(threads)  # Mesa llvmpipe (EGL on the CPU): this worker's share
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        state = _resolve(setup)(*args)
+    except BaseException as err:  # noqa: BLE001 - reported to the parent, which fails the command
+        results.put(("setup-error", None, f"{type(err).__name__}: {err}", traceback.format_exc()))
+        return
+    try:
+        while True:
+            try:
+                job = tasks.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                if os.getppid() != parent:  # the parent died: nobody will read our results
+                    return
+                continue
+            if job is None:
+                return
+            key, payload = job
+            results.put(("start", key, os.getpid(), None))
+            try:
+                results.put(("done", key, state.run(payload), None))
+            except BaseException as err:  # noqa: BLE001 - reported to the parent with the job's key
+                results.put(("error", key, f"{type(err).__name__}: {err}", traceback.format_exc()))
+    finally:
+        close = getattr(state, "close", None)
+        if close is not None:
+            close()
+
+
+class WorkerPool:
+    """`workers` spawned processes sharing one job queue (see the module docstring)."""
+
+    def __init__(self, workers: int, setup: str, args: tuple = (), threads: int | None = None):
+        if workers < 1:
+            raise HarmoWAMError(f"--workers must be at least 1, got {workers}")
+        os.environ.setdefault("MUJOCO_GL", "egl")  # inherited by the spawned workers
+        ctx = mp.get_context("spawn")
+        self.threads = threads or max(1, available_cores() // workers)
+        self.tasks, self.results = ctx.Queue(), ctx.Queue()
+        self.processes = [
+            ctx.Process(
+                target=_worker_main,
+                args=(setup, args, self.threads, self.tasks, self.results, os.getpid()),
+                daemon=True,
+                name=f"harmowam-worker-{i}",
+            )
+            for i in range(workers)
+        ]
+        for process in self.processes:
+            process.start()
+        self.running: dict[int, Any] = {}  # worker pid -> key of the job it runs
+        self.outstanding = 0  # jobs submitted and not yet reported
+
+    def submit(self, key: Any, payload: Any) -> None:
+        self.tasks.put((key, payload))
+        self.outstanding += 1
+
+    def next_result(self) -> tuple[Any, Any]:
+        """The (key, result) of the next job to finish; WorkerError when a job fails or its worker dies."""
+        if self.outstanding == 0:
+            raise RuntimeError("no job is outstanding")
+        while True:
+            try:
+                kind, key, value, _trace = self.results.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                self._check_alive()
+                continue
+            if kind == "start":
+                self.running[value] = key
+            elif kind == "done":
+                self.running = {pid: k for pid, k in self.running.items() if k != key}
+                self.outstanding -= 1
+                return key, value
+            elif kind == "setup-error":
+                raise HarmoWAMError(f"a worker could not start: {value}")
+            else:
+                raise WorkerError(key, value)
+
+    def run(self, jobs: Iterable[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
+        """Submit every job, then yield (key, result) in completion order."""
+        for key, payload in jobs:
+            self.submit(key, payload)
+        while self.outstanding:
+            yield self.next_result()
+
+    def _check_alive(self) -> None:
+        for process in self.processes:
+            if process.exitcode not in (None, 0):
+                key = self.running.get(process.pid)
+                what = f"while running job {key}" if key is not None else "before taking a job"
+                raise WorkerError(key, f"a worker process died {what} (exit code {process.exitcode})")
+
+    def close(self) -> None:
+        """Stop every worker: politely when every job has been reported, at once otherwise (Ctrl-C, an error,
+        jobs no longer needed)."""
+        if self.outstanding == 0:
+            for _ in self.processes:
+                self.tasks.put(None)
+            for process in self.processes:
+                process.join(timeout=10.0)
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout=5.0)
+        for q in (self.tasks, self.results):
+            q.cancel_join_thread()  # undelivered items of terminated workers must not block our exit
+            q.close()
+
+    def __enter__(self) -> WorkerPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
