@@ -6,13 +6,18 @@ Without --bundle it exports an untrained tiny bundle for the task (latency does 
 Prints:
 - the latency of one plan's parts (world model, image encoder, gate, predictive expert, reactive expert);
 - executed actions/s on an *instant station* (returns a recorded observation at once): what the policy
-  alone sustains;
+  alone sustains. Nothing hides the model's latency there, so what counts is that async plans as fast as sync:
+  the ratio is taken against sync executing as many actions a plan as async (chunk - lead: 8 of 12 by
+  default; at its default of 12, sync is also printed, and async can reach at most 8/12 of it there).
+  Target: async/sync >= 1.0.
 - executed actions/s on a *paced station*: a station that takes exactly one control period (1 / the recipe's
   fps) per step and returns a recorded observation, as a real arm does. Sync plans between steps; async plans
   in the background. The share of the model's latency that async hides is
   1 - (async wall - stepping wall) / (sync wall - stepping wall). Target for the tiny preset on the CPU:
-  at least 20 actions/s async.
+  async at least 0.95x the station's own rate (19 actions/s at 20 Hz).
 - executed actions/s on the simulated station (rendering three cameras), sync and async, for reference.
+The two targets close the output, as ratios measured in this run. The machine's other load moves them:
+--repeats N keeps the fastest of N alternating runs of each policy.
 """
 
 from __future__ import annotations
@@ -71,19 +76,34 @@ def closed_loop(env, policy, steps: int) -> float:
     return time.perf_counter() - start
 
 
-def measure(env, bundle, steps: int, device: str) -> dict[str, float]:
+def measure(env, bundle, steps: int, device: str, repeats: int = 1, as_async: bool = False) -> dict:
+    """Seconds for `steps` actions of the station alone, sync and async (the fastest of `repeats` alternating
+    runs); with `as_async`, also of sync executing as many actions a plan as async ("sync as async")."""
+    with HarmoWAMPolicy.from_bundle(bundle, async_inference=True, device=device) as policy:
+        shape = {"chunk": policy.chunk, "lead": policy.lead, "execute_steps": policy.execute_steps}
+    modes = {"sync": {}, "async": {"async_inference": True}}
+    if as_async:
+        modes["sync as async"] = {"execute_steps": shape["execute_steps"]}
     wall = {"station": closed_loop(env, None, steps)}
-    for mode in ("sync", "async"):
-        with HarmoWAMPolicy.from_bundle(bundle, async_inference=mode == "async", device=device) as policy:
-            wall[mode] = closed_loop(env, policy, steps)
-    return wall
+    for _ in range(repeats):
+        for mode, kwargs in modes.items():
+            with HarmoWAMPolicy.from_bundle(bundle, device=device, **kwargs) as policy:
+                wall[mode] = min(wall.get(mode, float("inf")), closed_loop(env, policy, steps))
+    return {**wall, **shape}
 
 
-def report(name: str, wall: dict[str, float], steps: int) -> None:
+def report(name: str, wall: dict, steps: int) -> None:
+    chunk, lead, ahead = wall["chunk"], wall["lead"], wall["execute_steps"]
     print(f"{name}:")
     print(f"  station alone         {steps / wall['station']:7.1f} steps/s")
-    print(f"  sync                  {steps / wall['sync']:7.1f} actions/s")
-    print(f"  async                 {steps / wall['async']:7.1f} actions/s  ({wall['sync'] / wall['async']:.2f}x sync)")
+    print(f"  sync                  {steps / wall['sync']:7.1f} actions/s  ({chunk} actions a plan)")
+    if "sync as async" in wall:
+        label = f"sync, {ahead} a plan"
+        print(f"  {label:22s}{steps / wall['sync as async']:7.1f} actions/s  ({ahead} actions a plan, as async)")
+    print(
+        f"  async                 {steps / wall['async']:7.1f} actions/s  ({ahead} actions a plan, planned {lead} "
+        f"ahead; {wall['sync'] / wall['async']:.2f}x sync)"
+    )
     overhead = wall["sync"] - wall["station"]
     if wall["station"] < 0.1 * wall["sync"]:  # an instant station: nothing to hide the model's latency behind
         return
@@ -103,6 +123,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--hz", type=int, help="control rate of the paced station (default: the recipe's fps)")
     parser.add_argument("--no-sim", action="store_true", help="skip the simulated-station figures")
+    parser.add_argument("--repeats", type=int, default=1, help="keep the fastest of N alternating runs per policy")
     args = parser.parse_args()
     quiet_libraries()
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,12 +148,19 @@ def main() -> None:
                 for part, seconds in policy.timings.items():
                     print(f"  {part:18s} {1000 * seconds / args.plans:7.1f} ms")
             instant = PacedStation(obs, 10**9, len(recipe.stages))
-            report("instant station (the policy alone)", measure(instant, bundle, args.steps, args.device), args.steps)
+            fast = measure(instant, bundle, args.steps, args.device, args.repeats, as_async=True)
+            report("instant station (the policy alone)", fast, args.steps)
             hz = args.hz or recipe.fps
             paced = PacedStation(obs, hz, len(recipe.stages))
-            report(f"station paced at {hz} Hz", measure(paced, bundle, args.steps, args.device), args.steps)
+            slow = measure(paced, bundle, args.steps, args.device, args.repeats)
+            report(f"station paced at {hz} Hz", slow, args.steps)
             if not args.no_sim:
-                report("simulated station", measure(sim, bundle, args.steps, args.device), args.steps)
+                report("simulated station", measure(sim, bundle, args.steps, args.device, args.repeats), args.steps)
+        print(
+            f"async/sync on the instant station: {fast['sync as async'] / fast['async']:.2f} (target >= 1.0; sync "
+            f"at async's {fast['execute_steps']} actions a plan)"
+        )
+        print(f"async / station rate at {hz} Hz: {slow['station'] / slow['async']:.2f} (target >= 0.95)")
 
 
 if __name__ == "__main__":

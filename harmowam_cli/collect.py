@@ -64,6 +64,7 @@ def run_collect(
     workers: int | None = None,
     shard: str | None = None,
 ) -> None:
+    from harmowam_core.collect import check_seed
     from harmowam_core.collect import collect as collect_episodes
     from harmowam_core.envs.sim.teleop import device_class
 
@@ -77,6 +78,7 @@ def run_collect(
         device_class(teleop)  # an unknown kind, or a device that cannot run here, fails before anything starts
     recipe = load_recipe(task, overrides)
     out = out or Path("data") / recipe.name
+    check_seed(out, seed, shard_index, episodes, keep_failures)
     who = "scripted expert" if teleop == "scripted" else f"{teleop} teleoperation"
     who += "" if backend == "sim" else f", real station{' (dry run)' if dry_run else ''}"
     share = shard_share(episodes, shard_index)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from harmowam_cli import collect as collect_cmd
+from harmowam_cli import dataset as dataset_cmd
 from harmowam_cli import demo as demo_cmd
 from harmowam_cli import deploy as deploy_cmd
 from harmowam_cli import doctor as doctor_cmd
@@ -33,11 +34,12 @@ app.add_typer(recipe_cmd.app, name="recipe")
 app.command("collect")(collect_cmd.collect)
 app.command("label")(label_cmd.label)
 app.command("info")(info_cmd.info)
+app.add_typer(dataset_cmd.app, name="dataset")
 app.command("train-wm")(train_wm_cmd.train_wm)
 app.command("train-experts")(train_experts_cmd.train_experts)
 app.command("export")(export_cmd.export)
 app.command("deploy")(deploy_cmd.deploy)
-app.command("eval")(eval_cmd.evaluate)
+app.command("eval", cls=eval_cmd.EvalCommand)(eval_cmd.evaluate)
 app.command("demo")(demo_cmd.demo)
 app.command("doctor")(doctor_cmd.doctor)
 

@@ -31,12 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harmowam_core.data.format import DatasetSpec
-from harmowam_core.data.writer import DatasetWriter, EpisodeRecorder, StagedEpisode, used_seeds
+from harmowam_core.data.writer import DatasetWriter, EpisodeRecorder, StagedEpisode, read_episode_rows, used_seeds
 from harmowam_core.envs import OOD_KINDS, make_env
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.recipes import Recipe
-from harmowam_core.workers import WorkerError, WorkerPool, check_workers, shard_share
+from harmowam_core.workers import WorkerError, WorkerPool, check_workers, resolve, shard_share
 
+# What records scripted episodes, by "module:callable" (spawned workers build it by name; tests substitute one)
+RECORDER = "harmowam_core.collect:ScriptedRecorder"
 SETTLE_FRAMES = 5  # frames kept after the last stage succeeds, so demonstrations end at rest
 ATTEMPTS_PER_EPISODE = 3  # without keep_failures: attempts allowed per requested episode
 
@@ -90,6 +92,14 @@ def plan_seeds(seed: int | None, shard: tuple[int, int], used: set[int], attempt
             "(drop --seed to continue after them)"
         )
     return seed_sequence(seed, shard)
+
+
+def check_seed(out: Path, seed: int | None, shard: tuple[int, int], episodes: int, keep_failures: bool) -> None:
+    """Refuse, before anything starts, an explicit `seed` whose attempts could reuse a scene of the dataset at
+    `out` (`collect` checks again under the dataset's lock)."""
+    if seed is not None:
+        attempts = shard_share(episodes, shard) * (1 if keep_failures else ATTEMPTS_PER_EPISODE)
+        plan_seeds(seed, shard, used_seeds(read_episode_rows(Path(out))), attempts, out)
 
 
 @dataclass
@@ -241,13 +251,14 @@ def _collect_scripted(
             progress()
 
     def failed(seed: int, err: BaseException) -> HarmoWAMError:
+        what = str(err) if isinstance(err, WorkerError) else f"{type(err).__name__}: {err}"
         where = f"; the {stats.saved} episode(s) before it are saved in {writer.root}"
-        return HarmoWAMError(f"the episode of seed {seed} failed: {err}{where}")
+        return HarmoWAMError(f"the episode of seed {seed} failed: {what}{where}")
 
     try:
         if workers == 1:
             with ExitStack() as stack:
-                state = ScriptedRecorder(*args)
+                state = resolve(RECORDER)(*args)
                 stack.callback(state.close)
                 for seed in order:
                     if stats.saved >= episodes:
@@ -260,24 +271,32 @@ def _collect_scripted(
                         raise failed(seed, err) from err
                     commit_ready()
             return
-        with WorkerPool(workers, "harmowam_core.collect:ScriptedRecorder", args) as pool:
+        with WorkerPool(workers, RECORDER, args) as pool:
             queued = iter(order)
             in_flight = 0
+            failure: WorkerError | None = None
             while True:
                 kept_waiting = sum(e.staged is not None for e in finished.values())
-                while stats.saved + in_flight + kept_waiting < episodes:  # attempts that may still be needed
+                while failure is None and stats.saved + in_flight + kept_waiting < episodes:  # attempts still needed
                     seed = next(queued, None)
                     if seed is None:
                         break
                     pool.submit(seed, seed)
                     in_flight += 1
+                if failure is not None and all(s in finished for s in order[head : order.index(failure.key)]):
+                    commit_ready()  # the episodes before the failed one, as one worker would have kept them
+                    raise failed(failure.key, failure)
                 if in_flight == 0:
                     return
                 try:
                     seed, episode = pool.next_result()
                 except WorkerError as err:
-                    commit_ready()
-                    raise failed(err.key, err) from None
+                    in_flight -= 1
+                    if failure is None or order.index(err.key) < order.index(failure.key):
+                        failure = err
+                    if err.key is None:  # a worker died outside any job: nothing to wait for
+                        raise failed("?", err) from None
+                    continue
                 in_flight -= 1
                 finished[seed] = episode
                 commit_ready()

@@ -89,16 +89,21 @@ def deterministic_cpu():
     """CPU kernels whose results do not depend on the number of threads (oneDNN off; see the module doc)."""
     import torch
 
-    with torch.backends.mkldnn.flags(enabled=False):
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
         yield
+    finally:
+        torch.backends.mkldnn.enabled = before
 
 
-def _resolve(name: str):
+def resolve(name: str):
+    """The callable named "module:attribute"."""
     module, _, attr = name.partition(":")
     return getattr(importlib.import_module(module), attr)
 
 
-def _worker_main(setup: str, args: tuple, threads: int, tasks, results, parent: int) -> None:
+def _worker_main(setup: str, args: tuple, threads: int, tasks, results, parent: int, slot: int, current) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     os.environ["LP_NUM_THREADS"] = str(threads)  # Mesa llvmpipe (EGL on the CPU): this worker's share
     os.environ["OMP_NUM_THREADS"] = str(threads)
@@ -106,7 +111,7 @@ def _worker_main(setup: str, args: tuple, threads: int, tasks, results, parent: 
 
     torch.set_num_threads(threads)
     try:
-        state = _resolve(setup)(*args)
+        state = resolve(setup)(*args)
     except BaseException as err:  # noqa: BLE001 - reported to the parent, which fails the command
         results.put(("setup-error", None, f"{type(err).__name__}: {err}", traceback.format_exc()))
         return
@@ -120,8 +125,8 @@ def _worker_main(setup: str, args: tuple, threads: int, tasks, results, parent: 
                 continue
             if job is None:
                 return
-            key, payload = job
-            results.put(("start", key, os.getpid(), None))
+            number, key, payload = job
+            current[slot] = number  # shared memory, so the parent knows the job even if this process dies now
             try:
                 results.put(("done", key, state.run(payload), None))
             except BaseException as err:  # noqa: BLE001 - reported to the parent with the job's key
@@ -142,10 +147,12 @@ class WorkerPool:
         ctx = mp.get_context("spawn")
         self.threads = threads or max(1, available_cores() // workers)
         self.tasks, self.results = ctx.Queue(), ctx.Queue()
+        self.current = ctx.Array("q", [-1] * workers, lock=False)  # per worker: the number of the job it runs
+        self.keys: dict[int, Any] = {}  # job number -> key, for the jobs not yet reported
         self.processes = [
             ctx.Process(
                 target=_worker_main,
-                args=(setup, args, self.threads, self.tasks, self.results, os.getpid()),
+                args=(setup, args, self.threads, self.tasks, self.results, os.getpid(), i, self.current),
                 daemon=True,
                 name=f"harmowam-worker-{i}",
             )
@@ -153,12 +160,17 @@ class WorkerPool:
         ]
         for process in self.processes:
             process.start()
-        self.running: dict[int, Any] = {}  # worker pid -> key of the job it runs
-        self.outstanding = 0  # jobs submitted and not yet reported
+        self.submitted = 0
+
+    @property
+    def outstanding(self) -> int:
+        """Jobs submitted and not yet reported."""
+        return len(self.keys)
 
     def submit(self, key: Any, payload: Any) -> None:
-        self.tasks.put((key, payload))
-        self.outstanding += 1
+        self.keys[self.submitted] = key
+        self.tasks.put((self.submitted, key, payload))
+        self.submitted += 1
 
     def next_result(self) -> tuple[Any, Any]:
         """The (key, result) of the next job to finish; WorkerError when a job fails or its worker dies."""
@@ -170,11 +182,8 @@ class WorkerPool:
             except queue.Empty:
                 self._check_alive()
                 continue
-            if kind == "start":
-                self.running[value] = key
-            elif kind == "done":
-                self.running = {pid: k for pid, k in self.running.items() if k != key}
-                self.outstanding -= 1
+            if kind == "done":
+                self.keys = {n: k for n, k in self.keys.items() if k != key}
                 return key, value
             elif kind == "setup-error":
                 raise HarmoWAMError(f"a worker could not start: {value}")
@@ -189,9 +198,9 @@ class WorkerPool:
             yield self.next_result()
 
     def _check_alive(self) -> None:
-        for process in self.processes:
+        for slot, process in enumerate(self.processes):
             if process.exitcode not in (None, 0):
-                key = self.running.get(process.pid)
+                key = self.keys.get(self.current[slot])
                 what = f"while running job {key}" if key is not None else "before taking a job"
                 raise WorkerError(key, f"a worker process died {what} (exit code {process.exitcode})")
 

@@ -26,6 +26,7 @@ def test_help_lists_the_built_commands_only():
         "eval",
         "demo",
         "doctor",
+        "dataset",
     }
 
 

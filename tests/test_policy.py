@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ import torch
 from harmowam_core.envs.base import Observation
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.policy.bundle import export_bundle, newest_bundle, read_bundle, untrained_run
-from harmowam_core.policy.policy import HarmoWAMPolicy
+from harmowam_core.policy.policy import HarmoWAMPolicy, release_openmp_team
 from harmowam_core.policy.routers import ROUTERS
 from harmowam_core.recipes import load_recipe
 
@@ -95,3 +97,46 @@ def test_newest_bundle_and_clear_errors(run_dir, tmp_path):
         read_bundle(tmp_path)
     with pytest.raises(HarmoWAMError, match="router"):
         HarmoWAMPolicy.from_bundle(second, router="vote")
+
+
+def _foreign_threads() -> int:
+    """Threads of this process that Python did not start: the OpenMP teams torch keeps are among them."""
+    python = {t.native_id for t in threading.enumerate()}
+    return len({int(tid) for tid in os.listdir("/proc/self/task")} - python)
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/task").is_dir() or not release_openmp_team(), reason="needs Linux and torch on GNU OpenMP"
+)
+def test_async_plans_run_as_the_only_openmp_team_with_the_callers_thread_count(run_dir, tmp_path):
+    """libgomp stops spin-waiting once it manages more threads than CPUs, which halved the planning thread's speed
+    beside the caller's idle team: the planning thread must find the caller's team handed back, take the caller's
+    torch thread count (even one changed after the thread began), and hand its own team back after."""
+    seen = []
+
+    class Probing(HarmoWAMPolicy):
+        def plan(self, *args):
+            seen.append((_foreign_threads(), torch.get_num_threads()))
+            return super().plan(*args)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        policy = Probing.from_bundle(export_bundle(run_dir, tmp_path / "bundles"), async_inference=True, lead=4)
+        with policy:
+            policy.plan(observation().images, observation().state, "stack the cans")  # first-call set-up, here
+            release_openmp_team()
+            alone = _foreign_threads()
+            torch.ones(1 << 22).exp_()  # a parallel op: the caller now keeps a team (itself and one more thread)
+            assert _foreign_threads() == alone + 1
+            seen.clear()
+            policy.act(observation())  # the episode's first plan, on the planning thread
+            policy._pool.submit(int).result()  # the planning thread is idle again
+            assert seen == [(alone, 2)] and _foreign_threads() == alone  # neither team left behind
+            torch.set_num_threads(1)
+            for t in range(1, 5):  # the fifth action starts the next plan (4 actions ahead)
+                policy.act(observation(t))
+            policy._pending.result()
+            assert seen[1][1] == 1
+    finally:
+        torch.set_num_threads(threads)

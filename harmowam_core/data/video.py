@@ -10,7 +10,6 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 
 from harmowam_core.data.format import CODECS
@@ -22,6 +21,8 @@ class VideoEncoder:
     """Append RGB uint8 frames of one camera to an mp4 file."""
 
     def __init__(self, path: Path, fps: int, height: int, width: int, codec: str = "h264", crf: int = 18):
+        import av  # here, not at the top: model code imports this module on machines without PyAV
+
         self.path = Path(path)
         self.container = av.open(str(self.path), mode="w")
         options = {"crf": str(crf), "g": str(GOP)}
@@ -36,11 +37,12 @@ class VideoEncoder:
         self.stream.codec_context.time_base = Fraction(1, fps)
         self.count = 0
         self.shape = (height, width, 3)
+        self.av = av
 
     def add(self, rgb: np.ndarray) -> None:
         if rgb.shape != self.shape or rgb.dtype != np.uint8:
             raise ValueError(f"expected a uint8 frame of shape {self.shape}, got {rgb.dtype} {rgb.shape}")
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         frame.pts = self.count
         frame.time_base = self.stream.codec_context.time_base
         for packet in self.stream.encode(frame):
@@ -62,6 +64,8 @@ def decode_frames(path: Path, indices: list[int] | np.ndarray, fps: int, offset:
     Decodes the span from the keyframe before min(indices) to max(indices) once, whatever the order or
     repetition of `indices` (padding repeats a frame).
     """
+    import av
+
     wanted = np.asarray(indices, dtype=np.int64) + offset
     if wanted.size == 0:
         raise ValueError("no frames requested")
