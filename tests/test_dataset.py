@@ -1,11 +1,11 @@
 import json
 
+import av
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harmowam_core.data import video as video_mod
 from harmowam_core.data.format import DatasetSpec
 from harmowam_core.data.reader import DatasetReader, FrameDataset, WindowDataset, split_episodes
 from harmowam_core.data.writer import DatasetWriter
@@ -156,8 +156,8 @@ def test_each_video_is_decoded_once_per_window(make_dataset, monkeypatch):
     root, _ = make_dataset(lengths=(30,))
     reader = DatasetReader(root)
     opened = []
-    real_open = video_mod.av.open
-    monkeypatch.setattr(video_mod.av, "open", lambda path, *a, **k: opened.append(path) or real_open(path, *a, **k))
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda path, *a, **k: opened.append(path) or real_open(path, *a, **k))
     WindowDataset(reader, camera="front", future_frames=12, action_horizon=12)[3]
     assert sorted(opened) == sorted(str(reader.video_path(0, c)) for c in ("front", "wrist"))
 
