@@ -9,7 +9,15 @@ import typer
 from rich.table import Table
 
 from harmowam_cli._bundle import BackendOption, DryRunOption, StationOption, check_backend
-from harmowam_cli._common import SetOption, ShardOption, WorkersOption, console, progress_bar, user_errors
+from harmowam_cli._common import (
+    SetOption,
+    ShardOption,
+    WorkersOption,
+    console,
+    progress_bar,
+    seed_ranges,
+    user_errors,
+)
 from harmowam_core.envs import OOD_KINDS
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.recipes import load_recipe
@@ -117,7 +125,7 @@ def run_collect(
         table.add_row(spec.name, f"{count}/{stats.attempted}")
     console.print(table)
     verdict = "interrupted: " if stats.interrupted else ""
-    seeds = f", seeds {_ranges(stats.seeds)}" if stats.seeds else ""
+    seeds = f", seeds {seed_ranges(stats.seeds)}" if stats.seeds else ""
     console.print(
         f"{verdict}saved {stats.saved} episodes ({stats.steps} steps, {stats.steps_per_second:.1f} steps/s, "
         f"{stats.workers} worker{'s' if stats.workers > 1 else ''}{seeds}) to {out}"
@@ -128,17 +136,3 @@ def run_collect(
             "pass --keep-failures to keep failed ones too"
         )
     return stats
-
-
-def _ranges(seeds: list[int]) -> str:
-    """[0, 1, 2, 5, 7, 8] -> "0-2, 5, 7-8" (the seeds a run saved, for the summary line)."""
-    parts, ordered = [], sorted(seeds)
-    first = prev = ordered[0]
-    for s in [*ordered[1:], None]:
-        if s is not None and s == prev + 1:
-            prev = s
-            continue
-        parts.append(str(first) if first == prev else f"{first}-{prev}")
-        if s is not None:
-            first = prev = s
-    return ", ".join(parts)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from harmowam_cli._common import console, user_errors
+from harmowam_cli._common import console, seed_ranges, user_errors
 from harmowam_core.data.summary import summarize
 
 
@@ -36,6 +36,7 @@ def show_info(dataset: Path, as_json: bool) -> None:
     head.add_row("episodes", str(s["episodes"]))
     head.add_row("frames", f"{s['frames']} at {s['fps']} fps ({s['duration_s']:.1f} s)")
     head.add_row("instructions", "\n".join(s["instructions"]) or "-")
+    head.add_row("scene seeds", _scenes(s["scenes"]))
     head.add_row("cameras", ", ".join(f"{n} {c['height']}x{c['width']} {c['codec']}" for n, c in s["cameras"].items()))
     lab = s["labels"]
     if lab["feature"]:
@@ -64,3 +65,11 @@ def show_info(dataset: Path, as_json: bool) -> None:
             rate = "-" if st["success_rate"] is None else f"{st['success_rate']:.0%}"
             stages.add_row(st["name"], str(st["episodes"]), rate)
         console.print(stages)
+
+
+def _scenes(scenes: dict) -> str:
+    """{"none": [0, 1, 2, 5]} -> "none: 0-2, 5"; episodes without a recorded seed are counted."""
+    lines = [f"{ood}: {seed_ranges(seeds)}" for ood, seeds in scenes.items() if ood != "unknown"]
+    if scenes.get("unknown"):
+        lines.append(f"{scenes['unknown']} episode(s) without a recorded seed")
+    return "\n".join(lines) or "-"

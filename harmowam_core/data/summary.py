@@ -52,4 +52,20 @@ def summarize(root: str | Path) -> dict:
             "settings": meta.get("labels"),
         },
         "stages": stages,
+        "scenes": scenes(reader.episodes),
     }
+
+
+def scenes(rows: list[dict]) -> dict:
+    """The scene seeds per OOD protocol ("unknown" for episodes recorded without one), as sorted lists."""
+    out: dict[str, list[int]] = {}
+    unknown = 0
+    for row in rows:
+        if row.get("seed") is None:
+            unknown += 1
+        else:
+            out.setdefault(row.get("ood") or "none", []).append(int(row["seed"]))
+    result: dict = {ood: sorted(seeds) for ood, seeds in sorted(out.items())}
+    if unknown:
+        result["unknown"] = unknown
+    return result
