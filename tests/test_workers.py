@@ -17,6 +17,7 @@ from harmowam_cli.main import app
 from harmowam_core import collect as collect_module
 from harmowam_core.collect import collect, plan_seeds
 from harmowam_core.data.reader import DatasetReader
+from harmowam_core.data.summary import summarize
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.evaluation import evaluate, merge_reports, read_report, write_outputs
 from harmowam_core.policy.bundle import export_bundle, untrained_run
@@ -118,6 +119,7 @@ def test_collect_with_two_workers_writes_the_dataset_of_one(tmp_path):
     again = collect(recipe, tmp_path / "one", 2, keep_failures=True, workers=1)
     assert again.seeds == [3, 4]
     assert episodes_table(tmp_path / "one")["seed"] == [0, 1, 2, 3, 4]
+    assert summarize(tmp_path / "one")["scenes"] == {"none": [0, 1, 2, 3, 4]}  # what `harmowam info` shows
     # an explicit seed that would reuse a scene is refused in one line, through the CLI too
     result = runner.invoke(app, ["collect", "--task", "stack_cans", "--episodes", "1", "--out",
                                  str(tmp_path / "one"), "--seed", "4", "--keep-failures"])  # fmt: skip
