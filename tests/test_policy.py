@@ -105,13 +105,34 @@ def _foreign_threads() -> int:
     return len({int(tid) for tid in os.listdir("/proc/self/task")} - python)
 
 
-@pytest.mark.skipif(
+needs_gomp = pytest.mark.skipif(
     not Path("/proc/self/task").is_dir() or not release_openmp_team(), reason="needs Linux and torch on GNU OpenMP"
 )
-def test_async_plans_run_as_the_only_openmp_team_with_the_callers_thread_count(run_dir, tmp_path):
+
+
+@pytest.fixture
+def two_torch_threads():
+    """torch on two threads, so that a parallel op leaves a team of two (the thread and one more) behind."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _teams_after_a_parallel_op_on_this_thread() -> int:
+    """The count of foreign threads with no OpenMP team kept for this thread; a parallel op then leaves one."""
+    release_openmp_team()
+    alone = _foreign_threads()
+    torch.ones(1 << 22).exp_()
+    assert _foreign_threads() == alone + 1
+    return alone
+
+
+@needs_gomp
+def test_async_plans_find_the_callers_team_handed_back_and_its_thread_count(run_dir, tmp_path, two_torch_threads):
     """libgomp stops spin-waiting once it manages more threads than CPUs, which halved the planning thread's speed
-    beside the caller's idle team: the planning thread must find the caller's team handed back, take the caller's
-    torch thread count (even one changed after the thread began), and hand its own team back after."""
+    beside the caller's idle team: the planning thread must find that team handed back and take the caller's torch
+    thread count, even one changed after the planning thread began."""
     seen = []
 
     class Probing(HarmoWAMPolicy):
@@ -119,24 +140,40 @@ def test_async_plans_run_as_the_only_openmp_team_with_the_callers_thread_count(r
             seen.append((_foreign_threads(), torch.get_num_threads()))
             return super().plan(*args)
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        policy = Probing.from_bundle(export_bundle(run_dir, tmp_path / "bundles"), async_inference=True, lead=4)
-        with policy:
-            policy.plan(observation().images, observation().state, "stack the cans")  # first-call set-up, here
-            release_openmp_team()
-            alone = _foreign_threads()
-            torch.ones(1 << 22).exp_()  # a parallel op: the caller now keeps a team (itself and one more thread)
-            assert _foreign_threads() == alone + 1
-            seen.clear()
-            policy.act(observation())  # the episode's first plan, on the planning thread
-            policy._pool.submit(int).result()  # the planning thread is idle again
-            assert seen == [(alone, 2)] and _foreign_threads() == alone  # neither team left behind
-            torch.set_num_threads(1)
-            for t in range(1, 5):  # the fifth action starts the next plan (4 actions ahead)
-                policy.act(observation(t))
-            policy._pending.result()
-            assert seen[1][1] == 1
-    finally:
-        torch.set_num_threads(threads)
+    with Probing.from_bundle(export_bundle(run_dir, tmp_path / "bundles"), async_inference=True, lead=4) as policy:
+        policy.plan(observation().images, observation().state, "stack the cans")  # first-call set-up, here
+        alone = _teams_after_a_parallel_op_on_this_thread()
+        seen.clear()
+        policy.act(observation())  # the episode's first plan, on the planning thread
+        assert seen == [(alone, 2)]
+        torch.set_num_threads(1)
+        for t in range(1, 5):  # the fifth action starts the next plan, 4 actions ahead
+            policy.act(observation(t))
+        policy._pending.result()
+        assert seen[1][1] == 1
+
+
+@needs_gomp
+def test_only_the_thread_that_planned_last_keeps_an_openmp_team(run_dir, tmp_path, two_torch_threads):
+    """A planning thread keeps its team from one plan to the next (a new one each plan costs throughput), but not
+    once another policy plans: the evaluation runs one async policy per router in turn, and sync ones plan on the
+    caller's thread."""
+    bundle = export_bundle(run_dir, tmp_path / "bundles")
+    first = HarmoWAMPolicy.from_bundle(bundle, async_inference=True)
+    second = HarmoWAMPolicy.from_bundle(bundle, async_inference=True)
+    sync = HarmoWAMPolicy.from_bundle(bundle)
+    with first, second, sync:
+        sync.plan(observation().images, observation().state, "stack the cans")  # first-call set-up, here
+        alone = _teams_after_a_parallel_op_on_this_thread()
+
+        def idle() -> int:  # foreign threads once both planning threads are idle
+            first._pool.submit(int).result()
+            second._pool.submit(int).result()
+            return _foreign_threads()
+
+        first.act(observation())
+        assert idle() == alone + 1  # the caller handed its team back; the planning thread keeps one
+        second.act(observation())
+        assert idle() == alone + 1  # the first planning thread handed its team back
+        sync.act(observation())
+        assert idle() == alone + 1  # and the second too: only the caller's is left

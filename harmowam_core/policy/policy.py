@@ -25,6 +25,8 @@ import ctypes
 import functools
 import os
 import re
+import threading
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +79,28 @@ def release_openmp_team() -> bool:
         return False
     lib.omp_pause_resource_all(1)  # omp_pause_soft; -1 inside a parallel region, where there is nothing to do
     return True
+
+
+_last_planner_lock = threading.Lock()
+_last_planner: weakref.ref | None = None  # the planning thread (its pool) that planned last: it may keep a team
+
+
+def _only_team_for(pool: ThreadPoolExecutor | None) -> None:
+    """Before a plan on `pool`'s thread (None: on the calling thread), leave that thread the only one to keep an
+    OpenMP team: the caller hands its own back when the plan runs elsewhere, and the planning thread of the
+    policy that planned last, if another, hands back its own once idle. A planning thread keeps its team from
+    one plan to the next: a new team each plan cost about 3% of the throughput on an instant station."""
+    global _last_planner
+    if pool is not None:
+        release_openmp_team()
+    with _last_planner_lock:
+        last = _last_planner() if _last_planner is not None else None
+        _last_planner = weakref.ref(pool) if pool is not None else None
+    if last is not None and last is not pool:
+        try:
+            last.submit(release_openmp_team)
+        except RuntimeError:  # shut down: its thread, and with it its team, are gone
+            pass
 
 
 @dataclass
@@ -233,6 +257,7 @@ class HarmoWAMPolicy:
         previous = self.previous_images
         if not self.async_inference:
             if not self.queue:
+                _only_team_for(None)
                 self._start_chunk(self.plan(obs.images, obs.state, obs.instruction, previous), offset=0)
         else:
             if not self.queue:
@@ -252,14 +277,10 @@ class HarmoWAMPolicy:
         return self.queue.pop(0)
 
     def _plan_ahead(self, images, state, instruction, previous) -> Future:
-        """Start a plan on the planning thread with the caller's torch thread count. Only one thread holds an
-        OpenMP team while it runs (two would halve its speed; see `release_openmp_team`): the caller hands its
-        idle team back first, and the planning thread hands back its own once the plan is done, off the caller's
-        critical path, so that the caller's own torch work between plans runs at full speed too."""
-        release_openmp_team()
-        plan = self._pool.submit(self._plan_with_threads, torch.get_num_threads(), images, state, instruction, previous)
-        self._pool.submit(release_openmp_team)
-        return plan
+        """Start a plan on the planning thread, with the caller's torch thread count and as the only thread that
+        keeps an OpenMP team (two would halve its speed; see `release_openmp_team`)."""
+        _only_team_for(self._pool)
+        return self._pool.submit(self._plan_with_threads, torch.get_num_threads(), images, state, instruction, previous)
 
     def _plan_with_threads(self, threads: int, *args) -> Plan:
         if torch.get_num_threads() != threads:  # per-thread state: set when the thread began, deaf to later changes
