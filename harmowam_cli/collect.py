@@ -80,8 +80,6 @@ def run_collect(
         raise HarmoWAMError(f"--ood must be one of {', '.join(OOD_KINDS)}, got '{ood}'")
     check_backend(backend, station, dry_run)
     shard_index = parse_shard(shard)
-    if workers is None and (teleop != "scripted" or backend != "sim"):
-        workers = 1  # an operator drives one station
     if teleop != "scripted" and backend == "sim":
         device_class(teleop)  # an unknown kind, or a device that cannot run here, fails before anything starts
     recipe = load_recipe(task, overrides)

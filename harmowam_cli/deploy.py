@@ -82,9 +82,7 @@ def run_deploy(
     if ood not in OOD_KINDS:
         raise HarmoWAMError(f"--ood must be one of {', '.join(OOD_KINDS)}, got '{ood}'")
     check_backend(backend, station, dry_run)
-    workers = 1 if workers is None and backend != "sim" else check_workers(workers, episodes)
-    if workers > 1 and backend != "sim":
-        raise HarmoWAMError("--workers applies to the simulator; the real station runs one episode at a time")
+    workers = check_workers(workers, episodes, simulator=backend == "sim")
     bundle = pick_bundle(bundle, bundles, task, arms)
     from harmowam_core.policy.bundle import bundle_recipe
 

@@ -128,8 +128,6 @@ def run_eval(
     check_backend(backend, station, dry_run)
     check_eval_args(protocols, routers, episodes, scripted, backend)
     shard_index = parse_shard(shard)
-    if workers is None and backend != "sim":
-        workers = 1  # one real station
     bundle = pick_bundle(bundle, bundles)
     part = f"-shard{shard_index[0]}of{shard_index[1]}" if shard else ""
     out = out or Path("runs") / "eval" / f"{bundle.name}-{time.strftime('%Y%m%d-%H%M%S')}{part}"
@@ -137,7 +135,7 @@ def run_eval(
     total = len(actors) * len(protocols) * episodes
     jobs = len(range(shard_index[0], total, shard_index[1]))
     share = f" (shard {shard}: {jobs} of the {total} episodes)" if shard else ""
-    n_workers = check_workers(workers, jobs)
+    n_workers = check_workers(workers, jobs, simulator=backend == "sim")
     console.print(
         f"evaluating [bold]{bundle}[/]: {', '.join(actors)} × {', '.join(protocols)} × {episodes} episodes "
         f"(seeds {seed}..{seed + episodes - 1}){share}, {n_workers} worker{'s' if n_workers > 1 else ''}, "

@@ -183,9 +183,9 @@ def collect(
         raise HarmoWAMError(f"--episodes must be at least 1, got {episodes}")
     episodes = shard_share(episodes, shard)
     scripted_sim = teleop == "scripted" and not real
-    workers = check_workers(workers, episodes)
-    if workers > 1 and not scripted_sim:
+    if not scripted_sim and workers is not None and workers > 1:
         raise HarmoWAMError("--workers applies to scripted collection in the simulator; an operator drives one station")
+    workers = check_workers(workers, episodes, simulator=scripted_sim)
     stats = CollectStats(stage_counts=[0] * len(recipe.stages), workers=workers)
     max_attempts = episodes if keep_failures else ATTEMPTS_PER_EPISODE * episodes
     start = time.perf_counter()

@@ -228,9 +228,7 @@ def evaluate(
         (p, i, a, out / "videos" / a / p / f"episode_{i:03d}.mp4" if videos else None)
         for p, i, a in report.jobs()[index::count]
     ]
-    report.workers = check_workers(workers, len(jobs))
-    if report.workers > 1 and backend != "sim":
-        raise HarmoWAMError("--workers applies to the simulator; the real station runs one episode at a time")
+    report.workers = check_workers(workers, len(jobs), simulator=backend == "sim")
     args = (bundle, routers, scripted, seed, max_steps, policy_options, backend, station, dry_run)
     start = time.perf_counter()
 

@@ -57,7 +57,13 @@ def default_workers(jobs: int) -> int:
     return max(1, min(available_cores(), jobs))
 
 
-def check_workers(workers: int | None, jobs: int) -> int:
+def check_workers(workers: int | None, jobs: int, simulator: bool = True) -> int:
+    """The worker count to use for `jobs` episodes (`workers` None: the default); one station that is not the
+    simulator (the real one, or an operator's teleoperation) runs one episode at a time."""
+    if not simulator:
+        if workers is not None and workers > 1:
+            raise HarmoWAMError("--workers applies to the simulator; the real station runs one episode at a time")
+        return 1
     if workers is None:
         return default_workers(jobs)
     if workers < 1:

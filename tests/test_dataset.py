@@ -14,18 +14,26 @@ from harmowam_core.errors import DatasetError
 CODEC_TOLERANCE = 8.0  # mean absolute error in 8-bit levels, h264 yuv420p on smooth synthetic frames
 
 
-def test_round_trip_actions_states_exact_and_video_within_codec_tolerance(make_dataset):
-    root, written = make_dataset(lengths=(12, 17, 9))
+def assert_reads_back(root, written: list) -> DatasetReader:
+    """The dataset at `root` holds `written` (make_dataset's episodes): actions and states exactly, video
+    within the codec's tolerance."""
     reader = DatasetReader(root)
-    assert (reader.num_episodes, reader.num_frames) == (3, 38)
+    assert reader.num_episodes == len(written)
     for ep, (actions, states, frames) in enumerate(written):
         sl = reader.episode_slice(ep)
         np.testing.assert_array_equal(reader.action[sl], actions)
         np.testing.assert_array_equal(reader.state[sl], states)
         for cam, expected in frames.items():
             decoded = reader.frames(ep, cam, list(range(len(expected))))
-            err = np.abs(decoded.astype(float) - np.stack(expected).astype(float))
-            assert err.mean() < CODEC_TOLERANCE, (ep, cam, err.mean())
+            err = np.abs(decoded.astype(float) - np.stack(expected).astype(float)).mean()
+            assert err < CODEC_TOLERANCE, (ep, cam, err)
+    return reader
+
+
+def test_round_trip_actions_states_exact_and_video_within_codec_tolerance(make_dataset):
+    root, written = make_dataset(lengths=(12, 17, 9))
+    reader = assert_reads_back(root, written)
+    assert (reader.num_episodes, reader.num_frames) == (3, 38)
     item = reader.frame(13)  # episode 1, frame 1
     assert (item["episode_index"], item["frame_index"]) == (1, 1)
     np.testing.assert_array_equal(item["action"], written[1][0][1])

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from test_dataset import assert_reads_back  # tests/ is on the path (pytest's rootdir import mode)
 from typer.testing import CliRunner
 
 from harmowam_cli.main import app
@@ -25,7 +26,6 @@ from harmowam_core.errors import DatasetError
 
 runner = CliRunner()
 CAMERAS = {"front": (16, 16), "wrist": (16, 24)}
-CODEC_TOLERANCE = 8.0  # mean absolute error in 8-bit levels, as in test_dataset.py
 
 
 def smooth_frame(t: int, h: int, w: int, phase: float) -> np.ndarray:
@@ -141,20 +141,6 @@ def assert_lerobot_layout(root: Path, written: list) -> None:
         img = stats[f"observation.images.{cam}"]
         np.testing.assert_allclose(np.asarray(img["mean"]).ravel(), frames.mean(axis=(0, 1, 2)), atol=1e-9)
         np.testing.assert_allclose(np.asarray(img["std"]).ravel(), frames.std(axis=(0, 1, 2)), atol=1e-9)
-
-
-def assert_reads_back(root: Path, written: list) -> DatasetReader:
-    reader = DatasetReader(root)
-    assert reader.num_episodes == len(written)
-    for ep, (actions, states, frames) in enumerate(written):
-        sl = reader.episode_slice(ep)
-        np.testing.assert_array_equal(reader.action[sl], actions)
-        np.testing.assert_array_equal(reader.state[sl], states)
-        for cam, expected in frames.items():
-            decoded = reader.frames(ep, cam, list(range(len(expected))))
-            err = np.abs(decoded.astype(float) - np.stack(expected).astype(float)).mean()
-            assert err < CODEC_TOLERANCE, (ep, cam, err)
-    return reader
 
 
 @pytest.fixture

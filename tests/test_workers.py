@@ -219,3 +219,19 @@ def test_eval_with_two_workers_and_in_shards_equals_one_run(bundle, tmp_path):
     assert "missing" in result_text and len(result_text.strip().splitlines()) == 1
     with pytest.raises(HarmoWAMError, match="not a shard of the same evaluation.*settings"):
         merge_reports([shards[0], other, shards[2]], ["a", "b", "c"])
+
+
+@pytest.mark.sim
+def test_deploy_with_two_workers_runs_the_episodes_of_one(bundle, tmp_path):
+    runs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"deploy{workers}"
+        result = runner.invoke(app, ["deploy", str(bundle), "--episodes", "2", "--max-steps", "6",
+                                     "--workers", str(workers), "--out", str(out)])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        runs[workers] = json.loads((out / "episodes.json").read_text())
+        assert sorted(p.name for p in out.glob("*.mp4")) == ["episode_000.mp4", "episode_001.mp4"]
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "video")} for r in rows]  # noqa: E731
+    assert strip(runs[1]) == strip(runs[2]) and [r["episode"] for r in runs[2]] == [0, 1]
+    result = runner.invoke(app, ["deploy", str(bundle), "--backend", "real", "--dry-run", "--workers", "2"])
+    assert result.exit_code == 2 and "applies to the simulator" in result.output
