@@ -13,6 +13,9 @@ process may use) and the same share of Mesa's software renderer (LP_NUM_THREADS)
 back as a `WorkerError` naming its key; a worker that dies (a crash in native code) likewise names the job
 it was running.
 
+Spawned processes re-import the main module: a script that starts workers (`collect(..., workers=2)`,
+`evaluate(..., workers=2)`) must do so under `if __name__ == "__main__":`, as with any multiprocessing code.
+
 Determinism: a job's result must depend on its payload only (the simulator reseeds every episode, the policy
 resets its generator). oneDNN's CPU kernels give results that depend on the thread count (about 1e-7), so
 `deterministic_cpu()` turns them off around closed-loop episodes: the remaining kernels give bit-identical
@@ -26,6 +29,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import threading
 import traceback
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -164,8 +168,16 @@ class WorkerPool:
             )
             for i in range(workers)
         ]
-        for process in self.processes:
-            process.start()
+        # Started with Ctrl-C ignored (an ignored signal stays ignored across exec, and Python then leaves it so),
+        # so that a Ctrl-C during a worker's start-up reaches the parent alone.
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            for process in self.processes:
+                process.start()
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
         self.submitted = 0
 
     @property
