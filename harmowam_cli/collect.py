@@ -84,7 +84,8 @@ def run_collect(
         device_class(teleop)  # an unknown kind, or a device that cannot run here, fails before anything starts
     recipe = load_recipe(task, overrides)
     out = out or Path("data") / recipe.name
-    check_seed(out, seed, shard_index, episodes, keep_failures)
+    if backend == "sim":
+        check_seed(out, seed, shard_index, episodes, keep_failures)
     who = "scripted expert" if teleop == "scripted" else f"{teleop} teleoperation"
     who += "" if backend == "sim" else f", real station{' (dry run)' if dry_run else ''}"
     share = shard_share(episodes, shard_index)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -27,7 +28,7 @@ from harmowam_cli._bundle import (
 from harmowam_cli._common import WorkersOption, console, progress_bar, quiet_libraries, user_errors
 from harmowam_core.envs import OOD_KINDS
 from harmowam_core.errors import HarmoWAMError
-from harmowam_core.workers import check_workers
+from harmowam_core.workers import bundle_bytes, check_workers
 
 
 def deploy(
@@ -82,8 +83,8 @@ def run_deploy(
     if ood not in OOD_KINDS:
         raise HarmoWAMError(f"--ood must be one of {', '.join(OOD_KINDS)}, got '{ood}'")
     check_backend(backend, station, dry_run)
-    workers = check_workers(workers, episodes, simulator=backend == "sim")
     bundle = pick_bundle(bundle, bundles, task, arms)
+    workers = check_workers(workers, episodes, backend == "sim", bundle_bytes(bundle))
     from harmowam_core.policy.bundle import bundle_recipe
 
     quiet_libraries()
@@ -98,32 +99,40 @@ def run_deploy(
         + f"; videos in [bold]{out}[/]"
     )
     if workers > 1:
-        results = _deploy_in_workers(bundle, router, episodes, ood, seed, max_steps, options, out, workers)
+        results, interrupted = _deploy_in_workers(bundle, router, episodes, ood, seed, max_steps, options, out, workers)
     else:
         results = _deploy_here(bundle, router, episodes, ood, seed, steps, options, out, backend, station, dry_run)
-    _report(recipe, router, ood, results, out)
+        interrupted = bool(results) and results[-1].interrupted
+    _report(recipe, router, ood, results, out, interrupted)
 
 
-def _deploy_in_workers(bundle, router, episodes, ood, seed, max_steps, options, out, workers) -> list:
-    """Episodes in simulator worker processes (the same results as in this process, see `evaluation`)."""
-    from harmowam_core.workers import WorkerError, WorkerPool
+def _deploy_in_workers(bundle, router, episodes, ood, seed, max_steps, options, out, workers) -> tuple[list, bool]:
+    """Episodes in simulator worker processes (the same results as in this process, see `evaluation`);
+    returns the finished episodes in order and whether Ctrl-C (or SIGTERM) stopped the run."""
+    from harmowam_core.evaluation import episode_failure
+    from harmowam_core.workers import WorkerError, WorkerPool, sigterm_as_interrupt
 
     args = (bundle, [router], False, seed, max_steps, options)
-    results = []
-    with progress_bar() as bar, WorkerPool(workers, "harmowam_core.evaluation:EvalSession", args) as pool:
+    results, interrupted = [], False
+    jobs = [((ood, i, router), (ood, i, router, out / f"episode_{i:03d}.mp4")) for i in range(episodes)]
+    with sigterm_as_interrupt(), progress_bar() as bar:
         task_id = bar.add_task("episodes", total=episodes, status="")
-        jobs = [((ood, i, router), (ood, i, router, out / f"episode_{i:03d}.mp4")) for i in range(episodes)]
-        try:
-            for _, result in pool.run(jobs):
-                results.append(result)
-                stages = "".join("+" if s else "-" for s in result.stages)
-                bar.update(task_id, completed=len(results), status=f"last: episode {result.episode} {stages}")
-        except KeyboardInterrupt:
-            if results:
-                results[-1].interrupted = True
-        except WorkerError as err:
-            raise HarmoWAMError(f"episode {err.key[1]} (seed {seed + err.key[1]}) failed: {err}") from None
-    return sorted(results, key=lambda r: r.episode)
+        with WorkerPool(workers, "harmowam_core.evaluation:EvalSession", args) as pool:
+            try:
+                for _, result in pool.run(jobs):
+                    results.append(result)
+                    stages = "".join("+" if s else "-" for s in result.stages)
+                    bar.update(task_id, completed=len(results), status=f"last: episode {result.episode} {stages}")
+            except KeyboardInterrupt:
+                interrupted = True
+                results += [result for _, result in pool.drain()]
+            except WorkerError as err:
+                raise HarmoWAMError(episode_failure(err, seed)) from None
+    done = {r.episode for r in results}
+    for i in range(episodes):  # a worker stopped midway leaves an unplayable video
+        if interrupted and i not in done:
+            (out / f"episode_{i:03d}.mp4").unlink(missing_ok=True)
+    return sorted(results, key=lambda r: r.episode), interrupted
 
 
 def _deploy_here(bundle, router, episodes, ood, seed, steps, options, out, backend, station, dry_run) -> list:
@@ -148,7 +157,7 @@ def _deploy_here(bundle, router, episodes, ood, seed, steps, options, out, backe
                     stages = "".join("+" if s else "-" for s in env.stage_success())
                     bar.update(task_id, completed=done, status=f"{used} · stages {stages}")
 
-                with deterministic_cpu():
+                with deterministic_cpu() if backend == "sim" else nullcontext():
                     result = run_episode(
                         env, actor, seed=seed + i, ood=ood, max_steps=steps, episode=i,
                         video=out / f"episode_{i:03d}.mp4", fps=recipe.fps, camera=policy.camera, on_step=on_step,
@@ -159,7 +168,7 @@ def _deploy_here(bundle, router, episodes, ood, seed, steps, options, out, backe
     return results
 
 
-def _report(recipe, router, ood, results, out) -> None:
+def _report(recipe, router, ood, results, out, interrupted: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "episodes.json").write_text(json.dumps([r.to_dict() for r in results], indent=2))
     table = Table(title=f"{recipe.name}: {router} router, {ood} scenes")
@@ -174,7 +183,7 @@ def _report(recipe, router, ood, results, out) -> None:
         marks = ["yes" if s else "no" for s in r.stages]
         table.add_row(str(r.episode), *marks, str(r.steps) + (" (stopped)" if r.interrupted else ""), share, r.video)
     console.print(table)
-    if results and results[-1].interrupted:
+    if interrupted:
         console.print(f"[yellow]stopped by Ctrl-C[/]; what ran is saved in {out}")
         raise typer.Exit(130)
     console.print(f"{sum(r.success for r in results)}/{len(results)} episodes reached every stage · {out}")

@@ -35,7 +35,8 @@ from harmowam_cli._common import (
     user_errors,
 )
 from harmowam_core.envs import OOD_KINDS
-from harmowam_core.workers import check_workers, parse_shard
+from harmowam_core.errors import HarmoWAMError
+from harmowam_core.workers import bundle_bytes, check_workers, parse_shard
 
 
 class EvalCommand(TyperCommand):
@@ -119,7 +120,7 @@ def run_eval(
     workers: int | None = None,
     shard: str | None = None,
 ):
-    from harmowam_core.evaluation import check_eval_args, parse_protocols, write_outputs
+    from harmowam_core.evaluation import EvalFailed, check_eval_args, parse_protocols, write_outputs
     from harmowam_core.evaluation import evaluate as run
     from harmowam_core.policy.bundle import bundle_recipe
 
@@ -135,7 +136,7 @@ def run_eval(
     total = len(actors) * len(protocols) * episodes
     jobs = len(range(shard_index[0], total, shard_index[1]))
     share = f" (shard {shard}: {jobs} of the {total} episodes)" if shard else ""
-    n_workers = check_workers(workers, jobs, simulator=backend == "sim")
+    n_workers = check_workers(workers, jobs, backend == "sim", bundle_bytes(bundle))
     console.print(
         f"evaluating [bold]{bundle}[/]: {', '.join(actors)} × {', '.join(protocols)} × {episodes} episodes "
         f"(seeds {seed}..{seed + episodes - 1}){share}, {n_workers} worker{'s' if n_workers > 1 else ''}, "
@@ -156,11 +157,17 @@ def run_eval(
             if current is not None:
                 bar.reset(current)
 
-        report = run(
-            bundle, protocols, routers, episodes, seed, out, scripted=scripted, max_steps=max_steps, videos=videos,
-            policy_options=options, on_episode=on_episode, on_step=on_step, backend=backend, station=station,
-            dry_run=dry_run, workers=n_workers, shard=shard_index,
-        )  # fmt: skip
+        try:
+            report = run(
+                bundle, protocols, routers, episodes, seed, out, scripted=scripted, max_steps=max_steps,
+                videos=videos, policy_options=options, on_episode=on_episode, on_step=on_step, backend=backend,
+                station=station, dry_run=dry_run, workers=n_workers, shard=shard_index,
+            )  # fmt: skip
+        except EvalFailed as err:
+            err.report.interrupted = True  # partial: `eval merge` refuses it
+            paths = write_outputs(err.report, out)
+            done = len(err.report.results)
+            raise HarmoWAMError(f"{err}; the {done} finished episode(s) are in {paths['json']}") from None
     paths = write_outputs(report, out)
     print_table(report)
     if report.interrupted:
@@ -197,6 +204,8 @@ def merge(
 def run_merge(shards: list[Path], out: Path | None):
     from harmowam_core.evaluation import merge_reports, read_report, write_outputs
 
+    if out is not None and any(out.resolve() == path.resolve() for path in shards):
+        raise HarmoWAMError(f"--out {out} is one of the shards: the merge would overwrite its results; choose another")
     reports = [read_report(path) for path in shards]
     report = merge_reports(reports, [str(p) for p in shards])
     out = out or Path("runs") / "eval" / f"merged-{time.strftime('%Y%m%d-%H%M%S')}"

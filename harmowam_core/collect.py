@@ -35,7 +35,14 @@ from harmowam_core.data.writer import DatasetWriter, EpisodeRecorder, StagedEpis
 from harmowam_core.envs import OOD_KINDS, make_env
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.recipes import Recipe
-from harmowam_core.workers import WorkerError, WorkerPool, check_workers, resolve, shard_share
+from harmowam_core.workers import (
+    WorkerError,
+    WorkerPool,
+    check_workers,
+    resolve,
+    shard_share,
+    sigterm_as_interrupt,
+)
 
 # What records scripted episodes, by "module:callable" (spawned workers build it by name; tests substitute one)
 RECORDER = "harmowam_core.collect:ScriptedRecorder"
@@ -75,8 +82,18 @@ def seed_sequence(first: int, shard: tuple[int, int] = (0, 1)) -> Iterator[int]:
     return itertools.count(first + index, count)
 
 
-def plan_seeds(seed: int | None, shard: tuple[int, int], used: set[int], attempts: int, out: Path) -> Iterator[int]:
-    """The seeds to try: continue past `used` without `seed`; refuse an explicit `seed` that could reuse one."""
+def plan_seeds(
+    seed: int | None, shard: tuple[int, int], used: set[int], attempts: int, out: Path, unknown: int = 0
+) -> Iterator[int]:
+    """The seeds to try: continue past `used` without `seed`; refuse an explicit `seed` that could reuse one.
+    `unknown` episodes of the dataset were recorded without their seed (before seeds were kept): there is no
+    telling which scenes they hold, so a `seed` past them is required."""
+    if seed is None and unknown:
+        raise HarmoWAMError(
+            f"{out} holds {unknown} episode(s) recorded before scene seeds were kept, from seeds 0 to at most "
+            f"{ATTEMPTS_PER_EPISODE * unknown - 1}: pass --seed {ATTEMPTS_PER_EPISODE * unknown} (or higher) "
+            "to record new scenes"
+        )
     if seed is None:
         first = 0
         if used:  # skip to the first seed of this shard's sequence past every seed already in the dataset
@@ -95,11 +112,16 @@ def plan_seeds(seed: int | None, shard: tuple[int, int], used: set[int], attempt
 
 
 def check_seed(out: Path, seed: int | None, shard: tuple[int, int], episodes: int, keep_failures: bool) -> None:
-    """Refuse, before anything starts, an explicit `seed` whose attempts could reuse a scene of the dataset at
-    `out` (`collect` checks again under the dataset's lock)."""
-    if seed is not None:
-        attempts = shard_share(episodes, shard) * (1 if keep_failures else ATTEMPTS_PER_EPISODE)
-        plan_seeds(seed, shard, used_seeds(read_episode_rows(Path(out))), attempts, out)
+    """Refuse, before anything starts, seeds that could reuse a scene of the dataset at `out` (see `plan_seeds`;
+    `collect` checks again under the dataset's lock)."""
+    rows = read_episode_rows(Path(out))
+    attempts = shard_share(episodes, shard) * (1 if keep_failures else ATTEMPTS_PER_EPISODE)
+    plan_seeds(seed, shard, used_seeds(rows), attempts, out, unknown_seeds(rows))
+
+
+def unknown_seeds(rows: list[dict]) -> int:
+    """Episodes recorded without their scene seed (datasets written before seeds were kept)."""
+    return sum(r.get("seed") is None for r in rows)
 
 
 @dataclass
@@ -196,7 +218,8 @@ def collect(
         stage_names=[s.name for s in recipe.stages],
         recipe=recipe.to_dict(resolved=False),
     ) as writer:
-        seeds = plan_seeds(seed, shard, used_seeds(writer.rows), max_attempts, out)
+        unknown = unknown_seeds(writer.rows) if not real else 0  # the real station's rows have none
+        seeds = plan_seeds(seed, shard, used_seeds(writer.rows), max_attempts, out, unknown)
         if scripted_sim:
             _collect_scripted(recipe, writer, episodes, ood, keep_failures, seeds, max_attempts, workers, stats,
                               on_progress, start)  # fmt: skip
@@ -250,14 +273,16 @@ def _collect_scripted(
                 stats.seeds.append(episode.seed)
             progress()
 
-    def failed(seed: int, err: BaseException) -> HarmoWAMError:
-        what = str(err) if isinstance(err, WorkerError) else f"{type(err).__name__}: {err}"
+    def failed(seed: int | None, err: BaseException) -> HarmoWAMError:
+        what = err.describe() if isinstance(err, WorkerError) else f"{type(err).__name__}: {err}"
+        if seed is None:  # a worker died outside any episode
+            return HarmoWAMError(f"{what}; the {stats.saved} episode(s) collected are saved in {writer.root}")
         where = f"; the {stats.saved} episode(s) before it are saved in {writer.root}"
         return HarmoWAMError(f"the episode of seed {seed} failed: {what}{where}")
 
     try:
         if workers == 1:
-            with ExitStack() as stack:
+            with ExitStack() as stack, sigterm_as_interrupt():
                 state = resolve(RECORDER)(*args)
                 stack.callback(state.close)
                 for seed in order:
@@ -271,35 +296,12 @@ def _collect_scripted(
                         raise failed(seed, err) from err
                     commit_ready()
             return
-        with WorkerPool(workers, RECORDER, args) as pool:
-            queued = iter(order)
-            in_flight = 0
-            failure: WorkerError | None = None
-            while True:
-                kept_waiting = sum(e.staged is not None for e in finished.values())
-                while failure is None and stats.saved + in_flight + kept_waiting < episodes:  # attempts still needed
-                    seed = next(queued, None)
-                    if seed is None:
-                        break
-                    pool.submit(seed, seed)
-                    in_flight += 1
-                if failure is not None and all(s in finished for s in order[head : order.index(failure.key)]):
-                    commit_ready()  # the episodes before the failed one, as one worker would have kept them
-                    raise failed(failure.key, failure)
-                if in_flight == 0:
-                    return
-                try:
-                    seed, episode = pool.next_result()
-                except WorkerError as err:
-                    in_flight -= 1
-                    if failure is None or order.index(err.key) < order.index(failure.key):
-                        failure = err
-                    if err.key is None:  # a worker died outside any job: nothing to wait for
-                        raise failed("?", err) from None
-                    continue
-                in_flight -= 1
-                finished[seed] = episode
-                commit_ready()
+        with sigterm_as_interrupt(), WorkerPool(workers, RECORDER, args) as pool:
+            try:
+                _run_pool(pool, order, finished, episodes, stats, commit_ready, failed, lambda: head)
+            except KeyboardInterrupt:
+                finished.update(pool.drain())  # results that arrived while we were interrupted
+                raise
     except KeyboardInterrupt:
         stats.interrupted = True
         commit_ready(gaps=True)  # every finished episode is kept, in seed order
@@ -307,6 +309,35 @@ def _collect_scripted(
         for episode in finished.values():  # attempts not needed any more (or after an error)
             if episode.staged is not None:
                 episode.staged.discard()
+
+
+def _run_pool(pool, order, finished, episodes, stats, commit_ready, failed, head) -> None:
+    """Feed seeds to the workers while kept episodes may still be missing; commit as results arrive."""
+    queued = iter(order)
+    failure: WorkerError | None = None
+    while stats.saved < episodes:
+        kept_waiting = sum(e.staged is not None for e in finished.values())
+        while failure is None and stats.saved + pool.outstanding + kept_waiting < episodes:  # still needed
+            seed = next(queued, None)
+            if seed is None:
+                break
+            pool.submit(seed, seed)
+        if failure is not None and all(s in finished for s in order[head() : order.index(failure.key)]):
+            commit_ready()  # the episodes before the failed one, as one worker would have kept them
+            raise failed(failure.key, failure) from None
+        if pool.outstanding == 0:
+            return
+        try:
+            seed, episode = pool.next_result()
+        except WorkerError as err:
+            if err.key is None:  # a worker died outside any job: nothing to wait for
+                commit_ready()
+                raise failed(None, err) from None
+            if failure is None or order.index(err.key) < order.index(failure.key):
+                failure = err
+            continue
+        finished[seed] = episode
+        commit_ready()
 
 
 def _collect_teleop(

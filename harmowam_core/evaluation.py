@@ -22,7 +22,9 @@ from __future__ import annotations
 import csv
 import json
 import time
+import traceback
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,7 +35,14 @@ from harmowam_core.envs import OOD_KINDS
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.policy.rollout import COLOURS, EpisodeResult, PolicyActor, ScriptedActor, label_font, run_episode
 from harmowam_core.policy.routers import ROUTERS
-from harmowam_core.workers import WorkerError, WorkerPool, check_workers, deterministic_cpu
+from harmowam_core.workers import (
+    WorkerError,
+    WorkerPool,
+    bundle_bytes,
+    check_workers,
+    deterministic_cpu,
+    sigterm_as_interrupt,
+)
 
 ACTOR_COLOURS = {"gate": (39, 174, 96), "keyframe-average": (22, 160, 133), **COLOURS}
 PROTOCOL_NAMES = {"none": "in-domain", "background": "background", "position": "position", "objects": "objects"}
@@ -171,10 +180,11 @@ class EvalSession:
         self.actors = {a.name: a for a in actors}
         self.camera = self.policies[0].camera if self.policies else "front"
         self.env = make_env(recipe, backend, station=station, dry_run=dry_run)
+        self.simulator = backend == "sim"
 
     def run(self, job: tuple, on_step: Callable[[int, str], None] | None = None) -> EpisodeResult:
         protocol, episode, actor, video = job
-        with deterministic_cpu():
+        with deterministic_cpu() if self.simulator else nullcontext():
             return run_episode(
                 self.env, self.actors[actor], seed=self.seed + episode, ood=protocol, max_steps=self.steps,
                 episode=episode, video=video, fps=self.recipe.fps, camera=self.camera, on_step=on_step,
@@ -228,7 +238,7 @@ def evaluate(
         (p, i, a, out / "videos" / a / p / f"episode_{i:03d}.mp4" if videos else None)
         for p, i, a in report.jobs()[index::count]
     ]
-    report.workers = check_workers(workers, len(jobs), simulator=backend == "sim")
+    report.workers = check_workers(workers, len(jobs), backend == "sim", bundle_bytes(bundle))
     args = (bundle, routers, scripted, seed, max_steps, policy_options, backend, station, dry_run)
     start = time.perf_counter()
 
@@ -238,30 +248,70 @@ def evaluate(
             on_episode(result, len(report.results), len(jobs))
 
     try:
-        if report.workers == 1:
-            session = EvalSession(*args)
-            try:
-                for job in jobs:
-                    result = session.run(job, on_step=on_step)
-                    if result.interrupted:
-                        report.interrupted = True
-                        break
-                    finished(result)
-            finally:
-                session.close()
-        else:
-            with WorkerPool(report.workers, "harmowam_core.evaluation:EvalSession", args) as pool:
-                for _, result in pool.run((job[:3], job) for job in jobs):
-                    finished(result)
+        with sigterm_as_interrupt():
+            if report.workers == 1:
+                _run_here(EvalSession(*args), jobs, report, finished, on_step)
+            else:
+                with WorkerPool(report.workers, "harmowam_core.evaluation:EvalSession", args) as pool:
+                    try:
+                        for _, result in pool.run((job[:3], job) for job in jobs):
+                            finished(result)
+                    except KeyboardInterrupt:
+                        for _, result in pool.drain():  # episodes that ended while we were interrupted
+                            finished(result)
+                        _remove_unfinished_videos(jobs, report)
+                        raise
     except KeyboardInterrupt:
         report.interrupted = True
     except WorkerError as err:
-        protocol, i, actor = err.key
-        raise HarmoWAMError(f"episode {i} ({actor}, {protocol} scenes, seed {seed + i}) failed: {err}") from None
+        report.sort_results()
+        raise EvalFailed(report, episode_failure(err, seed)) from None
     finally:
         report.seconds = time.perf_counter() - start
         report.sort_results()
     return report
+
+
+def _remove_unfinished_videos(jobs: list, report: EvalReport) -> None:
+    """Workers stopped midway leave unplayable mp4s: remove the videos of the episodes that did not finish."""
+    done = {(r.protocol, r.episode, r.actor) for r in report.results}
+    for job in jobs:
+        if job[:3] not in done and job[3] is not None:
+            Path(job[3]).unlink(missing_ok=True)
+
+
+class EvalFailed(HarmoWAMError):
+    """An episode failed (or a worker died); `report` holds the episodes that finished before."""
+
+    def __init__(self, report: EvalReport, message: str):
+        super().__init__(message)
+        self.report = report
+
+
+def episode_failure(err: WorkerError, seed: int) -> str:
+    """One line for a failed evaluation job: which episode (its router, protocol and seed) and why."""
+    if err.key is None:
+        return err.describe()
+    protocol, i, actor = err.key
+    return f"episode {i} ({actor}, {protocol} scenes, seed {seed + i}) failed: {err.describe()}"
+
+
+def _run_here(session: EvalSession, jobs: list, report: EvalReport, finished, on_step) -> None:
+    """The jobs in this process; a failing episode is reported as a worker's would be (one line naming it)."""
+    try:
+        for job in jobs:
+            try:
+                result = session.run(job, on_step=on_step)
+            except (KeyboardInterrupt, HarmoWAMError):
+                raise
+            except Exception as err:  # noqa: BLE001 - one line naming the episode, its traceback in a file
+                message = f"{type(err).__name__}: {err}"
+                raise WorkerError(job[:3], message, traceback.format_exc()) from err
+            if result.interrupted:
+                raise KeyboardInterrupt
+            finished(result)
+    finally:
+        session.close()
 
 
 def merge_reports(reports: list[EvalReport], names: list[str]) -> EvalReport:

@@ -29,6 +29,8 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import sys
+import tempfile
 import threading
 import traceback
 from collections.abc import Iterable, Iterator
@@ -41,11 +43,26 @@ POLL_SECONDS = 0.5
 
 
 class WorkerError(HarmoWAMError):
-    """A job failed in a worker; `key` is the job's key (e.g. the episode's seed)."""
+    """A job failed in a worker, or a worker died. `key`: the job's key (e.g. the episode's seed), None when the
+    worker died outside any job; `trace`: the worker's traceback, where there was one."""
 
-    def __init__(self, key: Any, message: str):
+    def __init__(self, key: Any, message: str, trace: str = ""):
         super().__init__(message)
-        self.key = key
+        self.key, self.trace = key, trace
+
+    def save_trace(self) -> str:
+        """Write the traceback to a file in the temporary folder and return its path ("" without one)."""
+        if not self.trace:
+            return ""
+        fd, path = tempfile.mkstemp(prefix="harmowam-worker-", suffix=".log", text=True)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.trace)
+        return path
+
+    def describe(self) -> str:
+        """The one-line message, naming the file that holds the worker's traceback."""
+        path = self.save_trace()
+        return f"{self}" + (f" (traceback in {path})" if path else "")
 
 
 def available_cores() -> int:
@@ -56,23 +73,51 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def default_workers(jobs: int) -> int:
-    """`--workers` when not given: the cores this process may use, capped by the number of jobs."""
-    return max(1, min(available_cores(), jobs))
+WORKER_MEMORY = 600 * 2**20  # bytes a simulator worker needs besides its models (robosuite, Mesa, buffers)
 
 
-def check_workers(workers: int | None, jobs: int, simulator: bool = True) -> int:
-    """The worker count to use for `jobs` episodes (`workers` None: the default); one station that is not the
-    simulator (the real one, or an operator's teleoperation) runs one episode at a time."""
+def available_memory() -> int:
+    """Bytes of memory available now (Linux: MemAvailable), or 0 where unknown."""
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def default_workers(jobs: int, model_bytes: int = 0) -> int:
+    """`--workers` when not given: the cores this process may use, capped by the number of jobs and by the
+    workers that fit in the memory available now, each holding `model_bytes` of models (loaded as float32)."""
+    workers = min(available_cores(), jobs)
+    memory = available_memory()
+    if memory:
+        workers = min(workers, memory // (WORKER_MEMORY + model_bytes))
+    return max(1, workers)
+
+
+def check_workers(workers: int | None, jobs: int, simulator: bool = True, model_bytes: int = 0) -> int:
+    """The worker count to use for `jobs` episodes (`workers` None: the default, see `default_workers`); a
+    station that is not the simulator (the real one, or an operator's teleoperation) runs one episode at a time."""
+    if workers is not None and workers < 1:
+        raise HarmoWAMError(f"--workers must be at least 1, got {workers}")
     if not simulator:
         if workers is not None and workers > 1:
             raise HarmoWAMError("--workers applies to the simulator; the real station runs one episode at a time")
         return 1
     if workers is None:
-        return default_workers(jobs)
-    if workers < 1:
-        raise HarmoWAMError(f"--workers must be at least 1, got {workers}")
+        return default_workers(jobs, model_bytes)
     return min(workers, max(1, jobs))
+
+
+def bundle_bytes(bundle) -> int:
+    """Memory a worker holding a bundle's models needs: twice the size of its weight files (the weights, upcast
+    to float32 where stored in bf16, and the activations of a plan)."""
+    from pathlib import Path
+
+    files = [f for f in Path(bundle).rglob("*") if f.suffix in (".safetensors", ".bin", ".pt")]
+    return 2 * sum(f.stat().st_size for f in files)
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -95,6 +140,24 @@ def shard_share(total: int, shard: tuple[int, int]) -> int:
 
 
 @contextmanager
+def sigterm_as_interrupt():
+    """Within the block (main thread only), SIGTERM, as Slurm's time limit and `scancel` send it, ends the run
+    as Ctrl-C does: finished episodes are kept and workers stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
 def deterministic_cpu():
     """CPU kernels whose results do not depend on the number of threads (oneDNN off; see the module doc)."""
     import torch
@@ -113,34 +176,43 @@ def resolve(name: str):
     return getattr(importlib.import_module(module), attr)
 
 
+def _die_with_parent() -> None:
+    """Linux: have the kernel end this process when its parent dies, however the parent ends."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the worker notices its parent is gone between jobs
+        pass
+
+
 def _worker_main(setup: str, args: tuple, threads: int, tasks, results, parent: int, slot: int, current) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    os.environ["LP_NUM_THREADS"] = str(threads)  # Mesa llvmpipe (EGL on the CPU): this worker's share
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    import torch
-
-    torch.set_num_threads(threads)
+    _die_with_parent()
+    for name in ("LP_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # Mesa llvmpipe, OpenMP, MKL
+        os.environ[name] = str(threads)  # this worker's share, read when each library starts
     try:
         state = resolve(setup)(*args)
     except BaseException as err:  # noqa: BLE001 - reported to the parent, which fails the command
         results.put(("setup-error", None, f"{type(err).__name__}: {err}", traceback.format_exc()))
         return
+    if "torch" in sys.modules:  # only where the worker uses torch (evaluation, not collection)
+        sys.modules["torch"].set_num_threads(threads)
     try:
-        while True:
+        while os.getppid() == parent:  # a parent that died reads no results: stop
             try:
                 job = tasks.get(timeout=POLL_SECONDS)
             except queue.Empty:
-                if os.getppid() != parent:  # the parent died: nobody will read our results
-                    return
                 continue
             if job is None:
                 return
             number, key, payload = job
             current[slot] = number  # shared memory, so the parent knows the job even if this process dies now
             try:
-                results.put(("done", key, state.run(payload), None))
+                results.put(("done", number, state.run(payload), None))
             except BaseException as err:  # noqa: BLE001 - reported to the parent with the job's key
-                results.put(("error", key, f"{type(err).__name__}: {err}", traceback.format_exc()))
+                results.put(("error", number, f"{type(err).__name__}: {err}", traceback.format_exc()))
+        results.cancel_join_thread()  # orphaned: what is unread must not keep this process alive
     finally:
         close = getattr(state, "close", None)
         if close is not None:
@@ -179,6 +251,7 @@ class WorkerPool:
             if main:
                 signal.signal(signal.SIGINT, previous)
         self.submitted = 0
+        self.dead: set[int] = set()  # slots of workers whose death was reported
 
     @property
     def outstanding(self) -> int:
@@ -196,17 +269,29 @@ class WorkerPool:
             raise RuntimeError("no job is outstanding")
         while True:
             try:
-                kind, key, value, _trace = self.results.get(timeout=POLL_SECONDS)
+                kind, number, value, trace = self.results.get(timeout=POLL_SECONDS)
             except queue.Empty:
                 self._check_alive()
                 continue
+            if kind == "setup-error":
+                raise WorkerError(None, f"a worker could not start: {value}", trace)
+            if number not in self.keys:  # a job already accounted for
+                continue
+            key = self.keys.pop(number)
             if kind == "done":
-                self.keys = {n: k for n, k in self.keys.items() if k != key}
                 return key, value
-            elif kind == "setup-error":
-                raise HarmoWAMError(f"a worker could not start: {value}")
-            else:
-                raise WorkerError(key, value)
+            raise WorkerError(key, value, trace)
+
+    def drain(self) -> list[tuple[Any, Any]]:
+        """The (key, result) of jobs already finished and not yet read, without waiting (after Ctrl-C)."""
+        out = []
+        while True:
+            try:
+                kind, number, value, _ = self.results.get_nowait()
+            except (queue.Empty, OSError, ValueError):
+                return out
+            if kind == "done" and number in self.keys:
+                out.append((self.keys.pop(number), value))
 
     def run(self, jobs: Iterable[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
         """Submit every job, then yield (key, result) in completion order."""
@@ -216,11 +301,18 @@ class WorkerPool:
             yield self.next_result()
 
     def _check_alive(self) -> None:
+        """Report each worker that died (once): the job it was running is lost."""
         for slot, process in enumerate(self.processes):
-            if process.exitcode not in (None, 0):
-                key = self.keys.get(self.current[slot])
-                what = f"while running job {key}" if key is not None else "before taking a job"
-                raise WorkerError(key, f"a worker process died {what} (exit code {process.exitcode})")
+            if process.exitcode in (None, 0) or slot in self.dead:
+                continue
+            self.dead.add(slot)
+            number = self.current[slot]
+            if number in self.keys:
+                key = self.keys.pop(number)
+                raise WorkerError(key, f"its worker process died (exit code {process.exitcode})")
+            hint = " (out of memory? try fewer --workers)" if process.exitcode == -signal.SIGKILL else ""
+            where = "while starting" if number < 0 else "between jobs"
+            raise WorkerError(None, f"a worker process died {where} (exit code {process.exitcode}){hint}")
 
     def close(self) -> None:
         """Stop every worker: politely when every job has been reported, at once otherwise (Ctrl-C, an error,

@@ -83,6 +83,10 @@ def test_seeds_continue_past_the_dataset_and_shards_are_disjoint(tmp_path):
     assert take(plan_seeds(100, (0, 1), {0, 1}, 9, tmp_path), 2) == [100, 101]
     with pytest.raises(HarmoWAMError, match=r"already holds episodes of seed\(s\) 4, 5; the first unused seed is 6"):
         plan_seeds(3, (0, 1), {4, 5}, 6, tmp_path)
+    # episodes of a dataset written before seeds were kept: their scenes are unknown, so a --seed past them is asked
+    with pytest.raises(HarmoWAMError, match="4 episode.s. recorded before scene seeds were kept.*pass --seed 12"):
+        plan_seeds(None, (0, 1), set(), 3, tmp_path, unknown=4)
+    assert take(plan_seeds(12, (0, 1), set(), 3, tmp_path, unknown=4), 2) == [12, 13]
 
 
 # ------------------------------------------------------------------------------------------- the pool
@@ -95,9 +99,9 @@ def test_pool_reports_results_errors_and_dead_workers():
         assert err.value.key == "bad"
     with WorkerPool(1, "worker_faults:Squares", (), threads=1) as pool:
         pool.submit(("episode", 7), -1)
-        with pytest.raises(WorkerError, match=r"died while running job \('episode', 7\) \(exit code 3\)") as err:
+        with pytest.raises(WorkerError, match=r"its worker process died \(exit code 3\)") as err:
             pool.next_result()
-        assert err.value.key == ("episode", 7)
+        assert err.value.key == ("episode", 7) and pool.outstanding == 0  # reported once, the job accounted for
     with (
         pytest.raises(HarmoWAMError, match="could not start: ModuleNotFoundError"),
         WorkerPool(1, "no_such_module:X", threads=1) as pool,
@@ -141,13 +145,22 @@ def test_collect_shards_take_disjoint_seeds_and_merge(tmp_path):
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("workers", [1, 2])
-def test_a_failing_episode_is_one_line_naming_its_seed_and_keeps_the_committed(tmp_path, monkeypatch, workers):
-    monkeypatch.setattr(collect_module, "RECORDER", "worker_faults:FailingRecorder")
+@pytest.mark.parametrize(
+    "workers, recorder, why",
+    [
+        (1, "FailingRecorder", "RuntimeError: the simulator became unstable"),
+        (2, "FailingRecorder", "RuntimeError: the simulator became unstable"),
+        (2, "CrashingRecorder", "its worker process died (exit code 3)"),
+    ],
+)
+def test_a_failing_episode_is_one_line_naming_its_seed_and_keeps_the_committed(
+    tmp_path, monkeypatch, workers, recorder, why
+):
+    monkeypatch.setattr(collect_module, "RECORDER", f"worker_faults:{recorder}")
     with pytest.raises(HarmoWAMError) as err:
         collect(short_recipe(), tmp_path / "d", 5, keep_failures=True, workers=workers)
     message = str(err.value)
-    assert "the episode of seed 2 failed: RuntimeError: the simulator became unstable" in message
+    assert f"the episode of seed 2 failed: {why}" in message
     assert "\n" not in message and f"the 2 episode(s) before it are saved in {tmp_path / 'd'}" in message
     assert episodes_table(tmp_path / "d")["seed"] == [0, 1]
     assert not list((tmp_path / "d" / ".staging").glob("*"))  # nothing half-written is left behind
@@ -215,6 +228,8 @@ def test_eval_with_two_workers_and_in_shards_equals_one_run(bundle, tmp_path):
         merge_reports([shards[0], other, shards[2]], ["a", "b", "c"])
     other = read_report(dirs[1])
     other.settings["bundle"]["created"] = "another export"
+    result = runner.invoke(app, ["eval", "merge", *map(str, dirs), "--out", str(dirs[0])])
+    assert result.exit_code == 2 and "is one of the shards" in result.output
     result_text = runner.invoke(app, ["eval", "merge", str(dirs[0])]).output  # a lone shard of three
     assert "missing" in result_text and len(result_text.strip().splitlines()) == 1
     with pytest.raises(HarmoWAMError, match="not a shard of the same evaluation.*settings"):

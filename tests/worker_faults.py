@@ -18,6 +18,15 @@ class FailingRecorder(ScriptedRecorder):
         return super().run(seed, on_step)
 
 
+class CrashingRecorder(ScriptedRecorder):
+    """The scripted recorder, except that the process dies during the episode of FAIL_SEED (a native crash)."""
+
+    def run(self, seed, on_step=None):
+        if seed == FAIL_SEED:
+            os._exit(3)
+        return super().run(seed, on_step)
+
+
 class Squares:
     """A trivial worker state: squares numbers; -1 kills its process (a crash in native code)."""
 
