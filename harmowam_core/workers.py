@@ -17,9 +17,11 @@ Spawned processes re-import the main module: a script that starts workers (`coll
 `evaluate(..., workers=2)`) must do so under `if __name__ == "__main__":`, as with any multiprocessing code.
 
 Determinism: a job's result must depend on its payload only (the simulator reseeds every episode, the policy
-resets its generator). oneDNN's CPU kernels give results that depend on the thread count (about 1e-7), so
-`deterministic_cpu()` turns them off around closed-loop episodes: the remaining kernels give bit-identical
-results for any thread count, so 1 or N workers give the same actions.
+resets its generator). CPU kernels can give results that depend on the thread count (oneDNN's convolutions
+differ by about 1e-7 between 1 and 2 threads; with oneDNN off, 1, 2 and 4 threads agree but 3 do not), and a
+closed loop amplifies such differences. So `deterministic_cpu()` runs closed-loop episodes in the simulator
+with oneDNN off and one torch thread, in this process or in any worker: 1 or N workers give the same actions.
+Parallelism comes from the workers (on 2 cores a plan's second thread gained little beside the renderer).
 """
 
 from __future__ import annotations
@@ -159,15 +161,18 @@ def sigterm_as_interrupt():
 
 @contextmanager
 def deterministic_cpu():
-    """CPU kernels whose results do not depend on the number of threads (oneDNN off; see the module doc)."""
+    """CPU kernels whose results do not depend on how many workers run: oneDNN off and one torch thread
+    within the block (see the module docstring); both are restored after."""
     import torch
 
-    before = torch.backends.mkldnn.enabled
+    mkldnn, threads = torch.backends.mkldnn.enabled, torch.get_num_threads()
     torch.backends.mkldnn.enabled = False
+    torch.set_num_threads(1)
     try:
         yield
     finally:
-        torch.backends.mkldnn.enabled = before
+        torch.backends.mkldnn.enabled = mkldnn
+        torch.set_num_threads(threads)
 
 
 def resolve(name: str):
