@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
-# GPU check of the paper preset (issue 18): the driver of benchmarks/gpu_check.py on a CUDA machine that has
-# torch, transformers and accelerate but no diffusers and reaches no package registry.
+# GPU check of the paper preset: the driver of benchmarks/gpu_check.py on a CUDA machine, also one that has
+# torch, transformers and accelerate but no diffusers and no access to a package registry (a cluster node).
 #
-# 1. Here, where pip reaches PyPI, once: download the wheels the GPU machine lacks (diffusers, pinned to the
-#    version in .venv; pure Python, ~5 MB) into the ignored folder .gpu_wheels/:
+# 1. Where pip reaches PyPI, once: download the wheels such a machine lacks (diffusers, pinned to the version
+#    installed here; pure Python, about 6 MB) into the ignored folder .gpu_wheels/:
 #
 #        bash benchmarks/gpu_check.sh --fetch
 #
-# 2. On the GPU machine (the device tool), carrying that folder:
+# 2. Copy the checkout with .gpu_wheels/ to the GPU machine and run, from the checkout:
 #
-#        run(command="bash benchmarks/gpu_check.sh", carry=[".gpu_wheels"], timeout_s=400)
+#        bash benchmarks/gpu_check.sh [gpu_check.py options]       # about 5 minutes on one H200
 #
-#    It installs the wheels into /tmp/gpu_check_site (only if diffusers is missing there), puts that folder
-#    and the checkout on PYTHONPATH (no pip install of the project: its build would need the network) and runs
-#    gpu_check.py with any further arguments; the table lands in the output, and with $OUT set (the device
-#    tool), the log and the results as JSON in $OUT/gpu_check.log and $OUT/gpu_check.json.
+#    Where diffusers is missing it installs the wheels into /tmp/gpu_check_site, puts that folder and the
+#    checkout on PYTHONPATH (no pip install of the project: its build would need the network) and runs
+#    gpu_check.py; the table lands in the output. With $OUT set to a folder, the log and the figures as JSON
+#    also go to $OUT/gpu_check.log and $OUT/gpu_check.json.
 #
 # Without a CUDA device gpu_check.py refuses with one line and exit code 2.
 set -euo pipefail
@@ -26,9 +26,10 @@ if [[ "${1:-}" == "--fetch" ]]; then
     PY=${PYTHON:-.venv/bin/python}
     [[ -x "$PY" ]] || PY=python3
     version=$("$PY" -c 'import importlib.metadata as m; print(m.version("diffusers"))')
-    rm -rf "$WHEELS"
-    mkdir -p "$WHEELS"
-    "$PY" -m pip download --quiet --no-deps --only-binary=:all: --dest "$WHEELS" "diffusers==$version"
+    fresh=$(mktemp -d)
+    "$PY" -m pip download --quiet --no-deps --only-binary=:all: --dest "$fresh" "diffusers==$version"
+    rm -rf "$WHEELS"  # replaced only once the download succeeded
+    mv "$fresh" "$WHEELS"
     ls -l "$WHEELS"
     echo "gpu_check: $(du -sh "$WHEELS" | cut -f1) in $WHEELS (the device tool carries at most 64 MiB)"
     exit 0
