@@ -21,7 +21,7 @@ from harmowam_cli._common import (
 from harmowam_core.envs import OOD_KINDS
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.recipes import load_recipe
-from harmowam_core.workers import parse_shard, shard_share
+from harmowam_core.workers import check_workers, parse_shard, shard_share
 
 
 def collect(
@@ -80,12 +80,24 @@ def run_collect(
         raise HarmoWAMError(f"--ood must be one of {', '.join(OOD_KINDS)}, got '{ood}'")
     check_backend(backend, station, dry_run)
     shard_index = parse_shard(shard)
+    if episodes < 1:
+        raise HarmoWAMError(f"--episodes must be at least 1, got {episodes}")
+    if seed is not None and seed < 0:
+        raise HarmoWAMError(f"--seed must be at least 0, got {seed}")
+    if backend == "real" and teleop == "scripted":
+        raise HarmoWAMError("the real station has no scripted expert: pass --teleop spacemouse or keyboard")
+    if teleop == "scripted" and backend == "sim":
+        check_workers(workers, episodes)
+    elif workers is not None and workers > 1:
+        raise HarmoWAMError("--workers applies to scripted collection in the simulator; an operator drives one station")
+    elif workers is not None and workers < 1:
+        raise HarmoWAMError(f"--workers must be at least 1, got {workers}")
     if teleop != "scripted" and backend == "sim":
         device_class(teleop)  # an unknown kind, or a device that cannot run here, fails before anything starts
     recipe = load_recipe(task, overrides)
     out = out or Path("data") / recipe.name
     if backend == "sim":
-        check_seed(out, seed, shard_index, episodes, keep_failures)
+        check_seed(out, seed, shard_index, episodes, keep_failures, ood)
     who = "scripted expert" if teleop == "scripted" else f"{teleop} teleoperation"
     who += "" if backend == "sim" else f", real station{' (dry run)' if dry_run else ''}"
     share = shard_share(episodes, shard_index)

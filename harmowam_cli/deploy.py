@@ -82,6 +82,10 @@ def run_deploy(
         raise HarmoWAMError(f"--episodes must be at least 1, got {episodes}")
     if ood not in OOD_KINDS:
         raise HarmoWAMError(f"--ood must be one of {', '.join(OOD_KINDS)}, got '{ood}'")
+    if seed < 0:
+        raise HarmoWAMError(f"--seed must be at least 0, got {seed}")
+    if max_steps is not None and max_steps < 1:
+        raise HarmoWAMError(f"--max-steps must be at least 1, got {max_steps}")
     check_backend(backend, station, dry_run)
     bundle = pick_bundle(bundle, bundles, task, arms)
     workers = check_workers(workers, episodes, backend == "sim", bundle_bytes(bundle))

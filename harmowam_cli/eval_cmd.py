@@ -127,7 +127,7 @@ def run_eval(
     quiet_libraries()
     protocols = parse_protocols(ood)
     check_backend(backend, station, dry_run)
-    check_eval_args(protocols, routers, episodes, scripted, backend)
+    check_eval_args(protocols, routers, episodes, scripted, backend, seed, max_steps)
     shard_index = parse_shard(shard)
     bundle = pick_bundle(bundle, bundles)
     part = f"-shard{shard_index[0]}of{shard_index[1]}" if shard else ""
@@ -206,6 +206,8 @@ def run_merge(shards: list[Path], out: Path | None):
 
     if out is not None and any(out.resolve() == path.resolve() for path in shards):
         raise HarmoWAMError(f"--out {out} is one of the shards: the merge would overwrite its results; choose another")
+    if out is not None and (out / "results.json").exists():
+        raise HarmoWAMError(f"--out {out} already holds results; choose a new directory")
     reports = [read_report(path) for path in shards]
     report = merge_reports(reports, [str(p) for p in shards])
     out = out or Path("runs") / "eval" / f"merged-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -221,7 +223,9 @@ def run_merge(shards: list[Path], out: Path | None):
 def print_table(report) -> None:
     from harmowam_core.evaluation import PROTOCOL_NAMES
 
-    table = Table(title=f"{report.task}: stage-wise success ({report.episodes} episodes per row)")
+    counts = sorted({row.episodes for row in report.rows}) or [0]
+    per_row = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    table = Table(title=f"{report.task}: stage-wise success ({per_row} episodes per row)")
     table.add_column("actor")
     table.add_column("protocol")
     for name in report.stage_names:

@@ -111,12 +111,14 @@ def plan_seeds(
     return seed_sequence(seed, shard)
 
 
-def check_seed(out: Path, seed: int | None, shard: tuple[int, int], episodes: int, keep_failures: bool) -> None:
+def check_seed(
+    out: Path, seed: int | None, shard: tuple[int, int], episodes: int, keep_failures: bool, ood: str = "none"
+) -> None:
     """Refuse, before anything starts, seeds that could reuse a scene of the dataset at `out` (see `plan_seeds`;
     `collect` checks again under the dataset's lock)."""
     rows = read_episode_rows(Path(out))
     attempts = shard_share(episodes, shard) * (1 if keep_failures else ATTEMPTS_PER_EPISODE)
-    plan_seeds(seed, shard, used_seeds(rows), attempts, out, unknown_seeds(rows))
+    plan_seeds(seed, shard, used_seeds(rows, ood), attempts, out, unknown_seeds(rows))
 
 
 def unknown_seeds(rows: list[dict]) -> int:
@@ -203,6 +205,8 @@ def collect(
         raise HarmoWAMError(f"unknown OOD protocol '{ood}' (choose from {', '.join(OOD_KINDS)})")
     if episodes < 1:
         raise HarmoWAMError(f"--episodes must be at least 1, got {episodes}")
+    if seed is not None and seed < 0:
+        raise HarmoWAMError(f"--seed must be at least 0, got {seed}")
     episodes = shard_share(episodes, shard)
     scripted_sim = teleop == "scripted" and not real
     if not scripted_sim and workers is not None and workers > 1:
@@ -219,7 +223,7 @@ def collect(
         recipe=recipe.to_dict(resolved=False),
     ) as writer:
         unknown = unknown_seeds(writer.rows) if not real else 0  # the real station's rows have none
-        seeds = plan_seeds(seed, shard, used_seeds(writer.rows), max_attempts, out, unknown)
+        seeds = plan_seeds(seed, shard, used_seeds(writer.rows, ood), max_attempts, out, unknown)
         if scripted_sim:
             _collect_scripted(recipe, writer, episodes, ood, keep_failures, seeds, max_attempts, workers, stats,
                               on_progress, start)  # fmt: skip

@@ -113,10 +113,22 @@ def parse_protocols(ood: str) -> list[str]:
     return list(dict.fromkeys(protocols))
 
 
-def check_eval_args(protocols: list[str], routers: list[str], episodes: int, scripted: bool, backend: str) -> None:
+def check_eval_args(
+    protocols: list[str],
+    routers: list[str],
+    episodes: int,
+    scripted: bool,
+    backend: str,
+    seed: int = 0,
+    max_steps: int | None = None,
+) -> None:
     """Every mistake in an evaluation's settings, before anything is loaded."""
     if episodes < 1:
         raise HarmoWAMError(f"--episodes must be at least 1, got {episodes}")
+    if seed < 0:
+        raise HarmoWAMError(f"--seed must be at least 0, got {seed}")
+    if max_steps is not None and max_steps < 1:
+        raise HarmoWAMError(f"--max-steps must be at least 1, got {max_steps}")
     for router in routers:
         if router not in ROUTERS:
             raise HarmoWAMError(f"unknown router '{router}'; choose from {', '.join(ROUTERS)}")
@@ -147,6 +159,14 @@ def stage_table(
     return rows
 
 
+def _quiet_libraries() -> None:
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+
 class EvalSession:
     """A bundle's actors on one station: what one evaluation worker (or the evaluating process) holds. `run`
     plays one job, (protocol, episode, actor, video path or None), and returns its EpisodeResult."""
@@ -169,6 +189,7 @@ class EvalSession:
         from harmowam_core.policy.bundle import bundle_recipe
         from harmowam_core.policy.policy import HarmoWAMPolicy
 
+        _quiet_libraries()  # a worker process: no loading bars of its own
         self.recipe = recipe = bundle_recipe(bundle)
         self.seed, self.steps = seed, max_steps or recipe.max_episode_steps
         wm, experts = WorldModel.from_pretrained(bundle / "world_model"), Experts.from_pretrained(bundle / "experts")
@@ -221,7 +242,7 @@ def evaluate(
     for `workers` and `shard`; `on_step` is called only when the episodes run in this process."""
     from harmowam_core.policy.bundle import bundle_recipe, read_bundle
 
-    check_eval_args(protocols, routers, episodes, scripted, backend)
+    check_eval_args(protocols, routers, episodes, scripted, backend, seed, max_steps)
     meta = read_bundle(bundle)
     recipe = bundle_recipe(bundle)
     actors = list(dict.fromkeys(routers)) + (["scripted"] if scripted else [])

@@ -18,6 +18,7 @@ from harmowam_core import collect as collect_module
 from harmowam_core.collect import collect, plan_seeds
 from harmowam_core.data.reader import DatasetReader
 from harmowam_core.data.summary import summarize
+from harmowam_core.data.writer import used_seeds
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.evaluation import evaluate, merge_reports, read_report, write_outputs
 from harmowam_core.policy.bundle import export_bundle, untrained_run
@@ -87,6 +88,9 @@ def test_seeds_continue_past_the_dataset_and_shards_are_disjoint(tmp_path):
     with pytest.raises(HarmoWAMError, match="4 episode.s. recorded before scene seeds were kept.*pass --seed 12"):
         plan_seeds(None, (0, 1), set(), 3, tmp_path, unknown=4)
     assert take(plan_seeds(12, (0, 1), set(), 3, tmp_path, unknown=4), 2) == [12, 13]
+    # a scene is a seed and an OOD protocol: seed 0 of the position protocol is not seed 0 in-domain
+    rows = [{"seed": 0, "ood": "none"}, {"seed": 1, "ood": None}, {"seed": 0, "ood": "position"}]
+    assert used_seeds(rows, "none") == {0, 1} and used_seeds(rows, "position") == {0} and used_seeds(rows) == {0, 1}
 
 
 # ------------------------------------------------------------------------------------------- the pool

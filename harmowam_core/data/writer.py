@@ -128,9 +128,12 @@ def episodes_table(rows: list[dict]) -> pa.Table:
     return table
 
 
-def used_seeds(rows: list[dict]) -> set[int]:
-    """The scene seeds the episodes of `rows` were recorded from (episodes without a recorded seed left out)."""
-    return {int(r["seed"]) for r in rows if r.get("seed") is not None}
+def used_seeds(rows: list[dict], ood: str | None = None) -> set[int]:
+    """The scene seeds the episodes of `rows` were recorded from (episodes without a recorded seed left out);
+    with `ood`, only those of that OOD protocol (a scene is a seed and a protocol)."""
+    return {
+        int(r["seed"]) for r in rows if r.get("seed") is not None and (ood is None or (r.get("ood") or "none") == ood)
+    }
 
 
 def build_info(spec: fmt.DatasetSpec, rows: list[dict], tasks: list[str], extra_features: dict) -> dict:
