@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import importlib
 import multiprocessing as mp
+import multiprocessing.connection
 import os
 import queue
 import signal
@@ -192,6 +193,8 @@ def _die_with_parent() -> None:
 
 
 def _worker_main(setup: str, args: tuple, threads: int, tasks, results, parent: int, slot: int, current) -> None:
+    """One worker: `results` is this worker's own pipe to the parent (sent synchronously, with no lock shared
+    with the other workers, so a worker that dies mid-send cannot block the others)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _die_with_parent()
     for name in ("LP_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # Mesa llvmpipe, OpenMP, MKL
@@ -199,7 +202,7 @@ def _worker_main(setup: str, args: tuple, threads: int, tasks, results, parent: 
     try:
         state = resolve(setup)(*args)
     except BaseException as err:  # noqa: BLE001 - reported to the parent, which fails the command
-        results.put(("setup-error", None, f"{type(err).__name__}: {err}", traceback.format_exc()))
+        results.send(("setup-error", None, f"{type(err).__name__}: {err}", traceback.format_exc()))
         return
     if "torch" in sys.modules:  # only where the worker uses torch (evaluation, not collection)
         sys.modules["torch"].set_num_threads(threads)
@@ -214,10 +217,9 @@ def _worker_main(setup: str, args: tuple, threads: int, tasks, results, parent: 
             number, key, payload = job
             current[slot] = number  # shared memory, so the parent knows the job even if this process dies now
             try:
-                results.put(("done", number, state.run(payload), None))
+                results.send(("done", number, state.run(payload), None))
             except BaseException as err:  # noqa: BLE001 - reported to the parent with the job's key
-                results.put(("error", number, f"{type(err).__name__}: {err}", traceback.format_exc()))
-        results.cancel_join_thread()  # orphaned: what is unread must not keep this process alive
+                results.send(("error", number, f"{type(err).__name__}: {err}", traceback.format_exc()))
     finally:
         close = getattr(state, "close", None)
         if close is not None:
@@ -233,13 +235,16 @@ class WorkerPool:
         os.environ.setdefault("MUJOCO_GL", "egl")  # inherited by the spawned workers
         ctx = mp.get_context("spawn")
         self.threads = threads or max(1, available_cores() // workers)
-        self.tasks, self.results = ctx.Queue(), ctx.Queue()
+        self.tasks = ctx.Queue()
+        pipes = [ctx.Pipe(duplex=False) for _ in range(workers)]  # (read end, write end) per worker
+        self.inbox = [read for read, _ in pipes]
+        self.messages: list[tuple] = []
         self.current = ctx.Array("q", [-1] * workers, lock=False)  # per worker: the number of the job it runs
         self.keys: dict[int, Any] = {}  # job number -> key, for the jobs not yet reported
         self.processes = [
             ctx.Process(
                 target=_worker_main,
-                args=(setup, args, self.threads, self.tasks, self.results, os.getpid(), i, self.current),
+                args=(setup, args, self.threads, self.tasks, pipes[i][1], os.getpid(), i, self.current),
                 daemon=True,
                 name=f"harmowam-worker-{i}",
             )
@@ -255,6 +260,8 @@ class WorkerPool:
         finally:
             if main:
                 signal.signal(signal.SIGINT, previous)
+        for _, write in pipes:
+            write.close()  # the workers hold them: a worker's death closes its pipe
         self.submitted = 0
         self.dead: set[int] = set()  # slots of workers whose death was reported
 
@@ -273,11 +280,12 @@ class WorkerPool:
         if self.outstanding == 0:
             raise RuntimeError("no job is outstanding")
         while True:
-            try:
-                kind, number, value, trace = self.results.get(timeout=POLL_SECONDS)
-            except queue.Empty:
+            if not self.messages:
+                self._receive(POLL_SECONDS)
+            if not self.messages:
                 self._check_alive()
                 continue
+            kind, number, value, trace = self.messages.pop(0)
             if kind == "setup-error":
                 raise WorkerError(None, f"a worker could not start: {value}", trace)
             if number not in self.keys:  # a job already accounted for
@@ -287,16 +295,24 @@ class WorkerPool:
                 return key, value
             raise WorkerError(key, value, trace)
 
+    def _receive(self, timeout: float) -> None:
+        """Read every message that arrives within `timeout` seconds from the workers' pipes."""
+        for conn in mp.connection.wait([c for c in self.inbox if not c.closed], timeout=timeout):
+            try:
+                while conn.poll():
+                    self.messages.append(conn.recv())
+            except (EOFError, OSError):  # its worker ended (or died): `_check_alive` tells which
+                conn.close()
+
     def drain(self) -> list[tuple[Any, Any]]:
         """The (key, result) of jobs already finished and not yet read, without waiting (after Ctrl-C)."""
+        self._receive(0)
         out = []
-        while True:
-            try:
-                kind, number, value, _ = self.results.get_nowait()
-            except (queue.Empty, OSError, ValueError):
-                return out
+        for kind, number, value, _ in self.messages:
             if kind == "done" and number in self.keys:
                 out.append((self.keys.pop(number), value))
+        self.messages = []
+        return out
 
     def run(self, jobs: Iterable[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
         """Submit every job, then yield (key, result) in completion order."""
@@ -331,9 +347,10 @@ class WorkerPool:
             if process.is_alive():
                 process.terminate()
                 process.join(timeout=5.0)
-        for q in (self.tasks, self.results):
-            q.cancel_join_thread()  # undelivered items of terminated workers must not block our exit
-            q.close()
+        self.tasks.cancel_join_thread()  # jobs no worker took must not block our exit
+        self.tasks.close()
+        for conn in self.inbox:
+            conn.close()
 
     def __enter__(self) -> WorkerPool:
         return self
