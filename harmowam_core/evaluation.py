@@ -159,6 +159,14 @@ def stage_table(
     return rows
 
 
+def _quiet_libraries() -> None:
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+
 class EvalSession:
     """A bundle's actors on one station: what one evaluation worker (or the evaluating process) holds. `run`
     plays one job, (protocol, episode, actor, video path or None), and returns its EpisodeResult."""
@@ -181,9 +189,7 @@ class EvalSession:
         from harmowam_core.policy.bundle import bundle_recipe
         from harmowam_core.policy.policy import HarmoWAMPolicy
 
-        from harmowam_cli._common import quiet_libraries
-
-        quiet_libraries()  # a worker process: no loading bars of its own
+        _quiet_libraries()  # a worker process: no loading bars of its own
         self.recipe = recipe = bundle_recipe(bundle)
         self.seed, self.steps = seed, max_steps or recipe.max_episode_steps
         wm, experts = WorldModel.from_pretrained(bundle / "world_model"), Experts.from_pretrained(bundle / "experts")
