@@ -61,8 +61,11 @@ class PredictiveExpertConfig:
     hidden_size: int = 64
     num_layers: int = 2
     num_attention_heads: int = 2
+    image_backbone: Literal["siglip", "conv"] = "conv"  # conv: a small convolutional encoder trained with the
+    # experts (tiny); siglip: the frozen SigLIP of `image_encoder` (the paper)
     image_encoder: str | None = None  # SigLIP checkpoint (local dir / hub id); None = small random SigLIP
-    image_size: int = 64
+    image_size: int = 96  # the cameras' 96 px: at 64 px a can on the front camera is a few pixels
+    augment_shift: int = 4  # random-shift augmentation of the camera images in training, pixels (0: none)
     text_encoder: str | None = None  # T5 encoder checkpoint; None = small random T5
     train_timesteps: int = 100
     inference_steps: int = 10
@@ -72,12 +75,15 @@ class PredictiveExpertConfig:
 class ReactiveExpertConfig:
     """DINOv2 patch tokens + pooled world-model latents, multi-scale convolutional orientation decoder."""
 
+    frame_backbone: Literal["dinov2", "conv"] = "conv"  # conv: a small convolutional encoder trained with the
+    # experts (tiny); dinov2: the frozen DINOv2 of `dino` (the paper)
     dino: str | None = None  # Dinov2 checkpoint; None = small random Dinov2
     dino_width: int = 64  # the width world-model latents are average-pooled to (768 for dinov2-base)
     image_size: int = 64
     decoder_channels: int = 64
     decoder_kernel_sizes: list[int] = field(default_factory=lambda: [1, 3, 5])
     smooth_l1_beta: float = 1.0
+    augment_shift: int = 3  # random-shift augmentation of the frames in training, pixels (0: none)
 
 
 @dataclass
@@ -101,6 +107,9 @@ class ModelConfig:
     """Everything needed to build the HarmoWAM models of one preset."""
 
     action_chunk: int = 12
+    action_targets: Literal["delta", "absolute"] = "absolute"  # what the experts predict: the dataset's delta
+    # actions, or absolute end-effector targets (state + delta, see `models.action_space`), converted back to
+    # deltas against the observed state at every executed step
     world_model: WorldModelConfig = field(default_factory=WorldModelConfig)
     predictive_expert: PredictiveExpertConfig = field(default_factory=PredictiveExpertConfig)
     reactive_expert: ReactiveExpertConfig = field(default_factory=ReactiveExpertConfig)
@@ -111,6 +120,7 @@ class ModelConfig:
 PRESETS: dict[str, dict] = {
     "tiny": {},
     "paper": {
+        "action_targets": "delta",  # the paper's action space
         "world_model": {
             "pretrained": "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
             "resolution": [480, 640],
@@ -138,14 +148,18 @@ PRESETS: dict[str, dict] = {
             "hidden_size": 1280,
             "num_layers": 28,
             "num_attention_heads": 20,
+            "image_backbone": "siglip",
             "image_encoder": "google/siglip-base-patch16-224",
             "image_size": 224,
+            "augment_shift": 0,
             "text_encoder": "google-t5/t5-base",
             "train_timesteps": 100,
             "inference_steps": 10,
         },
         "reactive_expert": {
+            "frame_backbone": "dinov2",
             "dino": "facebook/dinov2-base",
+            "augment_shift": 0,
             "dino_width": 768,
             "image_size": 224,
             "decoder_channels": 256,

@@ -132,6 +132,7 @@ class TrainWMSpec(TrainSpec):
 class TrainExpertsSpec(TrainSpec):
     """Stage 2: predictive expert, reactive expert and gate, world model frozen (loss l1*pred + l2*react + gate)."""
 
+    ema_decay: float = 0.995  # the evaluated weights are an exponential moving average of the trained ones
     lambda_pred: float = 1.0
     lambda_react: float = 1.0
     reactive_on_real_frames: bool = False

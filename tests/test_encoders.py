@@ -38,3 +38,24 @@ def test_checkpoints_resolve_locally_or_fail_in_one_line(tmp_path, monkeypatch):
         encoders.resolve("facebook/dinov2-base")
     with pytest.raises(HarmoWAMError, match="not a local directory"):
         encoders.resolve(str(tmp_path / "missing" / "deeper"))
+
+
+def test_convolutional_encoder_gives_a_token_grid_and_keypoints():
+    net = encoders.ConvEncoder(96, width=32)
+    pixels = encoders.pixels(torch.randint(0, 255, (2, 3, 96, 96), dtype=torch.uint8), 96, (0.5,) * 3, (0.5,) * 3)
+    tokens, keypoints = net.tokens_and_keypoints(pixels)
+    assert tokens.shape == (2, 144, 32) and encoders.width(net) == 32
+    assert keypoints.shape == (2, 32, 2) and bool((keypoints.abs() <= 1.0).all())
+    with pytest.raises(ValueError, match="multiple of 8"):
+        encoders.ConvEncoder(60)
+
+
+def test_random_shift_moves_stacked_frames_together_and_keeps_the_size():
+    g = torch.Generator().manual_seed(0)
+    current = torch.rand(16, 3, 24, 24, generator=g)
+    stacked = torch.cat([current, current], dim=1)  # a camera's current and previous image, here equal
+    shifted = encoders.random_shift(stacked, 4, generator=torch.Generator().manual_seed(1))
+    assert shifted.shape == stacked.shape
+    torch.testing.assert_close(shifted[:, :3], shifted[:, 3:])  # one shift for both
+    assert not torch.equal(shifted[:, :3], current)  # 16 images: some offset is not (4, 4)
+    assert encoders.random_shift(current, 0) is current

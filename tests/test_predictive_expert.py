@@ -20,10 +20,13 @@ def batch(b: int, arms: int, cams: int = 3):
     return images, torch.randn(b, 32, 64, generator=g), torch.randn(b, 7 * arms, generator=g)
 
 
+SIGLIP = {"image_backbone": "siglip", "image_size": 64}  # a small random frozen SigLIP: 16 px patches
+
+
 @pytest.mark.parametrize("arms", [1, 2])
 def test_shapes_for_single_and_dual_arm_and_the_latent_ablation(arms):
     expert = PredictiveExpert(
-        PredictiveExpertConfig(), action_dim=7 * arms, state_dim=7 * arms, wm_width=64, num_cameras=3
+        PredictiveExpertConfig(**SIGLIP), action_dim=7 * arms, state_dim=7 * arms, wm_width=64, num_cameras=3
     )
     images, wm_tokens, state = batch(2, arms)
     cond = expert.condition(images, wm_tokens, [INSTRUCTION] * 2)
@@ -33,16 +36,28 @@ def test_shapes_for_single_and_dual_arm_and_the_latent_ablation(arms):
     assert not any("vision_model" in k or "encoder.block" in k for k in expert.state_dict())  # frozen encoders
 
 
+def test_the_tiny_convolutional_encoder_trains_with_the_expert():
+    """Tiny preset: 96 px images in an 8 px grid (12 x 12 tokens per camera), weights in the state dict, and the
+    denoising loss reaches them."""
+    expert = PredictiveExpert(PredictiveExpertConfig(), action_dim=7, state_dim=7, wm_width=64, num_cameras=3)
+    images, wm_tokens, state = batch(2, 1)
+    cond = expert.condition(images, wm_tokens, [INSTRUCTION] * 2)
+    assert cond.shape == (2, 32 + 3 * 144 + 32, 64)
+    assert any(k.startswith("image_net.") for k in expert.state_dict())
+    torch.nn.init.normal_(expert.action_out.weight)  # zero-initialised (adaLN-zero): no gradient flows until it moves
+    expert.loss(cond, state, torch.randn(2, 12, 7)).backward()
+    assert expert.image_net.net[0].weight.grad.abs().sum() > 0
+
+
 def test_overfits_a_fixed_batch():
     torch.manual_seed(0)
     expert = PredictiveExpert(PredictiveExpertConfig(), action_dim=7, state_dim=7, wm_width=64, num_cameras=3)
     images, wm_tokens, state = batch(4, 1)
     actions = torch.randn(4, 12, 7, generator=torch.Generator().manual_seed(1))
     opt = torch.optim.AdamW(expert.parameters(), lr=1e-3)
-    image_tokens = expert.image_tokens(images)  # frozen SigLIP: once; the projections train
     losses = []
     for step in range(80):
-        cond = expert.condition(None, wm_tokens, [INSTRUCTION] * 4, image_tokens=image_tokens)
+        cond = expert.condition(images, wm_tokens, [INSTRUCTION] * 4)
         loss = expert.loss(cond, state, actions, generator=torch.Generator().manual_seed(step % 4))
         opt.zero_grad()
         loss.backward()
@@ -65,7 +80,8 @@ def test_bounds_keep_a_long_sampler_inside_the_demonstrated_range():
     torch.manual_seed(0)
     expert = PredictiveExpert(PredictiveExpertConfig(), action_dim=7, state_dim=7, wm_width=64, num_cameras=3)
     images, wm_tokens, state = batch(2, 1)
-    cond = expert.condition(images, wm_tokens, [INSTRUCTION] * 2)
+    with torch.no_grad():
+        cond = expert.condition(images, wm_tokens, [INSTRUCTION] * 2)
     low, high = -torch.linspace(1.0, 3.0, 7), torch.linspace(0.5, 2.0, 7)
     free = expert.sample(cond, state, steps=100, generator=torch.Generator().manual_seed(0))
     assert free.abs().max() > 10 * high.max()

@@ -107,6 +107,30 @@ def _set_pose(station, name, pos, quat=(1.0, 0.0, 0.0, 0.0)):
     env.sim.forward()
 
 
+def test_the_simulated_gripper_has_the_real_stations_hysteresis(stations):
+    """robosuite integrates the finger command's sign: sent as 2a - 1, ten steps of 0.49 opened a closed grasp
+    (closure 0.977 -> 0.174). Through the 0.4 / 0.6 hysteresis an undecided 0.49 holds it; 0.3 opens it."""
+    station = stations("stack_cans")
+    station.reset(seed=0)
+    closing = np.r_[np.zeros(6), 1.0]
+    for _ in range(15):
+        station.step(closing)
+    closed = station.state()[6]
+    assert closed > 0.9
+    for command in (0.49, 0.55, 0.41):
+        for _ in range(10):
+            station.step(np.r_[np.zeros(6), command])
+        assert station.state()[6] > closed - 0.02, command
+    for _ in range(15):
+        station.step(np.r_[np.zeros(6), 0.3])
+    assert station.state()[6] < 0.1
+    for _ in range(10):  # open: an undecided 0.55 does not close it
+        station.step(np.r_[np.zeros(6), 0.55])
+    assert station.state()[6] < 0.1
+    with pytest.raises(ValueError, match="finite"):
+        station.step(np.r_[np.zeros(6), np.nan])
+
+
 def test_stack_predicates_true_then_false_when_knocked_over(stations):
     station = stations("stack_cans")
     task = station.task

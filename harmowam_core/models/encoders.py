@@ -134,6 +134,8 @@ def embed_text(
 
 
 def width(encoder: nn.Module) -> int:
+    if isinstance(encoder, ConvEncoder):
+        return encoder.width
     config = encoder.config
     return getattr(config, "hidden_size", None) or config.d_model
 
@@ -147,3 +149,58 @@ def pixels(frames: torch.Tensor, size: int, mean, std) -> torch.Tensor:
     m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
     s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
     return (x - m) / s
+
+
+class ConvEncoder(nn.Module):
+    """A small convolutional image encoder trained with the experts: the tiny preset's stand-in for the paper's
+    pretrained, frozen SigLIP and DINOv2, which a from-scratch model cannot freeze randomly initialised (issue 19,
+    cause 1). The architecture is the kind from-scratch visuomotor policies use (diffusion policy's ResNet with
+    GroupNorm instead of BatchNorm, Chi et al. 2023): three stride-2 3x3 convolution blocks with GroupNorm and
+    GELU, a 3x3 refinement block, and a 1x1 projection to `width`, plus a learned positional embedding so that
+    cross-attention knows where each token lies.
+
+    Input (N, 3, S, S) normalised pixels (see `pixels`); output (N, (S / 8)^2, width) patch tokens, a square
+    grid row by row (the gate pools it). S must be a multiple of 8."""
+
+    def __init__(self, image_size: int, width: int = TINY_WIDTH, channels: tuple[int, ...] = (32, 64, 64)):
+        super().__init__()
+        if image_size % 8:
+            raise ValueError(f"a convolutional encoder needs an image size that is a multiple of 8, got {image_size}")
+        self.image_size, self.width = image_size, width
+        layers: list[nn.Module] = []
+        previous = 3
+        for c in channels:
+            layers += [nn.Conv2d(previous, c, 3, stride=2, padding=1), nn.GroupNorm(8, c), nn.GELU()]
+            previous = c
+        layers += [nn.Conv2d(previous, previous, 3, padding=1), nn.GroupNorm(8, previous), nn.GELU()]
+        layers.append(nn.Conv2d(previous, width, 1))
+        self.net = nn.Sequential(*layers)
+        self.grid = image_size // 8
+        self.position = nn.Parameter(torch.randn(self.grid * self.grid, width) * 0.02)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.tokens_and_keypoints(pixel_values)[0]
+
+    def tokens_and_keypoints(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The patch tokens (N, (S/8)^2, width) and spatial-softmax keypoints (N, width, 2): per feature channel
+        the expected (x, y) in [-1, 1] under a softmax over the grid (Levine et al. 2016), where a channel
+        responds most: the arm's or an object's image position in two numbers."""
+        features = self.net(pixel_values)  # (N, width, S/8, S/8)
+        flat = features.flatten(2)
+        weights = torch.softmax(flat, dim=-1)  # (N, width, g*g)
+        axis = torch.linspace(-1.0, 1.0, self.grid, device=flat.device, dtype=flat.dtype)
+        ys, xs = torch.meshgrid(axis, axis, indexing="ij")
+        keypoints = torch.stack([weights @ xs.reshape(-1), weights @ ys.reshape(-1)], dim=-1)
+        return flat.transpose(1, 2) + self.position, keypoints
+
+
+def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random-shift augmentation (DrQ, Kostrikov et al. 2020): each image (N, C, H, W), float, is padded by
+    `pad` pixels replicating its border and cropped back to H x W at a random offset. Stack frames that must
+    move together (a camera's current and previous image) on the channel axis so they share one shift."""
+    if pad <= 0:
+        return images
+    n, _, h, w = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad), mode="replicate")
+    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator, device=images.device).tolist()
+    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offsets)])

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from harmowam_core.errors import HarmoWAMError
+from harmowam_core.models import encoders
 from harmowam_core.models.gate import Gate
 from harmowam_core.models.predictive_expert import PredictiveExpert
 from harmowam_core.models.reactive_expert import ReactiveExpert
@@ -92,6 +93,7 @@ class ExpertsConfig:
     wm_latent_frames: int = 0  # latent frames in the world model's hidden tokens (needed by a gate that reads them)
     chunk: int = 12
     use_wm_latents: bool = True  # False: the paper's latent ablation (no world-model tokens in either expert)
+    action_targets: str = "delta"  # what the experts predict: "delta" actions or "absolute" targets (action_space)
     cameras: list[str] = field(default_factory=list)  # the camera order of `images` (the dataset's)
     lambda_pred: float = 1.0
     lambda_react: float = 1.0
@@ -134,15 +136,34 @@ class Experts(nn.Module):
         expert (the world model's tokens are None in the latent ablation)."""
         device, use_wm = self.device, self.config.use_wm_latents
         with timed(timings, "image encoder"):
-            image_tokens = self.predictive.image_tokens(batch["images"].to(device))
+            images = batch["images"].to(device)
             previous = batch.get("previous_images") if self.config.gate.motion else None
-            previous_tokens = None if previous is None else self.predictive.image_tokens(previous.to(device))
+            previous = None if previous is None else previous.to(device)
+            if self.training:
+                images, previous = self._augment(images, previous)
+            image_tokens = self.predictive.image_tokens(images)
+            previous_tokens = None if previous is None else self.predictive.image_tokens(previous)
         wm_hidden = batch["wm_hidden"].to(device) if use_wm else None
         with timed(timings, "predictive expert"):
             cond = self.predictive.condition(None, wm_hidden, batch["instruction"], image_tokens)
             state = self.normalizer.normalize_state(batch["state"].to(device))
         frame_tokens = batch["wm_frame_tokens"].to(device) if use_wm else None
         return image_tokens, previous_tokens, wm_hidden, cond, state, frame_tokens
+
+    def _augment(self, images: torch.Tensor, previous: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Random shifts of the (B, cams, 3, H, W) camera images in training (`augment_shift` pixels), a camera's
+        current and previous image shifted alike; returned as floats in [0, 1]."""
+        pad = self.predictive.config.augment_shift
+        if pad <= 0:
+            return images, previous
+        to_float = lambda x: x.float() / 255.0 if x.dtype == torch.uint8 else x.float()  # noqa: E731
+        b, cams = images.shape[:2]
+        parts = [to_float(images)] + ([] if previous is None else [to_float(previous)])
+        stacked = torch.cat(parts, dim=2).flatten(0, 1)  # (B * cams, 3 or 6, H, W)
+        shifted = encoders.random_shift(stacked, pad).unflatten(0, (b, cams))
+        if previous is None:
+            return shifted, None
+        return shifted[:, :, :3], shifted[:, :, 3:]
 
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """The stage-2 losses of a batch (see `training.experts.ExpertWindows` for its fields)."""
@@ -195,12 +216,13 @@ class Experts(nn.Module):
         if with_encoders:
             frozen = self.predictive._frozen
             parts = [
-                ("predictive", "image_encoder", "siglip", frozen["image"], None),
+                ("predictive", "image_encoder", "siglip", frozen.get("image"), None),
                 ("predictive", "text_encoder", "t5", frozen["text"], self.predictive.tokenizer),
                 ("reactive", "dino", "dinov2", self.reactive.dino, None),
             ]
             for section, key, name, model, tokenizer in parts:
-                if config[section][key]:  # a checkpoint: copy it; a seeded tiny encoder needs nothing
+                # a checkpoint in use: copy it; a seeded tiny or a trained convolutional encoder needs nothing
+                if config[section][key] and model is not None:
                     model.save_pretrained(path / "encoders" / name)
                     if tokenizer is not None:
                         tokenizer.save_pretrained(path / "encoders" / name)

@@ -67,9 +67,13 @@ class PredictiveExpert(encoders.WithFrozenParts):
     ):
         super().__init__()
         self.config, self.action_dim, self.chunk, self.num_cameras = config, action_dim, chunk, num_cameras
-        image_encoder = encoders.image_encoder(config.image_encoder, config.image_size)
         text_encoder, self.tokenizer = encoders.text_encoder(config.text_encoder)
-        self._frozen = {"image": image_encoder, "text": text_encoder}  # outside the module tree (WithFrozenParts)
+        self._frozen = {"text": text_encoder}  # outside the module tree (WithFrozenParts)
+        self.image_net: encoders.ConvEncoder | None = None
+        if config.image_backbone == "conv":  # trained with the experts (tiny)
+            image_encoder = self.image_net = encoders.ConvEncoder(config.image_size)
+        else:  # frozen SigLIP (the paper)
+            image_encoder = self._frozen["image"] = encoders.image_encoder(config.image_encoder, config.image_size)
         self._text_cache: dict[str, torch.Tensor] = {}
         w = config.hidden_size
         self.wm_proj = nn.Linear(wm_width, w)
@@ -103,15 +107,19 @@ class PredictiveExpert(encoders.WithFrozenParts):
 
     @property
     def image_width(self) -> int:
-        """The width of the SigLIP tokens (the gate reads them too)."""
-        return encoders.width(self._frozen["image"])
+        """The width of the image tokens (the gate reads them too)."""
+        return encoders.width(self.image_net if self.image_net is not None else self._frozen["image"])
 
     def image_tokens(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, cams, 3, H, W) current images -> (B, cams, N, siglip width) SigLIP patch tokens (no grad)."""
+        """(B, cams, 3, H, W) current images (uint8, or float in [0, 1]) -> (B, cams, N, width) patch tokens: of
+        the trained convolutional encoder (with grad), or of the frozen SigLIP (no grad)."""
         b, cams = images.shape[:2]
         pixels = encoders.pixels(images, self.config.image_size, encoders.SIGLIP_MEAN, encoders.SIGLIP_STD)
-        with torch.no_grad():
-            tokens = self._frozen["image"](pixel_values=pixels.to(self.device)).last_hidden_state
+        if self.image_net is not None:
+            tokens = self.image_net(pixels.to(self.device))
+        else:
+            with torch.no_grad():
+                tokens = self._frozen["image"](pixel_values=pixels.to(self.device)).last_hidden_state
         return tokens.reshape(b, cams, *tokens.shape[1:])
 
     def text_tokens(self, instructions: list[str]) -> torch.Tensor:

@@ -40,55 +40,83 @@ def tokens_per_frame(hidden: torch.Tensor, frame_latent: torch.Tensor, tokens_pe
 class OrientationDecoder(nn.Module):
     """Multi-scale 1-D convolutions over a token sequence, pooled to one vector, projected to the action."""
 
-    def __init__(self, width: int, channels: int, kernel_sizes: list[int], action_dim: int):
+    def __init__(self, width: int, channels: int, kernel_sizes: list[int], action_dim: int, extra: int = 0):
+        """`extra`: the width of a vector joined to the pooled features before the head (the convolutional
+        encoder's spatial-softmax keypoints; 0: none)."""
         super().__init__()
         self.branches = nn.ModuleList(nn.Conv1d(width, channels, k, padding=k // 2) for k in kernel_sizes)
-        merged = channels * len(kernel_sizes)
+        merged = channels * len(kernel_sizes) + extra
         self.head = nn.Sequential(
             nn.LayerNorm(merged), nn.Linear(merged, merged), nn.GELU(), nn.Linear(merged, action_dim)
         )
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # (N, L, width) -> (N, action_dim)
+    def forward(self, tokens: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, L, width) tokens (and (N, extra) features) -> (N, action_dim)."""
         x = tokens.transpose(1, 2)
-        features = torch.cat([F.gelu(branch(x)) for branch in self.branches], dim=1)
-        return self.head(features.mean(dim=2))
+        features = torch.cat([F.gelu(branch(x)) for branch in self.branches], dim=1).mean(dim=2)
+        if extra is not None:
+            features = torch.cat([features, extra], dim=1)
+        return self.head(features)
 
 
 class ReactiveExpert(encoders.WithFrozenParts):
     def __init__(self, config: ReactiveExpertConfig, action_dim: int, wm_width: int):
         super().__init__()
         self.config, self.action_dim, self.wm_width = config, action_dim, wm_width
-        # frozen, and outside the module tree: checkpoints and optimisers see the decoder only
-        self._frozen = {"dino": encoders.frame_encoder(config.dino, config.image_size)}
-        self.width = encoders.width(self.dino)
-        if self.width != config.dino_width:
-            raise ValueError(f"reactive_expert.dino_width is {config.dino_width} but the DINOv2 model is {self.width}")
-        self.decoder = OrientationDecoder(self.width, config.decoder_channels, config.decoder_kernel_sizes, action_dim)
+        self._frozen: dict[str, nn.Module] = {}
+        self.frame_net: encoders.ConvEncoder | None = None
+        if config.frame_backbone == "conv":  # trained with the decoder (tiny)
+            self.frame_net = encoders.ConvEncoder(config.image_size, width=config.dino_width)
+            self.width = config.dino_width
+        else:  # frozen, and outside the module tree: checkpoints and optimisers see the decoder only
+            self._frozen["dino"] = encoders.frame_encoder(config.dino, config.image_size)
+            self.width = encoders.width(self.dino)
+            if self.width != config.dino_width:
+                raise ValueError(
+                    f"reactive_expert.dino_width is {config.dino_width} but the DINOv2 model is {self.width}"
+                )
+        keypoints = 2 * self.width if self.frame_net is not None else 0
+        self.decoder = OrientationDecoder(
+            self.width, config.decoder_channels, config.decoder_kernel_sizes, action_dim, extra=keypoints
+        )
 
     @property
-    def dino(self) -> nn.Module:
-        return self._frozen["dino"]
+    def dino(self) -> nn.Module | None:
+        """The frozen DINOv2 (None with the trained convolutional encoder)."""
+        return self._frozen.get("dino")
 
     @property
     def device(self) -> torch.device:
         return next(self.decoder.parameters()).device
 
     def frame_tokens(self, frames: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) uint8 or [0, 1] frames -> (N, patches, width) DINOv2 patch tokens (no CLS)."""
+        """(N, 3, H, W) uint8 or [0, 1] frames -> (N, patches, width) patch tokens: of the trained convolutional
+        encoder, or of the frozen DINOv2 (no CLS, no grad)."""
+        return self._encode(frames)[0]
+
+    def _encode(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Patch tokens and, with the convolutional encoder, its keypoints flattened (N, 2 * width)."""
         pixels = encoders.pixels(frames, self.config.image_size, encoders.IMAGENET_MEAN, encoders.IMAGENET_STD)
+        if self.frame_net is not None:
+            tokens, keypoints = self.frame_net.tokens_and_keypoints(pixels.to(self.device))
+            return tokens, keypoints.flatten(1)
         with torch.no_grad():
             out = self.dino(pixel_values=pixels.to(self.device)).last_hidden_state
-        return out[:, 1:]
+        return out[:, 1:], None
 
     def forward(self, frames: torch.Tensor, wm_tokens: torch.Tensor | None) -> torch.Tensor:
         """frames (B, K, 3, H, W) predicted future frames, wm_tokens (B, K, n, wm_width) or None (the latent
         ablation) -> (B, K, action_dim), action k read from frame k."""
         b, k = frames.shape[:2]
-        tokens = self.frame_tokens(frames.reshape(b * k, *frames.shape[2:]))
+        pad = self.config.augment_shift
+        if self.training and pad > 0:  # random shifts in training, the same for all K frames of a window
+            x = frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
+            frames = encoders.random_shift(x.flatten(1, 2), pad).unflatten(1, (k, 3))
+        tokens, keypoints = self._encode(frames.reshape(b * k, *frames.shape[2:]))
         if wm_tokens is not None:
             latent = pool_channels(wm_tokens.reshape(b * k, *wm_tokens.shape[2:]).float(), self.width)
             tokens = torch.cat([tokens, latent.to(tokens)], dim=1)
-        return self.decoder(tokens).reshape(b, k, self.action_dim)
+        return self.decoder(tokens, keypoints).reshape(b, k, self.action_dim)
 
     def loss(
         self,

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import yaml
 
+from harmowam_core.action_space import deltas_from_targets
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models.experts import Experts
 from harmowam_core.models.reactive_expert import tokens_per_frame
@@ -105,7 +106,7 @@ def _only_team_for(pool: ThreadPoolExecutor | None) -> None:
 
 @dataclass
 class Plan:
-    chunk: np.ndarray  # (12, A): the actions to execute
+    chunk: np.ndarray  # (12, A): the actions to execute (absolute targets when the experts predict those)
     used: str  # "predictive", "reactive" or "average"
     p_interaction: float
     imagined: np.ndarray  # (13, h, w, 3) uint8: the world model's future of the world-model camera
@@ -274,7 +275,10 @@ class HarmoWAMPolicy:
                 self._pending = self._plan_ahead(images, state, obs.instruction, previous)
         self.previous_images = {c: np.array(obs.images[c], copy=True) for c in [self.camera, *self.cameras]}
         self.step_in_plan += 1
-        return self.queue.pop(0)
+        action = self.queue.pop(0)
+        if self.experts.config.action_targets == "absolute":  # a target: the delta from the state observed now
+            action = deltas_from_targets(action, np.asarray(obs.state, dtype=np.float32))
+        return action
 
     def _plan_ahead(self, images, state, instruction, previous) -> Future:
         """Start a plan on the planning thread, with the caller's torch thread count and as the only thread that

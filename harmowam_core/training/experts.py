@@ -27,6 +27,7 @@ import yaml
 from accelerate import PartialState
 from torch.utils.data import Dataset, default_collate
 
+from harmowam_core.action_space import absolute_targets
 from harmowam_core.data.reader import DatasetReader, split_episodes
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models.experts import Experts, ExpertsConfig, Normalizer
@@ -133,8 +134,12 @@ class ExpertWindows(Dataset):
         tokens_per_latent: int,
         real_frames: bool = False,
         on_progress: Progress | None = None,
+        actions: np.ndarray | None = None,
     ):
+        """`actions`: what the experts learn, one row per dataset frame (default the dataset's `action`; the
+        absolute targets of `action_space.absolute_targets` when the model predicts those)."""
         self.reader, self.clips, self.cache, self.chunk = reader, clips, cache, chunk
+        self.actions = reader.action if actions is None else actions
         self.index = clips.index
         self.real_frames, self.tokens_per_latent = real_frames, tokens_per_latent
         self.frame_latent = frame_latent[1 : chunk + 1]
@@ -167,7 +172,7 @@ class ExpertWindows(Dataset):
             "previous_images": self.images[ep][max(0, t - 1)],
             "state": torch.from_numpy(reader.state[g]),
             "instruction": self.clips.instruction(ep, t),
-            "action": torch.from_numpy(reader.action[sl][np.minimum(steps, last)]),
+            "action": torch.from_numpy(np.ascontiguousarray(self.actions[sl][np.minimum(steps, last)])),
             "action_is_pad": torch.from_numpy(steps > last),
             "interaction": torch.tensor(int(reader.interaction[g])),
             "frames": frames,
@@ -293,6 +298,15 @@ class ExpertsTrainer:
         )
         spec = recipe.train_experts
         self.steps = min(spec.steps, max_steps) if max_steps else spec.steps
+        self.targets = self.reader.action  # what the experts learn: the deltas, or their absolute targets
+        if recipe.model_config.action_targets == "absolute":
+            if self.reader.spec.state_dim != recipe.action_dim:
+                raise HarmoWAMError(
+                    f"{self.reader.root}: absolute action targets need a state of {recipe.action_dim} numbers "
+                    f"(7 per arm: position, euler angles, gripper) but the dataset's has {self.reader.spec.state_dim};"
+                    " set model.overrides.action_targets=delta"
+                )
+            self.targets = absolute_targets(self.reader.state, self.reader.action)
 
     def build_experts(self, wm: WorldModel, normalizer: Normalizer) -> Experts:
         recipe, config = self.recipe, self.recipe.model_config
@@ -308,6 +322,7 @@ class ExpertsTrainer:
             wm_latent_frames=latent_frames(wm.config.num_frames, wm.codec.temporal),
             chunk=config.action_chunk,
             use_wm_latents=self.use_wm_latents,
+            action_targets=config.action_targets,
             cameras=list(self.reader.cameras),
             lambda_pred=spec.lambda_pred,
             lambda_react=spec.lambda_react,
@@ -333,6 +348,7 @@ class ExpertsTrainer:
             cache.hidden.shape[1] // (int(frame_latent[-1]) + 1),  # hidden tokens per latent frame
             real_frames=spec.reactive_on_real_frames,
             on_progress=on_progress,
+            actions=self.targets,
         )
 
     def run(self, on_log: Callable[[StepLog], None] | None = None, on_progress: Progress | None = None) -> ExpertsRun:
@@ -345,7 +361,7 @@ class ExpertsTrainer:
         frames = np.concatenate(
             [np.arange(reader.episode_slice(e).start, reader.episode_slice(e).stop) for e in self.train_episodes]
         )
-        normalizer = Normalizer.from_arrays(reader.action[frames], reader.state[frames])
+        normalizer = Normalizer.from_arrays(self.targets[frames], reader.state[frames])
         experts = self.build_experts(wm, normalizer)
         loop = TrainLoop(spec, out, experts, lambda model, batch: model(batch), train_set, max_steps=self.max_steps)
         if loop.is_main_process:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from harmowam_core.envs import gripper
 from harmowam_core.envs.real.config import ArmConfig
 from harmowam_core.envs.sim.geometry import euler_to_mat, mat_to_rotvec, rotvec_to_mat
 from harmowam_core.errors import HarmoWAMError
@@ -64,23 +65,14 @@ class ArmGuard:
         return goal, rot @ np.asarray(rotation, dtype=np.float64)
 
 
-class GripperHysteresis:
-    """Open/closed from a continuous command, changing only past the far threshold, so a flickering output
-    around 0.5 does not chatter the fingers."""
-
-    def __init__(self, close_above: float = 0.6, open_below: float = 0.4, closed: bool = False):
-        if not 0.0 <= open_below < close_above <= 1.0:
-            raise ValueError("need 0 <= open_below < close_above <= 1")
-        self.close_above, self.open_below, self.closed = close_above, open_below, closed
+class GripperHysteresis(gripper.GripperHysteresis):
+    """`envs.gripper.GripperHysteresis` whose non-finite command is an `UnsafeCommand` (the caller stops the arm)."""
 
     def update(self, command: float) -> bool:
-        if not np.isfinite(command):
-            raise UnsafeCommand(f"non-finite gripper command rejected: {command}")
-        if not self.closed and command > self.close_above:
-            self.closed = True
-        elif self.closed and command < self.open_below:
-            self.closed = False
-        return self.closed
+        try:
+            return super().update(command)
+        except ValueError as e:
+            raise UnsafeCommand(str(e)) from None
 
 
 class Watchdog:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from harmowam_core.envs.base import OOD_KINDS, Observation
+from harmowam_core.envs.gripper import GripperHysteresis
 from harmowam_core.envs.sim.geometry import GRIPPER_HOME, euler_to_mat, mat_to_euler, mat_to_rotvec, yaw_quat
 from harmowam_core.envs.sim.objects import MAX_DISTRACTORS
 from harmowam_core.envs.sim.scene import (
@@ -65,6 +66,7 @@ class SimStation:
         self.steps = 0
         self._latched: list[bool] = []
         self._held: list[int] = []
+        self._grippers = [GripperHysteresis() for _ in range(self.num_arms)]
 
     # ------------------------------------------------------------------ protocol
     def reset(self, seed: int | None = None, ood: str = "none") -> Observation:
@@ -81,6 +83,7 @@ class SimStation:
         self._apply_background(ood == "background")
         env.sim.forward()
         self.view = SceneView(env)
+        self._grippers = [GripperHysteresis() for _ in range(self.num_arms)]  # open, as the fingers start
         self._settle()
         self.task.on_reset(self.view)
         self.steps = 0
@@ -92,6 +95,8 @@ class SimStation:
         action = np.asarray(action, dtype=np.float64).reshape(-1)
         if action.shape != (7 * self.num_arms,):
             raise ValueError(f"expected an action of shape ({7 * self.num_arms},), got {action.shape}")
+        if not np.isfinite(action).all():
+            raise ValueError(f"expected a finite action, got {action.tolist()}")
         raw = self._env.step(self._native_action(action))[0]
         self.steps += 1
         self.task.on_step(self.view)
@@ -234,6 +239,10 @@ class SimStation:
             self._env.step(still)
 
     def _native_action(self, action: np.ndarray) -> np.ndarray:
+        """Our action (7 per arm: metres, euler radians, gripper in [0, 1]) -> robosuite's OSC_POSE input
+        (metres, axis-angle, fingers -1 open / +1 close). The gripper number goes through the same 0.4 / 0.6
+        hysteresis as the real station (`envs.gripper`): robosuite integrates the finger command's sign, so a
+        raw `2a - 1` of 0.49 would open a closed grasp."""
         per_arm = []
         for arm in range(self.num_arms):
             a = action[7 * arm : 7 * arm + 7]
@@ -242,7 +251,7 @@ class SimStation:
             angle = np.linalg.norm(rv)
             if angle > MAX_DELTA_ROT:
                 rv = rv / angle * MAX_DELTA_ROT
-            grip = np.clip(2.0 * a[6] - 1.0, -1.0, 1.0)
+            grip = 1.0 if self._grippers[arm].update(a[6]) else -1.0
             per_arm.append(np.r_[dpos, rv, grip])
         if self.num_arms == 2:  # ours: [left, right]; robosuite: [robot0 = right, robot1 = left]
             per_arm = per_arm[::-1]
