@@ -128,7 +128,7 @@ class Experts(nn.Module):
 
     # ------------------------------------------------------------------------------------------- training
     def _inputs(
-        self, batch: dict, timings: dict[str, float] | None = None
+        self, batch: dict, timings: dict[str, float] | None = None, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """SigLIP tokens of the current images and, for a gate with `motion`, of `previous_images` (the images
         one control step earlier; None when the batch has none), the world model's hidden tokens, the predictive
@@ -140,7 +140,7 @@ class Experts(nn.Module):
             previous = batch.get("previous_images") if self.config.gate.motion else None
             previous = None if previous is None else previous.to(device)
             if self.training:
-                images, previous = self._augment(images, previous)
+                images, previous = self._augment(images, previous, generator)
             image_tokens = self.predictive.image_tokens(images)
             previous_tokens = None if previous is None else self.predictive.image_tokens(previous)
         wm_hidden = batch["wm_hidden"].to(device) if use_wm else None
@@ -150,7 +150,9 @@ class Experts(nn.Module):
         frame_tokens = batch["wm_frame_tokens"].to(device) if use_wm else None
         return image_tokens, previous_tokens, wm_hidden, cond, state, frame_tokens
 
-    def _augment(self, images: torch.Tensor, previous: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _augment(
+        self, images: torch.Tensor, previous: torch.Tensor | None, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Random shifts of the (B, cams, 3, H, W) camera images in training (`augment_shift` pixels), a camera's
         current and previous image shifted alike; returned as floats in [0, 1]."""
         pad = self.predictive.config.augment_shift
@@ -160,7 +162,7 @@ class Experts(nn.Module):
         b, cams = images.shape[:2]
         parts = [to_float(images)] + ([] if previous is None else [to_float(previous)])
         stacked = torch.cat(parts, dim=2).flatten(0, 1)  # (B * cams, 3 or 6, H, W)
-        shifted = encoders.random_shift(stacked, pad).unflatten(0, (b, cams))
+        shifted = encoders.random_shift(stacked, pad, generator).unflatten(0, (b, cams))
         if previous is None:
             return shifted, None
         return shifted[:, :, :3], shifted[:, :, 3:]
@@ -168,11 +170,11 @@ class Experts(nn.Module):
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """The stage-2 losses of a batch (see `training.experts.ExpertWindows` for its fields)."""
         device = self.device
-        image_tokens, previous_tokens, wm_hidden, cond, state, frame_tokens = self._inputs(batch)
+        image_tokens, previous_tokens, wm_hidden, cond, state, frame_tokens = self._inputs(batch, generator=generator)
         actions = self.normalizer.normalize_action(batch["action"].to(device))
         pad = batch["action_is_pad"].to(device)
         pred = self.predictive.loss(cond, state, actions, pad, generator=generator)
-        react = self.reactive.loss(batch["frames"].to(device), frame_tokens, actions, pad)
+        react = self.reactive.loss(batch["frames"].to(device), frame_tokens, actions, pad, generator=generator)
         gate = self.gate.loss(image_tokens, batch["interaction"].to(device), previous_tokens, wm_hidden)
         loss = self.config.lambda_pred * pred + self.config.lambda_react * react + gate
         return {"loss": loss, "pred": pred.detach(), "react": react.detach(), "gate": gate.detach()}

@@ -104,14 +104,17 @@ class ReactiveExpert(encoders.WithFrozenParts):
             out = self.dino(pixel_values=pixels.to(self.device)).last_hidden_state
         return out[:, 1:], None
 
-    def forward(self, frames: torch.Tensor, wm_tokens: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, frames: torch.Tensor, wm_tokens: torch.Tensor | None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """frames (B, K, 3, H, W) predicted future frames, wm_tokens (B, K, n, wm_width) or None (the latent
-        ablation) -> (B, K, action_dim), action k read from frame k."""
+        ablation) -> (B, K, action_dim), action k read from frame k. In training the frames are shifted at
+        random (`augment_shift`, drawn from `generator`)."""
         b, k = frames.shape[:2]
         pad = self.config.augment_shift
         if self.training and pad > 0:  # random shifts in training, the same for all K frames of a window
             x = frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
-            frames = encoders.random_shift(x.flatten(1, 2), pad).unflatten(1, (k, 3))
+            frames = encoders.random_shift(x.flatten(1, 2), pad, generator).unflatten(1, (k, 3))
         tokens, keypoints = self._encode(frames.reshape(b * k, *frames.shape[2:]))
         if wm_tokens is not None:
             latent = pool_channels(wm_tokens.reshape(b * k, *wm_tokens.shape[2:]).float(), self.width)
@@ -124,10 +127,11 @@ class ReactiveExpert(encoders.WithFrozenParts):
         wm_tokens: torch.Tensor | None,
         actions: torch.Tensor,
         action_is_pad: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Smooth L1 against the demonstrated actions (B, K, A); padded steps past an episode's end do not count."""
         err = F.smooth_l1_loss(
-            self(frames, wm_tokens), actions.float(), beta=self.config.smooth_l1_beta, reduction="none"
+            self(frames, wm_tokens, generator), actions.float(), beta=self.config.smooth_l1_beta, reduction="none"
         )
         keep = torch.ones_like(err[..., 0]) if action_is_pad is None else (~action_is_pad).float()
         return (err.mean(-1) * keep).sum() / keep.sum().clamp(min=1.0)
