@@ -154,27 +154,32 @@ def pixels(frames: torch.Tensor, size: int, mean, std) -> torch.Tensor:
 class ConvEncoder(nn.Module):
     """A small convolutional image encoder trained with the experts: the tiny preset's stand-in for the paper's
     pretrained, frozen SigLIP and DINOv2, which a from-scratch model cannot freeze randomly initialised (issue 19,
-    cause 1). The architecture is the kind from-scratch visuomotor policies use (diffusion policy's ResNet with
-    GroupNorm instead of BatchNorm, Chi et al. 2023): three stride-2 3x3 convolution blocks with GroupNorm and
-    GELU, a 3x3 refinement block, and a 1x1 projection to `width`, plus a learned positional embedding so that
+    cause 1). The kind from-scratch visuomotor policies use (diffusion policy's ResNet with GroupNorm instead of
+    BatchNorm, Chi et al. 2023), cut to a CPU's budget: a 4 x 4 stride-4 patchifying stem, a stride-2 and a
+    stride-1 3x3 block (GroupNorm, GELU), a 1x1 projection to `width`, and a learned positional embedding so that
     cross-attention knows where each token lies.
 
     Input (N, 3, S, S) normalised pixels (see `pixels`); output (N, (S / 8)^2, width) patch tokens, a square
     grid row by row (the gate pools it). S must be a multiple of 8."""
 
-    def __init__(self, image_size: int, width: int = TINY_WIDTH, channels: tuple[int, ...] = (32, 64, 64)):
+    def __init__(self, image_size: int, width: int = TINY_WIDTH, channels: tuple[int, int] = (32, 64)):
         super().__init__()
         if image_size % 8:
             raise ValueError(f"a convolutional encoder needs an image size that is a multiple of 8, got {image_size}")
         self.image_size, self.width = image_size, width
-        layers: list[nn.Module] = []
-        previous = 3
-        for c in channels:
-            layers += [nn.Conv2d(previous, c, 3, stride=2, padding=1), nn.GroupNorm(8, c), nn.GELU()]
-            previous = c
-        layers += [nn.Conv2d(previous, previous, 3, padding=1), nn.GroupNorm(8, previous), nn.GELU()]
-        layers.append(nn.Conv2d(previous, width, 1))
-        self.net = nn.Sequential(*layers)
+        c1, c2 = channels
+        self.net = nn.Sequential(
+            nn.Conv2d(3, c1, 4, stride=4),
+            nn.GroupNorm(8, c1),
+            nn.GELU(),
+            nn.Conv2d(c1, c2, 3, stride=2, padding=1),
+            nn.GroupNorm(8, c2),
+            nn.GELU(),
+            nn.Conv2d(c2, c2, 3, padding=1),
+            nn.GroupNorm(8, c2),
+            nn.GELU(),
+            nn.Conv2d(c2, width, 1),
+        )
         self.grid = image_size // 8
         self.position = nn.Parameter(torch.randn(self.grid * self.grid, width) * 0.02)
 
