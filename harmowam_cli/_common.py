@@ -20,6 +20,7 @@ from rich.progress import (
 )
 
 from harmowam_core.errors import HarmoWAMError
+from harmowam_core.seeds import seed_ranges  # noqa: F401 - the commands' summaries use it from here
 
 # Under `accelerate launch` / torchrun only the main process (RANK 0) reports; errors still come from any.
 console = Console(quiet=os.environ.get("RANK", "0") != "0")
@@ -93,17 +94,3 @@ def quiet_libraries() -> None:
 
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
-
-
-def seed_ranges(seeds: list[int]) -> str:
-    """[0, 1, 2, 5, 7, 8] -> "0-2, 5, 7-8" (scene seeds, for summaries)."""
-    parts, ordered = [], sorted(seeds)
-    first = prev = ordered[0]
-    for s in [*ordered[1:], None]:
-        if s is not None and s == prev + 1:
-            prev = s
-            continue
-        parts.append(str(first) if first == prev else f"{first}-{prev}")
-        if s is not None:
-            first = prev = s
-    return ", ".join(parts)

@@ -1,7 +1,8 @@
 """`harmowam demo`: the whole pipeline, small, on the simulator and the CPU.
 
 collect -> label -> train-wm -> train-experts -> export -> eval (in-domain and position OOD), each phase the
-same code as its own command, everything under one directory (default `demo/`).
+same code as its own command, everything under one directory (default `demo/`): the pipeline of
+`harmowam reproduce` (`harmowam_core.reproduce`), small, with the gate router only and no interaction episodes.
 """
 
 from __future__ import annotations
@@ -13,13 +14,9 @@ from typing import Annotated
 
 import typer
 from rich.rule import Rule
-from rich.table import Table
 
-from harmowam_cli._bundle import policy_options
 from harmowam_cli._common import console, user_errors
 from harmowam_core.errors import HarmoWAMError
-
-PHASES = ("collect", "label", "train-wm", "train-experts", "export", "eval")
 
 
 def demo(
@@ -50,79 +47,42 @@ def run_demo(
     max_steps: int | None,
     overwrite: bool,
 ) -> None:
-    from harmowam_cli.collect import run_collect
-    from harmowam_cli.eval_cmd import print_table, run_eval
-    from harmowam_cli.export import run_export
-    from harmowam_cli.label import run_label
-    from harmowam_cli.train_experts import run_train_experts
-    from harmowam_cli.train_wm import run_train_wm
+    from harmowam_cli._pipeline import phase_table, run_pipeline
+    from harmowam_cli.eval_cmd import print_table
+    from harmowam_core.evaluation import read_report
     from harmowam_core.recipes import load_recipe
+    from harmowam_core.reproduce import PipelinePlan, PipelineState
 
     recipe = load_recipe(task)
-    for name, value in (("--episodes", episodes), ("--wm-steps", wm_steps), ("--experts-steps", experts_steps)):
-        if value < 1:
-            raise HarmoWAMError(f"{name} must be at least 1, got {value}")
-    if episodes < 3:
-        raise HarmoWAMError(f"--episodes must be at least 3 (training needs held-out episodes), got {episodes}")
+    plan = PipelinePlan(
+        task, out, episodes=episodes, wm_steps=wm_steps, experts_steps=experts_steps, routers=["gate"],
+        eval_episodes=eval_episodes, max_steps=max_steps, interaction=False,
+        data_dir=out / "data" / recipe.name, runs_dir=out / "runs" / recipe.name,
+    )  # fmt: skip
+    plan.check()
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise HarmoWAMError(f"{out} already exists: pass --overwrite to replace it or choose another --out")
         shutil.rmtree(out)
-    data, runs = out / "data" / recipe.name, out / "runs" / recipe.name
-    timings: dict[str, float] = {}
     start = time.perf_counter()
-
-    def phase(name: str, detail: str):
-        console.print(Rule(f"[bold]{PHASES.index(name) + 1}/{len(PHASES)} {name}[/] · {detail}"))
-        timings[name] = time.perf_counter()
-
-    def done(name: str) -> None:
-        timings[name] = time.perf_counter() - timings[name]
-
-    phase("collect", f"{episodes} scripted demonstrations")
-    run_collect(task, episodes, "none", data, 0, "scripted", False, [])
-    done("collect")
-    phase("label", "transit / interaction frames for the gate")
-    run_label(data, None, task, [], False)
-    done("label")
-    phase("train-wm", f"{wm_steps} steps")
-    wm_run = run_train_wm(task, data, runs / "wm", False, wm_steps, [])
-    done("train-wm")
-    phase("train-experts", f"{experts_steps} steps")
-    experts_run = run_train_experts(task, data, runs / "wm" / "model", runs / "experts", False, experts_steps, True, [])
-    done("train-experts")
-    phase("export", "a standalone bundle")
-    bundle = run_export(runs, out / "bundles", None)
-    done("export")
-    phase("eval", f"in-domain and position OOD, {eval_episodes} episodes each, gate router and the scripted expert")
-    report, paths = run_eval(
-        bundle, "none,position", eval_episodes, ["gate"], True, 1000, max_steps,
-        policy_options(None, None, False), True, out / "bundles",
-        out / "eval",
-    )  # fmt: skip
-    done("eval")
+    state = PipelineState(None)  # the demo starts afresh every time: nothing to resume
+    results = run_pipeline(plan, state)
 
     console.print(Rule("[bold]summary[/]"))
-    summary = Table(title=f"harmowam demo: {recipe.name}, {time.perf_counter() - start:.0f} s in all")
-    summary.add_column("phase")
-    summary.add_column("seconds", justify="right")
-    summary.add_column("result")
-    ev = wm_run.evaluation
-    results = {
-        "collect": f"{episodes} episodes in {data}",
-        "label": f"labels written into {data}",
-        "train-wm": f"frames 7-13: {ev.late(ev.model_psnr):.2f} dB predicted vs {ev.late(ev.copy_psnr):.2f} dB copy"
-        f" · {wm_run.model_dir}",
-        "train-experts": f"gate accuracy {100 * experts_run.report.gate_accuracy:.1f}% · {experts_run.model_dir}"
-        if experts_run.report.gate_accuracy is not None
-        else str(experts_run.model_dir),
-        "export": str(bundle),
-        "eval": f"{paths['json']} · {paths['csv']} · {paths['png']}",
+    wm, experts, bundle = results["train-wm"], results["train-experts"], results["export"]["bundle"]
+    gate = experts.get("gate_accuracy")
+    summary = {
+        "collect": f"{results['collect']['episodes']} episodes in {plan.data}",
+        "label": f"labels written into {plan.data}",
+        "train-wm": f"frames 7-13: {wm['late_model_psnr']:.2f} dB predicted vs {wm['late_copy_psnr']:.2f} dB copy"
+        f" · {wm['model']}",
+        "train-experts": (f"gate accuracy {100 * gate:.1f}% · " if gate is not None else "") + experts["model"],
+        "export": bundle,
+        "eval": " · ".join(results["eval"][k] for k in ("json", "csv", "png")),
     }
-    for name in PHASES:
-        summary.add_row(name, f"{timings[name]:.0f}", results[name])
-    console.print(summary)
-    print_table(report)
+    title = f"harmowam demo: {recipe.name}, {time.perf_counter() - start:.0f} s in all"
+    console.print(phase_table(title, state, summary))
+    print_table(read_report(plan.eval_dir))
     console.print(
         f"next: [bold]harmowam eval {bundle} --ood position --router gate --router predictive --router reactive[/]"
     )

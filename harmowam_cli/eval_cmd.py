@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -142,21 +143,8 @@ def run_eval(
         f"(seeds {seed}..{seed + episodes - 1}){share}, {n_workers} worker{'s' if n_workers > 1 else ''}, "
         f"into [bold]{out}[/]"
     )
-    with progress_bar() as bar:
-        overall = bar.add_task("episodes", total=jobs, status="")
-        current = None
-        if n_workers == 1:  # steps of the episode in progress: only when it runs in this process
-            current = bar.add_task("steps", total=max_steps or bundle_recipe(bundle).max_episode_steps, status="")
-
-        def on_step(done: int, used: str) -> None:
-            bar.update(current, completed=done, status=used)
-
-        def on_episode(result, done: int, total: int) -> None:
-            stages = "".join("+" if s else "-" for s in result.stages)
-            bar.update(overall, completed=done, status=f"last: {result.actor} {result.protocol} {stages}")
-            if current is not None:
-                bar.reset(current)
-
+    steps = max_steps or bundle_recipe(bundle).max_episode_steps
+    with eval_progress(jobs, steps, n_workers) as (on_episode, on_step):
         try:
             report = run(
                 bundle, protocols, routers, episodes, seed, out, scripted=scripted, max_steps=max_steps,
@@ -180,6 +168,27 @@ def run_eval(
     if report.shard is not None:
         console.print(f"partial results of shard {shard}: combine every shard's with `harmowam eval merge DIR...`")
     return report, paths
+
+
+@contextmanager
+def eval_progress(jobs: int, steps: int, workers: int):
+    """Rich bars for evaluation episodes: yields (on_episode, on_step) for `evaluation.evaluate`. The bar of
+    the episode in progress (steps) shows only when the episodes run in this process."""
+    with progress_bar() as bar:
+        overall = bar.add_task("episodes", total=jobs, status="")
+        current = bar.add_task("steps", total=steps, status="") if workers == 1 else None
+
+        def on_step(done: int, used: str) -> None:
+            if current is not None:
+                bar.update(current, completed=done, status=used)
+
+        def on_episode(result, done: int, total: int) -> None:
+            stages = "".join("+" if s else "-" for s in result.stages)
+            bar.update(overall, completed=done, status=f"last: {result.actor} {result.protocol} {stages}")
+            if current is not None:
+                bar.reset(current)
+
+        yield on_episode, on_step
 
 
 merge_app = typer.Typer(add_completion=False, rich_markup_mode="rich")

@@ -17,6 +17,7 @@ from harmowam_cli import export as export_cmd
 from harmowam_cli import info as info_cmd
 from harmowam_cli import label as label_cmd
 from harmowam_cli import recipe as recipe_cmd
+from harmowam_cli import reproduce as reproduce_cmd
 from harmowam_cli import train_experts as train_experts_cmd
 from harmowam_cli import train_wm as train_wm_cmd
 from harmowam_cli._common import console
@@ -41,6 +42,7 @@ app.command("export")(export_cmd.export)
 app.command("deploy")(deploy_cmd.deploy)
 app.command("eval", cls=eval_cmd.EvalCommand)(eval_cmd.evaluate)
 app.command("demo")(demo_cmd.demo)
+app.command("reproduce")(reproduce_cmd.reproduce)
 app.command("doctor")(doctor_cmd.doctor)
 
 

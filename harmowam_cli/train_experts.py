@@ -100,6 +100,11 @@ def run_train_experts(
         return run
     if run.resumed_from:
         console.print(f"resumed at step {run.resumed_from}")
+    if run.steps < trainer.steps:
+        console.print(
+            f"[yellow]stopped by the time cap[/] (train_experts.max_minutes {recipe.train_experts.max_minutes:g}): "
+            f"{run.steps} of {trainer.steps} steps, saved"
+        )
     print_report(run.report)
     console.print(f"{run.steps} steps · model {run.model_dir} · report {run.out / 'report.json'}")
     return run

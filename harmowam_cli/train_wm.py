@@ -70,6 +70,11 @@ def run_train_wm(
         return run
     if run.resumed_from:
         console.print(f"resumed at step {run.resumed_from}")
+    if run.steps < trainer.steps:
+        console.print(
+            f"[yellow]stopped by the time cap[/] (train_wm.max_minutes {recipe.train_wm.max_minutes:g}): "
+            f"{run.steps} of {trainer.steps} steps, saved"
+        )
     ev = run.evaluation
     table = Table(
         title=f"held-out PSNR (dB), episodes {run.held_out_episodes}, {ev.clips} clips, "

@@ -41,9 +41,11 @@ from harmowam_core.workers import (
     bundle_bytes,
     check_workers,
     deterministic_cpu,
+    resolve,
     sigterm_as_interrupt,
 )
 
+EVAL_SESSION = "harmowam_core.evaluation:EvalSession"  # what plays the jobs (phase_split has another)
 ACTOR_COLOURS = {"gate": (39, 174, 96), "keyframe-average": (22, 160, 133), **COLOURS}
 PROTOCOL_NAMES = {"none": "in-domain", "background": "background", "position": "position", "objects": "objects"}
 
@@ -204,12 +206,26 @@ class EvalSession:
         self.simulator = backend == "sim"
 
     def run(self, job: tuple, on_step: Callable[[int, str], None] | None = None) -> EpisodeResult:
+        """The episode of `job`; in the simulator its `transit` records whether the gripper reached the first
+        target's vicinity (`phase_split`, paper appendix D.2)."""
+        from harmowam_core.phase_split import TransitProbe
+
         protocol, episode, actor, video = job
+        probe = TransitProbe(self.env) if self.simulator else None
+
+        def stepped(done: int, used: str) -> None:
+            if probe is not None:
+                probe.update()
+            if on_step is not None:
+                on_step(done, used)
+
         with deterministic_cpu() if self.simulator else nullcontext():
-            return run_episode(
+            result = run_episode(
                 self.env, self.actors[actor], seed=self.seed + episode, ood=protocol, max_steps=self.steps,
-                episode=episode, video=video, fps=self.recipe.fps, camera=self.camera, on_step=on_step,
+                episode=episode, video=video, fps=self.recipe.fps, camera=self.camera, on_step=stepped,
             )  # fmt: skip
+        result.transit = probe.reached if probe is not None else None
+        return result
 
     def close(self) -> None:
         for policy in self.policies:
@@ -236,10 +252,12 @@ def evaluate(
     dry_run: bool = False,
     workers: int | None = 1,
     shard: tuple[int, int] = (0, 1),
+    session: str = EVAL_SESSION,
 ) -> EvalReport:
     """Run `episodes` episodes per protocol for every router (and the scripted expert) on the bundle's task;
     on the real station (`backend="real"`) the operator scores every episode's stages. See the module docstring
-    for `workers` and `shard`; `on_step` is called only when the episodes run in this process."""
+    for `workers` and `shard`; `on_step` is called only when the episodes run in this process. `session` names
+    the EvalSession class that plays the jobs (`phase_split.HANDOVER_SESSION`: interaction episodes)."""
     from harmowam_core.policy.bundle import bundle_recipe, read_bundle
 
     check_eval_args(protocols, routers, episodes, scripted, backend, seed, max_steps)
@@ -253,6 +271,8 @@ def evaluate(
         "policy": {k: v for k, v in sorted((policy_options or {}).items())},
         "backend": backend,
     }
+    if session != EVAL_SESSION:
+        report.settings["session"] = session
     index, count = shard
     report.shard = [index, count] if count > 1 else None
     jobs = [
@@ -271,9 +291,9 @@ def evaluate(
     try:
         with sigterm_as_interrupt():
             if report.workers == 1:
-                _run_here(EvalSession(*args), jobs, report, finished, on_step)
+                _run_here(resolve(session)(*args), jobs, report, finished, on_step)
             else:
-                with WorkerPool(report.workers, "harmowam_core.evaluation:EvalSession", args) as pool:
+                with WorkerPool(report.workers, session, args) as pool:
                     try:
                         for _, result in pool.run((job[:3], job) for job in jobs):
                             finished(result)

@@ -118,6 +118,7 @@ class TrainSpec:
     held_out_episodes: int = 2
     num_workers: int = 0
     seed: int = 0
+    max_minutes: float | None = None  # wall-clock cap on the training loop (resumed runs count earlier time)
 
 
 @dataclass
@@ -133,6 +134,9 @@ class TrainExpertsSpec(TrainSpec):
     """Stage 2: predictive expert, reactive expert and gate, world model frozen (loss l1*pred + l2*react + gate)."""
 
     ema_decay: float = 0.995  # the evaluated weights are an exponential moving average of the trained ones
+    window_stride: int = 4  # a training window starts at every k-th frame: the world model imagines each once
+    # (on 2 CPU cores about 0.2 s a window, the largest cost of stage 2); with a 12-action chunk every action
+    # is still learned, in 12 / k windows. 1: every frame
     lambda_pred: float = 1.0
     lambda_react: float = 1.0
     reactive_on_real_frames: bool = False
@@ -377,7 +381,12 @@ def _validate(r: Recipe) -> None:
                 getattr(spec, attr),
             )
         _check(spec.learning_rate > 0, s, f"{spec_name}.learning_rate", "expected a positive number")
+        minutes = spec.max_minutes
+        expected = "expected null (no cap) or a positive number of minutes"
+        _check(minutes is None or minutes > 0, s, f"{spec_name}.max_minutes", expected, minutes)
         _check(0.0 <= spec.ema_decay < 1.0, s, f"{spec_name}.ema_decay", "expected 0 (off) or a decay in (0, 1)")
+    stride = r.train_experts.window_stride
+    _check(stride >= 1, s, "train_experts.window_stride", "expected a positive frame count", stride)
 
 
 def _deep_merge(base: dict, extra: dict) -> dict:

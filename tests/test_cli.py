@@ -25,6 +25,7 @@ def test_help_lists_the_built_commands_only():
         "deploy",
         "eval",
         "demo",
+        "reproduce",
         "doctor",
         "dataset",
     }

@@ -91,3 +91,48 @@ def test_cosine_schedule_warms_up_then_decays_to_zero_at_the_last_step(tmp_path)
     seen = []
     constant.run(on_log=lambda log: seen.append(constant.optimizer.param_groups[0]["lr"]))
     assert seen[0] == pytest.approx(peak * 2 / 5) and seen[4:] == [pytest.approx(peak)] * 16
+
+
+def test_the_time_cap_stops_saves_and_resumes_counting_the_time_already_spent(tmp_path):
+    """`max_minutes` with a fake clock of 10 s per step: no timed assertion."""
+    torch.manual_seed(0)
+    loop = TrainLoop(spec(steps=60, max_minutes=1.0), tmp_path, nn.Linear(4, 1), mse, regression())
+    loop.clock = lambda: 10.0 * loop.step
+    loop.run()
+    assert loop.step == 6 and loop.stopped_by_time
+    assert [p.name for p in checkpoints(tmp_path)] == ["step_6"]  # saved where it stopped
+
+    again = TrainLoop(spec(steps=60, max_minutes=1.0), tmp_path, nn.Linear(4, 1), mse, regression())
+    again.clock = lambda: 10.0 * again.step
+    again.run(resume=True)  # its minute is spent already: nothing more
+    assert again.step == 6 and again.stopped_by_time
+
+    longer = TrainLoop(spec(steps=60, max_minutes=2.0), tmp_path, nn.Linear(4, 1), mse, regression())
+    longer.clock = lambda: 10.0 * longer.step
+    longer.run(resume=True)  # 60 s spent, 60 s more: steps 7-12
+    assert longer.step == 12 and longer.stopped_by_time
+    uncapped = TrainLoop(spec(steps=14), tmp_path, nn.Linear(4, 1), mse, regression())
+    uncapped.run(resume=True)
+    assert uncapped.step == 14 and not uncapped.stopped_by_time
+
+
+def test_a_time_capped_cosine_schedule_decays_by_the_time_used(tmp_path):
+    torch.manual_seed(0)
+    capped = spec(steps=1000, warmup_steps=1, lr_schedule="cosine", max_minutes=1.0)
+    loop = TrainLoop(capped, tmp_path, nn.Linear(4, 1), mse, regression())
+    loop.clock = lambda: 10.0 * loop.step
+    rates = []
+    loop.run(on_log=lambda log: rates.append(loop.optimizer.param_groups[0]["lr"]))
+    assert loop.step == 6
+    # the last scheduler step came with 50 of the 60 s used (5 steps done): 5/6 of the way, not 6/1000
+    assert rates[-1] == pytest.approx(5e-2 * 0.5 * (1 + math.cos(math.pi * 5 / 6)), rel=0.01)
+    assert rates == sorted(rates, reverse=True)
+
+
+def test_max_minutes_must_be_positive():
+    from harmowam_core.errors import RecipeError
+    from harmowam_core.recipes import load_recipe
+
+    with pytest.raises(RecipeError, match="train_wm.max_minutes"):
+        load_recipe("stack_cans", ["train_wm.max_minutes=0"])
+    assert load_recipe("stack_cans", ["train_experts.max_minutes=2.5"]).train_experts.max_minutes == 2.5

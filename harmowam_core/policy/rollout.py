@@ -96,6 +96,9 @@ class EpisodeResult:
     video: str | None = None
     interrupted: bool = False
     action_digest: str = ""  # SHA-1 of the executed actions (float32): equal digests, the same episode
+    # the gripper reached the first target object's vicinity (transit, paper appendix D.2; `phase_split`);
+    # None where it is not measured (the real station, a task that does not define its first target)
+    transit: bool | None = None
 
     @property
     def success(self) -> bool:
@@ -150,9 +153,11 @@ def run_episode(
     fps: int = 20,
     camera: str = "front",
     on_step: Callable[[int, str], None] | None = None,
+    stages: int | None = None,
 ) -> EpisodeResult:
     """Run one episode of `actor` (PolicyActor or ScriptedActor) on `env` from the scene of `seed`;
-    `on_step(steps_done, expert_in_charge)` is called after every step."""
+    `on_step(steps_done, expert_in_charge)` is called after every step. With `stages`, the episode ends once
+    its first `stages` stages have succeeded (default: all of them)."""
     start = time.perf_counter()
     result = EpisodeResult(actor.name, ood, episode, seed, [], 0, 0.0, video=str(video) if video else None)
     obs = env.reset(seed=seed, ood=ood)
@@ -167,12 +172,12 @@ def run_episode(
             result.expert_steps[used] = result.expert_steps.get(used, 0) + 1
             obs = env.step(action)
             result.steps = step + 1
-            stages = env.stage_success()
+            reached = env.stage_success()
             if writer is not None:
-                writer.add(obs, actor.imagined(), step + 1, used, p, stages)
+                writer.add(obs, actor.imagined(), step + 1, used, p, reached)
             if on_step is not None:
                 on_step(step + 1, used)
-            if all(stages) or getattr(env, "operator_ended", False):
+            if all(reached[:stages] if stages is not None else reached) or getattr(env, "operator_ended", False):
                 break
     except KeyboardInterrupt:
         result.interrupted = True

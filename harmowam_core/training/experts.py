@@ -56,14 +56,16 @@ class WorldModelCache:
         self.hidden = np.load(root / "hidden.npy", mmap_mode="r")
 
     @staticmethod
-    def key(wm_dir: Path, reader: DatasetReader, episodes: list[int], steps: int, seed: int) -> str:
+    def key(wm_dir: Path, reader: DatasetReader, episodes: list[int], steps: int, seed: int, stride: int = 1) -> str:
         """The world model's files (name, size, modification time: re-saving a model changes them, and the
-        paper preset's tens of GB are not read), the dataset, the episodes and the sampling settings."""
+        paper preset's tens of GB are not read), the dataset, the episodes, the window stride and the sampling
+        settings."""
         h = hashlib.sha256()
         for f in sorted(p for p in wm_dir.rglob("*") if p.is_file()):
             stat = f.stat()
             h.update(f"{f.relative_to(wm_dir).as_posix()}:{stat.st_size}:{stat.st_mtime_ns};".encode())
-        h.update(json.dumps([str(reader.root.resolve()), reader.num_frames, episodes, steps, seed]).encode())
+        settings = [str(reader.root.resolve()), reader.num_frames, episodes, steps, seed]
+        h.update(json.dumps(settings + ([stride] if stride != 1 else [])).encode())
         return h.hexdigest()[:16]
 
     @classmethod
@@ -113,7 +115,7 @@ class WorldModelCache:
 
 # ------------------------------------------------------------------------------------------------ data
 class ExpertWindows(Dataset):
-    """Stage-2 windows, one per frame of the given episodes.
+    """Stage-2 windows, one per frame of the given episodes (the trainer keeps every `window_stride`-th).
 
     Item: images (cams, 3, S, S) uint8, the current frame of every camera; previous_images, the frame before
     (the first frame itself at an episode's start); state; instruction; action (12, A)
@@ -333,8 +335,9 @@ class ExpertsTrainer:
         recipe, spec, reader = self.recipe, self.recipe.train_experts, self.reader
         config = wm.config
         clips = ClipDataset(reader, self.camera, episodes, config.resolution, config.num_frames)
+        clips.index = [(ep, t) for ep, t in clips.index if t % spec.window_stride == 0]
         steps = config.denoising_steps
-        key = WorldModelCache.key(self.wm_dir, reader, episodes, steps, spec.seed)
+        key = WorldModelCache.key(self.wm_dir, reader, episodes, steps, spec.seed, spec.window_stride)
         cache = WorldModelCache.build(self.out / "cache" / key, wm, clips, steps, spec.seed, on_progress)
         frame_latent = frame_to_latent(config.num_frames, wm.codec.temporal)
         return ExpertWindows(

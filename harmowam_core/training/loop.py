@@ -10,6 +10,12 @@ shipped config): AdamW with linear warm-up, mixed precision where the device sup
 a CUDA device that has it, otherwise full precision), gradient accumulation, an optional EMA of the
 weights, and a checkpoint every `checkpoint_every` steps (`out/checkpoints/step_N`, accelerate state plus
 the step) that `resume` continues from, with the optimiser state.
+
+`spec.max_minutes` caps the loop's wall-clock time (`harmowam reproduce --budget-minutes`): past it the loop
+stops after the step in progress, saves a checkpoint and sets `stopped_by_time`; `step` says how many steps
+it did. A resumed run counts the time of the runs before it (kept in each checkpoint). A cosine schedule then
+decays by the share of the time used when that is ahead of the share of the steps, so a run stopped by its
+time cap still ends at a low learning rate.
 """
 
 from __future__ import annotations
@@ -73,6 +79,13 @@ def lr_factor(spec, total: int, step: int) -> float:
     return warmup * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def _scheduler_factor(loop: TrainLoop, spec, horizon: int, step: int) -> float:
+    """lr_factor at scheduler step `step`, or further along where the time cap's share used is ahead of it."""
+    if loop.time_limit is not None and spec.lr_schedule == "cosine":
+        step = max(step, int(horizon * min(1.0, loop.elapsed_seconds() / loop.time_limit)))
+    return lr_factor(spec, horizon, step)
+
+
 def checkpoints(out: Path) -> list[Path]:
     root = out / "checkpoints"
     found = [p for p in root.glob("step_*") if (p / "step.json").exists()] if root.exists() else []
@@ -80,6 +93,8 @@ def checkpoints(out: Path) -> list[Path]:
 
 
 class TrainLoop:
+    clock: Callable[[], float] = staticmethod(time.monotonic)  # seconds; tests set a fake clock
+
     def __init__(
         self,
         spec: TrainSpec,
@@ -98,6 +113,10 @@ class TrainLoop:
         if len(dataset) == 0:
             raise HarmoWAMError("no training samples: the dataset has no episodes left after the held-out split")
         set_seed(spec.seed)
+        self.time_limit = spec.max_minutes * 60.0 if spec.max_minutes else None  # seconds
+        self.seconds_before = 0.0  # training time of the runs this one resumed
+        self._run_start: float | None = None
+        self.stopped_by_time = False
         self.accelerator = Accelerator(
             mixed_precision=resolve_precision(spec.mixed_precision),
             gradient_accumulation_steps=spec.grad_accum_steps,
@@ -106,7 +125,7 @@ class TrainLoop:
         optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=spec.weight_decay)
         # accelerate advances a prepared scheduler once per process at each optimiser step (not per micro-batch)
         horizon = self.total * self.accelerator.num_processes
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, spec, horizon))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(_scheduler_factor, self, spec, horizon))
         loader = DataLoader(
             dataset,
             batch_size=spec.batch_size,
@@ -136,7 +155,7 @@ class TrainLoop:
         path = self.out / "checkpoints" / f"step_{self.step}"
         self.accelerator.save_state(str(path))
         if self.accelerator.is_main_process:
-            (path / "step.json").write_text(json.dumps({"step": self.step}))
+            (path / "step.json").write_text(json.dumps({"step": self.step, "seconds": self.elapsed_seconds()}))
             for old in checkpoints(self.out)[:-KEEP_CHECKPOINTS]:
                 shutil.rmtree(old, ignore_errors=True)
         self.accelerator.wait_for_everyone()
@@ -147,8 +166,26 @@ class TrainLoop:
         found = checkpoints(self.out)
         if found:
             self.accelerator.load_state(str(found[-1]))
-            self.step = json.loads((found[-1] / "step.json").read_text())["step"]
+            saved = json.loads((found[-1] / "step.json").read_text())
+            self.step, self.seconds_before = saved["step"], float(saved.get("seconds", 0.0))
         return self.step
+
+    def elapsed_seconds(self) -> float:
+        """Training time so far: this run's (since `run` started) plus that of the runs it resumed."""
+        running = self.clock() - self._run_start if self._run_start is not None else 0.0
+        return self.seconds_before + running
+
+    def out_of_time(self) -> bool:
+        """Whether the time cap is reached; every process takes the main process's answer (DDP stops together)."""
+        if self.time_limit is None:
+            return False
+        over = self.elapsed_seconds() >= self.time_limit
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import broadcast
+
+            flag = torch.tensor([float(over)], device=self.accelerator.device)
+            over = bool(broadcast(flag, from_process=0).item())
+        return over
 
     @property
     def is_main_process(self) -> bool:
@@ -186,10 +223,15 @@ class TrainLoop:
             epoch += 1
 
     def run(self, resume: bool = False, on_log: Callable[[StepLog], None] | None = None, hooks=()) -> None:
-        """Train to the step total; `hooks` are (every, fn(loop)) pairs called on every process after those
-        steps (not after the last: the caller has the final model). Take the weights with `trained_model`."""
+        """Train to the step total, or until the time cap (`spec.max_minutes`); `hooks` are (every, fn(loop))
+        pairs called on every process after those steps (not after the last: the caller has the final model).
+        Take the weights with `trained_model`."""
         if resume:
             self.resume()
+        self._run_start = self.clock()
+        if self.step < self.total and self.out_of_time():  # resumed with its time already spent
+            self.stopped_by_time = True
+            return
         self.model.train()
         batches = self._batches()
         seen, start = 0, time.perf_counter()
@@ -216,8 +258,12 @@ class TrainLoop:
             if on_log is not None and self.accelerator.is_main_process:
                 rate = seen / max(time.perf_counter() - start, 1e-9)
                 on_log(StepLog(self.step, self.total, {k: float(v.detach()) for k, v in losses.items()}, rate))
-            if self.step % self.spec.checkpoint_every == 0 or self.step == self.total:
+            capped = self.step < self.total and self.out_of_time()
+            if capped or self.step % self.spec.checkpoint_every == 0 or self.step == self.total:
                 self.save_checkpoint()
+            if capped:
+                self.stopped_by_time = True
+                break
             for every, fn in hooks:
                 if every and self.step % every == 0 and self.step < self.total:
                     fn(self)

@@ -26,6 +26,7 @@ from harmowam_core.envs.sim.tasks.base import (
     ArmTarget,
     Placement,
     SimTask,
+    TransitTarget,
     both,
     down,
     parked,
@@ -220,6 +221,10 @@ class BagZip(SimTask):
         return [grasp_item, in_bag, hold, zipper, closed]
 
     # --------------------------------------------------------------------------------- expert
+    def transit_target(self, view):
+        p = view.pos("item")  # the left arm picks it first
+        return TransitTarget(LEFT, "item", p[:2].copy(), float(p[2] + self.item.top_offset[2]))
+
     def plan(self, view, rng):
         park = parked(view)
         s = self.shape

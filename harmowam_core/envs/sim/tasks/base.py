@@ -36,6 +36,17 @@ class ArmTarget:
 
 
 @dataclass
+class TransitTarget:
+    """Where an episode's first transit ends (paper appendix D.2): arm `arm` goes for object `name`, whose
+    graspable part is centred over the table-frame point `xy` (metres) with its top at height `top`."""
+
+    arm: int
+    name: str
+    xy: np.ndarray  # (2,)
+    top: float
+
+
+@dataclass
 class Waypoint:
     """Targets for every arm (one per arm, in action order); reached when all arms are within `tol`
     metres (and 0.05 rad), then held for `hold` further steps. `speed` caps the commanded metres per step
@@ -92,6 +103,11 @@ class SimTask:
         raise NotImplementedError
 
     # --- optional hooks
+    def transit_target(self, view: SceneView) -> TransitTarget | None:
+        """The object the scripted expert goes for first, where it is now (the transit/interaction split of
+        `harmowam_core.phase_split`); None: the task does not define one, and the split is not measured."""
+        return None
+
     def footprint(self, placements: dict[str, Placement]) -> list[np.ndarray]:
         """Table-frame xy points the scene's objects cover; background distractors keep clear of them."""
         return [np.array([p.x, p.y]) for p in placements.values()]

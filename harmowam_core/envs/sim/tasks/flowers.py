@@ -18,6 +18,7 @@ from harmowam_core.envs.sim.tasks.base import (
     ArmTarget,
     Placement,
     SimTask,
+    TransitTarget,
     both,
     down,
     parked,
@@ -115,6 +116,10 @@ class Flowers(SimTask):
             and not left
         )
         return [picked, handed, inserted]
+
+    def transit_target(self, view):
+        grip = view.world_point("flower", (LEFT_GRIP, 0.0, 0.0))  # the left arm picks it across the stem
+        return TransitTarget(0, "flower", grip[:2], float(grip[2] + STEM_W))
 
     def plan(self, view, rng):
         park = parked(view)

@@ -9,7 +9,16 @@ from __future__ import annotations
 import numpy as np
 
 from harmowam_core.envs.sim.objects import Part, build_object
-from harmowam_core.envs.sim.tasks.base import ArmTarget, Placement, SimTask, Waypoint, down, sample_points, wrap_yaw
+from harmowam_core.envs.sim.tasks.base import (
+    ArmTarget,
+    Placement,
+    SimTask,
+    TransitTarget,
+    Waypoint,
+    down,
+    sample_points,
+    wrap_yaw,
+)
 
 LYING = (0.7071, 0.0, 0.7071, 0.0)  # a capsule's axis turned from z onto x
 
@@ -108,6 +117,10 @@ class PickFruit(SimTask):
 
     def predicates(self, view):
         return [self._on_plate(view, "banana"), self._on_plate(view, "carrot")]
+
+    def transit_target(self, view):
+        p = view.pos("banana")  # picked first
+        return TransitTarget(0, "banana", p[:2].copy(), float(p[2] + FRUITS[self.kinds["banana"]][1]))
 
     def plan(self, view, rng):
         carry = 0.2

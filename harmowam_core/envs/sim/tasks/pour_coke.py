@@ -11,11 +11,20 @@ from robosuite.models.objects import BallObject
 
 from harmowam_core.envs.sim.geometry import GRIPPER_HOME, euler_to_mat
 from harmowam_core.envs.sim.objects import Part, build_object, cup_parts
-from harmowam_core.envs.sim.tasks.base import ArmTarget, Placement, SimTask, Waypoint, down, sample_points
+from harmowam_core.envs.sim.tasks.base import (
+    ArmTarget,
+    Placement,
+    SimTask,
+    TransitTarget,
+    Waypoint,
+    down,
+    sample_points,
+)
 
 NUM_DROPS = 8
 HANDLE_OUT = 0.07  # handle centre beyond the bottle's outer wall (m)
 HANDLE_DROP = 0.03  # handle centre below the bottle's top
+HANDLE_HALF_HEIGHT = 0.02
 DROP_R = 0.0075
 # name -> inner half width, height, wall, rgba, sides
 CONTAINERS = {
@@ -42,7 +51,8 @@ class PourCoke(SimTask):
                 x0, z = -(inner + wall), height / 2 - HANDLE_DROP
                 reach = (HANDLE_OUT - wall) / 2
                 parts.append(Part("box", (reach, 0.006, 0.006), (x0 - reach, 0.0, z), rgba, name="neck"))
-                parts.append(Part("box", (0.016, 0.012, 0.02), (x0 - HANDLE_OUT + wall, 0.0, z), rgba, name="handle"))
+                handle = (0.016, 0.012, HANDLE_HALF_HEIGHT)
+                parts.append(Part("box", handle, (x0 - HANDLE_OUT + wall, 0.0, z), rgba, name="handle"))
             objs[role] = build_object(role, parts, density=density)
         for i in range(NUM_DROPS):
             objs[f"drop{i}"] = BallObject(
@@ -88,12 +98,20 @@ class PourCoke(SimTask):
         spilled = sum(not self._inside(view, d, "beaker") and not self._inside(view, d, "bottle") for d in drops)
         return [lifted, in_beaker >= NUM_DROPS / 2 and spilled <= 2]
 
+    def _handle(self, view) -> np.ndarray:
+        """The centre of the bottle's handle (where the hand grasps it), table frame."""
+        b_inner, b_height = CONTAINERS[self.bottle_kind][:2]
+        local = np.array([-(b_inner + HANDLE_OUT), 0.0, b_height / 2 - HANDLE_DROP])
+        return view.pos("bottle") + view.mat("bottle") @ local
+
+    def transit_target(self, view):
+        handle = self._handle(view)
+        return TransitTarget(0, "bottle", handle[:2], float(handle[2] + HANDLE_HALF_HEIGHT))
+
     def plan(self, view, rng):
         b_inner, b_height, b_wall, _, _ = CONTAINERS[self.bottle_kind]
         k_height = CONTAINERS[self.beaker_kind][1]
-        bottle = view.pos("bottle")
-        handle_dx = b_inner + HANDLE_OUT
-        handle = bottle + view.mat("bottle") @ np.array([-handle_dx, 0.0, b_height / 2 - HANDLE_DROP])
+        handle = self._handle(view)
         grip_z = handle[2] + rng.uniform(-0.004, 0.004)
         carry = k_height + b_height + 0.06
         yield Waypoint([ArmTarget(np.r_[handle[:2], carry], down(), 0.0)], speed=rng.uniform(0.04, 0.05), tol=0.008)

@@ -10,7 +10,16 @@ from __future__ import annotations
 import numpy as np
 
 from harmowam_core.envs.sim.objects import Part, build_object
-from harmowam_core.envs.sim.tasks.base import ArmTarget, Placement, SimTask, Waypoint, down, sample_points, wrap_yaw
+from harmowam_core.envs.sim.tasks.base import (
+    ArmTarget,
+    Placement,
+    SimTask,
+    TransitTarget,
+    Waypoint,
+    down,
+    sample_points,
+    wrap_yaw,
+)
 
 CANS = {  # radius, half height, body colour, lid colour
     "coke_can": (0.033, 0.061, (0.78, 0.05, 0.07, 1.0), (0.8, 0.8, 0.82, 1.0)),
@@ -68,6 +77,10 @@ class StackCans(SimTask):
             and np.linalg.norm(a[:2] - c[:2]) < self.radius
         )
         return [beside, on_top]
+
+    def transit_target(self, view):
+        p = view.pos("can1")  # picked first, to stand beside can0
+        return TransitTarget(0, "can1", p[:2].copy(), float(p[2] + self.half))
 
     def plan(self, view, rng):
         r, h = self.radius, self.half

@@ -15,7 +15,15 @@ import numpy as np
 
 from harmowam_core.envs.sim.objects import Part, build_object, cup_parts
 from harmowam_core.envs.sim.scene import TABLE_TOP
-from harmowam_core.envs.sim.tasks.base import ArmTarget, Placement, SimTask, Waypoint, down, sample_points
+from harmowam_core.envs.sim.tasks.base import (
+    ArmTarget,
+    Placement,
+    SimTask,
+    TransitTarget,
+    Waypoint,
+    down,
+    sample_points,
+)
 
 BOARD = (0.06, 0.11, 0.003)  # half sizes: x (letter height direction), y (text direction), thickness
 LETTER_W, LETTER_H, PITCH = 0.032, 0.048, 0.048  # letter box and the distance between letter slots
@@ -191,6 +199,10 @@ class WriteYes(SimTask):
             coverage, precision = score_letter(self.letter_trace(k), letter)
             out.append(coverage >= COVERAGE and precision >= COVERAGE)
         return out
+
+    def transit_target(self, view):
+        m = view.pos("marker")  # picked out of its holder first
+        return TransitTarget(0, "marker", m[:2].copy(), float(m[2] + MARKERS[self.kind][1]))
 
     def plan(self, view, rng):
         r, half, _, _ = MARKERS[self.kind]
