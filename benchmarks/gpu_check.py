@@ -260,15 +260,28 @@ def parameter_rows(report: Report, wm, experts) -> None:
     from harmowam_core.models.world_model import parameter_count as n
 
     frozen = experts.predictive._frozen
+    pred, react = experts.predictive, experts.reactive
+    # the paper preset's frozen SigLIP and DINOv2, or the tiny preset's convolutional encoders (trained, and
+    # counted in their expert's row too)
+    image = (
+        ("  SigLIP", n(frozen["image"]), "frozen")
+        if "image" in frozen
+        else ("  image CNN", n(pred.image_net), "trained")
+    )
+    dino = (
+        ("  DINOv2", n(react.dino), "frozen")
+        if react.dino is not None
+        else ("  frame CNN", n(react.frame_net), "trained")
+    )
     parts = [
         ("world model: transformer", n(wm.transformer), "trained in stage 1"),
         ("world model: VAE", n(wm.codec), f"frozen; {type(wm.codec).__name__}"),
         ("world model: text encoder", n(wm.text_encoder), "frozen; stand-in for UMT5 (cached per instruction)"),
-        ("predictive expert (DiT)", n(experts.predictive), f"{experts.config.predictive.num_layers} blocks"),
-        ("  SigLIP", n(frozen["image"]), "frozen"),
+        ("predictive expert (DiT)", n(pred), f"{experts.config.predictive.num_layers} blocks"),
+        image,
         ("  T5", n(frozen["text"]), "frozen"),
-        ("reactive expert (decoder)", n(experts.reactive), ""),
-        ("  DINOv2", n(experts.reactive.dino), "frozen"),
+        ("reactive expert (decoder)", n(react), ""),
+        dino,
         ("gate", n(experts.gate), ""),
     ]
     for name, value, notes in parts:

@@ -9,12 +9,17 @@ are measured on an episode's first target, the object the scripted expert goes f
 stem, the item for the bag):
 
 - transit success: in an ordinary closed-loop episode (every `harmowam eval` episode records it as
-  `transit`), the gripper of the target's arm comes within VICINITY (3 cm) of the target horizontally and at
-  most VICINITY above its top, within the episode's step limit;
+  `transit`), the gripper of the target's arm enters the target's vicinity within the episode's step limit.
+  The vicinity (appendix D.2's "target vicinity", which the paper does not size) is the region within
+  VICINITY (3 cm) of the target horizontally and between the target's top and VICINITY above it: the
+  pre-grasp region a gripper coming down onto the object passes through. It has a lower bound, so a gripper
+  that sweeps past below the target's top (at table height, knocking the object) is not in it;
 - interaction success: the scripted expert drives the approach until its gripper first enters that vicinity,
   still open (its pre-grasp pose), then hands over to the expert under test (`HandoverSession`); the episode
   succeeds when the first stage succeeds within the step limit (counted from the episode's start). Episodes
-  whose scripted approach never reached the vicinity count as failures, and are reported.
+  whose scripted approach never reached the vicinity count as failures, and are reported. What the first
+  stage asks of the expert after the handover differs per task (`INTERACTION_COVERS`): for stack_cans it is
+  grasping the can and carrying it over to stand beside the first one, not the grasp alone.
 
     interaction = evaluate_interaction(bundle, ["none", "position"], ["predictive", "reactive"], 20, 1000, out)
     rows = split_rows(eval_report, interaction)   # per (expert, protocol): transit k/n, interaction k/n
@@ -35,9 +40,17 @@ from harmowam_core.evaluation import EvalReport, EvalSession, evaluate
 from harmowam_core.policy.rollout import EpisodeResult, ScriptedActor, run_episode
 from harmowam_core.workers import deterministic_cpu
 
-VICINITY = 0.03  # m: horizontally from the target, and above its top
+VICINITY = 0.03  # m: horizontally from the target; and the height band above its top (appendix D.2's vicinity)
 HANDOVER_SESSION = "harmowam_core.phase_split:HandoverSession"
 SPLIT_EXPERTS = ("predictive", "reactive")  # joint modeling, imagine-then-execute
+INTERACTION_COVERS = {  # what stage 1 asks of the expert once it takes over at the pre-grasp pose, per task
+    "stack_cans": "grasp the second can, carry it over to the first one and stand it beside it",
+    "pour_coke": "grasp the bottle by its handle and lift it off the table",
+    "pick_fruit": "grasp the banana, carry it to the plate and set it down there",
+    "write_yes": "grasp the marker, lift it out of its holder, carry it to the board and write the Y",
+    "flowers": "grasp the flower across its stem with the left arm and lift it off its stand",
+    "bag_zip": "grasp the item with the left arm and lift it",
+}
 
 
 def supports_split(recipe) -> bool:
@@ -49,14 +62,17 @@ def supports_split(recipe) -> bool:
 
 
 def in_vicinity(env) -> bool | None:
-    """Whether the gripper is in the vicinity of the episode's first target now; None where that is not defined
-    (not the simulator, or a task without a transit target)."""
+    """Whether the gripper of the target's arm is in the vicinity of the episode's first target now (appendix
+    D.2's "target vicinity"): within VICINITY (3 cm) of the target horizontally and between the target's top
+    and VICINITY above it (a gripper below the top, e.g. sweeping past at table height, is not). None where
+    that is not defined (not the simulator, or a task without a transit target)."""
     task, view = getattr(env, "task", None), getattr(env, "view", None)
     target = task.transit_target(view) if task is not None and view is not None else None
     if target is None:
         return None
     eef = view.eef_pos(target.arm)
-    return bool(np.linalg.norm(eef[:2] - target.xy) <= VICINITY and eef[2] - target.top <= VICINITY)
+    height = eef[2] - target.top
+    return bool(np.linalg.norm(eef[:2] - target.xy) <= VICINITY and 0.0 <= height <= VICINITY)
 
 
 class TransitProbe:

@@ -385,8 +385,18 @@ def _validate(r: Recipe) -> None:
         expected = "expected null (no cap) or a positive number of minutes"
         _check(minutes is None or minutes > 0, s, f"{spec_name}.max_minutes", expected, minutes)
         _check(0.0 <= spec.ema_decay < 1.0, s, f"{spec_name}.ema_decay", "expected 0 (off) or a decay in (0, 1)")
+    chunk = r.model_config.action_chunk
     stride = r.train_experts.window_stride
-    _check(stride >= 1, s, "train_experts.window_stride", "expected a positive frame count", stride)
+    expected = f"expected 1 to the action chunk ({chunk}): past it some actions start no window"
+    _check(1 <= stride <= chunk, s, "train_experts.window_stride", expected, stride)
+    experts = r.model_config
+    for section, backbone in (("predictive_expert", "image_backbone"), ("reactive_expert", "frame_backbone")):
+        part = getattr(experts, section)
+        if getattr(part, backbone) == "conv":
+            size = part.image_size
+            expected = "expected a multiple of 8 for the convolutional encoder"
+            _check(size > 0 and size % 8 == 0, s, f"model.overrides.{section}.image_size", expected, size)
+        _check(part.augment_shift >= 0, s, f"model.overrides.{section}.augment_shift", "expected pixels >= 0")
 
 
 def _deep_merge(base: dict, extra: dict) -> dict:

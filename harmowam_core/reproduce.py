@@ -18,7 +18,11 @@ it finished; it is written atomically at each change. A re-run skips finished ph
 unchanged and refuses, in one line, a finished phase whose settings changed (pass a new --out, or
 --restart-from PHASE to redo it and every phase after it). A phase that did not finish (killed, interrupted,
 failed) runs again, and every phase after it: collection continues with the episodes still missing, training
-resumes from its last checkpoint (`--resume`), the others start over.
+resumes from its last checkpoint (`--resume`), the others start over. A collection that stops short of its
+episodes (Ctrl-C or SIGTERM end it with the episodes kept so far) counts as interrupted: nothing after it runs
+on a partial dataset. The training phases record the part of the model configuration each one reads: train-wm
+the world model's, train-experts the rest (experts, gate, action chunk and targets), so a setting of the
+experts redoes the experts only.
 
 `--budget-minutes M` caps the two training loops' wall-clock time (`TrainSpec.max_minutes`), split in
 proportion to their step counts; the world-model cache, the decoding and the held-out evaluations come on top.
@@ -379,7 +383,11 @@ def pipeline_phases(plan: PipelinePlan, runners: Runners, recipe: Recipe | None 
     wm_overrides, experts_overrides = plan.training_overrides(recipe)
     wm_recipe, experts_recipe = load_recipe(plan.task, wm_overrides), load_recipe(plan.task, experts_overrides)
     wm_steps, experts_steps = plan.planned_steps(recipe)
+    # what each training stage reads of the model configuration: the world model's section for train-wm, the
+    # rest (the experts, the gate, the action chunk and targets) for train-experts, both with the preset's name
     model = asdict(recipe.model_config)
+    wm_model = {"preset": recipe.model.preset, "world_model": model.pop("world_model")}
+    experts_model = {"preset": recipe.model.preset, **model}
     scene = {k: v for k, v in recipe.to_dict(resolved=False).items() if k not in ("model", "train_wm", "train_experts",
                                                                                 "gate")}  # fmt: skip
     budget = plan.budget_split(recipe)
@@ -390,6 +398,10 @@ def pipeline_phases(plan: PipelinePlan, runners: Runners, recipe: Recipe | None 
             runners.note(f"resuming: {have} of {plan.episodes} episodes were collected before")
         if have < plan.episodes:
             runners.collect(plan.task, plan.episodes - have, data, plan.overrides, plan.workers)
+        have = _count_episodes(data)
+        if have < plan.episodes:  # the collection was interrupted (Ctrl-C, SIGTERM) and returned what it kept
+            runners.note(f"collection stopped at {have} of {plan.episodes} episodes: nothing runs on a partial dataset")
+            raise KeyboardInterrupt  # the phase stays running: the next run continues the collection
         from harmowam_core.data.writer import read_episode_rows
 
         seeds = sorted(int(r["seed"]) for r in read_episode_rows(data) if r.get("seed") is not None)
@@ -450,10 +462,10 @@ def pipeline_phases(plan: PipelinePlan, runners: Runners, recipe: Recipe | None 
         Phase("label", "transit / interaction frames for the gate",
               {"gate": {k: v for k, v in asdict(recipe.gate).items() if k != "threshold"}}, label),
         Phase("train-wm", f"{wm_steps} steps{cap}",
-              {"model": model, "train_wm": asdict(wm_recipe.train_wm), "max_steps": plan.wm_steps}, train_wm,
+              {"model": wm_model, "train_wm": asdict(wm_recipe.train_wm), "max_steps": plan.wm_steps}, train_wm,
               _remove(runs / "wm"), resumable=True),
         Phase("train-experts", f"{experts_steps} steps{cap_experts}",
-              {"model": model, "train_experts": asdict(experts_recipe.train_experts),
+              {"model": experts_model, "train_experts": asdict(experts_recipe.train_experts),
                "gate_threshold": recipe.gate.threshold, "max_steps": plan.experts_steps}, train_experts,
               _remove(runs / "experts"), resumable=True),
         Phase("export", "a standalone bundle", {"name": plan.bundle_name}, export, _remove(*bundle_dir)),
@@ -511,7 +523,7 @@ def phase_result(name: str, record: dict) -> str:
 def report_markdown(plan: PipelinePlan, state: PipelineState) -> str:
     """report.md: settings, per-phase times, held-out figures, the stage-wise table and plot, Table 1."""
     from harmowam_core.evaluation import PROTOCOL_NAMES, EvalReport, stage_table
-    from harmowam_core.phase_split import VICINITY
+    from harmowam_core.phase_split import INTERACTION_COVERS, VICINITY
 
     recipe = plan.recipe()
     lines = [f"# HarmoWAM reproduction: {recipe.name}", ""]
@@ -599,12 +611,15 @@ def report_markdown(plan: PipelinePlan, state: PipelineState) -> str:
         if not rows:
             lines += [f"Not measured: {recipe.name} defines no first transit target.", ""]
         else:
+            covers = INTERACTION_COVERS.get(recipe.name, "")
+            if covers:
+                covers = f", so interaction covers everything from the pre-grasp pose to the end of S1: {covers}"
             lines += [
-                f"Transit: the gripper comes within {100 * VICINITY:.0f} cm of the first target object "
-                f"horizontally and at most {100 * VICINITY:.0f} cm above its top, within the step limit, in the "
-                "episodes of the table above. Interaction: the scripted expert drives the approach and hands over "
-                f"at its pre-grasp pose (the first step in that vicinity, gripper open); success is stage S1 "
-                f"({stages[0]}) within the step limit.",
+                f"Transit: the gripper enters the first target object's vicinity (within {100 * VICINITY:.0f} cm of "
+                f"it horizontally and between its top and {100 * VICINITY:.0f} cm above it) within the step limit, "
+                "in the episodes of the table above. Interaction: the scripted expert drives the approach and hands "
+                "over at its pre-grasp pose (the first step in that vicinity, gripper open); success is stage S1 "
+                f"({stages[0]}) within the step limit{covers}.",
                 "",
                 "| expert | protocol | transit | interaction |",
                 "|---|---|---:|---:|",

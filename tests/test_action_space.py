@@ -1,25 +1,23 @@
-"""Absolute end-effector targets and the delta actions they come from (issue 19, cause 3)."""
+"""Absolute position targets and the delta actions they come from (issue 19, cause 3)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from harmowam_core.action_space import absolute_targets, deltas_from_targets
-from harmowam_core.envs.sim.geometry import euler_to_mat, mat_to_euler
+from harmowam_core.action_space import absolute_targets, deltas_from_targets, position_mask
+from harmowam_core.models.experts import Normalizer
 
 
 def test_hand_made_poses_give_the_exact_targets_and_back():
-    """At 0.5 m, yawed 90 degrees from home, a delta of +2 cm in x and a 0.1 rad roll (applied on the left,
-    in the world frame) aims the setpoint at x 0.52 with the roll composed before the yaw."""
+    """At x 0.5 m a delta of +2 cm in x and -1 cm in z aims the setpoint at (0.52, 0, 0.19); the rotation delta
+    and the gripper command pass through."""
     state = np.array([0.5, 0.0, 0.2, 0.0, 0.0, np.pi / 2, 0.0], dtype=np.float32)
-    action = np.array([0.02, 0.0, -0.01, 0.1, 0.0, 0.0, 1.0], dtype=np.float32)
+    action = np.array([0.02, 0.0, -0.01, 0.1, 0.0, -0.05, 1.0], dtype=np.float32)
     target = absolute_targets(state, action)
-    np.testing.assert_allclose(target[:3], [0.52, 0.0, 0.19], atol=1e-7)
-    expected = mat_to_euler(euler_to_mat(np.array([0.1, 0.0, 0.0])) @ euler_to_mat(np.array([0.0, 0.0, np.pi / 2])))
-    np.testing.assert_allclose(target[3:6], expected, atol=1e-6)
-    assert target[6] == 1.0
-    np.testing.assert_allclose(deltas_from_targets(target, state), action, atol=1e-6)
+    np.testing.assert_allclose(target, [0.52, 0.0, 0.19, 0.1, 0.0, -0.05, 1.0], atol=1e-7)
+    np.testing.assert_allclose(deltas_from_targets(target, state), action, atol=1e-7)
 
 
 def test_dual_arm_chunks_round_trip_against_one_state():
@@ -28,11 +26,13 @@ def test_dual_arm_chunks_round_trip_against_one_state():
     actions = rng.normal(0.0, 0.03, (12, 14)).astype(np.float32)
     targets = absolute_targets(states, actions)
     np.testing.assert_allclose(deltas_from_targets(targets, states), actions, atol=1e-6)
-    # a chunk of targets against the one state observed now: each delta points from that state
+    # a chunk of targets against the one state observed now: each position delta points from that state
     now = states[0]
     chunk = deltas_from_targets(targets, now)
     np.testing.assert_allclose(chunk[:, :3], targets[:, :3] - now[:3], atol=1e-6)
     np.testing.assert_allclose(chunk[:, 7:10], targets[:, 7:10] - now[7:10], atol=1e-6)
+    np.testing.assert_array_equal(chunk[:, 3:7], actions[:, 3:7])
+    assert position_mask(14).tolist() == [True] * 3 + [False] * 4 + [True] * 3 + [False] * 4
 
 
 def test_shapes_are_checked():
@@ -40,3 +40,20 @@ def test_shapes_are_checked():
         absolute_targets(np.zeros(6), np.zeros(6))
     with pytest.raises(ValueError, match="differ"):
         absolute_targets(np.zeros(7), np.zeros(14))
+
+
+def test_absolute_bounds_follow_the_arm_not_the_demonstrated_box():
+    """The sampler's clamp for absolute targets: a position target k + 1 steps ahead lies within k + 1 of the
+    largest demonstrated steps of where the arm is now, even outside the box the demonstrations covered."""
+    rng = np.random.default_rng(0)
+    states = rng.uniform(-0.1, 0.03, (200, 7)).astype(np.float32)
+    deltas = rng.uniform(-0.01, 0.02, (200, 7)).astype(np.float32)
+    norm = Normalizer.from_arrays(absolute_targets(states, deltas), states, deltas)
+    here = torch.tensor([[0.15, 0.0, 0.1, 0.0, 0.0, 0.0, 0.0]])  # x 0.15: beyond every demonstrated target
+    low, high = (norm.denormalize_action(b) for b in norm.chunk_bounds(here, 12, absolute=True))
+    assert low.shape == (1, 12, 7)
+    dmin, dmax = deltas.min(0), deltas.max(0)
+    torch.testing.assert_close(low[0, 0, 0], torch.tensor(0.15 + float(dmin[0])), atol=1e-5, rtol=0)
+    torch.testing.assert_close(high[0, 11, 0], torch.tensor(0.15 + 12 * float(dmax[0])), atol=1e-5, rtol=0)
+    torch.testing.assert_close(high[0, 3, 6], torch.tensor(float(deltas[:, 6].max())), atol=1e-5, rtol=0)
+    assert norm.chunk_bounds(here, 12, absolute=False)[0].shape == (7,)  # deltas: the demonstrated range

@@ -12,6 +12,7 @@ tiny model of a configuration is the same encoder. Nothing is downloaded.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -114,6 +115,16 @@ class WithFrozenParts(nn.Module):
         for module in self._frozen.values():
             module._apply(fn, recurse)
         return self
+
+    def __deepcopy__(self, memo):
+        """A copy (an EMA's, `torch.optim.swa_utils.AveragedModel`) shares the frozen encoders, never copies them:
+        they do not train, and the paper preset's SigLIP, T5 and DINOv2 are 0.4B parameters."""
+        for module in self._frozen.values():
+            memo[id(module)] = module
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
 
 
 @torch.no_grad()

@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from harmowam_core.action_space import position_mask
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models import encoders
 from harmowam_core.models.gate import Gate
@@ -44,9 +45,13 @@ class Normalizer:
     state_std: list[float]
     action_min: list[float] | None = None  # the demonstrated range per action number (None: unbounded)
     action_max: list[float] | None = None
+    delta_min: list[float] | None = None  # absolute targets: the demonstrated range of the deltas they came from
+    delta_max: list[float] | None = None
 
     @classmethod
-    def from_arrays(cls, actions, states) -> Normalizer:
+    def from_arrays(cls, actions, states, deltas=None) -> Normalizer:
+        """Statistics of what the experts predict (`actions`: deltas, or absolute targets with the `deltas`
+        they were made from) and of the states, over the training frames."""
         a, s = torch.as_tensor(actions, dtype=torch.float64), torch.as_tensor(states, dtype=torch.float64)
 
         def std(x: torch.Tensor) -> list[float]:
@@ -54,7 +59,11 @@ class Normalizer:
             return torch.where(sd < STD_FLOOR, torch.ones_like(sd), sd).tolist()
 
         low, high = a.min(0).values.tolist(), a.max(0).values.tolist()
-        return cls(a.mean(0).tolist(), std(a), s.mean(0).tolist(), std(s), low, high)
+        out = cls(a.mean(0).tolist(), std(a), s.mean(0).tolist(), std(s), low, high)
+        if deltas is not None:
+            d = torch.as_tensor(deltas, dtype=torch.float64)
+            out.delta_min, out.delta_max = d.min(0).values.tolist(), d.max(0).values.tolist()
+        return out
 
     def action_bounds(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The demonstrated action range, standardised, on `like`'s device (None when not recorded)."""
@@ -62,6 +71,25 @@ class Normalizer:
             return None
         low = torch.tensor(self.action_min, dtype=torch.float32, device=like.device)
         high = torch.tensor(self.action_max, dtype=torch.float32, device=like.device)
+        return self.normalize_action(low), self.normalize_action(high)
+
+    def chunk_bounds(self, state: torch.Tensor, chunk: int, absolute: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Standardised (low, high) for the sampler's clamp: the demonstrated range per action number, (A,); for
+        absolute targets (B, chunk, A), where a position target of chunk step k may lie at most k + 1 of the
+        largest demonstrated steps from the current position `state` (B, S): bounded where the arm can go from
+        here, not by where the demonstrations went (that would keep it out of position-OOD scenes)."""
+        bounds = self.action_bounds(state)
+        if bounds is None or not absolute or self.delta_min is None or self.delta_max is None:
+            return bounds
+        low = self.denormalize_action(bounds[0]).expand(state.shape[0], chunk, -1).clone()
+        high = self.denormalize_action(bounds[1]).expand(state.shape[0], chunk, -1).clone()
+        position = torch.from_numpy(position_mask(low.shape[-1])).to(state.device)
+        steps = torch.arange(1, chunk + 1, device=state.device, dtype=torch.float32).view(1, -1, 1)
+        here = state.float().unsqueeze(1)  # (B, 1, S): the state's positions sit where the targets' do
+        d_low = torch.tensor(self.delta_min, dtype=torch.float32, device=state.device)
+        d_high = torch.tensor(self.delta_max, dtype=torch.float32, device=state.device)
+        low = torch.where(position, here + steps * d_low.clamp(max=0.0), low)
+        high = torch.where(position, here + steps * d_high.clamp(min=0.0), high)
         return self.normalize_action(low), self.normalize_action(high)
 
     def _pair(self, name: str, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,8 +129,9 @@ class ExpertsConfig:
     @classmethod
     def from_dict(cls, d: dict) -> ExpertsConfig:
         d = dict(d)
-        d["predictive"] = PredictiveExpertConfig(**d["predictive"])
-        d["reactive"] = ReactiveExpertConfig(**d["reactive"])
+        # files saved before the trained encoders were added read with the frozen ones they were trained on
+        d["predictive"] = PredictiveExpertConfig(**{"image_backbone": "siglip", "augment_shift": 0, **d["predictive"]})
+        d["reactive"] = ReactiveExpertConfig(**{"frame_backbone": "dinov2", "augment_shift": 0, **d["reactive"]})
         d["gate"] = GateModelConfig(**d["gate"])
         return cls(**d)
 
@@ -194,7 +223,9 @@ class Experts(nn.Module):
         with timed(timings, "gate"):
             p_interaction = self.gate.probability(image_tokens, previous_tokens, wm_hidden)
         with timed(timings, "predictive expert"):
-            bounds = self.normalizer.action_bounds(state)
+            raw_state = batch["state"].to(self.device)
+            absolute = self.config.action_targets == "absolute"
+            bounds = self.normalizer.chunk_bounds(raw_state, self.config.chunk, absolute)
             predictive = self.predictive.sample(cond, state, steps=steps, generator=generator, bounds=bounds)
         with timed(timings, "reactive expert"):
             reactive = self.reactive(batch["frames"].to(self.device), frame_tokens)

@@ -364,7 +364,9 @@ class ExpertsTrainer:
         frames = np.concatenate(
             [np.arange(reader.episode_slice(e).start, reader.episode_slice(e).stop) for e in self.train_episodes]
         )
-        normalizer = Normalizer.from_arrays(self.targets[frames], reader.state[frames])
+        absolute = self.targets is not reader.action
+        deltas = reader.action[frames] if absolute else None
+        normalizer = Normalizer.from_arrays(self.targets[frames], reader.state[frames], deltas)
         experts = self.build_experts(wm, normalizer)
         loop = TrainLoop(spec, out, experts, lambda model, batch: model(batch), train_set, max_steps=self.max_steps)
         if loop.is_main_process:
