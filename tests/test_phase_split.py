@@ -4,9 +4,11 @@ over from the scripted approach to the expert at the pre-grasp pose; the table c
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from harmowam_core.envs.sim.tasks import sim_task_names
+from harmowam_core.envs.sim.tasks.base import TransitTarget
 from harmowam_core.evaluation import EvalSession
 from harmowam_core.phase_split import HandoverSession, in_vicinity, split_rows, supports_split
 from harmowam_core.policy.bundle import export_bundle, untrained_run
@@ -26,6 +28,37 @@ def bundle(tmp_path_factory):
 def test_every_shipped_task_defines_its_first_transit_target():
     assert all(supports_split(load_recipe(name)) for name in sim_task_names())
     assert in_vicinity(object()) is None  # not a simulated station: not measured
+
+
+class Station:
+    """A stand-in simulated station: the first target's top is at z 0.10 m, centred over (0.5, 0.0); the
+    gripper is at `eef`."""
+
+    def __init__(self, *eef: float):
+        self.task = self.view = self
+        self.eef = np.array(eef)
+
+    def transit_target(self, view):
+        return TransitTarget(0, "can1", np.array([0.5, 0.0]), 0.10)
+
+    def eef_pos(self, arm):
+        return self.eef
+
+
+@pytest.mark.parametrize(
+    ("eef", "inside"),
+    [
+        ((0.5, 0.0, 0.115), True),  # over the target, 1.5 cm above its top: the pre-grasp region
+        ((0.52, 0.01, 0.101), True),
+        ((0.5, 0.0, 0.129), True),
+        ((0.5, 0.0, 0.135), False),  # too high
+        ((0.535, 0.0, 0.115), False),  # 3.5 cm off horizontally
+        ((0.52, 0.0, 0.02), False),  # sweeping past at table height, below the top (appendix D.2: "vicinity")
+        ((0.5, 0.0, 0.095), False),  # just below the top
+    ],
+)
+def test_the_vicinity_is_within_3_cm_horizontally_and_between_the_top_and_3_cm_above_it(eef, inside):
+    assert in_vicinity(Station(*eef)) is inside
 
 
 @pytest.mark.sim

@@ -6,6 +6,7 @@ changed settings are refused in one line; --restart-from redoes a phase. The pha
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
@@ -15,7 +16,7 @@ from harmowam_cli.main import app
 from harmowam_core import collect as collect_module
 from harmowam_core.collect import ScriptedRecorder
 from harmowam_core.errors import HarmoWAMError
-from harmowam_core.reproduce import STATE_FILE, Phase, PipelinePlan, PipelineState, run_phases
+from harmowam_core.reproduce import STATE_FILE, Phase, PipelinePlan, PipelineState, pipeline_phases, run_phases
 
 runner = CliRunner()
 STUB = [  # seconds, not hours: tiny episodes, images and training
@@ -119,6 +120,8 @@ def test_the_report_has_the_tables_times_and_plot(runs):
     assert "| gate | position | 1 | 1000 |" in report and "| scripted (upper bound) | in-domain |" in report
     assert "| predictive (joint modeling) | in-domain | 0/1 |" in report  # 3 steps: no transit, no handover
     assert "| collect |" in report and "3 episodes, scene seeds 0-2" in report
+    assert "between its top and 3 cm above it" in report
+    assert "interaction covers everything from the pre-grasp pose to the end of S1: grasp the second can, " in report
 
 
 @pytest.mark.sim
@@ -207,3 +210,97 @@ def test_the_budget_is_split_in_proportion_to_the_steps():
     assert plan.out.as_posix() == "reproduce/stack_cans" and plan.bundle_name == "stack_cans"
     full = PipelinePlan.reproduce("stack_cans", full=True)
     assert full.protocols == ["none", "background", "position", "objects"] and "keyframe-average" in full.routers
+
+
+class StandInRunners:
+    """`Runners` that do no work: collection appends episode rows (at most `stop_after` of them, as a collection
+    ended by Ctrl-C or SIGTERM returns normally with the episodes kept so far); the others record their calls."""
+
+    def __init__(self, stop_after: int | None = None):
+        self.calls: list[tuple] = []
+        self.stop_after = stop_after
+
+    def collect(self, task, episodes, data, overrides, workers):
+        import pyarrow.parquet as pq
+
+        from harmowam_core.data import format as fmt
+        from harmowam_core.data.writer import episodes_table, read_episode_rows
+
+        self.calls.append(("collect", episodes))
+        rows = read_episode_rows(data)
+        kept = episodes if self.stop_after is None else min(episodes, self.stop_after)
+        rows += [{"episode_index": len(rows) + i, "seed": len(rows) + i, "ood": "none"} for i in range(kept)]
+        path = data / fmt.EPISODES_PATH.format(chunk_index=0, file_index=0)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(episodes_table(rows), path)
+        return SimpleNamespace(saved=kept, interrupted=kept < episodes)
+
+    def label(self, data, task, overrides):
+        self.calls.append(("label",))
+
+    def train_wm(self, task, data, out, resume, max_steps, overrides):
+        self.calls.append(("train-wm", resume))
+        return SimpleNamespace(steps=2, model_dir=out / "model", evaluation=None)
+
+    def train_experts(self, task, data, wm, out, resume, max_steps, overrides):
+        self.calls.append(("train-experts", resume))
+        return SimpleNamespace(steps=2, model_dir=out / "model", report=None)
+
+    def export(self, runs, bundles, name):
+        self.calls.append(("export",))
+        return bundles / (name or "bundle")
+
+    def eval(self, bundle, plan, out):
+        self.calls.append(("eval",))
+        return SimpleNamespace(seconds=1.0), {"json": out / "results.json"}
+
+    def interaction(self, bundle, plan, out):
+        raise AssertionError("the plans here measure no interaction episodes")
+
+    def note(self, message):
+        self.calls.append(("note", message))
+
+
+def stand_in_plan(out, overrides=()) -> PipelinePlan:
+    return PipelinePlan("stack_cans", out, episodes=3, overrides=list(overrides), interaction=False)
+
+
+def test_an_interrupted_collection_stays_unfinished_and_the_next_run_continues_it(tmp_path):
+    plan = stand_in_plan(tmp_path)
+    stopped = StandInRunners(stop_after=2)
+    with pytest.raises(KeyboardInterrupt):  # as `harmowam reproduce` / `demo` stop on Ctrl-C: exit code 130
+        run_phases(pipeline_phases(plan, stopped), PipelineState(plan.state_path))
+    assert [c[0] for c in stopped.calls] == ["collect", "note"]  # nothing labelled or trained on 2 of 3 episodes
+    assert "collection stopped at 2 of 3 episodes" in stopped.calls[1][1]
+    phases = json.loads(plan.state_path.read_text())["phases"]
+    assert list(phases) == ["collect"] and phases["collect"]["status"] == "running"
+
+    resumed = StandInRunners()
+    run_phases(pipeline_phases(plan, resumed), PipelineState.open(plan.state_path))
+    assert resumed.calls[:2] == [("note", "resuming: 2 of 3 episodes were collected before"), ("collect", 1)]
+    assert ("label",) in resumed.calls
+    collect = json.loads(plan.state_path.read_text())["phases"]["collect"]
+    assert collect["status"] == "done" and collect["attempts"] == 2
+    assert collect["result"] == {"episodes": 3, "seeds": [0, 1, 2]}
+
+
+def test_an_experts_setting_redoes_the_experts_and_leaves_the_world_model_finished(tmp_path):
+    plan = stand_in_plan(tmp_path)
+    recipe = plan.recipe()
+    run_phases(pipeline_phases(plan, StandInRunners()), PipelineState(plan.state_path))
+    other = "delta" if recipe.model_config.action_targets == "absolute" else "absolute"
+    changed = stand_in_plan(tmp_path, [f"model.overrides.action_targets={other}"])
+    settings = {p.name: p.settings for p in pipeline_phases(changed, StandInRunners())}
+    assert set(settings["train-wm"]["model"]) == {"preset", "world_model"}
+    assert "world_model" not in settings["train-experts"]["model"]
+    assert settings["train-experts"]["model"]["action_targets"] == other
+
+    with pytest.raises(HarmoWAMError, match=r"phase train-experts changed since it ran \(model\.action_targets: "):
+        run_phases(pipeline_phases(changed, StandInRunners()), PipelineState.open(plan.state_path))
+    runners = StandInRunners()
+    run_phases(pipeline_phases(changed, runners), PipelineState.open(plan.state_path), restart_from="train-experts")
+    assert [c[0] for c in runners.calls] == ["train-experts", "export", "eval"]  # the world model is kept
+
+    wm_changed = stand_in_plan(tmp_path, ["model.overrides.world_model.denoising_steps=1"])
+    with pytest.raises(HarmoWAMError, match=r"phase train-wm changed since it ran \(model\.world_model\.denoising"):
+        run_phases(pipeline_phases(wm_changed, StandInRunners()), PipelineState.open(plan.state_path))
