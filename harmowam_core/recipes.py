@@ -135,7 +135,7 @@ class TrainExpertsSpec(TrainSpec):
 
     ema_decay: float = 0.995  # the evaluated weights are an exponential moving average of the trained ones
     window_stride: int = 4  # a training window starts at every k-th frame: the world model imagines each once
-    # (on 2 CPU cores about 0.2 s a window, the largest cost of stage 2); with a 12-action chunk every action
+    # (on 2 CPU cores about 0.07 s a window, the largest cost of stage 2); with a 12-action chunk every action
     # is still learned, in 12 / k windows. 1: every frame
     lambda_pred: float = 1.0
     lambda_react: float = 1.0

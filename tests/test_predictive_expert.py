@@ -78,7 +78,8 @@ def test_bounds_keep_a_long_sampler_inside_the_demonstrated_range():
     """100 DDIM steps start at t = 99, where almost no signal is left: unclamped, the clean-chunk estimate
     multiplies any noise error ~60-fold and the chunk runs away; clamped per action number, it stays inside."""
     torch.manual_seed(0)
-    expert = PredictiveExpert(PredictiveExpertConfig(), action_dim=7, state_dim=7, wm_width=64, num_cameras=3)
+    config = PredictiveExpertConfig(prediction="epsilon")  # the paper's noise prediction
+    expert = PredictiveExpert(config, action_dim=7, state_dim=7, wm_width=64, num_cameras=3)
     images, wm_tokens, state = batch(2, 1)
     with torch.no_grad():
         cond = expert.condition(images, wm_tokens, [INSTRUCTION] * 2)
@@ -87,3 +88,18 @@ def test_bounds_keep_a_long_sampler_inside_the_demonstrated_range():
     assert free.abs().max() > 10 * high.max()
     bounded = expert.sample(cond, state, steps=100, generator=torch.Generator().manual_seed(0), bounds=(low, high))
     assert bool(((bounded >= low - 1e-4) & (bounded <= high + 1e-4)).all())
+
+
+def test_clean_chunk_prediction_samples_what_the_network_predicts():
+    """With `prediction` "sample" the DiT outputs the clean chunk: a network that always predicts the same chunk
+    samples exactly that chunk (the DDIM steps re-derive the noise it implies), clamped to the bounds."""
+    expert = PredictiveExpert(PredictiveExpertConfig(), action_dim=7, state_dim=7, wm_width=64, num_cameras=3)
+    chunk = torch.linspace(-2.0, 2.0, 12 * 7).reshape(1, 12, 7)
+    expert.forward = lambda noisy, t, cond, state: chunk.expand(noisy.shape[0], -1, -1)
+    cond, state = torch.zeros(2, 5, 64), torch.zeros(2, 7)
+    torch.testing.assert_close(expert.sample(cond, state, steps=10), chunk.expand(2, -1, -1), atol=1e-4, rtol=0)
+    low, high = -torch.ones(7), torch.ones(7)
+    bounded = expert.sample(cond, state, steps=10, bounds=(low, high))
+    torch.testing.assert_close(bounded, chunk.clamp(-1, 1).expand(2, -1, -1), atol=1e-4, rtol=0)
+    loss = expert.loss(cond, state, chunk.expand(2, -1, -1))  # the loss compares with the clean chunk
+    assert float(loss) < 1e-10

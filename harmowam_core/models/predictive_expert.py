@@ -146,7 +146,8 @@ class PredictiveExpert(encoders.WithFrozenParts):
         return torch.cat(parts, dim=1)
 
     def forward(self, noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """The predicted noise of a noisy chunk (B, chunk, A) at diffusion steps t (B,)."""
+        """The predicted noise of a noisy chunk (B, chunk, A) at diffusion steps t (B,) (with `prediction`
+        "sample": the predicted clean chunk)."""
         c = self.time_embed(self.time_proj(t).to(noisy.dtype)) + self.state_embed(state.float())
         x = self.action_in(noisy) + self.position
         for block in self.blocks:
@@ -162,13 +163,15 @@ class PredictiveExpert(encoders.WithFrozenParts):
         action_is_pad: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """The denoising loss |eps - eps_hat|^2 over the chunk's real (not padded) steps."""
+        """The denoising loss over the chunk's real (not padded) steps: |eps - eps_hat|^2, or with `prediction`
+        "sample" |x0 - x0_hat|^2."""
         actions = actions.float().to(self.device)
         b = actions.shape[0]
         noise = torch.randn(actions.shape, generator=generator, device=actions.device)
         t = torch.randint(0, self.config.train_timesteps, (b,), generator=generator, device=actions.device)
         noisy = self.scheduler.add_noise(actions, noise, t)
-        err = ((self(noisy, t, cond, state.to(self.device)) - noise) ** 2).mean(-1)
+        target = actions if self.config.prediction == "sample" else noise
+        err = ((self(noisy, t, cond, state.to(self.device)) - target) ** 2).mean(-1)
         keep = torch.ones_like(err) if action_is_pad is None else (~action_is_pad.to(err.device)).float()
         return (err * keep).sum() / keep.sum().clamp(min=1.0)
 
@@ -192,10 +195,12 @@ class PredictiveExpert(encoders.WithFrozenParts):
         b = cond.shape[0]
         x = torch.randn((b, self.chunk, self.action_dim), generator=generator, device=self.device)
         for t in scheduler.timesteps:
-            eps = self(x, t.expand(b), cond, state.to(self.device))
-            if bounds is not None:
-                a = alpha_bar[t]
-                clean = ((x - (1 - a).sqrt() * eps) / a.sqrt()).clamp(bounds[0], bounds[1])
-                eps = (x - a.sqrt() * clean) / (1 - a).sqrt()
-            x = scheduler.step(eps, t, x).prev_sample
+            out = self(x, t.expand(b), cond, state.to(self.device))
+            a = alpha_bar[t]
+            if self.config.prediction == "sample" or bounds is not None:
+                clean = out if self.config.prediction == "sample" else (x - (1 - a).sqrt() * out) / a.sqrt()
+                if bounds is not None:
+                    clean = clean.clamp(bounds[0], bounds[1])
+                out = (x - a.sqrt() * clean) / (1 - a).sqrt()  # the noise that estimate implies
+            x = scheduler.step(out, t, x).prev_sample
         return x
