@@ -14,7 +14,7 @@ SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 ROWS = [
     "build (random weights)",
     "parameters: world model: transformer",
-    "parameters:   DINOv2",
+    "parameters:   frame CNN",  # the tiny preset trains its encoders; the paper preset prints DINOv2 here
     "stage 1 step: world model",
     "stage 2 step: experts",
     "plan, 3 world-model steps",
