@@ -28,7 +28,8 @@ SMALL = [
     "model.overrides={world_model: {resolution: [32, 32]}, predictive_expert: {image_size: 32}, "
     "reactive_expert: {image_size: 32}}",
     "--set",
-    "train_experts={steps: 4, batch_size: 4, warmup_steps: 1, checkpoint_every: 2, held_out_episodes: 1}",
+    "train_experts={steps: 4, batch_size: 4, warmup_steps: 1, checkpoint_every: 2, held_out_episodes: 1,"
+    " window_stride: 1}",
 ]
 
 
@@ -119,6 +120,11 @@ def test_windows_carry_real_or_imagined_frames_and_per_frame_tokens(stage2_input
     real = stage2.ExpertsTrainer(recipe, root, wm_dir, tmp_path / "e")._windows(wm, [0], None)
     assert torch.equal(real[3]["frames"], windows.clips.clip(0, 3)[0][1:13])
     assert torch.equal(real[3]["wm_hidden"], item["wm_hidden"])  # same cache: only the frames differ
+
+    recipe.train_experts.window_stride = 4  # the default: a window at every 4th frame, its own cache
+    strided = stage2.ExpertsTrainer(recipe, root, wm_dir, tmp_path / "e")._windows(wm, [0], None)
+    assert strided.index == [(0, 0), (0, 4), (0, 8), (0, 12), (0, 16)]
+    assert torch.equal(strided[1]["action"], real[4]["action"])
 
 
 def _tiny_experts(use_wm_latents=True, seed=0) -> Experts:
