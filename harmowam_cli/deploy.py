@@ -141,6 +141,7 @@ def _deploy_in_workers(bundle, router, episodes, ood, seed, max_steps, options, 
 
 def _deploy_here(bundle, router, episodes, ood, seed, steps, options, out, backend, station, dry_run) -> list:
     from harmowam_core.envs import make_env
+    from harmowam_core.phase_split import TransitProbe
     from harmowam_core.policy.bundle import bundle_recipe
     from harmowam_core.policy.policy import HarmoWAMPolicy
     from harmowam_core.policy.rollout import PolicyActor, run_episode
@@ -157,7 +158,11 @@ def _deploy_here(bundle, router, episodes, ood, seed, steps, options, out, backe
             for i in range(episodes):
                 task_id = bar.add_task(f"episode {i + 1}/{episodes}", total=steps, status="")
 
-                def on_step(done: int, used: str, task_id=task_id) -> None:
+                probe = TransitProbe(env) if backend == "sim" else None  # as evaluation's episodes record it
+
+                def on_step(done: int, used: str, task_id=task_id, probe=probe) -> None:
+                    if probe is not None:
+                        probe.update()
                     stages = "".join("+" if s else "-" for s in env.stage_success())
                     bar.update(task_id, completed=done, status=f"{used} · stages {stages}")
 
@@ -166,6 +171,7 @@ def _deploy_here(bundle, router, episodes, ood, seed, steps, options, out, backe
                         env, actor, seed=seed + i, ood=ood, max_steps=steps, episode=i,
                         video=out / f"episode_{i:03d}.mp4", fps=recipe.fps, camera=policy.camera, on_step=on_step,
                     )  # fmt: skip
+                result.transit = probe.reached if probe is not None else None
                 results.append(result)
                 if result.interrupted:
                     break
