@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -116,17 +114,9 @@ class PipelineState:
     def save(self) -> None:
         if self.path is None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.data, f, indent=2)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        from harmowam_core.data.writer import atomic_write_json  # pyarrow: not at the command's start-up
+
+        atomic_write_json(self.path, self.data)
 
 
 def plain(value: Any) -> Any:
@@ -667,11 +657,10 @@ def split_cells(row) -> tuple[str, str]:
 
 
 def write_report(plan: PipelinePlan, state: PipelineState) -> Path:
+    from harmowam_core.data.writer import atomic_write_bytes
+
     path = plan.out / REPORT_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(report_markdown(plan, state))
-    os.replace(tmp, path)
+    atomic_write_bytes(path, report_markdown(plan, state).encode())
     return path
 
 

@@ -151,9 +151,14 @@ def width(encoder: nn.Module) -> int:
     return getattr(config, "hidden_size", None) or config.d_model
 
 
+def unit_float(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 frames -> floats in [0, 1]; float frames (already in [0, 1]) as float32."""
+    return frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
+
+
 def pixels(frames: torch.Tensor, size: int, mean, std) -> torch.Tensor:
     """uint8 or [0, 1] frames (..., 3, H, W) -> normalised (N, 3, size, size) float pixels for an encoder."""
-    x = frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
+    x = unit_float(frames)
     x = x.reshape(-1, *x.shape[-3:])
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)

@@ -187,9 +187,8 @@ class Experts(nn.Module):
         pad = self.predictive.config.augment_shift
         if pad <= 0:
             return images, previous
-        to_float = lambda x: x.float() / 255.0 if x.dtype == torch.uint8 else x.float()  # noqa: E731
         b, cams = images.shape[:2]
-        parts = [to_float(images)] + ([] if previous is None else [to_float(previous)])
+        parts = [encoders.unit_float(images)] + ([] if previous is None else [encoders.unit_float(previous)])
         stacked = torch.cat(parts, dim=2).flatten(0, 1)  # (B * cams, 3 or 6, H, W)
         shifted = encoders.random_shift(stacked, pad, generator).unflatten(0, (b, cams))
         if previous is None:

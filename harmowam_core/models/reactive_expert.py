@@ -113,8 +113,8 @@ class ReactiveExpert(encoders.WithFrozenParts):
         b, k = frames.shape[:2]
         pad = self.config.augment_shift
         if self.training and pad > 0:  # random shifts in training, the same for all K frames of a window
-            x = frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
-            frames = encoders.random_shift(x.flatten(1, 2), pad, generator).unflatten(1, (k, 3))
+            frames = encoders.random_shift(encoders.unit_float(frames).flatten(1, 2), pad, generator)
+            frames = frames.unflatten(1, (k, 3))
         tokens, keypoints = self._encode(frames.reshape(b * k, *frames.shape[2:]))
         if wm_tokens is not None:
             latent = pool_channels(wm_tokens.reshape(b * k, *wm_tokens.shape[2:]).float(), self.width)

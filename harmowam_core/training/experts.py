@@ -364,8 +364,7 @@ class ExpertsTrainer:
         frames = np.concatenate(
             [np.arange(reader.episode_slice(e).start, reader.episode_slice(e).stop) for e in self.train_episodes]
         )
-        absolute = self.targets is not reader.action
-        deltas = reader.action[frames] if absolute else None
+        deltas = reader.action[frames] if recipe.model_config.action_targets == "absolute" else None
         normalizer = Normalizer.from_arrays(self.targets[frames], reader.state[frames], deltas)
         experts = self.build_experts(wm, normalizer)
         loop = TrainLoop(spec, out, experts, lambda model, batch: model(batch), train_set, max_steps=self.max_steps)
