@@ -2,17 +2,23 @@
 
     root/
       meta/info.json                                  codebase_version "v3.0", fps, features, path templates
-      meta/stats.json                                 per-feature min/max/mean/std/count
-      meta/tasks.parquet                              task string (pandas index "task") -> task_index
-      meta/episodes/chunk-000/file-000.parquet        one row per episode: length, from/to index, file
+      meta/stats.json                                 per-feature min/max/mean/std/count and quantiles
+                                                      q01/q10/q50/q90/q99 (LeRobot 0.4's quantile normalisation)
+      meta/tasks.parquet                              task string (the pandas index) -> task_index
+      meta/episodes/chunk-XXX/file-XXX.parquet        one row per episode: length, from/to index, file
                                                       locations, per-episode stats, stage results, keyframes
       meta/harmowam.json                              what LeRobot does not model: task name, arms, stage names,
                                                       recipe snapshot, labelling settings
       data/chunk-XXX/file-XXX.parquet                 frames: action, observation.state, timestamp, indices
       videos/observation.images.<camera>/chunk-XXX/file-XXX.mp4
 
-Each episode owns one data file and one video file per camera (file index = episode index within its chunk),
-which makes appending crash-safe: an episode is staged aside and committed with renames.
+HarmoWAM's writer gives each episode its own data file and video file per camera (file index = episode index
+within its chunk), which makes appending crash-safe: an episode is staged aside and committed with renames.
+The reader accepts any v3.0 dataset, as LeRobot 0.4 writes them: several episodes per data and video file,
+sliced by the episodes table (`dataset_from_index`/`dataset_to_index` for the frames, per camera
+`from_timestamp`/`to_timestamp` for the video), files rolling over to `file-001` past a size limit, the
+episodes table itself in several files, image features stored in the parquet files as PNG bytes instead of
+video, and features HarmoWAM does not use (carried, read only when a recipe's `data:` section maps them).
 """
 
 from __future__ import annotations
@@ -40,6 +46,10 @@ LOCK_FILE = ".lock"
 
 IMAGE_KEY_PREFIX = "observation.images."
 LABEL_KEY = "interaction"
+ACTION_KEY = "action"
+STATE_KEY = "observation.state"
+CAMERA_DTYPES = ("video", "image")
+QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)  # LeRobot 0.4's: stats keys q01, q10, q50, q90, q99
 
 DEFAULT_FEATURES = {
     "timestamp": {"dtype": "float32", "shape": [1], "names": None},
@@ -55,6 +65,11 @@ GRIPPER_INDEX = 6  # within each arm's block of 7, in both action and state
 HEIGHT_INDEX = 2  # end-effector z within each arm's block of observation.state
 
 CODECS = {"h264": "libx264", "av1": "libsvtav1"}
+
+
+def camera_name(key: str) -> str:
+    """A camera's name from its feature key: `observation.images.laptop` -> `laptop` (other keys unchanged)."""
+    return key[len(IMAGE_KEY_PREFIX) :] if key.startswith(IMAGE_KEY_PREFIX) else key
 
 
 def arm_prefixes(num_arms: int) -> list[str]:
@@ -85,27 +100,44 @@ def vector_column(table: pa.Table, key: str) -> np.ndarray:
 
 
 @dataclass
+class DataMapping:
+    """Which features of a dataset play which part in training and labelling (a recipe's `data:` section).
+
+    cameras: our camera name -> the dataset's image or video feature key; empty: every camera of the
+    dataset under its own name (`observation.images.front` -> `front`), as in HarmoWAM's datasets.
+    action / state: the feature keys of the action the experts learn and of the proprioceptive state.
+    gripper: action channels that command a gripper, height: state channels that are an end-effector height
+    (`harmowam label`'s key events); None: HarmoWAM's layout, channels 6 and 2 of each arm's block of 7.
+    """
+
+    cameras: dict[str, str] = field(default_factory=dict)
+    action: str = ACTION_KEY
+    state: str = STATE_KEY
+    gripper: list[int] | None = None
+    height: list[int] | None = None
+
+
+@dataclass
 class DatasetSpec:
-    """What a dataset holds: rates, shapes and cameras. Built from a recipe or read back from info.json."""
+    """What a dataset holds: rates, shapes and cameras. Built from a recipe or read back from info.json.
+
+    action_dim / state_dim default to HarmoWAM's 7 numbers per arm; a dataset recorded elsewhere keeps its own
+    (an SO-101's 6 joint positions)."""
 
     fps: int
     num_arms: int = 1
     cameras: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (height, width)
     robot_type: str = "franka"
     codec: str = "h264"
+    action_dim: int | None = None
+    state_dim: int | None = None
 
     def __post_init__(self) -> None:
         self.cameras = {name: (int(hw[0]), int(hw[1])) for name, hw in self.cameras.items()}
         if self.codec not in CODECS:
             raise ValueError(f"codec must be one of {', '.join(CODECS)}, got {self.codec!r}")
-
-    @property
-    def action_dim(self) -> int:
-        return 7 * self.num_arms
-
-    @property
-    def state_dim(self) -> int:
-        return 7 * self.num_arms
+        self.action_dim = 7 * self.num_arms if self.action_dim is None else int(self.action_dim)
+        self.state_dim = 7 * self.num_arms if self.state_dim is None else int(self.state_dim)
 
     @property
     def video_keys(self) -> list[str]:
@@ -138,18 +170,28 @@ class DatasetSpec:
         return feats
 
     @classmethod
-    def from_info(cls, info: dict) -> DatasetSpec:
+    def from_info(cls, info: dict, arms: int | None = None) -> DatasetSpec:
+        """The spec of an info.json. `arms`: the count meta/harmowam.json records; otherwise 7 action numbers per
+        arm where the action divides so, else 1 (an arm with its own action vector, such as an SO-101's 6)."""
         feats = info["features"]
         cams = {
-            k[len(IMAGE_KEY_PREFIX) :]: (v["shape"][0], v["shape"][1])
+            camera_name(k): (v["shape"][0], v["shape"][1])
             for k, v in feats.items()
-            if v["dtype"] == "video" and k.startswith(IMAGE_KEY_PREFIX)
+            if v.get("dtype") in CAMERA_DTYPES and len(v.get("shape") or ()) == 3
         }
-        codec = next((v["info"]["video.codec"] for v in feats.values() if v["dtype"] == "video"), "h264")
+        codec = next(
+            ((v.get("info") or {}).get("video.codec") for v in feats.values() if v.get("dtype") == "video"), "h264"
+        )
+        action_dim = int(feats[ACTION_KEY]["shape"][0]) if ACTION_KEY in feats else None
+        state_dim = int(feats[STATE_KEY]["shape"][0]) if STATE_KEY in feats else None
+        if arms is None:
+            arms = action_dim // 7 if action_dim and action_dim % 7 == 0 else 1
         return cls(
             fps=int(info["fps"]),
-            num_arms=feats["action"]["shape"][0] // 7,
+            num_arms=int(arms),
             cameras=cams,
             robot_type=info.get("robot_type") or "franka",
             codec=codec if codec in CODECS else "h264",
+            action_dim=action_dim,
+            state_dim=state_dim,
         )

@@ -17,24 +17,26 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harmowam_core.data import format as fmt
-from harmowam_core.data.stats import vector_stats
+from harmowam_core.data.stats import STAT_NAMES, aggregate, vector_stats
 from harmowam_core.data.writer import (
     DatasetLock,
     atomic_write_json,
     atomic_write_table,
-    read_episode_rows,
-    read_tasks,
+    episodes_files,
     recover,
     stats_to_json,
-    write_meta,
 )
 from harmowam_core.errors import DatasetError, HarmoWAMError
+
+if TYPE_CHECKING:
+    from harmowam_core.data.reader import DatasetReader
 
 LABEL_FEATURE = {"dtype": "int64", "shape": [1], "names": None}
 
@@ -54,17 +56,58 @@ def _transitions(flags: np.ndarray) -> np.ndarray:
     return np.nonzero(flags[1:] != flags[:-1])[0] + 1
 
 
-def find_keyframes(actions: np.ndarray, states: np.ndarray, num_arms: int, settings: LabelSettings) -> np.ndarray:
-    """Sorted unique keyframe indices. actions, states: (T, 7 * num_arms)."""
+def find_keyframes(
+    actions: np.ndarray,
+    states: np.ndarray,
+    num_arms: int,
+    settings: LabelSettings,
+    gripper: list[int] | None = None,
+    height: list[int] | None = None,
+) -> np.ndarray:
+    """Sorted unique keyframe indices. actions (T, A), states (T, S): by default HarmoWAM's 7 numbers per arm
+    (gripper channel 6 and height channel 2 of each arm's block); `gripper` / `height` name the action and
+    state channels instead (a dataset recorded elsewhere: `data.gripper`, `data.height`)."""
+    gripper = [7 * arm + fmt.GRIPPER_INDEX for arm in range(num_arms)] if gripper is None else gripper
+    height = [7 * arm + fmt.HEIGHT_INDEX for arm in range(num_arms)] if height is None else height
     keys: list[np.ndarray] = []
-    for arm in range(num_arms):
-        base = 7 * arm
-        closed = actions[:, base + fmt.GRIPPER_INDEX] > settings.gripper_closed_above
-        keys.append(_transitions(closed))
-        z = states[:, base + fmt.HEIGHT_INDEX]
+    for channel in gripper:
+        keys.append(_transitions(actions[:, channel] > settings.gripper_closed_above))
+    for channel in height:
+        z = states[:, channel]
         for thr in settings.height_thresholds:
             keys.append(_transitions(z < thr))
     return np.unique(np.concatenate(keys)) if keys else np.zeros(0, np.int64)
+
+
+def label_channels(reader: DatasetReader, settings: LabelSettings) -> tuple[list[int], list[int]]:
+    """The gripper channels of the action and the height channels of the state that `label` reads: the
+    mapping's (`data.gripper`, `data.height`), else HarmoWAM's per-arm layout where the dataset has it. Raises
+    DatasetError when neither names a gripper, or a channel is out of range."""
+    spec, mapping = reader.spec, reader.mapping
+    per_arm = 7 * spec.num_arms
+    gripper = mapping.gripper
+    if gripper is None:
+        if reader.native_actions:
+            raise DatasetError(
+                f"{reader.root}: the action '{mapping.action}' has {spec.action_dim} numbers, not HarmoWAM's 7 "
+                "per arm; name its gripper channel(s), e.g. --set data.gripper=[5] (and data.height for height "
+                "thresholds)"
+            )
+        gripper = [7 * arm + fmt.GRIPPER_INDEX for arm in range(spec.num_arms)]
+    height = mapping.height
+    if height is None:
+        ours = spec.state_dim == per_arm and not reader.native_actions
+        height = [7 * arm + fmt.HEIGHT_INDEX for arm in range(spec.num_arms)] if ours else []
+    if settings.height_thresholds and not height:
+        raise DatasetError(
+            f"{reader.root}: gate.height_thresholds need an end-effector height; name its channel of "
+            f"'{mapping.state}' with --set data.height=[i]"
+        )
+    for part, channels, dim in (("gripper", gripper, spec.action_dim), ("height", height, spec.state_dim)):
+        bad = [c for c in channels if not 0 <= c < dim]
+        if bad:
+            raise DatasetError(f"{reader.root}: data.{part} channel {bad[0]} is out of range 0..{dim - 1}")
+    return list(gripper), list(height)
 
 
 def interaction_labels(length: int, keyframes: np.ndarray, window: int) -> np.ndarray:
@@ -97,59 +140,89 @@ def label_dataset(
     settings: LabelSettings,
     dry_run: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    mapping: fmt.DataMapping | None = None,
 ) -> list[EpisodeLabels]:
     """Compute labels for every episode and, unless `dry_run`, write them into the dataset.
 
-    Writes the `interaction` column into each data file, the feature into info.json, the keyframe indices
-    and per-episode label stats into the episodes table, and the settings into meta/harmowam.json.
-    Re-running replaces earlier labels. `progress(done, total)` is called after each episode.
+    root: a dataset directory or a hub id in the local LeRobot cache; mapping: which features are the action
+    and state and which of their channels are grippers and heights (`label_channels`). Writes the `interaction`
+    column into each data file (an episode's rows only, wherever LeRobot put them), the feature into
+    info.json, the keyframe indices and per-episode label stats into the episodes table (every file of it) and
+    the aggregated stats into stats.json, leaving every other feature, column and key as it was; the settings
+    go into meta/harmowam.json. Re-running replaces earlier labels. `progress(done, total)` is called after
+    each episode. Raises DatasetError for a dataset with no episodes or labels it cannot place.
     """
-    root = Path(root)
-    if not (root / fmt.INFO_PATH).is_file():
-        raise DatasetError(
-            f"{root}: not a dataset (no meta/info.json); pass the directory of a HarmoWAM/LeRobot v3.0 dataset"
-        )
+    from harmowam_core.data.reader import DatasetReader, resolve_dataset
+
+    root = resolve_dataset(root)
     with DatasetLock(root):
         recover(root)
-        info = json.loads((root / fmt.INFO_PATH).read_text())
-        spec = fmt.DatasetSpec.from_info(info)
-        rows = read_episode_rows(root)
-        if not rows:
-            raise DatasetError(f"{root}: the dataset has no episodes to label")
+        reader = DatasetReader(root, mapping)
+        if not reader.num_episodes:
+            raise DatasetError(f"{root}: no episodes yet; the dataset has no episodes to label")
+        gripper, height = label_channels(reader, settings)
         results: list[EpisodeLabels] = []
-        tables: list[tuple[Path, pa.Table]] = []
-        for row in rows:
-            path = fmt.data_file(root, row)
-            table = pq.read_table(path)
-            n = table.num_rows
-            actions = fmt.vector_column(table, "action")
-            states = fmt.vector_column(table, "observation.state")
-            keys = find_keyframes(actions, states, spec.num_arms, settings)
-            labels = interaction_labels(n, keys, settings.window)
-            results.append(EpisodeLabels(row["episode_index"], n, keys.tolist(), labels))
-            if fmt.LABEL_KEY in table.column_names:
-                table = table.drop_columns([fmt.LABEL_KEY])
-            tables.append((path, table.append_column(fmt.LABEL_KEY, pa.array(labels))))
+        for ep, row in enumerate(reader.episodes):
+            sl = reader.episode_slice(ep)
+            keys = find_keyframes(reader.action[sl], reader.state[sl], reader.num_arms, settings, gripper, height)
+            labels = interaction_labels(int(reader.lengths[ep]), keys, settings.window)
+            results.append(EpisodeLabels(row["episode_index"], int(reader.lengths[ep]), keys.tolist(), labels))
             if progress:
-                progress(len(results), len(rows))
+                progress(len(results), reader.num_episodes)
         if dry_run:
             return results
-        for path, table in tables:
-            atomic_write_table(path, table)
-        for row, res in zip(rows, results, strict=True):
-            row["keyframes"] = res.keyframes
-            for s, v in stats_to_json(vector_stats(res.labels)).items():
-                row[f"stats/{fmt.LABEL_KEY}/{s}"] = v
-        extra = {k: v for k, v in info["features"].items() if k not in spec.features()}
-        extra[fmt.LABEL_KEY] = dict(LABEL_FEATURE)
+        _write_labels(reader, results)
         meta_path = root / fmt.HARMOWAM_META_PATH
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"format": 1, "arms": spec.num_arms}
+        meta = dict(reader.meta) or {"format": 1, "arms": reader.num_arms}
         meta["labels"] = {
             "window": settings.window,
             "height_thresholds": list(settings.height_thresholds),
             "gripper_closed_above": settings.gripper_closed_above,
-            "episodes": len(rows),
+            "gripper_channels": gripper,
+            "height_channels": height,
+            "episodes": reader.num_episodes,
         }
         atomic_write_json(meta_path, meta)
-        write_meta(root, spec, rows, read_tasks(root), extra)
     return results
+
+
+def _write_labels(reader: DatasetReader, results: list[EpisodeLabels]) -> None:
+    """Data files, then the episodes tables, then stats.json and info.json (the order a reader trusts)."""
+    root = reader.root
+    by_file: dict[Path, list[int]] = {}
+    for ep in range(reader.num_episodes):
+        by_file.setdefault(reader._file_rows[ep][0], []).append(ep)
+    for path, eps in by_file.items():
+        table = pq.read_table(path)
+        if fmt.LABEL_KEY in table.column_names:
+            column = table.column(fmt.LABEL_KEY).to_numpy().astype(np.int64)
+            table = table.drop_columns([fmt.LABEL_KEY])
+        else:
+            column = np.full(table.num_rows, -1, dtype=np.int64)
+        for ep in eps:
+            first = reader._file_rows[ep][1]
+            column[first : first + results[ep].frames] = results[ep].labels
+        atomic_write_table(path, table.append_column(fmt.LABEL_KEY, pa.array(column)))
+
+    by_index = {res.episode_index: res for res in results}
+    stats = {res.episode_index: stats_to_json(vector_stats(res.labels)) for res in results}
+    for path in episodes_files(root):
+        table = pq.read_table(path)
+        stale = [c for c in table.column_names if c == "keyframes" or c.startswith(f"stats/{fmt.LABEL_KEY}/")]
+        table = table.drop_columns(stale)
+        indices = table.column("episode_index").to_pylist()
+        keyframes = [by_index[i].keyframes if i in by_index else [] for i in indices]
+        table = table.append_column("keyframes", pa.array(keyframes, pa.list_(pa.int64())))
+        for name in STAT_NAMES:
+            kind = pa.list_(pa.int64()) if name == "count" else pa.list_(pa.float64())
+            values = [stats[i][name] if i in stats else None for i in indices]
+            table = table.append_column(f"stats/{fmt.LABEL_KEY}/{name}", pa.array(values, kind))
+        atomic_write_table(path, table)
+
+    stats_path = root / fmt.STATS_PATH
+    all_stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
+    all_stats[fmt.LABEL_KEY] = stats_to_json(aggregate([vector_stats(res.labels) for res in results]))
+    atomic_write_json(stats_path, all_stats)
+    info = json.loads((root / fmt.INFO_PATH).read_text())
+    info["features"][fmt.LABEL_KEY] = dict(LABEL_FEATURE)
+    atomic_write_json(root / fmt.INFO_PATH, info)

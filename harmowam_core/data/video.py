@@ -58,6 +58,20 @@ class VideoEncoder:
         self.container = None
 
 
+def video_duration(path: Path) -> float | None:
+    """Seconds of video in the first video stream of `path` (the stream's duration, else the container's;
+    None when the file records neither), as LeRobot measures it when it concatenates episodes."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        if stream.duration is not None:
+            return float(stream.duration * stream.time_base)
+        if container.duration is not None:
+            return float(container.duration / av.time_base)
+    return None
+
+
 def decode_frames(path: Path, indices: list[int] | np.ndarray, fps: int, offset: int = 0) -> np.ndarray:
     """Frames `offset + i` for i in `indices` of the video at `path`, as (len(indices), H, W, 3) uint8.
 

@@ -32,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harmowam_core.data import format as fmt
-from harmowam_core.data.stats import ImageStatsAccumulator, aggregate, vector_stats
+from harmowam_core.data.stats import STAT_NAMES, ImageStatsAccumulator, aggregate, vector_stats
 from harmowam_core.data.video import VideoEncoder
 from harmowam_core.errors import DatasetError
 
@@ -103,19 +103,41 @@ def stats_to_json(stats: dict[str, np.ndarray]) -> dict:
 
 
 def _stats_from_row(row: dict, key: str) -> dict[str, np.ndarray]:
-    return {s: np.asarray(row[f"stats/{key}/{s}"]) for s in ("min", "max", "mean", "std", "count")}
+    return {s: np.asarray(row[f"stats/{key}/{s}"]) for s in STAT_NAMES if row.get(f"stats/{key}/{s}") is not None}
+
+
+def episodes_files(root: Path) -> list[Path]:
+    """Every `meta/episodes/chunk-*/file-*.parquet` of a dataset, in order (LeRobot rolls the table over too)."""
+    return sorted((root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
 
 
 def read_episode_rows(root: Path) -> list[dict]:
-    """The episodes table as dicts; rows of older datasets get `seed` and `ood` None (unknown)."""
-    path = root / fmt.EPISODES_PATH.format(chunk_index=0, file_index=0)
-    if not path.exists():
-        return []
-    rows = pq.read_table(path).to_pylist()
-    for row in rows:
+    """The episodes table as dicts, from every episodes file, by episode index; rows of older datasets (and of
+    datasets LeRobot wrote) get `seed` and `ood` None (unknown). Raises DatasetError naming an unreadable file,
+    or episode indices that repeat."""
+    rows: list[dict] = []
+    for path in episodes_files(root):
+        try:
+            rows.extend(pq.read_table(path).to_pylist())
+        except (OSError, pa.ArrowException) as err:
+            raise DatasetError(f"{path}: not a readable episodes table ({err.__class__.__name__}: {err})") from None
+    rows.sort(key=lambda r: r["episode_index"])
+    for i, row in enumerate(rows):
         for key in EPISODE_SCENE_KEYS:
             row.setdefault(key, None)
+        if i and row["episode_index"] == rows[i - 1]["episode_index"]:
+            raise DatasetError(f"{root / 'meta/episodes'}: episode {row['episode_index']} has two rows")
     return rows
+
+
+def harmowam_layout(rows: list[dict]) -> bool:
+    """Whether the episodes follow HarmoWAM's writer: episode i alone in data file i (by chunk) and its table in
+    meta/episodes/chunk-000/file-000. Datasets LeRobot wrote (several episodes per file) do not."""
+    return all(
+        (r.get("data/chunk_index"), r.get("data/file_index")) == fmt.chunk_file(r["episode_index"])
+        and (r.get("meta/episodes/chunk_index", 0), r.get("meta/episodes/file_index", 0)) == (0, 0)
+        for r in rows
+    )
 
 
 def episodes_table(rows: list[dict]) -> pa.Table:
@@ -189,8 +211,10 @@ def recover(root: Path) -> None:
     if not info_path.exists():
         return
     info = json.loads(info_path.read_text())
-    spec = fmt.DatasetSpec.from_info(info)
     rows = read_episode_rows(root)
+    if not harmowam_layout(rows):
+        return  # written elsewhere (LeRobot): its files are its own, and HarmoWAM never appends to them
+    spec = fmt.DatasetSpec.from_info(info)
     keep = referenced_files(root, rows, spec.video_keys)
     for folder in [root / "data"] + [root / "videos" / vk for vk in spec.video_keys]:
         for path in folder.glob("chunk-*/*"):
@@ -204,11 +228,25 @@ def recover(root: Path) -> None:
 
 
 def read_tasks(root: Path) -> list[str]:
+    """The task strings of meta/tasks.parquet, by task_index. The task string may be the pandas index (named
+    "task" as HarmoWAM writes it, or unnamed, stored as `__index_level_0__`, as LeRobot writes it) or a column.
+    Raises DatasetError when the file has neither."""
     path = root / fmt.TASKS_PATH
     if not path.exists():
         return []
-    t = pq.read_table(path).to_pydict()
-    return [task for _, task in sorted(zip(t["task_index"], t["task"], strict=True))]
+    import pandas as pd  # pandas restores the index from the file's pandas metadata, however it is named
+
+    try:
+        df = pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as err:
+        raise DatasetError(f"{path}: not a readable tasks table ({err.__class__.__name__}: {err})") from None
+    if "task_index" not in df.columns:
+        raise DatasetError(f"{path}: no task_index column (it has {', '.join(map(str, df.columns)) or 'none'})")
+    tasks = df["task"] if "task" in df.columns else df.index.to_series()
+    if tasks.dtype.kind not in "OSUT" and not all(isinstance(t, str) for t in tasks):
+        raise DatasetError(f"{path}: no task strings (neither a `task` column nor a string index)")
+    order = np.argsort(df["task_index"].to_numpy(), kind="stable")
+    return [str(t) for t in np.asarray(tasks.to_numpy(), dtype=object)[order]]
 
 
 def _new_meta(spec: fmt.DatasetSpec, task_name=None, stage_names=None, recipe=None) -> dict:
@@ -272,6 +310,11 @@ class DatasetWriter:
         recover(self.root)
         info_path = self.root / fmt.INFO_PATH
         if info_path.exists():
+            if not harmowam_layout(read_episode_rows(self.root)):
+                raise DatasetError(
+                    f"{self.root}: written by another tool (several episodes per file); HarmoWAM appends only to "
+                    "its own datasets. Write to another --out"
+                )
             info = json.loads(info_path.read_text())
             self.spec = fmt.DatasetSpec.from_info(info)
             if spec is not None and (spec.fps, spec.num_arms, spec.cameras) != (
