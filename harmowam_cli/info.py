@@ -9,21 +9,35 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from harmowam_cli._common import console, seed_ranges, user_errors
+from harmowam_cli._common import SetOption, console, seed_ranges, user_errors
 from harmowam_core.data.summary import summarize
+from harmowam_core.recipes import load_recipe, sections_from_overrides
 
 
 def info(
-    dataset: Annotated[Path, typer.Argument(help="Dataset directory (LeRobot v3.0 layout).")],
+    dataset: Annotated[
+        str, typer.Argument(help="Dataset directory (LeRobot v3.0 layout), or owner/name in the local LeRobot cache.")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+    recipe: Annotated[str | None, typer.Option(help="Recipe whose data section maps the features.")] = None,
+    set_: SetOption = None,
 ) -> None:
-    """Episodes, frames, fps, features, cameras, tasks, label coverage and recorded stage success rates."""
-    show_info(dataset, as_json)
+    """Episodes, frames, fps, features, cameras, tasks, label coverage and recorded stage success rates, and how
+    the features map onto cameras, action and state (--recipe, --set data.cameras.front=KEY) with what is
+    left unmapped."""
+    show_info(dataset, as_json, recipe, set_ or [])
 
 
 @user_errors
-def show_info(dataset: Path, as_json: bool) -> None:
-    s = summarize(dataset)
+def show_info(
+    dataset: str | Path, as_json: bool, recipe: str | None = None, overrides: list[str] | None = None
+) -> None:
+    overrides = overrides or []
+    if recipe:
+        mapping = load_recipe(recipe, overrides).data_mapping()
+    else:
+        mapping = sections_from_overrides(overrides)[1].to_mapping()
+    s = summarize(dataset, mapping)
     if as_json:
         print(json.dumps(s, indent=2))
         return
@@ -37,7 +51,21 @@ def show_info(dataset: Path, as_json: bool) -> None:
     head.add_row("frames", f"{s['frames']} at {s['fps']} fps ({s['duration_s']:.1f} s)")
     head.add_row("instructions", "\n".join(s["instructions"]) or "-")
     head.add_row("scene seeds", _scenes(s["scenes"]))
-    head.add_row("cameras", ", ".join(f"{n} {c['height']}x{c['width']} {c['codec']}" for n, c in s["cameras"].items()))
+    head.add_row(
+        "cameras",
+        "\n".join(f"{n} {c['height']}x{c['width']} {c['codec']} <- {c['key']}" for n, c in s["cameras"].items()),
+    )
+    m = s["mapping"]
+    space = (
+        "HarmoWAM's 7 per arm"
+        if m["action_space"] == "harmowam"
+        else "native: trains as is, deploys only where it runs"
+    )
+    head.add_row("action", f"{m['action']['key']} ({m['action']['dim']} numbers; {space})")
+    head.add_row("state", f"{m['state']['key']} ({m['state']['dim']} numbers)")
+    if m["gripper"] is not None or m["height"] is not None:
+        head.add_row("label channels", f"gripper {m['gripper']}, height {m['height']}")
+    head.add_row("unmapped", ", ".join(s["unmapped"]) or "-")
     lab = s["labels"]
     if lab["feature"]:
         share = "-" if lab["interaction_share"] is None else f"{lab['interaction_share']:.1%}"

@@ -10,31 +10,38 @@ import typer
 from rich.table import Table
 
 from harmowam_cli._common import SetOption, console, progress_bar, user_errors
-from harmowam_core.data.format import HARMOWAM_META_PATH
-from harmowam_core.data.labels import LabelSettings, label_dataset
-from harmowam_core.errors import DatasetError
-from harmowam_core.recipes import GateSpec, load_recipe, recipe_from_data
+from harmowam_core.data.format import HARMOWAM_META_PATH, DataMapping
+from harmowam_core.data.labels import LabelSettings, check_labelling, label_dataset
+from harmowam_core.data.reader import resolve_dataset
+from harmowam_core.recipes import GateSpec, load_recipe, recipe_from_data, sections_from_overrides
 
 
-def _gate_settings(dataset: Path, recipe: str | None, overrides: list[str]) -> tuple[GateSpec, str]:
-    """The recipe's gate section: from --recipe, else the recipe recorded in the dataset, else defaults."""
+def _gate_settings(dataset: Path, recipe: str | None, overrides: list[str]) -> tuple[GateSpec, DataMapping, str]:
+    """The recipe's gate and data sections: from --recipe, else the recipe recorded in the dataset, else defaults
+    (with --set gate.* / data.* applied: a dataset LeRobot wrote records no recipe)."""
     if recipe:
         r = load_recipe(recipe, overrides)
-        return r.gate, r.source
+        return r.gate, r.data_mapping(), r.source
     meta_path = dataset / HARMOWAM_META_PATH
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     if meta.get("recipe"):
-        return recipe_from_data(meta["recipe"], str(meta_path), overrides).gate, f"{meta_path} (recorded recipe)"
+        r = recipe_from_data(meta["recipe"], str(meta_path), overrides)
+        return r.gate, r.data_mapping(), f"{meta_path} (recorded recipe)"
     if meta.get("task"):
         r = load_recipe(meta["task"], overrides)
-        return r.gate, r.source
-    if overrides:
-        raise DatasetError(f"{dataset}: records no recipe for --set to apply to; pass --recipe")
-    return GateSpec(), "defaults (the dataset records no recipe)"
+        return r.gate, r.data_mapping(), r.source
+    gate, data = sections_from_overrides(overrides)
+    return (
+        gate,
+        data.to_mapping(),
+        "defaults" + (" and --set" if overrides else "") + " (the dataset records no recipe)",
+    )
 
 
 def label(
-    dataset: Annotated[Path, typer.Argument(help="Dataset directory (LeRobot v3.0 layout).")],
+    dataset: Annotated[
+        str, typer.Argument(help="Dataset directory (LeRobot v3.0 layout), or owner/name in the local LeRobot cache.")
+    ],
     window: Annotated[int | None, typer.Option(help="Frames either side of a keyframe labelled interaction.")] = None,
     recipe: Annotated[
         str | None, typer.Option(help="Recipe whose gate section to use (default: the dataset's).")
@@ -47,18 +54,19 @@ def label(
 
 
 @user_errors
-def run_label(dataset: Path, window: int | None, recipe: str | None, overrides: list[str], dry_run: bool) -> None:
-    if not dataset.is_dir():
-        raise DatasetError(f"{dataset}: no such dataset directory")
-    gate, source = _gate_settings(dataset, recipe, overrides)
+def run_label(dataset: str, window: int | None, recipe: str | None, overrides: list[str], dry_run: bool) -> None:
+    dataset = resolve_dataset(dataset)
+    gate, mapping, source = _gate_settings(dataset, recipe, overrides)
     settings = LabelSettings(
         window=gate.window if window is None else window,
         height_thresholds=tuple(gate.height_thresholds),
         gripper_closed_above=gate.gripper_closed_above,
     )
+    gripper, height = check_labelling(dataset, settings, mapping)  # fails before the banner
+    channels = f", gripper channel(s) {gripper} of {mapping.action}, height channel(s) {height or 'none'}"
     console.print(
         f"labelling [bold]{dataset}[/] with window ±{settings.window}, height thresholds "
-        f"{list(settings.height_thresholds) or 'none'} (from {source})"
+        f"{list(settings.height_thresholds) or 'none'}{channels} (from {source})"
     )
     with progress_bar(transient=True) as bar:
         task = bar.add_task("episodes", total=None, status="")
@@ -67,6 +75,7 @@ def run_label(dataset: Path, window: int | None, recipe: str | None, overrides: 
             settings,
             dry_run=dry_run,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            mapping=mapping,
         )
     table = Table(title=f"gate labels{' (dry run: nothing written)' if dry_run else ''}")
     for col, justify in (

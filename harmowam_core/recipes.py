@@ -57,6 +57,34 @@ class GateSpec:
 
 
 @dataclass
+class DataSpec:
+    """Which features of the dataset this recipe trains on (`data:`; `--set data.cameras.front=KEY`): needed
+    only for datasets recorded elsewhere, e.g. by LeRobot, whose keys are not HarmoWAM's.
+
+    cameras: camera role -> the dataset's image or video feature key (`observation.images.laptop`); the camera
+    of that role is read from it, and only mapped cameras are read. Empty: the dataset's cameras by name.
+    action / state: the feature keys the experts learn and read (at the dataset's own dimensions).
+    gripper: channels of the action that command a gripper; height: channels of the state that are an
+    end-effector height (both for `harmowam label`; null: HarmoWAM's 7-per-arm layout)."""
+
+    cameras: dict[str, str] = field(default_factory=dict)
+    action: str = "action"
+    state: str = "observation.state"
+    gripper: list[int] | None = None
+    height: list[int] | None = None
+
+    def to_mapping(self, names: dict[str, str] | None = None):
+        """The reader's `DataMapping`; `names`: camera role -> the recipe's camera name (default the role)."""
+        from harmowam_core.data.format import DataMapping  # not at the top: recipes load before pyarrow
+
+        names = names or {}
+        cameras = {names.get(role, role): key for role, key in self.cameras.items()}
+        return DataMapping(
+            cameras=cameras, action=self.action, state=self.state, gripper=self.gripper, height=self.height
+        )
+
+
+@dataclass
 class Region:
     """An axis-aligned rectangle on the table plane, metres in the table frame."""
 
@@ -153,6 +181,7 @@ class Recipe:
     stages: list[StageSpec]
     ood: OODSpec
     gate: GateSpec = field(default_factory=GateSpec)
+    data: DataSpec = field(default_factory=DataSpec)
     model: ModelSpec = field(default_factory=ModelSpec)
     train_wm: TrainWMSpec = field(default_factory=TrainWMSpec)
     train_experts: TrainExpertsSpec = field(default_factory=TrainExpertsSpec)
@@ -167,6 +196,10 @@ class Recipe:
     @property
     def action_dim(self) -> int:
         return 7 * self.num_arms
+
+    def data_mapping(self):
+        """The `data:` section as the reader's `DataMapping`, camera roles turned into this recipe's names."""
+        return self.data.to_mapping({cam.role: cam.name for cam in self.cameras})
 
     def camera(self, role: str) -> CameraSpec:
         for cam in self.cameras:
@@ -350,6 +383,7 @@ def _validate(r: Recipe) -> None:
         "expected a probability in (0, 1)",
         r.gate.threshold,
     )
+    check_data(r.data, s, {cam.role for cam in r.cameras})
     bg = r.ood.background
     _check_range(bg.distractors, s, "ood.background.distractors", lo=1, strict=False)
     _check_range(bg.light_intensity, s, "ood.background.light_intensity", lo=0.0, strict=False)
@@ -397,6 +431,22 @@ def _validate(r: Recipe) -> None:
             expected = "expected a multiple of 8 for the convolutional encoder"
             _check(size > 0 and size % 8 == 0, s, f"model.overrides.{section}.image_size", expected, size)
         _check(part.augment_shift >= 0, s, f"model.overrides.{section}.augment_shift", "expected pixels >= 0")
+
+
+def check_data(data: DataSpec, source: str, roles: set[str] | None = None) -> None:
+    """The `data:` section's semantics: known camera roles (`roles`, when a recipe gives them), feature keys
+    that are not empty, channel indices >= 0."""
+    for role, key in data.cameras.items():
+        if roles is not None:
+            expected = "expected a camera role of this recipe: " + ", ".join(sorted(roles))
+            _check(role in roles, source, f"data.cameras.{role}", expected, role)
+        _check(bool(key.strip()), source, f"data.cameras.{role}", "expected a feature key such as observation.images.x")
+    for name in ("action", "state"):
+        _check(bool(getattr(data, name).strip()), source, f"data.{name}", "expected a feature key")
+    for name in ("gripper", "height"):
+        channels = getattr(data, name)
+        if channels is not None:
+            _check(all(c >= 0 for c in channels), source, f"data.{name}", "expected channel indices >= 0", channels)
 
 
 def _deep_merge(base: dict, extra: dict) -> dict:
@@ -486,6 +536,19 @@ def find_recipe(ref: str | Path) -> Path:
         if candidate.is_file():
             return candidate
     raise RecipeError(str(ref), None, "no such recipe file or task; known tasks: " + ", ".join(recipe_names()))
+
+
+def sections_from_overrides(overrides: list[str]) -> tuple[GateSpec, DataSpec]:
+    """The gate and data sections from `--set gate.KEY=...` / `--set data.KEY=...` alone, over their defaults:
+    for a dataset that records no recipe (one LeRobot wrote). Raises RecipeError for any other key."""
+    data = apply_overrides({}, overrides)
+    for key in data:
+        if key not in ("gate", "data"):
+            raise RecipeError("--set", key, "without a recipe only gate.* and data.* can be set; pass --recipe")
+    gate = convert(GateSpec, data.get("gate", {}), "gate", "--set")
+    spec = convert(DataSpec, data.get("data", {}), "data", "--set")
+    check_data(spec, "--set")
+    return gate, spec
 
 
 def recipe_from_data(data: Any, source: str = "<memory>", overrides: list[str] | None = None) -> Recipe:

@@ -135,6 +135,22 @@ class EpisodeLabels:
         return float(self.labels.mean()) if self.frames else 0.0
 
 
+def _check(reader: DatasetReader, settings: LabelSettings) -> tuple[list[int], list[int]]:
+    if not reader.num_episodes:
+        raise DatasetError(f"{reader.root}: no episodes yet; the dataset has no episodes to label")
+    return label_channels(reader, settings)
+
+
+def check_labelling(
+    root: str | Path, settings: LabelSettings, mapping: fmt.DataMapping | None = None
+) -> tuple[list[int], list[int]]:
+    """The checks `label_dataset` makes before any work (episodes to label, gripper and height channels), for a
+    command to fail before it reports anything. Returns the (gripper, height) channels."""
+    from harmowam_core.data.reader import DatasetReader
+
+    return _check(DatasetReader(root, mapping), settings)
+
+
 def label_dataset(
     root: str | Path,
     settings: LabelSettings,
@@ -158,9 +174,7 @@ def label_dataset(
     with DatasetLock(root):
         recover(root)
         reader = DatasetReader(root, mapping)
-        if not reader.num_episodes:
-            raise DatasetError(f"{root}: no episodes yet; the dataset has no episodes to label")
-        gripper, height = label_channels(reader, settings)
+        gripper, height = _check(reader, settings)
         results: list[EpisodeLabels] = []
         for ep, row in enumerate(reader.episodes):
             sl = reader.episode_slice(ep)

@@ -8,10 +8,20 @@ import numpy as np
 
 from harmowam_core.data import format as fmt
 from harmowam_core.data.reader import DatasetReader
+from harmowam_core.errors import DatasetError
 
 
-def summarize(root: str | Path) -> dict:
-    reader = DatasetReader(root)
+def summarize(root: str | Path, mapping: fmt.DataMapping | None = None) -> dict:
+    """What `harmowam info` shows, as plain data: sizes, cameras (feature key, size, codec), the mapping of the
+    dataset's features onto cameras, action and state (`mapping`, a recipe's `data:` section; default every
+    camera by name) and the features left unmapped, labels, stages and scenes. Raises DatasetError for a
+    dataset with no episodes yet (one LeRobot began recording and never finished)."""
+    reader = DatasetReader(root, mapping)
+    if not reader.num_episodes:
+        raise DatasetError(
+            f"{reader.root}: no episodes yet (info.json counts {reader.info.get('total_episodes', 0)}); record "
+            "some first, or finish the recording"
+        )
     meta = reader.meta
     stage_names = list(meta.get("stage_names") or [])
     results = [row.get("stage_success") or [] for row in reader.episodes]
@@ -41,8 +51,18 @@ def summarize(root: str | Path) -> dict:
         "duration_s": reader.num_frames / reader.fps,
         "instructions": reader.tasks,
         "cameras": {
-            name: {"height": h, "width": w, "codec": reader.spec.codec} for name, (h, w) in reader.spec.cameras.items()
+            name: {"key": reader.camera_keys[name], "height": h, "width": w, "codec": reader.camera_codec(name)}
+            for name, (h, w) in reader.spec.cameras.items()
         },
+        "mapping": {
+            "cameras": dict(reader.camera_keys),
+            "action": {"key": reader.mapping.action, "dim": reader.spec.action_dim},
+            "state": {"key": reader.mapping.state, "dim": reader.spec.state_dim},
+            "action_space": "native" if reader.native_actions else "harmowam",
+            "gripper": reader.mapping.gripper,
+            "height": reader.mapping.height,
+        },
+        "unmapped": unmapped(reader),
         "features": {k: {"dtype": v["dtype"], "shape": list(v["shape"])} for k, v in reader.info["features"].items()},
         "labels": {
             "feature": fmt.LABEL_KEY in reader.info["features"],
@@ -54,6 +74,12 @@ def summarize(root: str | Path) -> dict:
         "stages": stages,
         "scenes": scenes(reader.episodes),
     }
+
+
+def unmapped(reader: DatasetReader) -> list[str]:
+    """The dataset's features that training does not read (carried in the files, unused unless mapped)."""
+    used = {*reader.camera_keys.values(), reader.mapping.action, reader.mapping.state, fmt.LABEL_KEY}
+    return [k for k in reader.info["features"] if k not in used and k not in fmt.DEFAULT_FEATURES]
 
 
 def scenes(rows: list[dict]) -> dict:

@@ -278,13 +278,13 @@ class ExpertsTrainer:
     ):
         self.recipe, self.out, self.resume, self.max_steps = recipe, Path(out), resume, max_steps
         self.use_wm_latents = use_wm_latents
-        self.reader = open_training_run(data, self.out, resume, max_steps)
+        self.reader = open_training_run(data, self.out, resume, max_steps, recipe.data_mapping())
         if not self.reader.is_labelled:
             raise HarmoWAMError(
                 f"{self.reader.root}: no transit/interaction labels for the gate; run `harmowam label "
                 f"{self.reader.root}` first"
             )
-        if self.reader.spec.action_dim != recipe.action_dim:
+        if not self.reader.native_actions and self.reader.spec.action_dim != recipe.action_dim:
             raise HarmoWAMError(
                 f"{self.reader.root}: actions have {self.reader.spec.action_dim} numbers but the {recipe.arms}-arm "
                 f"recipe '{recipe.name}' expects {recipe.action_dim}"
@@ -301,7 +301,9 @@ class ExpertsTrainer:
         spec = recipe.train_experts
         self.steps = min(spec.steps, max_steps) if max_steps else spec.steps
         self.targets = self.reader.action  # what the experts learn: the deltas, or their absolute targets
-        if recipe.model_config.action_targets == "absolute":
+        # A dataset recorded elsewhere (not 7 delta numbers per arm) is learnt as it is, at its own dimension.
+        self.action_targets = "delta" if self.reader.native_actions else recipe.model_config.action_targets
+        if self.action_targets == "absolute":
             if self.reader.spec.state_dim != recipe.action_dim:
                 raise HarmoWAMError(
                     f"{self.reader.root}: absolute action targets need a state of {recipe.action_dim} numbers "
@@ -317,14 +319,14 @@ class ExpertsTrainer:
             predictive=config.predictive_expert,
             reactive=config.reactive_expert,
             gate=config.gate,
-            action_dim=recipe.action_dim,
+            action_dim=self.reader.spec.action_dim,
             state_dim=self.reader.spec.state_dim,
             num_cameras=len(self.reader.cameras),
             wm_width=wm.hidden_size,
             wm_latent_frames=latent_frames(wm.config.num_frames, wm.codec.temporal),
             chunk=config.action_chunk,
             use_wm_latents=self.use_wm_latents,
-            action_targets=config.action_targets,
+            action_targets=self.action_targets,
             cameras=list(self.reader.cameras),
             lambda_pred=spec.lambda_pred,
             lambda_react=spec.lambda_react,
@@ -364,7 +366,7 @@ class ExpertsTrainer:
         frames = np.concatenate(
             [np.arange(reader.episode_slice(e).start, reader.episode_slice(e).stop) for e in self.train_episodes]
         )
-        deltas = reader.action[frames] if recipe.model_config.action_targets == "absolute" else None
+        deltas = reader.action[frames] if self.action_targets == "absolute" else None
         normalizer = Normalizer.from_arrays(self.targets[frames], reader.state[frames], deltas)
         experts = self.build_experts(wm, normalizer)
         loop = TrainLoop(spec, out, experts, lambda model, batch: model(batch), train_set, max_steps=self.max_steps)

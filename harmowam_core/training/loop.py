@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from harmowam_core.data.format import DataMapping
 from harmowam_core.data.reader import DatasetReader
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.recipes import TrainSpec
@@ -56,14 +57,17 @@ def resolve_precision(requested: str) -> str:
     return "no"
 
 
-def open_training_run(data: str | Path, out: Path, resume: bool, max_steps: int | None) -> DatasetReader:
+def open_training_run(
+    data: str | Path, out: Path, resume: bool, max_steps: int | None, mapping: DataMapping | None = None
+) -> DatasetReader:
     """The checks both stages make before anything heavy: a positive step cap, no silent overwrite of a run,
-    a dataset with at least one episode to hold out. Returns the dataset's reader."""
+    a dataset with at least one episode to hold out. Returns the dataset's reader, reading the features
+    `mapping` (the recipe's `data:` section) names."""
     if max_steps is not None and max_steps <= 0:
         raise HarmoWAMError(f"--max-steps must be positive, got {max_steps}")
     if not resume and checkpoints(out):
         raise HarmoWAMError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
-    reader = DatasetReader(data)
+    reader = DatasetReader(data, mapping)
     if reader.num_episodes < 2:
         raise HarmoWAMError(f"{reader.root}: {reader.num_episodes} episode(s); training needs at least 2 (1 held out)")
     return reader

@@ -263,7 +263,7 @@ class WorldModelTrainer:
         max_steps: int | None = None,
     ):
         self.recipe, self.out, self.resume, self.max_steps = recipe, Path(out), resume, max_steps
-        self.reader = open_training_run(data, self.out, resume, max_steps)
+        self.reader = open_training_run(data, self.out, resume, max_steps, recipe.data_mapping())
         self.camera = world_model_camera(recipe)
         if self.camera not in self.reader.cameras:
             raise HarmoWAMError(
