@@ -228,25 +228,28 @@ def recover(root: Path) -> None:
 
 
 def read_tasks(root: Path) -> list[str]:
-    """The task strings of meta/tasks.parquet, by task_index. The task string may be the pandas index (named
-    "task" as HarmoWAM writes it, or unnamed, stored as `__index_level_0__`, as LeRobot writes it) or a column.
-    Raises DatasetError when the file has neither."""
+    """The task strings of meta/tasks.parquet, by task_index. The task string may be a column or the pandas
+    index, named "task" (as HarmoWAM writes it) or unnamed and stored as `__index_level_0__` (as LeRobot writes
+    it); the file's pandas metadata says which column holds the index. Raises DatasetError when it has none."""
     path = root / fmt.TASKS_PATH
     if not path.exists():
         return []
-    import pandas as pd  # pandas restores the index from the file's pandas metadata, however it is named
-
     try:
-        df = pd.read_parquet(path)
-    except (OSError, ValueError, pa.ArrowException) as err:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as err:
         raise DatasetError(f"{path}: not a readable tasks table ({err.__class__.__name__}: {err})") from None
-    if "task_index" not in df.columns:
-        raise DatasetError(f"{path}: no task_index column (it has {', '.join(map(str, df.columns)) or 'none'})")
-    tasks = df["task"] if "task" in df.columns else df.index.to_series()
-    if tasks.dtype.kind not in "OSUT" and not all(isinstance(t, str) for t in tasks):
-        raise DatasetError(f"{path}: no task strings (neither a `task` column nor a string index)")
-    order = np.argsort(df["task_index"].to_numpy(), kind="stable")
-    return [str(t) for t in np.asarray(tasks.to_numpy(), dtype=object)[order]]
+    pandas_meta = json.loads((table.schema.metadata or {}).get(b"pandas", b"{}"))
+    index = [c for c in pandas_meta.get("index_columns", []) if isinstance(c, str)]
+    names = table.column_names
+    column = next((c for c in ["task", *index, "__index_level_0__"] if c in names), None)
+    kind = table.schema.field(column).type if column else None
+    if "task_index" not in names or kind is None or not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise DatasetError(
+            f"{path}: expected task strings (a `task` column or index) and a task_index column; it has "
+            f"{', '.join(names) or 'none'}"
+        )
+    t = table.select([column, "task_index"]).to_pydict()
+    return [task for _, task in sorted(zip(t["task_index"], t[column], strict=True))]
 
 
 def _new_meta(spec: fmt.DatasetSpec, task_name=None, stage_names=None, recipe=None) -> dict:
