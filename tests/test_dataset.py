@@ -193,7 +193,7 @@ def test_loads_in_lerobot(make_dataset):
     """The dataset loads in LeRobot's own LeRobotDataset, where LeRobot is installed."""
     lerobot_dataset = pytest.importorskip("lerobot.datasets.lerobot_dataset")
     root, written = make_dataset(lengths=(8, 6))
-    ds = lerobot_dataset.LeRobotDataset("local/harmowam_test", root=root)
+    ds = lerobot_dataset.LeRobotDataset("local/harmowam_test", root=root, video_backend="pyav")
     assert ds.num_episodes == 2 and ds.num_frames == 14
     item = ds[9]
     np.testing.assert_allclose(item["action"].numpy(), written[1][0][1])

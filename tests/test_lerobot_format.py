@@ -294,7 +294,7 @@ def test_lerobot_writes_a_dataset_we_read(tmp_path):
 def test_lerobot_loads_ours_with_quantiles(make_dataset):
     lerobot_dataset = pytest.importorskip("lerobot.datasets.lerobot_dataset")
     root, written = make_dataset(lengths=(8, 6))
-    ds = lerobot_dataset.LeRobotDataset("local/harmowam_test", root=root)
+    ds = lerobot_dataset.LeRobotDataset("local/harmowam_test", root=root, video_backend="pyav")
     assert ds.num_episodes == 2 and ds.num_frames == 14
     assert {"q01", "q99"} <= set(ds.meta.stats["action"])
     item = ds[9]
