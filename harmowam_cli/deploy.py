@@ -26,6 +26,7 @@ from harmowam_cli._bundle import (
     policy_options,
 )
 from harmowam_cli._common import WorkersOption, console, progress_bar, quiet_libraries, user_errors
+from harmowam_core.action_space import check_station_action_space
 from harmowam_core.envs import OOD_KINDS
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.workers import bundle_bytes, check_workers
@@ -88,6 +89,7 @@ def run_deploy(
         raise HarmoWAMError(f"--max-steps must be at least 1, got {max_steps}")
     check_backend(backend, station, dry_run)
     bundle = pick_bundle(bundle, bundles, task, arms)
+    check_station_action_space(bundle)
     workers = check_workers(workers, episodes, backend == "sim", bundle_bytes(bundle))
     from harmowam_core.policy.bundle import bundle_recipe
 

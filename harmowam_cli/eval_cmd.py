@@ -35,6 +35,7 @@ from harmowam_cli._common import (
     quiet_libraries,
     user_errors,
 )
+from harmowam_core.action_space import check_station_action_space
 from harmowam_core.envs import OOD_KINDS
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.workers import bundle_bytes, check_workers, parse_shard
@@ -131,6 +132,7 @@ def run_eval(
     check_eval_args(protocols, routers, episodes, scripted, backend, seed, max_steps)
     shard_index = parse_shard(shard)
     bundle = pick_bundle(bundle, bundles)
+    check_station_action_space(bundle)
     part = f"-shard{shard_index[0]}of{shard_index[1]}" if shard else ""
     out = out or Path("runs") / "eval" / f"{bundle.name}-{time.strftime('%Y%m%d-%H%M%S')}{part}"
     actors = list(dict.fromkeys(routers)) + (["scripted"] if scripted else [])

@@ -18,6 +18,8 @@ against the position observed at the step that executes it, so the conversion cl
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 PER_ARM = 7
@@ -55,3 +57,29 @@ def deltas_from_targets(targets: np.ndarray, state: np.ndarray) -> np.ndarray:
 def position_mask(action_dim: int) -> np.ndarray:
     """(action_dim,) bool: the numbers that are positions (the ones `absolute_targets` makes absolute)."""
     return np.tile(np.arange(PER_ARM) < 3, action_dim // PER_ARM)
+
+
+def check_station_action_space(bundle: str | Path) -> None:
+    """Refuse a bundle whose experts act in an action space HarmoWAM's stations cannot execute (learnt from a
+    dataset recorded elsewhere, such as an SO-101's 6 joint positions): they run 7 numbers per arm. Reads
+    `bundle/experts/harmowam_experts.json` and the bundle's recipe; raises HarmoWAMError, one line."""
+    import json
+
+    import yaml
+
+    from harmowam_core.errors import HarmoWAMError
+
+    bundle = Path(bundle)
+    config_path = bundle / "experts" / "harmowam_experts.json"
+    if not config_path.is_file():
+        return  # not a bundle this check understands; loading it reports what is wrong
+    action_dim = int(json.loads(config_path.read_text())["config"]["action_dim"])
+    recipe_path = bundle / "recipe.yaml"
+    recipe = (yaml.safe_load(recipe_path.read_text()) or {}) if recipe_path.is_file() else {}
+    arms = 2 if recipe.get("arms") == "dual" else 1
+    if action_dim != PER_ARM * arms:
+        raise HarmoWAMError(
+            f"{bundle}: its experts act in a {action_dim}-number action space (learnt from the dataset's own "
+            f"actions), but a {arms}-arm HarmoWAM station executes {PER_ARM * arms} (dx, dy, dz, droll, dpitch, "
+            "dyaw, gripper per arm); deploy it on a robot with that action space, or train on 7-per-arm deltas"
+        )

@@ -302,3 +302,19 @@ def test_lerobot_loads_ours_with_quantiles(make_dataset):
     image = item["observation.images.front"].numpy()  # (3, H, W) float in [0, 1]
     expected = written[1][2]["front"][1].transpose(2, 0, 1) / 255.0
     assert np.abs(image - expected).mean() < 8 / 255
+
+
+def test_a_bundle_in_another_action_space_is_refused_on_our_stations(tmp_path):
+    from harmowam_core.action_space import check_station_action_space
+    from harmowam_core.errors import HarmoWAMError
+
+    for dim, arms, ok in ((6, "single", False), (7, "single", True), (14, "dual", True), (7, "dual", False)):
+        bundle = tmp_path / f"b{dim}{arms}"
+        (bundle / "experts").mkdir(parents=True)
+        (bundle / "experts/harmowam_experts.json").write_text(json.dumps({"config": {"action_dim": dim}}))
+        (bundle / "recipe.yaml").write_text(f"arms: {arms}\n")
+        if ok:
+            check_station_action_space(bundle)
+        else:
+            with pytest.raises(HarmoWAMError, match=f"{dim}-number action space"):
+                check_station_action_space(bundle)
