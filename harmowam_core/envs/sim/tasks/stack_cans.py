@@ -1,5 +1,8 @@
 """Stack Coke Cans (appendix B): place the second can beside the first, then the third on top of the first.
 
+The roles follow the cans' order along the table's y axis (they look alike, and a policy can only act on
+what it sees): the middle can is the first, the lowest-y can the second, the highest-y can the third.
+
 S1 `beside`: the second can stands on the table touching-close to the first, released, and the first is
 neither knocked over nor moved more than 2 cm. S2 `on_top`: the third can rests upright on the first,
 released, with both lower cans still standing.
@@ -51,7 +54,11 @@ class StackCans(SimTask):
         return {f"can{i}": can_object(f"can{i}", self.kind) for i in range(3)}
 
     def place(self, rng, region):
-        pts = sample_points(rng, region, 3, 0.13, margin=0.02)
+        low, middle, high = sorted(sample_points(rng, region, 3, 0.13, margin=0.02), key=lambda p: p[1])
+        # The cans look alike, so which is "first", "second" and "third" must be visible: ordered along the table's
+        # y axis, the middle can is the first (it stays), the lowest-y one is placed beside it, the other on top.
+        # Sampled in random roles, a policy that reads the scene can only guess which pair the stages name (1 in 6)
+        pts = [middle, low, high]
         return {
             f"can{i}": Placement(p[0], p[1], self.half + 0.002, rng.uniform(-np.pi, np.pi)) for i, p in enumerate(pts)
         }
