@@ -431,6 +431,9 @@ def _validate(r: Recipe) -> None:
             expected = "expected a multiple of 8 for the convolutional encoder"
             _check(size > 0 and size % 8 == 0, s, f"model.overrides.{section}.image_size", expected, size)
         _check(part.augment_shift >= 0, s, f"model.overrides.{section}.augment_shift", "expected pixels >= 0")
+    kept = experts.reactive_expert.train_frames
+    expected = "expected null (every frame) or at least 1 frame"
+    _check(kept is None or kept >= 1, s, "model.overrides.reactive_expert.train_frames", expected, kept)
 
 
 def check_data(data: DataSpec, source: str, roles: set[str] | None = None) -> None:

@@ -23,6 +23,12 @@ def batch(b: int, arms: int, cams: int = 3):
 SIGLIP = {"image_backbone": "siglip", "image_size": 64}  # a small random frozen SigLIP: 16 px patches
 
 
+def conditioned(expert: PredictiveExpert, images, wm_tokens, n: int):
+    """The condition tokens and the cameras' keypoints (None unless the expert reads them)."""
+    tokens, keypoints = expert.image_features(images)
+    return expert.condition(None, wm_tokens, [INSTRUCTION] * n, tokens), keypoints
+
+
 @pytest.mark.parametrize("arms", [1, 2])
 def test_shapes_for_single_and_dual_arm_and_the_latent_ablation(arms):
     expert = PredictiveExpert(
@@ -41,12 +47,27 @@ def test_the_tiny_convolutional_encoder_trains_with_the_expert():
     denoising loss reaches them."""
     expert = PredictiveExpert(PredictiveExpertConfig(), action_dim=7, state_dim=7, wm_width=64, num_cameras=3)
     images, wm_tokens, state = batch(2, 1)
-    cond = expert.condition(images, wm_tokens, [INSTRUCTION] * 2)
+    cond, keypoints = conditioned(expert, images, wm_tokens, 2)
     assert cond.shape == (2, 32 + 3 * 144 + 32, 64)
+    assert keypoints.shape == (2, 3 * 64 * 2)  # every camera's (x, y) per feature channel
+    assert bool((keypoints.abs() <= 1.0).all())
     assert any(k.startswith("image_net.") for k in expert.state_dict())
     torch.nn.init.normal_(expert.action_out.weight)  # zero-initialised (adaLN-zero): no gradient flows until it moves
-    expert.loss(cond, state, torch.randn(2, 12, 7)).backward()
+    torch.nn.init.normal_(expert.ada_out[1].weight)  # nor into the adaLN condition until this does
+    expert.loss(cond, state, torch.randn(2, 12, 7), keypoints=keypoints).backward()
     assert expert.image_net.net[0].weight.grad.abs().sum() > 0
+    assert expert.keypoint_embed[0].weight.grad.abs().sum() > 0  # the keypoints reach the adaLN condition
+    with pytest.raises(ValueError, match="keypoints"):
+        expert.loss(cond, state, torch.randn(2, 12, 7))
+
+
+def test_keypoints_are_off_with_siglip_and_when_switched_off():
+    for config in (PredictiveExpertConfig(**SIGLIP), PredictiveExpertConfig(keypoints=False)):
+        expert = PredictiveExpert(config, action_dim=7, state_dim=7, wm_width=64, num_cameras=3)
+        images, wm_tokens, state = batch(2, 1)
+        cond, keypoints = conditioned(expert, images, wm_tokens, 2)
+        assert expert.keypoint_embed is None and keypoints is None
+        assert expert.sample(cond, state, steps=2).shape == (2, 12, 7)
 
 
 def test_overfits_a_fixed_batch():
@@ -57,8 +78,8 @@ def test_overfits_a_fixed_batch():
     opt = torch.optim.AdamW(expert.parameters(), lr=1e-3)
     losses = []
     for step in range(80):
-        cond = expert.condition(images, wm_tokens, [INSTRUCTION] * 4)
-        loss = expert.loss(cond, state, actions, generator=torch.Generator().manual_seed(step % 4))
+        cond, keypoints = conditioned(expert, images, wm_tokens, 4)
+        loss = expert.loss(cond, state, actions, generator=torch.Generator().manual_seed(step % 4), keypoints=keypoints)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -82,11 +103,12 @@ def test_bounds_keep_a_long_sampler_inside_the_demonstrated_range():
     expert = PredictiveExpert(config, action_dim=7, state_dim=7, wm_width=64, num_cameras=3)
     images, wm_tokens, state = batch(2, 1)
     with torch.no_grad():
-        cond = expert.condition(images, wm_tokens, [INSTRUCTION] * 2)
+        cond, keypoints = conditioned(expert, images, wm_tokens, 2)
     low, high = -torch.linspace(1.0, 3.0, 7), torch.linspace(0.5, 2.0, 7)
-    free = expert.sample(cond, state, steps=100, generator=torch.Generator().manual_seed(0))
+    free = expert.sample(cond, state, steps=100, generator=torch.Generator().manual_seed(0), keypoints=keypoints)
     assert free.abs().max() > 10 * high.max()
-    bounded = expert.sample(cond, state, steps=100, generator=torch.Generator().manual_seed(0), bounds=(low, high))
+    g = torch.Generator().manual_seed(0)
+    bounded = expert.sample(cond, state, steps=100, generator=g, bounds=(low, high), keypoints=keypoints)
     assert bool(((bounded >= low - 1e-4) & (bounded <= high + 1e-4)).all())
 
 
@@ -95,7 +117,7 @@ def test_clean_chunk_prediction_samples_what_the_network_predicts():
     samples exactly that chunk (the DDIM steps re-derive the noise it implies), clamped to the bounds."""
     expert = PredictiveExpert(PredictiveExpertConfig(), action_dim=7, state_dim=7, wm_width=64, num_cameras=3)
     chunk = torch.linspace(-2.0, 2.0, 12 * 7).reshape(1, 12, 7)
-    expert.forward = lambda noisy, t, cond, state: chunk.expand(noisy.shape[0], -1, -1)
+    expert.forward = lambda noisy, t, cond, state, keypoints=None: chunk.expand(noisy.shape[0], -1, -1)
     cond, state = torch.zeros(2, 5, 64), torch.zeros(2, 7)
     torch.testing.assert_close(expert.sample(cond, state, steps=10), chunk.expand(2, -1, -1), atol=1e-4, rtol=0)
     low, high = -torch.ones(7), torch.ones(7)

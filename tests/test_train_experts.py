@@ -188,6 +188,30 @@ def test_the_latent_ablation_ignores_the_world_model_tokens():
     assert with_latents(batch, generator=g.manual_seed(0))["loss"].requires_grad
 
 
+def test_the_reactive_loss_reads_a_random_subset_of_frames_in_training_only():
+    """`reactive_expert.train_frames`: each window's loss reads that many of its 12 frames, drawn per window, in
+    order, with their own tokens, actions and pad flags; evaluation and inference read all 12."""
+    experts = _tiny_experts()
+    batch = _batch()
+    frames, actions = batch["frames"], batch["action"]
+    pad = torch.arange(12).expand(3, -1) >= 10  # the last two steps padded
+    g = torch.Generator().manual_seed(0)
+    f, tokens, a, p = experts._reactive_frames(frames, batch["wm_frame_tokens"], actions, pad, g)
+    assert f.shape == (3, 4, 3, 32, 32) and tokens.shape == (3, 4, 4, 64) and a.shape == (3, 4, 7) and p.shape == (3, 4)
+    for row in range(3):  # the same frame index picked across frames, tokens, actions and pad flags
+        picked = [next(k for k in range(12) if torch.equal(frames[row, k], f[row, j])) for j in range(4)]
+        assert picked == sorted(set(picked))
+        assert torch.equal(a[row], actions[row, picked]) and torch.equal(p[row], pad[row, picked])
+        assert torch.equal(tokens[row], batch["wm_frame_tokens"][row, picked])
+    again = experts._reactive_frames(frames, batch["wm_frame_tokens"], actions, pad, torch.Generator().manual_seed(0))
+    assert torch.equal(again[0], f)  # drawn from the loss's generator: reproducible
+    experts.eval()
+    assert experts._reactive_frames(frames, None, actions, pad, g)[0] is frames
+    experts.train()
+    experts.reactive.config.train_frames = None
+    assert experts._reactive_frames(frames, None, actions, pad, g)[0] is frames
+
+
 def test_the_stage2_objective_weights_the_three_losses():
     experts = _tiny_experts()
     experts.config.lambda_pred, experts.config.lambda_react = 2.0, 0.5

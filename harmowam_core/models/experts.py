@@ -130,8 +130,10 @@ class ExpertsConfig:
     def from_dict(cls, d: dict) -> ExpertsConfig:
         d = dict(d)
         # files saved before the trained encoders were added read with the frozen ones they were trained on
-        d["predictive"] = PredictiveExpertConfig(**{"image_backbone": "siglip", "augment_shift": 0, **d["predictive"]})
-        d["reactive"] = ReactiveExpertConfig(**{"frame_backbone": "dinov2", "augment_shift": 0, **d["reactive"]})
+        old_predictive = {"image_backbone": "siglip", "augment_shift": 0, "keypoints": False}
+        d["predictive"] = PredictiveExpertConfig(**{**old_predictive, **d["predictive"]})
+        old_reactive = {"frame_backbone": "dinov2", "augment_shift": 0, "train_frames": None}
+        d["reactive"] = ReactiveExpertConfig(**{**old_reactive, **d["reactive"]})
         d["gate"] = GateModelConfig(**d["gate"])
         return cls(**d)
 
@@ -158,11 +160,13 @@ class Experts(nn.Module):
     # ------------------------------------------------------------------------------------------- training
     def _inputs(
         self, batch: dict, timings: dict[str, float] | None = None, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor | None,
+               torch.Tensor | None]:  # fmt: skip
         """SigLIP tokens of the current images and, for a gate with `motion`, of `previous_images` (the images
         one control step earlier; None when the batch has none), the world model's hidden tokens, the predictive
-        expert's condition tokens, the standardised state, and the world model's per-frame tokens for the reactive
-        expert (the world model's tokens are None in the latent ablation)."""
+        expert's condition tokens, the standardised state, the world model's per-frame tokens for the reactive
+        expert (the world model's tokens are None in the latent ablation), and the cameras' keypoints for the
+        predictive expert's adaLN condition (None unless it reads them)."""
         device, use_wm = self.device, self.config.use_wm_latents
         with timed(timings, "image encoder"):
             images = batch["images"].to(device)
@@ -170,14 +174,14 @@ class Experts(nn.Module):
             previous = None if previous is None else previous.to(device)
             if self.training:
                 images, previous = self._augment(images, previous, generator)
-            image_tokens = self.predictive.image_tokens(images)
+            image_tokens, keypoints = self.predictive.image_features(images)
             previous_tokens = None if previous is None else self.predictive.image_tokens(previous)
         wm_hidden = batch["wm_hidden"].to(device) if use_wm else None
         with timed(timings, "predictive expert"):
             cond = self.predictive.condition(None, wm_hidden, batch["instruction"], image_tokens)
             state = self.normalizer.normalize_state(batch["state"].to(device))
         frame_tokens = batch["wm_frame_tokens"].to(device) if use_wm else None
-        return image_tokens, previous_tokens, wm_hidden, cond, state, frame_tokens
+        return image_tokens, previous_tokens, wm_hidden, cond, state, frame_tokens, keypoints
 
     def _augment(
         self, images: torch.Tensor, previous: torch.Tensor | None, generator: torch.Generator | None = None
@@ -195,14 +199,40 @@ class Experts(nn.Module):
             return shifted, None
         return shifted[:, :, :3], shifted[:, :, 3:]
 
+    def _reactive_frames(
+        self,
+        frames: torch.Tensor,
+        frame_tokens: torch.Tensor | None,
+        actions: torch.Tensor,
+        pad: torch.Tensor,
+        generator: torch.Generator | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """In training, the `reactive_expert.train_frames` of each window's K frames its loss reads, drawn at
+        random per window from `generator`: frames (B, k, 3, h, w), their tokens (B, k, n, D) or None, actions
+        (B, k, A) and pad mask (B, k). All K when `train_frames` is None or not below K."""
+        keep = self.reactive.config.train_frames
+        b, k = frames.shape[:2]
+        if not self.training or keep is None or keep >= k:
+            return frames, frame_tokens, actions, pad
+        scores = torch.rand((b, k), generator=generator, device=frames.device)
+        pick = scores.argsort(dim=1)[:, :keep].sort(dim=1).values  # (B, keep) frame indices, in order
+        rows = torch.arange(b, device=frames.device).unsqueeze(1)
+        tokens = None if frame_tokens is None else frame_tokens[rows, pick]
+        return frames[rows, pick], tokens, actions[rows, pick], pad[rows, pick]
+
     def forward(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """The stage-2 losses of a batch (see `training.experts.ExpertWindows` for its fields)."""
         device = self.device
-        image_tokens, previous_tokens, wm_hidden, cond, state, frame_tokens = self._inputs(batch, generator=generator)
+        image_tokens, previous_tokens, wm_hidden, cond, state, frame_tokens, keypoints = self._inputs(
+            batch, generator=generator
+        )
         actions = self.normalizer.normalize_action(batch["action"].to(device))
         pad = batch["action_is_pad"].to(device)
-        pred = self.predictive.loss(cond, state, actions, pad, generator=generator)
-        react = self.reactive.loss(batch["frames"].to(device), frame_tokens, actions, pad, generator=generator)
+        pred = self.predictive.loss(cond, state, actions, pad, generator=generator, keypoints=keypoints)
+        frames, frame_tokens, react_actions, react_pad = self._reactive_frames(
+            batch["frames"].to(device), frame_tokens, actions, pad, generator
+        )
+        react = self.reactive.loss(frames, frame_tokens, react_actions, react_pad, generator=generator)
         gate = self.gate.loss(image_tokens, batch["interaction"].to(device), previous_tokens, wm_hidden)
         loss = self.config.lambda_pred * pred + self.config.lambda_react * react + gate
         return {"loss": loss, "pred": pred.detach(), "react": react.detach(), "gate": gate.detach()}
@@ -218,14 +248,16 @@ class Experts(nn.Module):
     ) -> dict:
         """Both experts' action chunks (B, chunk, A) in the dataset's units and the gate's p(interaction) (B,).
         `timings`, when given, receives the seconds of each part (image encoder, gate, predictive, reactive)."""
-        image_tokens, previous_tokens, wm_hidden, cond, state, frame_tokens = self._inputs(batch, timings)
+        image_tokens, previous_tokens, wm_hidden, cond, state, frame_tokens, keypoints = self._inputs(batch, timings)
         with timed(timings, "gate"):
             p_interaction = self.gate.probability(image_tokens, previous_tokens, wm_hidden)
         with timed(timings, "predictive expert"):
             raw_state = batch["state"].to(self.device)
             absolute = self.config.action_targets == "absolute"
             bounds = self.normalizer.chunk_bounds(raw_state, self.config.chunk, absolute)
-            predictive = self.predictive.sample(cond, state, steps=steps, generator=generator, bounds=bounds)
+            predictive = self.predictive.sample(
+                cond, state, steps=steps, generator=generator, bounds=bounds, keypoints=keypoints
+            )
         with timed(timings, "reactive expert"):
             reactive = self.reactive(batch["frames"].to(self.device), frame_tokens)
         return {

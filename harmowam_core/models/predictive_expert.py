@@ -74,6 +74,7 @@ class PredictiveExpert(encoders.WithFrozenParts):
             image_encoder = self.image_net = encoders.ConvEncoder(config.image_size)
         else:  # frozen SigLIP (the paper)
             image_encoder = self._frozen["image"] = encoders.image_encoder(config.image_encoder, config.image_size)
+        self.keypoint_embed: nn.Module | None = None
         self._text_cache: dict[str, torch.Tensor] = {}
         w = config.hidden_size
         self.wm_proj = nn.Linear(wm_width, w)
@@ -84,6 +85,9 @@ class PredictiveExpert(encoders.WithFrozenParts):
         self.time_proj = Timesteps(FREQ_DIM, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embed = TimestepEmbedding(FREQ_DIM, w)
         self.state_embed = nn.Sequential(nn.Linear(state_dim, w), nn.SiLU(), nn.Linear(w, w))
+        if self.image_net is not None and config.keypoints:  # (cams * width * 2) coordinates -> the adaLN condition
+            self.keypoint_embed = nn.Sequential(nn.Linear(num_cameras * self.image_net.width * 2, w), nn.SiLU(),
+                                                nn.Linear(w, w))  # fmt: skip
         self.action_in = nn.Linear(action_dim, w)
         self.position = nn.Parameter(torch.randn(chunk, w) * 0.02)
         self.blocks = nn.ModuleList(DiTBlock(w, config.num_attention_heads) for _ in range(config.num_layers))
@@ -113,14 +117,22 @@ class PredictiveExpert(encoders.WithFrozenParts):
     def image_tokens(self, images: torch.Tensor) -> torch.Tensor:
         """(B, cams, 3, H, W) current images (uint8, or float in [0, 1]) -> (B, cams, N, width) patch tokens: of
         the trained convolutional encoder (with grad), or of the frozen SigLIP (no grad)."""
+        return self.image_features(images)[0]
+
+    def image_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`image_tokens` and, when `keypoint_embed` reads them, every camera's spatial-softmax keypoints
+        flattened to (B, cams * width * 2) (else None)."""
         b, cams = images.shape[:2]
         pixels = encoders.pixels(images, self.config.image_size, encoders.SIGLIP_MEAN, encoders.SIGLIP_STD)
+        keypoints = None
         if self.image_net is not None:
-            tokens = self.image_net(pixels.to(self.device))
+            tokens, points = self.image_net.tokens_and_keypoints(pixels.to(self.device))
+            if self.keypoint_embed is not None:
+                keypoints = points.reshape(b, -1)
         else:
             with torch.no_grad():
                 tokens = self._frozen["image"](pixel_values=pixels.to(self.device)).last_hidden_state
-        return tokens.reshape(b, cams, *tokens.shape[1:])
+        return tokens.reshape(b, cams, *tokens.shape[1:]), keypoints
 
     def text_tokens(self, instructions: list[str]) -> torch.Tensor:
         return encoders.embed_text(
@@ -145,10 +157,22 @@ class PredictiveExpert(encoders.WithFrozenParts):
             parts.insert(0, self.wm_proj(wm_tokens.float().to(self.device)) + self.modality[0])
         return torch.cat(parts, dim=1)
 
-    def forward(self, noisy: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        noisy: torch.Tensor,
+        t: torch.Tensor,
+        cond: torch.Tensor,
+        state: torch.Tensor,
+        keypoints: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The predicted noise of a noisy chunk (B, chunk, A) at diffusion steps t (B,) (with `prediction`
-        "sample": the predicted clean chunk)."""
+        "sample": the predicted clean chunk). `keypoints` (B, cams * width * 2), from `image_features`, join the
+        adaLN condition when the expert has a `keypoint_embed`."""
         c = self.time_embed(self.time_proj(t).to(noisy.dtype)) + self.state_embed(state.float())
+        if self.keypoint_embed is not None:
+            if keypoints is None:
+                raise ValueError("this predictive expert reads the cameras' keypoints: pass image_features' second output")
+            c = c + self.keypoint_embed(keypoints.float())
         x = self.action_in(noisy) + self.position
         for block in self.blocks:
             x = block(x, cond, c)
@@ -162,6 +186,7 @@ class PredictiveExpert(encoders.WithFrozenParts):
         actions: torch.Tensor,
         action_is_pad: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        keypoints: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The denoising loss over the chunk's real (not padded) steps: |eps - eps_hat|^2, or with `prediction`
         "sample" |x0 - x0_hat|^2."""
@@ -171,7 +196,7 @@ class PredictiveExpert(encoders.WithFrozenParts):
         t = torch.randint(0, self.config.train_timesteps, (b,), generator=generator, device=actions.device)
         noisy = self.scheduler.add_noise(actions, noise, t)
         target = actions if self.config.prediction == "sample" else noise
-        err = ((self(noisy, t, cond, state.to(self.device)) - target) ** 2).mean(-1)
+        err = ((self(noisy, t, cond, state.to(self.device), keypoints) - target) ** 2).mean(-1)
         keep = torch.ones_like(err) if action_is_pad is None else (~action_is_pad.to(err.device)).float()
         return (err * keep).sum() / keep.sum().clamp(min=1.0)
 
@@ -183,6 +208,7 @@ class PredictiveExpert(encoders.WithFrozenParts):
         steps: int | None = None,
         generator: torch.Generator | None = None,
         bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+        keypoints: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """An action chunk (B, chunk, A) by DDIM in `steps` (default `inference_steps`) steps. `bounds` (low,
         high), per action number: each step's estimate of the clean chunk is clamped into them, and the noise
@@ -195,7 +221,7 @@ class PredictiveExpert(encoders.WithFrozenParts):
         b = cond.shape[0]
         x = torch.randn((b, self.chunk, self.action_dim), generator=generator, device=self.device)
         for t in scheduler.timesteps:
-            out = self(x, t.expand(b), cond, state.to(self.device))
+            out = self(x, t.expand(b), cond, state.to(self.device), keypoints)
             a = alpha_bar[t]
             if self.config.prediction == "sample" or bounds is not None:
                 clean = out if self.config.prediction == "sample" else (x - (1 - a).sqrt() * out) / a.sqrt()
