@@ -31,6 +31,15 @@ def reproduce(
         typer.Option(help="Directory for every artifact, the state and report.md (default: reproduce/<task>)."),
     ] = None,
     episodes: Annotated[int, typer.Option(help="Scripted demonstrations to collect.")] = 100,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start from this dataset of the task (e.g. one `harmowam collect` wrote) instead of collecting into "
+            "--out: only the episodes it lacks up to --episodes are collected into it, the labels are written into "
+            "it, and nothing removes it.",
+            show_default=False,
+        ),
+    ] = None,
     workers: WorkersOption = None,
     eval_episodes: Annotated[int, typer.Option(help="Evaluation episodes per row (router x protocol).")] = 20,
     max_steps: MaxStepsOption = None,
@@ -66,7 +75,18 @@ def reproduce(
     Changed settings are refused unless --restart-from PHASE names the first phase to redo.
     A few hours at the defaults on a 2-core CPU (see the README); --budget-minutes caps the training."""
     run_reproduce(
-        task, out, episodes, workers, eval_episodes, max_steps, full, budget_minutes, restart_from, videos, set_ or []
+        task,
+        out,
+        episodes,
+        workers,
+        eval_episodes,
+        max_steps,
+        full,
+        budget_minutes,
+        restart_from,
+        videos,
+        set_ or [],
+        data,
     )
 
 
@@ -99,6 +119,7 @@ def run_reproduce(
     restart_from: str | None,
     videos: bool,
     overrides: list[str],
+    data: Path | None = None,
 ):
     from harmowam_cli._pipeline import minutes, phase_table, run_pipeline
     from harmowam_cli.eval_cmd import print_table
@@ -116,10 +137,12 @@ def run_reproduce(
 
     plan = PipelinePlan.reproduce(
         task, out, full, episodes=episodes, workers=workers, eval_episodes=eval_episodes, max_steps=max_steps,
-        budget_minutes=budget_minutes, videos=videos, overrides=overrides,
+        budget_minutes=budget_minutes, videos=videos, overrides=overrides, data_dir=data,
+        existing_data=data is not None,
     )  # fmt: skip
     plan.command = _command(
-        task, out=str(out) if out is not None else None, episodes=episodes if episodes != 100 else None,
+        task, out=str(out) if out is not None else None, data=str(data) if data is not None else None,
+        episodes=episodes if episodes != 100 else None,
         eval_episodes=eval_episodes if eval_episodes != 20 else None, max_steps=max_steps, full=full or None,
         budget_minutes=budget_minutes, videos=None if videos else False, set=overrides or None,
     )  # fmt: skip

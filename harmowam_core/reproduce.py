@@ -261,6 +261,8 @@ class PipelinePlan:
     videos: bool = True
     interaction: bool = True  # the appendix D.2 handover episodes (Table 1)
     data_dir: Path | None = None  # default: out/data
+    existing_data: bool = False  # data_dir is a dataset of the user's (`reproduce --data`): the collect phase adds only
+    # the episodes it lacks, and nothing ever removes it
     runs_dir: Path | None = None  # default: out/runs
     bundle_name: str | None = None  # default: a time-stamped name
     full: bool = False
@@ -347,6 +349,8 @@ class PipelinePlan:
         from harmowam_core.envs.sim.tasks import task_for
 
         task_for(recipe)  # a recipe without a simulated task fails here, in one line
+        if self.existing_data and not (self.data / "meta" / "info.json").is_file():
+            raise HarmoWAMError(f"{self.data}: no dataset there (--data takes a LeRobot v3.0 dataset of the task)")
         return recipe
 
 
@@ -381,10 +385,16 @@ def pipeline_phases(plan: PipelinePlan, runners: Runners, recipe: Recipe | None 
     scene = {k: v for k, v in recipe.to_dict(resolved=False).items() if k not in ("model", "train_wm", "train_experts",
                                                                                 "gate")}  # fmt: skip
     budget = plan.budget_split(recipe)
+    collect_settings = {"episodes": plan.episodes, "scene": scene}
+    if plan.existing_data:  # another dataset is another phase
+        collect_settings["data"] = str(data.resolve())
 
     def collect(resume: bool, results: dict) -> dict:
-        have = _count_episodes(data) if resume else 0
-        if resume and have:
+        have = _count_episodes(data) if resume or plan.existing_data else 0
+        if plan.existing_data and not resume:
+            more = f": collecting {plan.episodes - have} more into it" if have < plan.episodes else ""
+            runners.note(f"{data} holds {have} episodes{more}")
+        elif resume and have:
             runners.note(f"resuming: {have} of {plan.episodes} episodes were collected before")
         if have < plan.episodes:
             runners.collect(plan.task, plan.episodes - have, data, plan.overrides, plan.workers)
@@ -447,8 +457,8 @@ def pipeline_phases(plan: PipelinePlan, runners: Runners, recipe: Recipe | None 
     cap = f", capped at {budget[0]:.1f} min" if budget else ""
     cap_experts = f", capped at {budget[1]:.1f} min" if budget else ""
     phases = [
-        Phase("collect", f"{plan.episodes} scripted demonstrations", {"episodes": plan.episodes, "scene": scene},
-              collect, _remove(data), resumable=True),
+        Phase("collect", f"{plan.episodes} scripted demonstrations" + (f" in {data}" if plan.existing_data else ""),
+              collect_settings, collect, (lambda: None) if plan.existing_data else _remove(data), resumable=True),
         Phase("label", "transit / interaction frames for the gate",
               {"gate": {k: v for k, v in asdict(recipe.gate).items() if k != "threshold"}}, label),
         Phase("train-wm", f"{wm_steps} steps{cap}",

@@ -304,3 +304,27 @@ def test_an_experts_setting_redoes_the_experts_and_leaves_the_world_model_finish
     wm_changed = stand_in_plan(tmp_path, ["model.overrides.world_model.denoising_steps=1"])
     with pytest.raises(HarmoWAMError, match=r"phase train-wm changed since it ran \(model\.world_model\.denoising"):
         run_phases(pipeline_phases(wm_changed, StandInRunners()), PipelineState.open(plan.state_path))
+
+
+def test_an_existing_dataset_is_used_extended_and_never_removed(tmp_path):
+    """`reproduce --data DIR`: a dataset holding enough episodes is not collected into; one holding fewer gets only
+    the missing ones; redoing the collect phase (--restart-from collect) keeps it; a missing one is one line."""
+    data = tmp_path / "mine"
+    StandInRunners().collect("stack_cans", 2, data, [], None)  # the user's dataset: 2 episodes
+    (data / "meta" / "info.json").write_text("{}")
+    (data / "keep.txt").write_text("the user's")
+    plan = PipelinePlan("stack_cans", tmp_path / "out", episodes=3, interaction=False, data_dir=data,
+                        existing_data=True)  # fmt: skip
+    runners = StandInRunners()
+    run_phases(pipeline_phases(plan, runners), PipelineState(plan.state_path))
+    assert runners.calls[:2] == [("note", f"{data} holds 2 episodes: collecting 1 more into it"), ("collect", 1)]
+    collect = json.loads(plan.state_path.read_text())["phases"]["collect"]
+    assert collect["result"]["episodes"] == 3 and collect["settings"]["data"] == str(data.resolve())
+
+    again = StandInRunners()
+    run_phases(pipeline_phases(plan, again), PipelineState.open(plan.state_path), restart_from="collect")
+    assert (data / "keep.txt").read_text() == "the user's"  # never removed, not even when the phase is redone
+    assert ("collect", 1) not in again.calls and ("label",) in again.calls
+
+    with pytest.raises(HarmoWAMError, match="no dataset there"):
+        PipelinePlan("stack_cans", tmp_path / "o2", data_dir=tmp_path / "none", existing_data=True).check()

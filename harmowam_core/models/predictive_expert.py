@@ -171,7 +171,7 @@ class PredictiveExpert(encoders.WithFrozenParts):
         c = self.time_embed(self.time_proj(t).to(noisy.dtype)) + self.state_embed(state.float())
         if self.keypoint_embed is not None:
             if keypoints is None:
-                raise ValueError("this predictive expert reads the cameras' keypoints: pass image_features' second output")
+                raise ValueError("this predictive expert reads the cameras' keypoints: pass image_features' 2nd output")
             c = c + self.keypoint_embed(keypoints.float())
         x = self.action_in(noisy) + self.position
         for block in self.blocks:
