@@ -16,20 +16,28 @@ def export(
     ],
     bundles: Annotated[Path, typer.Option(help="Where bundles are kept.")] = Path("bundles"),
     name: Annotated[str | None, typer.Option(help="Bundle name (default: <task>-<date>-<time>).")] = None,
+    snapshot: Annotated[
+        int | None,
+        typer.Option(
+            help="Export the experts of this training step (kept with train_experts.snapshot_every) instead of the "
+            "final ones: to choose the evaluated model by closed-loop success.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Package the world model, both experts, the gate, the normalisation, the recipe and the library versions
     into bundles/<name>/, which runs without the dataset or the run directory."""
-    run_export(run_dir, bundles, name)
+    run_export(run_dir, bundles, name, snapshot)
 
 
 @user_errors
-def run_export(run_dir: Path, bundles: Path, name: str | None) -> Path:
+def run_export(run_dir: Path, bundles: Path, name: str | None, snapshot: int | None = None) -> Path:
     from harmowam_core.policy.bundle import export_bundle, read_bundle
 
     quiet_libraries()
     with progress_bar(transient=True) as bar:
         bar.add_task(f"exporting {run_dir}", total=None, status="")
-        out = export_bundle(run_dir, bundles, name)
+        out = export_bundle(run_dir, bundles, name, snapshot)
     meta = read_bundle(out)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     gate = (meta["reports"].get("experts") or {}).get("gate_accuracy")

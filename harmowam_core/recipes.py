@@ -168,6 +168,8 @@ class TrainExpertsSpec(TrainSpec):
     lambda_pred: float = 1.0
     lambda_react: float = 1.0
     reactive_on_real_frames: bool = False
+    snapshot_every: int = 0  # also keep the trained (EMA) weights every N steps in snapshots/step_N/, for choosing
+    # the evaluated model by closed-loop success (`harmowam export --snapshot N`); 0: the final model only
 
 
 @dataclass
@@ -423,6 +425,8 @@ def _validate(r: Recipe) -> None:
     stride = r.train_experts.window_stride
     expected = f"expected 1 to the action chunk ({chunk}): past it some actions start no window"
     _check(1 <= stride <= chunk, s, "train_experts.window_stride", expected, stride)
+    every = r.train_experts.snapshot_every
+    _check(every >= 0, s, "train_experts.snapshot_every", "expected 0 (off) or a number of steps", every)
     experts = r.model_config
     for section, backbone in (("predictive_expert", "image_backbone"), ("reactive_expert", "frame_backbone")):
         part = getattr(experts, section)

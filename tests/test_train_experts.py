@@ -101,6 +101,33 @@ def test_train_experts_caches_the_world_model_and_reports(stage2_inputs, tmp_pat
     assert experts.config.action_dim == 7 and experts.config.num_cameras == 3 and experts.config.use_wm_latents
 
 
+def test_snapshots_keep_the_trained_weights_and_export_chooses_one(stage2_inputs, tmp_path):
+    """`train_experts.snapshot_every`: the trained (EMA) weights of every N-th step but the last in snapshots/;
+    `harmowam export --snapshot N` bundles those; a step without a snapshot is one line naming the ones there."""
+    root, wm_dir = stage2_inputs
+    out = tmp_path / "experts"
+    args = ["train-experts", "stack_cans", "--data", str(root), "--wm", str(wm_dir), "--out", str(out), *SMALL]
+    result = runner.invoke(app, [*args, "--set", "train_experts.snapshot_every=2"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["step_2"]  # step 4 is model/
+    snap, final = Experts.from_pretrained(out / "snapshots" / "step_2"), Experts.from_pretrained(out / "model")
+    assert snap.config == final.config
+    assert any(
+        not torch.equal(a, b) for a, b in zip(snap.state_dict().values(), final.state_dict().values(), strict=True)
+    )
+
+    exported = runner.invoke(
+        app, ["export", str(out), "--bundles", str(tmp_path / "b"), "--name", "s2", "--snapshot", "2"]
+    )
+    assert exported.exit_code == 0, exported.output
+    bundle = Experts.from_pretrained(tmp_path / "b" / "s2" / "experts")
+    assert all(torch.equal(a, b) for a, b in zip(bundle.state_dict().values(), snap.state_dict().values(), strict=True))
+    assert json.loads((tmp_path / "b" / "s2" / "bundle.json").read_text())["sources"]["snapshot"] == 2
+    missing = runner.invoke(app, ["export", str(out), "--bundles", str(tmp_path / "b"), "--snapshot", "3"])
+    assert missing.exit_code == 2 and "no snapshot of step 3; the run has 2" in missing.output
+    assert len(missing.output.strip().splitlines()) == 1
+
+
 def test_windows_carry_real_or_imagined_frames_and_per_frame_tokens(stage2_inputs, tmp_path):
     root, wm_dir = stage2_inputs
     recipe = load_recipe("stack_cans", [SMALL[1], SMALL[3]])

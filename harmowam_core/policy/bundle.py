@@ -54,11 +54,23 @@ def experts_run(run_dir: str | Path) -> Path:
     )
 
 
-def export_bundle(run_dir: str | Path, bundles: str | Path = "bundles", name: str | None = None) -> Path:
+def export_bundle(
+    run_dir: str | Path, bundles: str | Path = "bundles", name: str | None = None, snapshot: int | None = None
+) -> Path:
+    """Package the run's final experts, or those of its `snapshot` step (`train_experts.snapshot_every`), with
+    their world model into bundles/<name>/. Raises HarmoWAMError (one line) for a run, world model or snapshot
+    that is not there."""
     from harmowam_core.models.experts import Experts
     from harmowam_core.models.world_model import WorldModel
 
     run = experts_run(run_dir)
+    model_dir = run / "model"
+    if snapshot is not None:
+        model_dir = run / "snapshots" / f"step_{snapshot}"
+        if not model_dir.is_dir():
+            have = sorted(int(p.name.split("_")[1]) for p in (run / "snapshots").glob("step_*") if p.is_dir())
+            listed = ", ".join(map(str, have)) if have else "none (set train_experts.snapshot_every)"
+            raise HarmoWAMError(f"{run}: no snapshot of step {snapshot}; the run has {listed}")
     report = json.loads((run / "report.json").read_text())
     wm_dir = Path(report["world_model"])
     if not wm_dir.is_dir():
@@ -74,7 +86,7 @@ def export_bundle(run_dir: str | Path, bundles: str | Path = "bundles", name: st
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     WorldModel.from_pretrained(wm_dir).save_pretrained(partial / "world_model")
-    Experts.from_pretrained(run / "model").save_pretrained(partial / "experts", with_encoders=True)
+    Experts.from_pretrained(model_dir).save_pretrained(partial / "experts", with_encoders=True)
     if recipe_path.is_file():
         shutil.copyfile(recipe_path, partial / "recipe.yaml")
     wm_eval = wm_dir.parent / "evaluation.json"
@@ -85,7 +97,7 @@ def export_bundle(run_dir: str | Path, bundles: str | Path = "bundles", name: st
         "arms": recipe.get("arms", "single"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": _versions(),
-        "sources": {"experts": str(run.resolve()), "world_model": str(wm_dir.resolve())},
+        "sources": {"experts": str(run.resolve()), "world_model": str(wm_dir.resolve()), "snapshot": snapshot},
         "reports": {
             "experts": report,
             "world_model": json.loads(wm_eval.read_text()) if wm_eval.is_file() else None,

@@ -39,6 +39,7 @@ from harmowam_core.training.world_model import resize_frames as resize
 
 Progress = Callable[[str, int, int, str], None]  # (phase, done, total, status)
 CACHE_BATCH = 32
+SNAPSHOTS = "snapshots"  # the run's snapshots/step_N/ (`train_experts.snapshot_every`)
 
 
 # ------------------------------------------------------------------------------------------------ cache
@@ -374,7 +375,13 @@ class ExpertsTrainer:
             out.mkdir(parents=True, exist_ok=True)
             (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
         start = loop.resume() if self.resume else 0
-        loop.run(on_log=on_log)
+
+        def snapshot(loop: TrainLoop) -> None:  # every process: FSDP gathers the shards
+            model = loop.trained_model(build=lambda: self.build_experts(wm, normalizer))
+            if loop.is_main_process:
+                model.save_pretrained(out / SNAPSHOTS / f"step_{loop.step}")
+
+        loop.run(on_log=on_log, hooks=[(spec.snapshot_every, snapshot)])
         model = loop.trained_model(build=lambda: self.build_experts(wm, normalizer))
         report = None
         if loop.is_main_process:
