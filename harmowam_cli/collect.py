@@ -102,7 +102,8 @@ def run_collect(
     who += "" if backend == "sim" else f", real station{' (dry run)' if dry_run else ''}"
     share = shard_share(episodes, shard_index)
     part = f" (shard {shard}: {share} of {episodes})" if shard else ""
-    console.print(f"collecting [bold]{share}[/] {recipe.name} episodes{part} ({ood} scenes, {who}) into [bold]{out}[/]")
+    scenes = "in-domain scenes" if ood == "none" else f"{ood} OOD scenes"
+    console.print(f"collecting [bold]{share}[/] {recipe.name} episodes{part} ({scenes}, {who}) into [bold]{out}[/]")
     with progress_bar() as bar:
         bar_task = bar.add_task("episodes", total=share, status="")
 
