@@ -342,7 +342,7 @@ def experts_batch(wm, experts, device) -> dict:
     the current frame (as the world-model cache holds it), random camera images, state and actions."""
     import torch
 
-    from harmowam_core.models.reactive_expert import tokens_per_frame
+    from harmowam_core.data.windows import future_frame_tokens
     from harmowam_core.models.world_model import frame_to_latent
 
     h, w = wm.config.resolution
@@ -351,7 +351,6 @@ def experts_batch(wm, experts, device) -> dict:
     with torch.no_grad():
         out = wm.predict(current, [INSTRUCTION], generator=torch.Generator(device=device).manual_seed(0))
     frame_latent = frame_to_latent(wm.config.num_frames, wm.codec.temporal)
-    per_frame = tokens_per_frame(out.hidden, frame_latent, out.hidden.shape[1] // (int(frame_latent[-1]) + 1))
     chunk, size = experts.config.chunk, experts.config.predictive.image_size
     images = torch.randint(0, 256, (1, len(CAMERAS), 3, size, size), dtype=torch.uint8, generator=g)
     return {
@@ -364,7 +363,7 @@ def experts_batch(wm, experts, device) -> dict:
         "interaction": torch.tensor([1]),
         "frames": (out.frames[:, 1 : chunk + 1] * 255).round().to(torch.uint8),
         "wm_hidden": out.hidden,
-        "wm_frame_tokens": per_frame[:, 1 : chunk + 1],
+        "wm_frame_tokens": future_frame_tokens(out.hidden, frame_latent, chunk),
     }
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harmowam_core.models.reactive_expert import ReactiveExpert, pool_channels, tokens_per_frame
+from harmowam_core.data.windows import future_frame_tokens
+from harmowam_core.models.reactive_expert import ReactiveExpert, pool_channels
 from harmowam_core.models.world_model import frame_to_latent
 from harmowam_core.presets import ReactiveExpertConfig
 
@@ -16,9 +17,10 @@ def test_world_model_tokens_pool_and_regroup_per_frame():
     with pytest.raises(ValueError, match="multiple"):
         pool_channels(x, 3)
     hidden = torch.arange(4 * 5).float().view(1, 4, 5).repeat_interleave(3, dim=1)  # 4 latents x 3 tokens
-    per_frame = tokens_per_frame(hidden, frame_to_latent(13, 4), tokens_per_latent=3)
-    assert per_frame.shape == (1, 13, 3, 5)
-    assert per_frame[0, 0, 0, 0] == 0 and per_frame[0, 1, 0, 0] == 5 and per_frame[0, 5, 0, 0] == 10
+    per_frame = future_frame_tokens(hidden, frame_to_latent(13, 4), chunk=12)  # future frames 1..12
+    assert per_frame.shape == (1, 12, 3, 5)
+    assert per_frame[0, 0, 0, 0] == 5 and per_frame[0, 4, 0, 0] == 10 and per_frame[0, 11, 0, 0] == 15
+    torch.testing.assert_close(future_frame_tokens(hidden[0], frame_to_latent(13, 4), 12), per_frame[0])
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from harmowam_core.envs.real.arm import DryRunArm, FrankyArm
 from harmowam_core.envs.real.config import StationConfigError, load_station_config, station_config_from_data
 from harmowam_core.envs.real.safety import ArmGuard, GripperHysteresis, UnsafeCommand, Watchdog
-from harmowam_core.envs.sim.geometry import euler_to_mat, mat_to_rotvec, quat_to_mat
 from harmowam_core.errors import HarmoWAMError
+from harmowam_core.geometry import euler_to_mat, mat_to_rotvec, quat_to_mat
 
 STATION = {
     "control_hz": 20,

@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 
 from harmowam_core.data import format as fmt
 from harmowam_core.data.video import decode_frames, video_duration
+from harmowam_core.data.windows import window
 from harmowam_core.data.writer import read_episode_rows, read_tasks
 from harmowam_core.errors import DatasetError
 
@@ -394,18 +395,17 @@ class DatasetReader:
     ) -> dict:
         """The training window starting at global frame `index` (see module docstring)."""
         ep, t = self.locate(index)
-        last = int(self.lengths[ep]) - 1
-        video_idx = np.arange(t, t + future_frames + 1)
-        act_idx = np.arange(t, t + action_horizon)
+        video_idx, video_is_pad = window(t, int(self.lengths[ep]), future_frames + 1)
+        act_idx, action_is_pad = window(t, int(self.lengths[ep]), action_horizon)
         sl = self.episode_slice(ep)
         out = self.frame(index, cameras=[c for c in (cameras if cameras is not None else self.cameras) if c != camera])
-        video = self.frames(ep, camera, np.minimum(video_idx, last))  # one decode covers current + future
+        video = self.frames(ep, camera, video_idx)  # one decode covers current + future
         out[fmt.IMAGE_KEY_PREFIX + camera] = video[0]
         out["video"] = video
-        out["video_is_pad"] = video_idx > last
-        out["action"] = self.action[sl][np.minimum(act_idx, last)]
-        out["action_is_pad"] = act_idx > last
-        out["future_interaction"] = self.interaction[sl][np.minimum(act_idx, last)]
+        out["video_is_pad"] = video_is_pad
+        out["action"] = self.action[sl][act_idx]
+        out["action_is_pad"] = action_is_pad
+        out["future_interaction"] = self.interaction[sl][act_idx]
         return out
 
 

@@ -29,14 +29,6 @@ def pool_channels(tokens: torch.Tensor, width: int) -> torch.Tensor:
     return tokens.unflatten(-1, (width, d // width)).mean(-1)
 
 
-def tokens_per_frame(hidden: torch.Tensor, frame_latent: torch.Tensor, tokens_per_latent: int) -> torch.Tensor:
-    """The world model's hidden tokens (B, F * n, D) regrouped per video frame: (B, T, n, D), frame k taking the
-    tokens of latent frame `frame_latent[k]`."""
-    b, _, d = hidden.shape
-    per_latent = hidden.reshape(b, -1, tokens_per_latent, d)
-    return per_latent[:, frame_latent.to(hidden.device)]
-
-
 class OrientationDecoder(nn.Module):
     """Multi-scale 1-D convolutions over a token sequence, pooled to one vector, projected to the action."""
 

@@ -36,14 +36,13 @@ import torch
 import yaml
 
 from harmowam_core.action_space import deltas_from_targets
+from harmowam_core.data.windows import expert_inputs, resize_frames
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models.experts import Experts
-from harmowam_core.models.reactive_expert import tokens_per_frame
 from harmowam_core.models.world_model import WorldModel, frame_to_latent
 from harmowam_core.policy.bundle import read_bundle
 from harmowam_core.policy.routers import ROUTERS, route
 from harmowam_core.timing import timed
-from harmowam_core.training.world_model import resize_frames
 
 
 @functools.cache
@@ -224,21 +223,22 @@ class HarmoWAMPolicy:
                 current, [instruction], steps=self.denoising_steps, generator=self.generator, previous=before
             )
         imagined = (out.frames * 255).round().clamp(0, 255).to(torch.uint8)  # (1, 13, 3, h, w)
-        latents = int(self.frame_latent[-1]) + 1
-        frame_tokens = tokens_per_frame(out.hidden, self.frame_latent, out.hidden.shape[1] // latents)
         size = self.experts.predictive.config.image_size  # resized as in training
-        cams = [resize_frames(images[c][None], [size, size])[0] for c in self.cameras]
-        batch = {
-            "images": torch.stack(cams).unsqueeze(0),
-            "state": torch.as_tensor(np.asarray(state, dtype=np.float32)).unsqueeze(0),
-            "instruction": [instruction],
-            "frames": imagined[:, 1 : self.chunk + 1],
-            "wm_hidden": out.hidden,
-            "wm_frame_tokens": frame_tokens[:, 1 : self.chunk + 1],
-        }
-        if previous is not None and self.experts.config.gate.motion:  # only a motion gate reads them
-            before_cams = [resize_frames(previous[c][None], [size, size])[0] for c in self.cameras]
-            batch["previous_images"] = torch.stack(before_cams).unsqueeze(0)
+
+        def cameras(images: dict[str, np.ndarray]) -> torch.Tensor:  # (cams, 3, S, S) uint8
+            return torch.stack([resize_frames(images[c][None], [size, size])[0] for c in self.cameras])
+
+        motion = previous is not None and self.experts.config.gate.motion  # only a motion gate reads them
+        inputs = expert_inputs(
+            cameras(images),
+            cameras(previous) if motion else None,
+            torch.as_tensor(np.asarray(state, dtype=np.float32)),
+            instruction,
+            imagined[0, 1 : self.chunk + 1],
+            out.hidden[0],
+            self.frame_latent,
+        )
+        batch = {k: [v] if isinstance(v, str) else v.unsqueeze(0) for k, v in inputs.items()}  # a batch of one
         acts = self.experts.act(batch, generator=self.generator, timings=timings)
         self.plans += 1
         p = float(acts["p_interaction"][0])

@@ -29,13 +29,13 @@ from torch.utils.data import Dataset, default_collate
 
 from harmowam_core.action_space import absolute_targets
 from harmowam_core.data.reader import DatasetReader, split_episodes
+from harmowam_core.data.windows import ExpertBatch, expert_inputs, resize_frames, window
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models.experts import Experts, ExpertsConfig, Normalizer
 from harmowam_core.models.world_model import WorldModel, frame_to_latent, latent_frames
 from harmowam_core.recipes import Recipe
 from harmowam_core.training.loop import StepLog, TrainLoop, open_training_run
 from harmowam_core.training.world_model import ClipDataset, world_model_camera
-from harmowam_core.training.world_model import resize_frames as resize
 
 Progress = Callable[[str, int, int, str], None]  # (phase, done, total, status)
 CACHE_BATCH = 32
@@ -134,7 +134,6 @@ class ExpertWindows(Dataset):
         image_size: int,
         chunk: int,
         frame_latent: torch.Tensor,
-        tokens_per_latent: int,
         real_frames: bool = False,
         on_progress: Progress | None = None,
         actions: np.ndarray | None = None,
@@ -144,12 +143,11 @@ class ExpertWindows(Dataset):
         self.reader, self.clips, self.cache, self.chunk = reader, clips, cache, chunk
         self.actions = reader.action if actions is None else actions
         self.index = clips.index
-        self.real_frames, self.tokens_per_latent = real_frames, tokens_per_latent
-        self.frame_latent = frame_latent[1 : chunk + 1]
+        self.real_frames, self.frame_latent = real_frames, frame_latent
         self.images: dict[int, torch.Tensor] = {}
         for i, ep in enumerate(clips.episodes):  # (frames, cams, 3, S, S), decoded once
             every = np.arange(reader.lengths[ep])
-            per_camera = [resize(reader.frames(ep, cam, every), [image_size, image_size]) for cam in cameras]
+            per_camera = [resize_frames(reader.frames(ep, cam, every), [image_size, image_size]) for cam in cameras]
             self.images[ep] = torch.stack(per_camera, dim=1)
             if on_progress is not None:
                 on_progress("images", i + 1, len(clips.episodes), f"episode {ep}")
@@ -157,31 +155,28 @@ class ExpertWindows(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, i: int) -> ExpertBatch:
         ep, t = self.index[i]
         reader, g = self.reader, int(self.reader.starts[ep]) + t
-        last = int(reader.lengths[ep]) - 1
-        steps = np.arange(t, t + self.chunk)
-        sl = reader.episode_slice(ep)
+        steps, is_pad = window(t, int(reader.lengths[ep]), self.chunk)
         row = self.cache.row[(ep, t)]
-        hidden = torch.from_numpy(np.array(self.cache.hidden[row]))
-        per_latent = hidden.reshape(-1, self.tokens_per_latent, hidden.shape[-1])
         if self.real_frames:
             frames = self.clips.clip(ep, t)[0][1 : self.chunk + 1]
         else:
             frames = torch.from_numpy(np.array(self.cache.frames[row, : self.chunk]))
-        return {
-            "images": self.images[ep][t],
-            "previous_images": self.images[ep][max(0, t - 1)],
-            "state": torch.from_numpy(reader.state[g]),
-            "instruction": self.clips.instruction(ep, t),
-            "action": torch.from_numpy(np.ascontiguousarray(self.actions[sl][np.minimum(steps, last)])),
-            "action_is_pad": torch.from_numpy(steps > last),
-            "interaction": torch.tensor(int(reader.interaction[g])),
-            "frames": frames,
-            "wm_hidden": hidden,
-            "wm_frame_tokens": per_latent[self.frame_latent],
-        }
+        batch = expert_inputs(
+            self.images[ep][t],
+            self.images[ep][max(0, t - 1)],
+            torch.from_numpy(reader.state[g]),
+            self.clips.instruction(ep, t),
+            frames,
+            torch.from_numpy(np.array(self.cache.hidden[row])),
+            self.frame_latent,
+        )
+        batch["action"] = torch.from_numpy(np.ascontiguousarray(self.actions[reader.episode_slice(ep)][steps]))
+        batch["action_is_pad"] = torch.from_numpy(is_pad)
+        batch["interaction"] = torch.tensor(int(reader.interaction[g]))
+        return batch
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -351,7 +346,6 @@ class ExpertsTrainer:
             recipe.model_config.predictive_expert.image_size,
             recipe.model_config.action_chunk,
             frame_latent,
-            cache.hidden.shape[1] // (int(frame_latent[-1]) + 1),  # hidden tokens per latent frame
             real_frames=spec.reactive_on_real_frames,
             on_progress=on_progress,
             actions=self.targets,

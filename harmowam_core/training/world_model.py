@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 
 from harmowam_core.data.reader import DatasetReader, split_episodes
 from harmowam_core.data.video import VideoEncoder
+from harmowam_core.data.windows import resize_frames, window
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models.world_model import WorldModel, resolve_checkpoint
 from harmowam_core.recipes import Recipe
@@ -44,15 +45,6 @@ Progress = Callable[[str, int, int, str], None]
 def world_model_camera(recipe: Recipe) -> str:
     """The camera the world model imagines: the front camera of a single arm, the global one of two."""
     return recipe.camera("front" if recipe.arms == "single" else "global").name
-
-
-def resize_frames(frames: np.ndarray, size: list[int]) -> torch.Tensor:
-    """(k, H, W, 3) uint8 -> (k, 3, h, w) uint8 at `size` (area averaging when shrinking)."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
-    if list(x.shape[-2:]) == list(size):
-        return x.contiguous()
-    y = F.interpolate(x.float(), size=tuple(size), mode="area" if x.shape[-1] >= size[-1] else "bilinear")
-    return y.round().clamp(0, 255).to(torch.uint8)
 
 
 class ClipDataset(Dataset):
@@ -97,14 +89,12 @@ class ClipDataset(Dataset):
         return tasks[int(self.reader.task_index[int(self.reader.starts[ep]) + t])] if tasks else ""
 
     def clip(self, ep: int, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        last = int(self.reader.lengths[ep]) - 1
-        wanted = np.arange(t, t + self.num_frames)
-        idx = np.minimum(wanted, last)
+        idx, is_pad = window(t, int(self.reader.lengths[ep]), self.num_frames)
         if ep in self._frames:
             video = self._frames[ep][torch.from_numpy(idx)]
         else:
             video = resize_frames(self.reader.frames(ep, self.camera, idx), self.resolution)
-        return video, torch.from_numpy(wanted > last)
+        return video, torch.from_numpy(is_pad)
 
     def previous(self, ep: int, t: int) -> torch.Tensor:
         """(3, h, w) uint8: the frame one step before frame t (frame 0 for t = 0: nothing moved yet)."""

@@ -20,8 +20,8 @@ import numpy as np
 
 from harmowam_core.envs.real.config import ArmConfig
 from harmowam_core.envs.real.safety import ArmGuard, GripperHysteresis, check_finite
-from harmowam_core.envs.sim.geometry import euler_to_mat, mat_to_euler, mat_to_quat, quat_to_mat
 from harmowam_core.errors import HarmoWAMError
+from harmowam_core.geometry import euler_to_mat, mat_to_euler, mat_to_quat, quat_to_mat
 
 
 def import_franky():

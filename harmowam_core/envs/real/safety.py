@@ -21,8 +21,8 @@ import numpy as np
 
 from harmowam_core.envs import gripper
 from harmowam_core.envs.real.config import ArmConfig
-from harmowam_core.envs.sim.geometry import euler_to_mat, mat_to_rotvec, rotvec_to_mat
 from harmowam_core.errors import HarmoWAMError
+from harmowam_core.geometry import euler_to_mat, mat_to_rotvec, rotvec_to_mat
 
 
 class UnsafeCommand(HarmoWAMError):

@@ -22,8 +22,8 @@ import numpy as np
 
 from harmowam_core.envs.base import Observation
 from harmowam_core.envs.real.config import StationConfig
-from harmowam_core.envs.sim.geometry import mat_to_euler, rotvec_to_mat
 from harmowam_core.errors import HarmoWAMError
+from harmowam_core.geometry import mat_to_euler, rotvec_to_mat
 
 SPACEMOUSE_VENDOR = 0x256F  # 3Dconnexion
 FULL_SCALE = 350.0  # raw axis value at full deflection

@@ -15,8 +15,8 @@ from robosuite.environments.manipulation.two_arm_env import TwoArmEnv
 from robosuite.models.arenas import TableArena
 from robosuite.models.tasks import ManipulationTask
 
-from harmowam_core.envs.sim.geometry import look_at_quat
 from harmowam_core.envs.sim.objects import distractor_objects
+from harmowam_core.geometry import look_at_quat
 
 TABLE_TOP = np.array([0.0, 0.0, 0.8])
 SINGLE_TABLE = (0.8, 0.9, 0.05)

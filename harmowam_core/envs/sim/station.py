@@ -20,7 +20,6 @@ import numpy as np
 
 from harmowam_core.envs.base import OOD_KINDS, Observation
 from harmowam_core.envs.gripper import GripperHysteresis
-from harmowam_core.envs.sim.geometry import GRIPPER_HOME, euler_to_mat, mat_to_euler, mat_to_rotvec, yaw_quat
 from harmowam_core.envs.sim.objects import MAX_DISTRACTORS
 from harmowam_core.envs.sim.scene import (
     MAX_DELTA_POS,
@@ -34,6 +33,7 @@ from harmowam_core.envs.sim.scene import (
 from harmowam_core.envs.sim.tasks import task_for
 from harmowam_core.envs.sim.tasks.base import Placement, WaypointFollower, sample_points
 from harmowam_core.errors import HarmoWAMError
+from harmowam_core.geometry import GRIPPER_HOME, euler_to_mat, mat_to_euler, mat_to_rotvec, yaw_quat
 from harmowam_core.recipes import Recipe, Region
 
 SHADOW_MAP = 1024

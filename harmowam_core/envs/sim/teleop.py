@@ -17,9 +17,9 @@ import time
 import numpy as np
 
 from harmowam_core.envs.base import Observation
-from harmowam_core.envs.sim.geometry import mat_to_euler, rotvec_to_mat
 from harmowam_core.envs.sim.scene import MAX_DELTA_POS, MAX_DELTA_ROT
 from harmowam_core.errors import HarmoWAMError
+from harmowam_core.geometry import mat_to_euler, rotvec_to_mat
 
 TELEOP_KINDS = ("scripted", "keyboard", "spacemouse")
 WINDOW = "harmowam teleop"

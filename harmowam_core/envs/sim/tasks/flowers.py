@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from harmowam_core.envs.sim.geometry import euler_to_mat, mat_to_euler, rotvec_to_mat
 from harmowam_core.envs.sim.objects import Part, build_object, cup_parts
 from harmowam_core.envs.sim.tasks.base import (
     ArmTarget,
@@ -25,6 +24,7 @@ from harmowam_core.envs.sim.tasks.base import (
     sample_points,
     wrap_yaw,
 )
+from harmowam_core.geometry import euler_to_mat, mat_to_euler, rotvec_to_mat
 
 STEM_HALF = 0.16  # stem half length along the flower's local x; the blossom end is +x
 STEM_W = 0.005  # stem half width

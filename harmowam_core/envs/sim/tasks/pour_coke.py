@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 from robosuite.models.objects import BallObject
 
-from harmowam_core.envs.sim.geometry import GRIPPER_HOME, euler_to_mat
 from harmowam_core.envs.sim.objects import Part, build_object, cup_parts
 from harmowam_core.envs.sim.tasks.base import (
     ArmTarget,
@@ -20,6 +19,7 @@ from harmowam_core.envs.sim.tasks.base import (
     down,
     sample_points,
 )
+from harmowam_core.geometry import GRIPPER_HOME, euler_to_mat
 
 NUM_DROPS = 8
 HANDLE_OUT = 0.07  # handle centre beyond the bottle's outer wall (m)

@@ -1,4 +1,4 @@
-"""Rotation helpers shared by the simulated station and its scripted experts.
+"""Rotation maths shared by the simulated and the real stations, their scripted experts and teleoperation.
 
 Euler angles are extrinsic xyz (roll about x, then pitch about y, then yaw about z, all about fixed axes),
 so R = Rz(yaw) @ Ry(pitch) @ Rx(roll). Quaternions are MuJoCo's (w, x, y, z).

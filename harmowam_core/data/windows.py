@@ -1,0 +1,86 @@
+"""Training windows and the stage-2 batch: the one rule both training stages and the closed-loop policy follow.
+
+    idx, is_pad = window(t, length, 13)      # frames t..t+12 of an episode, clamped at its last frame
+    frames = resize_frames(video, [96, 96])  # (k, H, W, 3) uint8 -> (k, 3, 96, 96) uint8
+    batch = expert_inputs(images, previous, state, instruction, frames, hidden, frame_latent)
+
+A window starting at frame t of an episode reads frames (or actions) t, t+1, ..., clamped at the episode's
+last frame; `is_pad` marks the clamped ones so that no loss counts them (the LeRobot convention of
+`action_is_pad`). The stage-2 batch (`ExpertBatch`) is what `models.experts.Experts` reads: built per window by
+`training.experts.ExpertWindows` from the decoded dataset and the world-model cache, and per control cycle by
+`policy.HarmoWAMPolicy.plan` from the cameras and the world model's prediction.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def window(t: int, length: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The frame indices of a window of `size` frames starting at frame `t` of an episode of `length` frames,
+    clamped at the last frame, and which of them are padding (past the episode's end): two (size,) arrays,
+    int64 and bool."""
+    wanted = np.arange(t, t + size)
+    return np.minimum(wanted, length - 1), wanted > length - 1
+
+
+def resize_frames(frames: np.ndarray, size: list[int]) -> torch.Tensor:
+    """(k, H, W, 3) uint8 -> (k, 3, h, w) uint8 at `size` = [h, w] (area averaging when shrinking, bilinear
+    when enlarging; torch.nn.functional.interpolate)."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+    if list(x.shape[-2:]) == list(size):
+        return x.contiguous()
+    y = F.interpolate(x.float(), size=tuple(size), mode="area" if x.shape[-1] >= size[-1] else "bilinear")
+    return y.round().clamp(0, 255).to(torch.uint8)
+
+
+class ExpertBatch(TypedDict, total=False):
+    """The stage-2 batch (leading batch dimension B omitted per item): what `Experts.forward` (all fields) and
+    `Experts.act` (all but the last three) read. Images are uint8 at the experts' resolution S."""
+
+    images: torch.Tensor  # (cams, 3, S, S) uint8: the current frame of every camera, in the experts' order
+    previous_images: torch.Tensor  # (cams, 3, S, S) uint8: one control step earlier (absent: none yet)
+    state: torch.Tensor  # (state_dim,) float32: observation.state
+    instruction: str
+    frames: torch.Tensor  # (chunk, 3, h, w) uint8: the imagined (or real) future frames 1..chunk
+    wm_hidden: torch.Tensor  # (N, D): the world model's hidden tokens of the whole prediction
+    wm_frame_tokens: torch.Tensor  # (chunk, n, D): those tokens regrouped per future frame
+    action: torch.Tensor  # (chunk, A) float32: training targets
+    action_is_pad: torch.Tensor  # (chunk,) bool
+    interaction: torch.Tensor  # () int64: the current frame's label (1 interaction, 0 transit, -1 unlabelled)
+
+
+def future_frame_tokens(hidden: torch.Tensor, frame_latent: torch.Tensor, chunk: int) -> torch.Tensor:
+    """The world model's hidden tokens (..., F * n, D) regrouped per future frame 1..chunk: (..., chunk, n, D),
+    frame k taking the tokens of its latent frame `frame_latent[k]` (`models.world_model.frame_to_latent`)."""
+    latents = int(frame_latent[-1]) + 1
+    per_latent = hidden.unflatten(-2, (latents, hidden.shape[-2] // latents))
+    return per_latent[..., frame_latent[1 : chunk + 1].to(hidden.device), :, :]
+
+
+def expert_inputs(
+    images: torch.Tensor,
+    previous_images: torch.Tensor | None,
+    state: torch.Tensor,
+    instruction: str,
+    frames: torch.Tensor,
+    wm_hidden: torch.Tensor,
+    frame_latent: torch.Tensor,
+) -> ExpertBatch:
+    """One window's (or one control cycle's) stage-2 inputs from the camera images, the state, the imagined
+    future frames 1..chunk and the world model's hidden tokens (shapes in `ExpertBatch`; chunk = len(frames))."""
+    batch: ExpertBatch = {
+        "images": images,
+        "state": state,
+        "instruction": instruction,
+        "frames": frames,
+        "wm_hidden": wm_hidden,
+        "wm_frame_tokens": future_frame_tokens(wm_hidden, frame_latent, len(frames)),
+    }
+    if previous_images is not None:
+        batch["previous_images"] = previous_images
+    return batch
