@@ -31,8 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harmowam_core.data.format import DatasetSpec
-from harmowam_core.data.writer import DatasetWriter, EpisodeRecorder, StagedEpisode, read_episode_rows, used_seeds
-from harmowam_core.envs import OOD_KINDS, make_env
+from harmowam_core.data.meta import read_episode_rows, used_seeds
+from harmowam_core.data.writer import DatasetWriter, EpisodeRecorder, StagedEpisode
+from harmowam_core.envs import make_env
+from harmowam_core.envs.ood import check_protocol
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.recipes import Recipe
 from harmowam_core.workers import (
@@ -201,8 +203,7 @@ def collect(
         raise HarmoWAMError("the real station has no scripted expert: pass --teleop spacemouse or keyboard")
     if teleop not in TELEOP_KINDS:
         raise HarmoWAMError(f"--teleop must be one of {', '.join(TELEOP_KINDS)}, got '{teleop}'")
-    if ood not in OOD_KINDS:
-        raise HarmoWAMError(f"unknown OOD protocol '{ood}' (choose from {', '.join(OOD_KINDS)})")
+    check_protocol(ood)
     if episodes < 1:
         raise HarmoWAMError(f"--episodes must be at least 1, got {episodes}")
     if seed is not None and seed < 0:

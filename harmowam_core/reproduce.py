@@ -114,7 +114,7 @@ class PipelineState:
     def save(self) -> None:
         if self.path is None:
             return
-        from harmowam_core.data.writer import atomic_write_json  # pyarrow: not at the command's start-up
+        from harmowam_core.data.meta import atomic_write_json  # pyarrow: not at the command's start-up
 
         atomic_write_json(self.path, self.data)
 
@@ -355,7 +355,7 @@ class PipelinePlan:
 
 
 def _count_episodes(data: Path) -> int:
-    from harmowam_core.data.writer import read_episode_rows
+    from harmowam_core.data.meta import read_episode_rows
 
     return len(read_episode_rows(data)) if (data / "meta").is_dir() else 0
 
@@ -402,7 +402,7 @@ def pipeline_phases(plan: PipelinePlan, runners: Runners, recipe: Recipe | None 
         if have < plan.episodes:  # the collection was interrupted (Ctrl-C, SIGTERM) and returned what it kept
             runners.note(f"collection stopped at {have} of {plan.episodes} episodes: nothing runs on a partial dataset")
             raise KeyboardInterrupt  # the phase stays running: the next run continues the collection
-        from harmowam_core.data.writer import read_episode_rows
+        from harmowam_core.data.meta import read_episode_rows
 
         seeds = sorted(int(r["seed"]) for r in read_episode_rows(data) if r.get("seed") is not None)
         return {"episodes": _count_episodes(data), "seeds": seeds}
@@ -667,7 +667,7 @@ def split_cells(row) -> tuple[str, str]:
 
 
 def write_report(plan: PipelinePlan, state: PipelineState) -> Path:
-    from harmowam_core.data.writer import atomic_write_bytes
+    from harmowam_core.data.meta import atomic_write_bytes
 
     path = plan.out / REPORT_FILE
     atomic_write_bytes(path, report_markdown(plan, state).encode())

@@ -19,9 +19,10 @@ from harmowam_core.data import merge as merge_mod
 from harmowam_core.data.format import DatasetSpec
 from harmowam_core.data.labels import LabelSettings, label_dataset
 from harmowam_core.data.merge import merge_datasets
+from harmowam_core.data.meta import atomic_write_table, read_episode_rows
 from harmowam_core.data.reader import DatasetReader
 from harmowam_core.data.summary import summarize
-from harmowam_core.data.writer import DatasetWriter, atomic_write_table, read_episode_rows
+from harmowam_core.data.writer import DatasetWriter
 from harmowam_core.errors import DatasetError
 
 runner = CliRunner()

@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from harmowam_cli.main import app
 from harmowam_core.data.format import DataMapping
+from harmowam_core.data.meta import read_tasks
 from harmowam_core.data.reader import DatasetReader, WindowDataset
 from harmowam_core.data.stats import QUANTILE_NAMES
-from harmowam_core.data.writer import read_tasks
 from harmowam_core.errors import DatasetError
 from harmowam_core.training.world_model import ClipDataset
 

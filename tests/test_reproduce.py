@@ -224,7 +224,7 @@ class StandInRunners:
         import pyarrow.parquet as pq
 
         from harmowam_core.data import format as fmt
-        from harmowam_core.data.writer import episodes_table, read_episode_rows
+        from harmowam_core.data.meta import episodes_table, read_episode_rows
 
         self.calls.append(("collect", episodes))
         rows = read_episode_rows(data)

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 from harmowam_cli.main import app
 from harmowam_core import collect as collect_module
 from harmowam_core.collect import collect, plan_seeds
+from harmowam_core.data.meta import used_seeds
 from harmowam_core.data.reader import DatasetReader
 from harmowam_core.data.summary import summarize
-from harmowam_core.data.writer import used_seeds
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.evaluation import evaluate, merge_reports, read_report, write_outputs
 from harmowam_core.policy.bundle import export_bundle, untrained_run

@@ -24,8 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harmowam_core.data import format as fmt
-from harmowam_core.data.stats import STAT_NAMES, aggregate, vector_stats
-from harmowam_core.data.writer import (
+from harmowam_core.data.meta import (
     DatasetLock,
     atomic_write_json,
     atomic_write_table,
@@ -33,6 +32,7 @@ from harmowam_core.data.writer import (
     recover,
     stats_to_json,
 )
+from harmowam_core.data.stats import STAT_NAMES, aggregate, vector_stats
 from harmowam_core.errors import DatasetError, HarmoWAMError
 
 if TYPE_CHECKING:

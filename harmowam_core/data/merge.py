@@ -31,8 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harmowam_core.data import format as fmt
-from harmowam_core.data.stats import vector_stats
-from harmowam_core.data.writer import (
+from harmowam_core.data.meta import (
     DatasetLock,
     atomic_write_json,
     atomic_write_table,
@@ -42,6 +41,7 @@ from harmowam_core.data.writer import (
     stats_to_json,
     tasks_table,
 )
+from harmowam_core.data.stats import vector_stats
 from harmowam_core.errors import DatasetError, HarmoWAMError
 
 PARTIAL_INFIX = ".partial-"

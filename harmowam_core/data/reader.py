@@ -30,9 +30,9 @@ import torch
 from torch.utils.data import Dataset
 
 from harmowam_core.data import format as fmt
+from harmowam_core.data.meta import read_episode_rows, read_tasks
 from harmowam_core.data.video import decode_frames, video_duration
 from harmowam_core.data.windows import window
-from harmowam_core.data.writer import read_episode_rows, read_tasks
 from harmowam_core.errors import DatasetError
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
