@@ -37,12 +37,13 @@ import torch
 
 from harmowam_cli._common import quiet_libraries
 from harmowam_core.envs import make_env
+from harmowam_core.envs.base import Station
 from harmowam_core.policy.bundle import bundle_recipe, export_bundle, untrained_run
 from harmowam_core.policy.policy import HarmoWAMPolicy
 from harmowam_core.recipes import load_recipe
 
 
-class PacedStation:
+class PacedStation(Station):
     """Steps take one control period, like a real arm at the control rate; the observation is a recorded one."""
 
     def __init__(self, obs, fps: int, stages: int):

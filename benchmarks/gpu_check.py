@@ -375,20 +375,24 @@ def import_policy():
     return HarmoWAMPolicy
 
 
-class InstantStation:
-    """Returns one fixed observation at once, on reset and on every step: the policy alone sets the pace."""
+def instant_station(obs):
+    """A station (`envs.base.Station`) that returns one fixed observation at once, on reset and on every step:
+    the policy alone sets the pace."""
+    from harmowam_core.envs.base import Station
 
-    def __init__(self, obs):
-        self.obs = obs
+    class InstantStation(Station):
+        instruction, num_arms, stage_names = INSTRUCTION, 1, ["stage"]
 
-    def reset(self, seed=None, ood="none"):
-        return self.obs
+        def reset(self, seed=None, ood="none"):
+            return obs
 
-    def step(self, action):
-        return self.obs
+        def step(self, action):
+            return obs
 
-    def stage_success(self) -> list[bool]:
-        return [False]
+        def stage_success(self) -> list[bool]:
+            return [False]
+
+    return InstantStation()
 
 
 def observation(wm) -> Any:
@@ -579,7 +583,7 @@ def run_checks(report: Report, args, device, meter: Meter, wm, experts, deadline
             )  # fmt: skip
             report.data["plan_seconds"][steps] = seconds
 
-    station = InstantStation(obs)
+    station = instant_station(obs)
     report.data["actions_per_second"] = {}
     for mode in ("sync", "async"):
         progress(f"closed loop, {mode} ...")

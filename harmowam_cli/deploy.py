@@ -27,8 +27,9 @@ from harmowam_cli._bundle import (
 )
 from harmowam_cli._common import WorkersOption, console, progress_bar, quiet_libraries, user_errors
 from harmowam_core.action_space import check_station_action_space
-from harmowam_core.envs import OOD_KINDS
+from harmowam_core.envs.ood import OOD_KINDS, check_protocol
 from harmowam_core.errors import HarmoWAMError
+from harmowam_core.policy.routers import ROUTERS
 from harmowam_core.workers import bundle_bytes, check_workers
 
 
@@ -38,9 +39,7 @@ def deploy(
     backend: BackendOption = "sim",
     station: StationOption = None,
     dry_run: DryRunOption = False,
-    router: Annotated[
-        str, typer.Option(help="gate (the paper) | predictive | reactive | average | keyframe-average.")
-    ] = "gate",
+    router: Annotated[str, typer.Option(help=" | ".join(ROUTERS) + " (gate: the paper).")] = "gate",
     task: Annotated[str | None, typer.Option(help="Task; without BUNDLE, the newest bundle of this task.")] = None,
     episodes: Annotated[int, typer.Option(help="Episodes to run.")] = 1,
     ood: Annotated[str, typer.Option(help="Scene protocol: " + " | ".join(OOD_KINDS) + ".")] = "none",
@@ -81,8 +80,7 @@ def run_deploy(
 ) -> None:
     if episodes < 1:
         raise HarmoWAMError(f"--episodes must be at least 1, got {episodes}")
-    if ood not in OOD_KINDS:
-        raise HarmoWAMError(f"--ood must be one of {', '.join(OOD_KINDS)}, got '{ood}'")
+    check_protocol(ood)
     if seed < 0:
         raise HarmoWAMError(f"--seed must be at least 0, got {seed}")
     if max_steps is not None and max_steps < 1:

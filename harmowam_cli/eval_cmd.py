@@ -38,6 +38,7 @@ from harmowam_cli._common import (
 from harmowam_core.action_space import check_station_action_space
 from harmowam_core.envs import OOD_KINDS
 from harmowam_core.errors import HarmoWAMError
+from harmowam_core.policy.routers import ROUTERS
 from harmowam_core.workers import bundle_bytes, check_workers, parse_shard
 
 
@@ -66,10 +67,7 @@ def evaluate(
     episodes: Annotated[int, typer.Option(help="Episodes per protocol and router (the paper: 20).")] = 20,
     router: Annotated[
         list[str] | None,
-        typer.Option(
-            help="gate | predictive | reactive | average | keyframe-average; repeat to compare side by side "
-            "(default: gate)."
-        ),
+        typer.Option(help=" | ".join(ROUTERS) + "; repeat to compare side by side (default: gate)."),
     ] = None,
     scripted: Annotated[
         bool, typer.Option("--scripted", help="Add the scripted expert as an upper-bound row (same scenes).")

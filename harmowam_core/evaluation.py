@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from harmowam_core.envs import OOD_KINDS
+from harmowam_core.envs.ood import PROTOCOLS, check_protocol, parse_protocols  # noqa: F401 (re-exported)
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.policy.rollout import COLOURS, EpisodeResult, PolicyActor, ScriptedActor, label_font, run_episode
-from harmowam_core.policy.routers import ROUTERS
+from harmowam_core.policy.routers import ROUTER_TABLE, check_router
 from harmowam_core.workers import (
     WorkerError,
     WorkerPool,
@@ -46,8 +46,8 @@ from harmowam_core.workers import (
 )
 
 EVAL_SESSION = "harmowam_core.evaluation:EvalSession"  # what plays the jobs (phase_split has another)
-ACTOR_COLOURS = {"gate": (39, 174, 96), "keyframe-average": (22, 160, 133), **COLOURS}
-PROTOCOL_NAMES = {"none": "in-domain", "background": "background", "position": "position", "objects": "objects"}
+ACTOR_COLOURS = {**{name: r.colour for name, r in ROUTER_TABLE.items()}, "scripted": COLOURS["scripted"]}
+PROTOCOL_NAMES = {name: p.label for name, p in PROTOCOLS.items()}
 
 
 @dataclass
@@ -104,17 +104,6 @@ class EvalReport:
         self.results.sort(key=lambda r: order[(r.protocol, r.episode, r.actor)])
 
 
-def parse_protocols(ood: str) -> list[str]:
-    """`--ood`: one protocol, a comma-separated list of them, or all."""
-    if ood == "all":
-        return list(OOD_KINDS)
-    protocols = [p.strip() for p in ood.split(",") if p.strip()]
-    unknown = [p for p in protocols if p not in OOD_KINDS]
-    if unknown or not protocols:
-        raise HarmoWAMError(f"--ood takes {', '.join(OOD_KINDS)} (comma-separated) or all; got '{ood}'")
-    return list(dict.fromkeys(protocols))
-
-
 def check_eval_args(
     protocols: list[str],
     routers: list[str],
@@ -132,11 +121,9 @@ def check_eval_args(
     if max_steps is not None and max_steps < 1:
         raise HarmoWAMError(f"--max-steps must be at least 1, got {max_steps}")
     for router in routers:
-        if router not in ROUTERS:
-            raise HarmoWAMError(f"unknown router '{router}'; choose from {', '.join(ROUTERS)}")
+        check_router(router)
     for protocol in protocols:
-        if protocol not in OOD_KINDS:
-            raise HarmoWAMError(f"unknown OOD protocol '{protocol}' (choose from {', '.join(OOD_KINDS)})")
+        check_protocol(protocol)
     if scripted and backend != "sim":
         raise HarmoWAMError("the scripted expert exists only in the simulator: drop --scripted on the real station")
 

@@ -39,8 +39,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from harmowam_core.envs import OOD_KINDS
+from harmowam_core.envs.ood import OOD_KINDS
 from harmowam_core.errors import HarmoWAMError
+from harmowam_core.policy.routers import ROUTERS
 from harmowam_core.recipes import Recipe, load_recipe
 from harmowam_core.seeds import seed_ranges
 
@@ -50,7 +51,7 @@ REPORT_FILE = "report.md"
 STATE_VERSION = 1
 PAPER_PROTOCOLS = ["none", "position"]  # the default evaluation: in-domain and position OOD
 PAPER_ROUTERS = ["gate", "predictive", "reactive"]
-FULL_ROUTERS = ["gate", "predictive", "reactive", "average", "keyframe-average"]  # paper Fig. 5
+FULL_ROUTERS = list(ROUTERS)  # every router: paper Fig. 5
 EVAL_SEED = 1000  # evaluation scenes: seeds 1000.. (collection takes 0..)
 
 

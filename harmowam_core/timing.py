@@ -9,7 +9,7 @@ timings                                  # {"world model": 0.051}: seconds, summ
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
@@ -24,3 +24,6 @@ def timed(timings: dict[str, float] | None, name: str) -> Iterator[None]:
         yield
     finally:
         timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+
+
+Progress = Callable[[str, int, int, str], None]  # on_progress(phase, done, total, status) of long steps

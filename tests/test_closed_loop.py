@@ -131,8 +131,9 @@ def test_stage_tables_aggregate_exactly():
     assert rows[1].stage_rates == [1.0, 1.0] and rows[2].stage_rates == [0.0, 0.0]
     assert parse_protocols("all") == ["none", "background", "position", "objects"]
     assert parse_protocols("none,position") == ["none", "position"]
-    with pytest.raises(HarmoWAMError, match="--ood"):
-        parse_protocols("indoors")
+    for bad in ("indoors", "none,,", ""):
+        with pytest.raises(HarmoWAMError, match="OOD protocols are"):
+            parse_protocols(bad)
 
 
 def test_outputs_are_json_csv_and_png(tmp_path):

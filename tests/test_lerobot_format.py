@@ -18,8 +18,8 @@ from harmowam_core.data.format import DataMapping
 from harmowam_core.data.meta import read_tasks
 from harmowam_core.data.reader import DatasetReader, WindowDataset
 from harmowam_core.data.stats import QUANTILE_NAMES
+from harmowam_core.data.windows import ClipDataset
 from harmowam_core.errors import DatasetError
-from harmowam_core.training.world_model import ClipDataset
 
 runner = CliRunner()
 MAPPING = [

@@ -14,12 +14,13 @@ from typer.testing import CliRunner
 from harmowam_cli.main import app
 from harmowam_core.data.labels import LabelSettings, label_dataset
 from harmowam_core.data.reader import DatasetReader
+from harmowam_core.data.windows import ClipDataset
 from harmowam_core.models.experts import Experts, ExpertsConfig, Normalizer
 from harmowam_core.models.world_model import WorldModel
 from harmowam_core.presets import GateModelConfig, PredictiveExpertConfig, ReactiveExpertConfig, WorldModelConfig
 from harmowam_core.recipes import load_recipe
 from harmowam_core.training import experts as stage2
-from harmowam_core.training.world_model import ClipDataset
+from harmowam_core.training.cache import WorldModelCache
 
 runner = CliRunner()
 CAMERAS = {"front": (32, 32), "top": (16, 16), "wrist": (16, 16)}
@@ -81,7 +82,7 @@ def test_train_experts_caches_the_world_model_and_reports(stage2_inputs, tmp_pat
 
     cache_dirs = sorted(p for p in (out / "cache").iterdir())
     assert len(cache_dirs) == 2 and not any(p.name.endswith(".partial") for p in cache_dirs)
-    caches = [stage2.WorldModelCache(p) for p in cache_dirs]
+    caches = [WorldModelCache(p) for p in cache_dirs]
     held = next(c for c in caches if c.index[0][0] == 2)
     assert held.frames.shape == (15, 12, 3, 32, 32) and held.hidden.dtype.name == "float16"
     # the cache holds what the world model imagines for those windows (same seed, one batch)

@@ -12,9 +12,11 @@ from typer.testing import CliRunner
 
 from harmowam_cli.main import app
 from harmowam_core.data.reader import DatasetReader
+from harmowam_core.data.windows import ClipDataset
 from harmowam_core.models.world_model import WorldModel
 from harmowam_core.recipes import load_recipe
-from harmowam_core.training.world_model import ClipDataset, clip_starts, psnr, world_model_camera
+from harmowam_core.training.reports import clip_starts, psnr
+from harmowam_core.training.world_model import world_model_camera
 
 runner = CliRunner()
 SMALL = [

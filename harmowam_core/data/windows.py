@@ -1,6 +1,7 @@
 """Training windows and the stage-2 batch: the one rule both training stages and the closed-loop policy follow.
 
     idx, is_pad = window(t, length, 13)      # frames t..t+12 of an episode, clamped at its last frame
+    clips = ClipDataset(reader, "front", episodes, [64, 64], 13)   # stage 1's clips of one camera
     frames = resize_frames(video, [96, 96])  # (k, H, W, 3) uint8 -> (k, 3, 96, 96) uint8
     batch = expert_inputs(images, previous, state, instruction, frames, hidden, frame_latent)
 
@@ -13,11 +14,18 @@ last frame; `is_pad` marks the clamped ones so that no loss counts them (the LeR
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from harmowam_core.errors import HarmoWAMError
+from harmowam_core.timing import Progress
+
+if TYPE_CHECKING:  # the reader imports `window` from here
+    from harmowam_core.data.reader import DatasetReader
 
 
 def window(t: int, length: int, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -84,3 +92,75 @@ def expert_inputs(
     if previous_images is not None:
         batch["previous_images"] = previous_images
     return batch
+
+
+CACHE_BUDGET_BYTES = 4 << 30  # decoded clips at the model's resolution are kept in memory below this
+
+
+class ClipDataset(Dataset):
+    """Clips of `num_frames` frames of one camera, starting at every frame of the given episodes.
+
+    Item: video (T, 3, h, w) uint8, video_is_pad (T,) bool, previous (3, h, w) uint8 (the frame before the
+    clip's first, that frame itself at an episode's start), instruction (str), episode_index, frame_index.
+    Below CACHE_BUDGET_BYTES the episodes are decoded once into memory (the tiny preset on a CPU would
+    otherwise spend its time decoding); above it each clip is decoded on request.
+    """
+
+    def __init__(
+        self,
+        reader: DatasetReader,
+        camera: str,
+        episodes: list[int],
+        resolution: list[int],
+        num_frames: int,
+        cache: bool | None = None,
+        on_progress: Progress | None = None,
+    ):
+        if camera not in reader.cameras:
+            raise HarmoWAMError(f"{reader.root}: no camera '{camera}'; it has {', '.join(reader.cameras)}")
+        self.reader, self.camera, self.resolution, self.num_frames = reader, camera, list(resolution), num_frames
+        self.episodes = list(episodes)
+        self.index = [(ep, t) for ep in self.episodes for t in range(int(reader.lengths[ep]))]
+        frames = sum(int(reader.lengths[ep]) for ep in self.episodes)
+        if cache is None:
+            cache = frames * 3 * resolution[0] * resolution[1] <= CACHE_BUDGET_BYTES
+        self._frames: dict[int, torch.Tensor] = {}
+        if cache:
+            for i, ep in enumerate(self.episodes):
+                self._frames[ep] = resize_frames(reader.frames(ep, camera, np.arange(reader.lengths[ep])), resolution)
+                if on_progress is not None:
+                    on_progress("frames", i + 1, len(self.episodes), f"episode {ep}")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def instruction(self, ep: int, t: int) -> str:
+        tasks = self.reader.tasks
+        return tasks[int(self.reader.task_index[int(self.reader.starts[ep]) + t])] if tasks else ""
+
+    def clip(self, ep: int, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx, is_pad = window(t, int(self.reader.lengths[ep]), self.num_frames)
+        if ep in self._frames:
+            video = self._frames[ep][torch.from_numpy(idx)]
+        else:
+            video = resize_frames(self.reader.frames(ep, self.camera, idx), self.resolution)
+        return video, torch.from_numpy(is_pad)
+
+    def previous(self, ep: int, t: int) -> torch.Tensor:
+        """(3, h, w) uint8: the frame one step before frame t (frame 0 for t = 0: nothing moved yet)."""
+        t = max(0, t - 1)
+        if ep in self._frames:
+            return self._frames[ep][t]
+        return resize_frames(self.reader.frames(ep, self.camera, np.array([t])), self.resolution)[0]
+
+    def __getitem__(self, i: int) -> dict:
+        ep, t = self.index[i]
+        video, pad = self.clip(ep, t)
+        return {
+            "video": video,
+            "video_is_pad": pad,
+            "previous": self.previous(ep, t),
+            "instruction": self.instruction(ep, t),
+            "episode_index": ep,
+            "frame_index": t,
+        }

@@ -1,8 +1,9 @@
 """Stations behind one protocol: the simulator (default) and the real Franka station."""
 
-from harmowam_core.envs.base import OOD_KINDS, Env, Observation
+from harmowam_core.envs.base import Env, Observation, Station
+from harmowam_core.envs.ood import OOD_KINDS
 
-__all__ = ["BACKENDS", "OOD_KINDS", "Env", "Observation", "make_env"]
+__all__ = ["BACKENDS", "OOD_KINDS", "Env", "Observation", "Station", "make_env"]
 
 
 BACKENDS = ("sim", "real")

@@ -20,8 +20,6 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-OOD_KINDS = ("none", "background", "position", "objects")
-
 
 @dataclass
 class Observation:
@@ -33,11 +31,15 @@ class Observation:
 
 @runtime_checkable
 class Env(Protocol):
-    """A station: the simulator or a real robot. Use it as a context manager so `close` always runs."""
+    """A station: the simulator or a real robot. Use it as a context manager so `close` always runs.
+
+    The whole contract: what every caller (collect, the rollout of eval and deploy, teleoperation) may use.
+    `Station` gives the defaults a station without operator or arms to halt needs."""
 
     instruction: str
     num_arms: int
     stage_names: list[str]
+    operator_ended: bool  # the operator ended the episode (the real station's Enter key); always False in sim
 
     def reset(self, seed: int | None = None, ood: str = "none") -> Observation: ...
 
@@ -45,8 +47,56 @@ class Env(Protocol):
 
     def stage_success(self) -> list[bool]: ...
 
+    def end_episode(self) -> list[bool]:
+        """The episode is over: stop moving and return the final stage results (the real station asks the
+        operator to score them)."""
+        ...
+
+    def stop(self) -> None:
+        """Halt every arm now (an error or Ctrl-C mid-episode); a no-op where nothing moves on its own."""
+        ...
+
+    def confirm(self, question: str) -> bool:
+        """Ask the operator a yes/no question (set the scene, keep an episode); True where there is none."""
+        ...
+
+    def expert(self, seed: int | None = None):
+        """The task's scripted expert for this scene (an actor with `act(obs)`), from privileged state: the
+        simulator has one; a station without raises `HarmoWAMError`."""
+        ...
+
     def close(self) -> None: ...
 
     def __enter__(self) -> Env: ...
 
     def __exit__(self, *exc) -> None: ...
+
+
+class Station:
+    """Defaults of the `Env` contract for a station with no operator: nothing to halt, nothing to ask, the
+    stages as the station scores them, no scripted expert. Stations (and test doubles) subclass it."""
+
+    operator_ended = False
+
+    def end_episode(self) -> list[bool]:
+        return self.stage_success()
+
+    def stop(self) -> None:
+        return None
+
+    def confirm(self, question: str) -> bool:
+        return True
+
+    def expert(self, seed: int | None = None):
+        from harmowam_core.errors import HarmoWAMError
+
+        raise HarmoWAMError(f"the {type(self).__name__} station has no scripted expert (the simulator has)")
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

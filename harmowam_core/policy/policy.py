@@ -41,7 +41,7 @@ from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models.experts import Experts
 from harmowam_core.models.world_model import WorldModel, frame_to_latent
 from harmowam_core.policy.bundle import read_bundle
-from harmowam_core.policy.routers import ROUTERS, route
+from harmowam_core.policy.routers import check_router, route
 from harmowam_core.timing import timed
 
 
@@ -127,8 +127,7 @@ class HarmoWAMPolicy:
         lead: int | None = None,
         device: str | torch.device | None = None,
     ):
-        if router not in ROUTERS:
-            raise HarmoWAMError(f"unknown router '{router}'; choose from {', '.join(ROUTERS)}")
+        check_router(router)
         if device is not None:
             world_model, experts = world_model.to(device), experts.to(device)
         self.wm, self.experts, self.recipe, self.router = world_model.eval(), experts.eval(), recipe, router

@@ -28,20 +28,14 @@ from PIL import Image, ImageDraw, ImageFont
 
 from harmowam_core.data.video import VideoEncoder
 from harmowam_core.envs.base import Observation
+from harmowam_core.policy.routers import ROUTER_TABLE
 
 PANEL = 192  # each video panel is PANEL x PANEL pixels
 BANNER = 40
-COLOURS = {
-    "predictive": (230, 126, 34),
-    "reactive": (52, 152, 219),
-    "average": (142, 68, 173),
+COLOURS = {  # the banner's colour per executed expert (`routers` names them)
+    **{used: ROUTER_TABLE[used].colour for used in ("predictive", "reactive", "average")},
     "scripted": (90, 90, 90),
 }
-
-
-def _stop(env) -> None:
-    if hasattr(env, "stop"):  # a real station: halt the arms now
-        env.stop()
 
 
 class PolicyActor:
@@ -177,21 +171,21 @@ def run_episode(
                 writer.add(obs, actor.imagined(), step + 1, used, p, reached)
             if on_step is not None:
                 on_step(step + 1, used)
-            if all(reached[:stages] if stages is not None else reached) or getattr(env, "operator_ended", False):
+            if all(reached[:stages] if stages is not None else reached) or env.operator_ended:
                 break
     except KeyboardInterrupt:
         result.interrupted = True
     except BaseException:
-        _stop(env)
+        env.stop()
         raise
     finally:
         if writer is not None:
             writer.close()
     if result.interrupted:
-        _stop(env)
-    elif hasattr(env, "end_episode"):  # the real station: stop, and the operator scores the stages
-        env.end_episode()
-    result.stages = [bool(s) for s in env.stage_success()]
+        env.stop()
+        result.stages = [bool(s) for s in env.stage_success()]
+    else:  # the real station stops, and its operator scores the stages
+        result.stages = [bool(s) for s in env.end_episode()]
     result.action_digest = digest.hexdigest()
     result.seconds = time.perf_counter() - start
     return result

@@ -1,4 +1,5 @@
-"""How a control cycle turns the two experts' chunks into the one it executes (paper section 3.4, Fig. 5).
+"""How a control cycle turns the two experts' chunks into the one it executes (paper section 3.4, Fig. 5): one
+table, name -> router. A new router is one entry here; the commands, the plots and the reports read the table.
 
     chunk, used = route("gate", p_interaction=0.8, predictive=a_pred, reactive=a_react, threshold=0.5)
 
@@ -13,19 +14,68 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
-ROUTERS = ("gate", "predictive", "reactive", "average", "keyframe-average")
+from harmowam_core.errors import HarmoWAMError
+
+Choice = Callable[[bool, np.ndarray, np.ndarray], tuple[np.ndarray, str]]  # (interaction, pred, react) -> chunk, used
+
+
+def _predictive(interaction: bool, predictive: np.ndarray, reactive: np.ndarray) -> tuple[np.ndarray, str]:
+    return predictive, "predictive"
+
+
+def _reactive(interaction: bool, predictive: np.ndarray, reactive: np.ndarray) -> tuple[np.ndarray, str]:
+    return reactive, "reactive"
+
+
+def _average(interaction: bool, predictive: np.ndarray, reactive: np.ndarray) -> tuple[np.ndarray, str]:
+    return (np.asarray(predictive) + np.asarray(reactive)) / 2.0, "average"
+
+
+@dataclass(frozen=True)
+class Router:
+    name: str
+    summary: str  # one line for --help and reports
+    choose: Choice  # the chunk for the gate's decision (interaction: p(interaction) >= threshold)
+    colour: tuple[int, int, int]  # RGB in plots and videos
+
+
+ROUTER_TABLE: dict[str, Router] = {
+    r.name: r
+    for r in (
+        Router(
+            "gate",
+            "the paper: predictive in interaction, reactive in transit",
+            lambda i, p, r: _predictive(i, p, r) if i else _reactive(i, p, r),
+            (39, 174, 96),
+        ),
+        Router("predictive", "the predictive expert only", _predictive, (230, 126, 34)),
+        Router("reactive", "the reactive expert only", _reactive, (52, 152, 219)),
+        Router("average", "the mean of both chunks", _average, (142, 68, 173)),
+        Router(
+            "keyframe-average",
+            "the mean in interaction, reactive in transit",
+            lambda i, p, r: _average(i, p, r) if i else _reactive(i, p, r),
+            (22, 160, 133),
+        ),
+    )
+}
+ROUTERS = tuple(ROUTER_TABLE)
+
+
+def check_router(name: str) -> str:
+    """`name` if it is a router; else HarmoWAMError naming the choices."""
+    if name not in ROUTER_TABLE:
+        raise HarmoWAMError(f"unknown router '{name}'; choose from {', '.join(ROUTERS)}")
+    return name
 
 
 def route(
     router: str, p_interaction: float, predictive: np.ndarray, reactive: np.ndarray, threshold: float
 ) -> tuple[np.ndarray, str]:
-    if router not in ROUTERS:
-        raise ValueError(f"unknown router '{router}'; choose from {', '.join(ROUTERS)}")
-    interaction = p_interaction >= threshold
-    if router == "predictive" or (router == "gate" and interaction):
-        return predictive, "predictive"
-    if router == "reactive" or (router in ("gate", "keyframe-average") and not interaction):
-        return reactive, "reactive"
-    return (np.asarray(predictive) + np.asarray(reactive)) / 2.0, "average"
+    """The executed chunk and which expert it came from ("predictive", "reactive" or "average")."""
+    return ROUTER_TABLE[check_router(router)].choose(p_interaction >= threshold, predictive, reactive)

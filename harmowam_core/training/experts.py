@@ -14,104 +14,31 @@ at the encoders' resolution.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 from accelerate import PartialState
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset
 
 from harmowam_core.action_space import absolute_targets
 from harmowam_core.data.reader import DatasetReader, split_episodes
-from harmowam_core.data.windows import ExpertBatch, expert_inputs, resize_frames, window
+from harmowam_core.data.windows import ClipDataset, ExpertBatch, expert_inputs, resize_frames, window
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models.experts import Experts, ExpertsConfig, Normalizer
 from harmowam_core.models.world_model import WorldModel, frame_to_latent, latent_frames
 from harmowam_core.recipes import Recipe
+from harmowam_core.timing import Progress  # noqa: E402
+from harmowam_core.training.cache import WorldModelCache
 from harmowam_core.training.loop import StepLog, TrainLoop, open_training_run
-from harmowam_core.training.world_model import ClipDataset, world_model_camera
+from harmowam_core.training.reports import ExpertsReport, evaluate_experts
+from harmowam_core.training.world_model import world_model_camera
 
-Progress = Callable[[str, int, int, str], None]  # (phase, done, total, status)
-CACHE_BATCH = 32
 SNAPSHOTS = "snapshots"  # the run's snapshots/step_N/ (`train_experts.snapshot_every`)
-
-
-# ------------------------------------------------------------------------------------------------ cache
-class WorldModelCache:
-    """The world model's outputs for every frame of some episodes, in `.npy` files opened memory-mapped:
-    `frames` (n, T-1, 3, h, w) uint8, the imagined frames after the current one, and `hidden` (n, N, D)
-    float16. Row i belongs to `index[i]` = (episode, frame)."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        meta = json.loads((root / "index.json").read_text())
-        self.index = [tuple(x) for x in meta["index"]]
-        self.row = {key: i for i, key in enumerate(self.index)}
-        self.frames = np.load(root / "frames.npy", mmap_mode="r")
-        self.hidden = np.load(root / "hidden.npy", mmap_mode="r")
-
-    @staticmethod
-    def key(wm_dir: Path, reader: DatasetReader, episodes: list[int], steps: int, seed: int, stride: int = 1) -> str:
-        """The world model's files (name, size, modification time: re-saving a model changes them, and the
-        paper preset's tens of GB are not read), the dataset, the episodes, the window stride and the sampling
-        settings."""
-        h = hashlib.sha256()
-        for f in sorted(p for p in wm_dir.rglob("*") if p.is_file()):
-            stat = f.stat()
-            h.update(f"{f.relative_to(wm_dir).as_posix()}:{stat.st_size}:{stat.st_mtime_ns};".encode())
-        settings = [str(reader.root.resolve()), reader.num_frames, episodes, steps, seed]
-        h.update(json.dumps(settings + ([stride] if stride != 1 else [])).encode())
-        return h.hexdigest()[:16]
-
-    @classmethod
-    def build(
-        cls,
-        root: Path,
-        wm: WorldModel,
-        clips: ClipDataset,
-        steps: int,
-        seed: int,
-        on_progress: Progress | None = None,
-    ) -> WorldModelCache:
-        """Imagine every window of `clips` once and write the cache (atomically: a `.partial` directory is
-        renamed when complete, so an interrupted build is redone, never half-read)."""
-        if (root / "index.json").is_file():
-            return cls(root)
-        partial = root.with_name(root.name + ".partial")
-        partial.mkdir(parents=True, exist_ok=True)
-        index = clips.index
-        t, (h, w) = wm.config.num_frames, wm.config.resolution
-        frames = np.lib.format.open_memmap(partial / "frames.npy", "w+", np.uint8, (len(index), t - 1, 3, h, w))
-        hidden = None
-        generator = torch.Generator(device=wm.device).manual_seed(seed)
-        wm.eval()
-        for i in range(0, len(index), CACHE_BATCH):
-            chunk = index[i : i + CACHE_BATCH]
-            current = torch.stack([clips.clip(ep, f)[0][0] for ep, f in chunk])
-            previous = torch.stack([clips.previous(ep, f) for ep, f in chunk])
-            instructions = [clips.instruction(ep, f) for ep, f in chunk]
-            out = wm.predict(current, instructions, steps=steps, generator=generator, previous=previous)
-            frames[i : i + len(chunk)] = (out.frames[:, 1:] * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
-            if hidden is None:
-                shape = (len(index), *out.hidden.shape[1:])
-                hidden = np.lib.format.open_memmap(partial / "hidden.npy", "w+", np.float16, shape)
-            hidden[i : i + len(chunk)] = out.hidden.to(torch.float16).cpu().numpy()
-            if on_progress is not None:
-                on_progress("imagine", i + len(chunk), len(index), "")
-        frames.flush()
-        hidden.flush()
-        del frames, hidden
-        (partial / "index.json").write_text(json.dumps({"index": [list(k) for k in index], "steps": steps}))
-        if root.exists():
-            shutil.rmtree(root)
-        partial.rename(root)
-        return cls(root)
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -177,73 +104,6 @@ class ExpertWindows(Dataset):
         batch["action_is_pad"] = torch.from_numpy(is_pad)
         batch["interaction"] = torch.tensor(int(reader.interaction[g]))
         return batch
-
-
-# ------------------------------------------------------------------------------------------------ report
-@dataclass
-class ExpertsReport:
-    """Held-out scores: the gate's frame accuracy, and each expert's action error (mean absolute error of the
-    standardised actions over the chunk) on transit frames, interaction frames and all frames. "routed" takes
-    each frame's chunk from the expert the gate picks."""
-
-    episodes: list[int]
-    frames: int
-    gate_accuracy: float | None
-    gate_threshold: float
-    errors: dict[str, dict[str, float | None]] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-
-
-@torch.no_grad()
-def evaluate_experts(
-    experts: Experts,
-    windows: ExpertWindows,
-    threshold: float,
-    batch_size: int = 32,
-    seed: int = 0,
-    on_progress: Progress | None = None,
-) -> ExpertsReport:
-    was_training = experts.training
-    experts.eval()
-    generator = torch.Generator(device=experts.device).manual_seed(seed)
-    norm = experts.normalizer
-    per_frame: dict[str, list[torch.Tensor]] = {"predictive": [], "reactive": [], "routed": []}
-    labels, probs = [], []
-    for i in range(0, len(windows), batch_size):
-        items = [windows[j] for j in range(i, min(i + batch_size, len(windows)))]
-        batch = default_collate(items)
-        out = experts.act(batch, generator=generator)
-        target = norm.normalize_action(batch["action"].to(experts.device))
-        keep = (~batch["action_is_pad"].to(experts.device)).float()
-
-        p = out["p_interaction"]
-        routed = torch.where((p >= threshold).view(-1, 1, 1), out["predictive"], out["reactive"])
-        for name, actions in (("predictive", out["predictive"]), ("reactive", out["reactive"]), ("routed", routed)):
-            err = (norm.normalize_action(actions) - target).abs().mean(-1)  # (B, chunk)
-            per_frame[name].append(((err * keep).sum(1) / keep.sum(1).clamp(min=1.0)).cpu())
-        labels.append(batch["interaction"])
-        probs.append(p.cpu())
-        if on_progress is not None:
-            on_progress("evaluate", i + len(items), len(windows), "")
-    experts.train(was_training)
-    labels_t, probs_t = torch.cat(labels), torch.cat(probs)
-    groups = {"transit": labels_t == 0, "interaction": labels_t == 1, "all": torch.ones_like(labels_t, dtype=bool)}
-    errors = {}
-    for name, values in per_frame.items():
-        v = torch.cat(values)
-        errors[name] = {g: (float(v[m].mean()) if bool(m.any()) else None) for g, m in groups.items()}
-    labelled = labels_t >= 0
-    accuracy = None
-    if bool(labelled.any()):
-        accuracy = float(((probs_t[labelled] >= threshold).long() == labels_t[labelled]).float().mean())
-    return ExpertsReport(
-        episodes=list(windows.clips.episodes),
-        frames=len(windows),
-        gate_accuracy=accuracy,
-        gate_threshold=threshold,
-        errors=errors,
-        counts={g: int(m.sum()) for g, m in groups.items()},
-    )
 
 
 # ------------------------------------------------------------------------------------------------ training

@@ -23,7 +23,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from harmowam_core.envs.base import OOD_KINDS, Observation
+from harmowam_core.envs.base import Observation, Station
+from harmowam_core.envs.ood import check_protocol
 from harmowam_core.envs.real.arm import DryRunArm, FrankyArm
 from harmowam_core.envs.real.cameras import RealSenseCamera
 from harmowam_core.envs.real.config import StationConfig
@@ -38,7 +39,7 @@ def ask_yes_no(question: str) -> bool:
             return answer.startswith("y")
 
 
-class RealStation:
+class RealStation(Station):
     def __init__(
         self,
         recipe,
@@ -88,8 +89,7 @@ class RealStation:
 
     # ------------------------------------------------------------------ protocol
     def reset(self, seed: int | None = None, ood: str = "none") -> Observation:
-        if ood not in OOD_KINDS:
-            raise HarmoWAMError(f"unknown OOD protocol '{ood}' (choose from {', '.join(OOD_KINDS)})")
+        check_protocol(ood)
         scene = "" if ood == "none" else f" ({ood} OOD: set the scene up accordingly)"
         self.watchdog.disarm()  # homing is one long motion without steps
         if not self.confirm(f"set the scene for '{self.recipe.name}'{scene}; send the arms home?"):

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from harmowam_core.envs.base import OOD_KINDS, Observation
+from harmowam_core.envs.base import Observation, Station
 from harmowam_core.envs.gripper import GripperHysteresis
+from harmowam_core.envs.ood import check_protocol
 from harmowam_core.envs.sim.objects import MAX_DISTRACTORS
 from harmowam_core.envs.sim.scene import (
     MAX_DELTA_POS,
@@ -32,7 +33,6 @@ from harmowam_core.envs.sim.scene import (
 )
 from harmowam_core.envs.sim.tasks import task_for
 from harmowam_core.envs.sim.tasks.base import Placement, WaypointFollower, sample_points
-from harmowam_core.errors import HarmoWAMError
 from harmowam_core.geometry import GRIPPER_HOME, euler_to_mat, mat_to_euler, mat_to_rotvec, yaw_quat
 from harmowam_core.recipes import Recipe, Region
 
@@ -45,7 +45,7 @@ def camera_name(role: str) -> str:
     return WRIST_CAMERAS.get(role, f"harmowam_{role}")
 
 
-class SimStation:
+class SimStation(Station):
     """The `Env` of the simulator. `render=False` skips cameras (observations carry no images), for fast
     expert evaluation."""
 
@@ -70,8 +70,7 @@ class SimStation:
 
     # ------------------------------------------------------------------ protocol
     def reset(self, seed: int | None = None, ood: str = "none") -> Observation:
-        if ood not in OOD_KINDS:
-            raise HarmoWAMError(f"unknown OOD protocol '{ood}' (choose from {', '.join(OOD_KINDS)})")
+        check_protocol(ood)
         self.rng = np.random.default_rng(seed)
         self.ood = ood
         env = self._ensure_env(objects=ood == "objects", distractors=ood == "background")
