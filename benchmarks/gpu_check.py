@@ -407,7 +407,10 @@ def observation(wm) -> Any:
 
 
 def make_policy(policy_cls, wm, experts, **kwargs):
-    recipe = {"arms": "single", "cameras": [{"name": c, "role": c} for c in CAMERAS], "gate": {"threshold": 0.5}}
+    from harmowam_core.recipes import load_recipe
+
+    recipe = load_recipe("stack_cans")  # a single-arm station with the cameras of CAMERAS
+    assert [c.name for c in recipe.cameras] == CAMERAS
     return policy_cls(wm, experts, recipe, router="gate", **kwargs)
 
 

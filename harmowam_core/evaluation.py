@@ -173,19 +173,14 @@ class EvalSession:
         dry_run: bool = False,
     ):
         from harmowam_core.envs import make_env
-        from harmowam_core.models.experts import Experts
-        from harmowam_core.models.world_model import WorldModel
         from harmowam_core.policy.bundle import bundle_recipe
         from harmowam_core.policy.policy import HarmoWAMPolicy
 
         _quiet_libraries()  # a worker process: no loading bars of its own
         self.recipe = recipe = bundle_recipe(bundle)
         self.seed, self.steps = seed, max_steps or recipe.max_episode_steps
-        wm, experts = WorldModel.from_pretrained(bundle / "world_model"), Experts.from_pretrained(bundle / "experts")
-        self.policies = [
-            HarmoWAMPolicy(wm, experts, recipe.to_dict(resolved=False), router=r, **(policy_options or {}))
-            for r in dict.fromkeys(routers)
-        ]
+        unique = list(dict.fromkeys(routers))
+        self.policies = HarmoWAMPolicy.from_bundle_routers(bundle, unique, **(policy_options or {})) if unique else []
         actors = [PolicyActor(p) for p in self.policies] + ([ScriptedActor()] if scripted else [])
         self.actors = {a.name: a for a in actors}
         self.camera = self.policies[0].camera if self.policies else "front"

@@ -33,15 +33,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from harmowam_core.action_space import deltas_from_targets
 from harmowam_core.data.windows import expert_inputs, resize_frames
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models.experts import Experts
 from harmowam_core.models.world_model import WorldModel, frame_to_latent
-from harmowam_core.policy.bundle import read_bundle
+from harmowam_core.policy.bundle import bundle_recipe, read_bundle
 from harmowam_core.policy.routers import check_router, route
+from harmowam_core.recipes import Recipe
 from harmowam_core.timing import timed
 
 
@@ -118,7 +118,7 @@ class HarmoWAMPolicy:
         self,
         world_model: WorldModel,
         experts: Experts,
-        recipe: dict,
+        recipe: Recipe,
         router: str = "gate",
         execute_steps: int | None = None,
         denoising_steps: int | None = None,
@@ -146,9 +146,9 @@ class HarmoWAMPolicy:
         self.denoising_steps = denoising_steps or world_model.config.denoising_steps
         if self.denoising_steps < 1:
             raise HarmoWAMError(f"denoising steps must be at least 1, got {self.denoising_steps}")
-        self.threshold = float(recipe.get("gate", {}).get("threshold", 0.5))
-        self.camera = "global" if recipe.get("arms") == "dual" else "front"
-        roles = {c["name"]: c["role"] for c in recipe.get("cameras", [])}  # the experts know dataset names
+        self.threshold = float(recipe.gate.threshold)
+        self.camera = "global" if recipe.arms == "dual" else "front"  # the world model's camera role
+        roles = {c.name: c.role for c in recipe.cameras}  # the experts know dataset names
         self.cameras = [roles.get(name, name) for name in (experts.config.cameras or list(roles))]
         self.seed = seed
         self.frame_latent = frame_to_latent(world_model.config.num_frames, world_model.codec.temporal)
@@ -160,15 +160,20 @@ class HarmoWAMPolicy:
 
     @classmethod
     def from_bundle(cls, path: str | Path, **kwargs) -> HarmoWAMPolicy:
+        """The policy of an exported bundle (`policy.bundle`); `kwargs` as the constructor's (router, ...)."""
+        return cls.from_bundle_routers(path, [kwargs.pop("router", "gate")], **kwargs)[0]
+
+    @classmethod
+    def from_bundle_routers(cls, path: str | Path, routers: list[str], **kwargs) -> list[HarmoWAMPolicy]:
+        """One policy per router, all on the bundle's one loaded world model and experts (side-by-side
+        evaluation). Raises HarmoWAMError for a missing or incomplete bundle or an unknown router."""
         path = Path(path)
         read_bundle(path)
-        recipe = yaml.safe_load((path / "recipe.yaml").read_text()) if (path / "recipe.yaml").is_file() else {}
-        return cls(
-            WorldModel.from_pretrained(path / "world_model"),
-            Experts.from_pretrained(path / "experts"),
-            recipe,
-            **kwargs,
-        )
+        for router in routers:
+            check_router(router)
+        recipe = bundle_recipe(path)
+        wm, experts = WorldModel.from_pretrained(path / "world_model"), Experts.from_pretrained(path / "experts")
+        return [cls(wm, experts, recipe, router=router, **kwargs) for router in routers]
 
     def reset(self) -> None:
         """Start a new episode: forget queued actions and any plan in flight, reseed, zero the timings."""
