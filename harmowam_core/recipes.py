@@ -4,23 +4,29 @@ the model preset and the training settings of both stages.
     recipe = load_recipe("stack_cans", overrides=["train_wm.steps=200"])
     recipe.model_config.world_model.num_frames  # 13
 
-A recipe is validated strictly: an unknown key, a wrong type, a missing field, overlapping position regions
-or an unknown preset raise `RecipeError`, whose message names the file, the dotted key and what was expected.
+A recipe is validated strictly by pydantic: the schema below is pydantic dataclasses (`extra="forbid"`, scalars
+strict: `3` is not a string, `true` not an integer), with validators for ranges and cross-field rules. An unknown
+key, a wrong type, a missing field, overlapping position regions or an unknown preset raise `RecipeError`, whose
+one-line message names the file, the dotted key and what was expected.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import re
 import types
 import typing
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Strict, TypeAdapter, ValidationError, model_validator
+from pydantic.dataclasses import dataclass
 
 from harmowam_core.errors import RecipeError
 from harmowam_core.presets import PRESETS, ModelConfig
@@ -30,33 +36,100 @@ ARM_CAMERA_ROLES = {
     "dual": {"global", "wrist_left", "wrist_right"},
 }
 
+# Containers are validated in pydantic's lax mode (a section is a YAML mapping, not an instance), every scalar
+# strictly through these types; unknown keys are errors.
+SCHEMA = ConfigDict(extra="forbid")
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _exponent(value: Any) -> Any:
+    """PyYAML reads 1e-3 (no dot) as a string; everyone writes it."""
+    if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
+Int = Annotated[int, Strict()]
+Str = Annotated[str, Strict()]
+Bool = Annotated[bool, Strict()]
+Number = Annotated[float, BeforeValidator(_exponent), Strict()]  # an integer is a number too
+
+
+class Invalid(ValueError):
+    """Raised by a validator: `expected` for the value `got` at `key` (dotted, relative to the validated object;
+    None: the object itself). Pydantic wraps it in its ValidationError; `located` unwraps it."""
+
+    def __init__(self, expected: str, got: Any = None, key: str | None = None, *, show_got: bool = True):
+        super().__init__(expected)
+        self.expected, self.got, self.key, self.show_got = expected, got, key, show_got
+
+
+def rule(ok: Callable[[Any], bool], expected: str) -> AfterValidator:
+    """A field validator: the value passes when `ok(value)`, else `expected` is the error."""
+
+    def check(value: Any) -> Any:
+        if not ok(value):
+            raise Invalid(expected, value)
+        return value
+
+    return AfterValidator(check)
+
+
+def _pair(lo: float | None = None, strict: bool = True) -> AfterValidator:
+    """A [low, high] range: two values, low < high (`strict`, else <=), low >= `lo`."""
+
+    def check(pair: list) -> list:
+        if len(pair) != 2:
+            raise Invalid("expected a [low, high] pair", pair)
+        if not (pair[0] < pair[1] if strict else pair[0] <= pair[1]):
+            raise Invalid("expected low < high" if strict else "expected low <= high", pair)
+        if lo is not None and not pair[0] >= lo:
+            raise Invalid(f"expected values >= {lo}", pair)
+        return pair
+
+    return AfterValidator(check)
+
+
+def _identifier(expected: str) -> AfterValidator:
+    return rule(lambda v: v.replace("_", "").isalnum(), expected)
+
+
+PositiveInt = Annotated[Int, rule(lambda v: v > 0, "expected a positive integer")]
+Pixels = Annotated[Int, rule(lambda v: 16 <= v <= 4096 and v % 2 == 0, "expected an even pixel count in 16..4096")]
+Probability = Annotated[Number, rule(lambda v: 0.0 < v < 1.0, "expected a probability in (0, 1)")]
+Decay = Annotated[Number, rule(lambda v: 0.0 <= v < 1.0, "expected 0 (off) or a decay in (0, 1)")]
+FeatureKey = Annotated[Str, rule(lambda v: bool(v.strip()), "expected a feature key such as observation.images.x")]
+Channels = Annotated[list[Int], rule(lambda v: all(c >= 0 for c in v), "expected channel indices >= 0")]
+Minutes = Annotated[Number, rule(lambda v: v > 0, "expected null (no cap) or a positive number of minutes")]
+
 
 # --------------------------------------------------------------------------------------------- schema
-@dataclass
+@dataclass(config=SCHEMA)
 class CameraSpec:
-    name: str
+    name: Annotated[Str, _identifier("expected letters, digits and _")]
     role: Literal["front", "top", "wrist", "global", "wrist_left", "wrist_right"]
-    height: int
-    width: int
+    height: Pixels
+    width: Pixels
 
 
-@dataclass
+@dataclass(config=SCHEMA)
 class StageSpec:
-    name: str
-    success: str  # what success means (paper appendix B); the simulator implements it as a predicate
+    name: Str
+    success: Str  # what success means (paper appendix B); the simulator implements it as a predicate
 
 
-@dataclass
+@dataclass(config=SCHEMA)
 class GateSpec:
     """Gate labelling (paper D.3) and routing."""
 
-    window: int = 20  # frames either side of a keyframe labelled interaction
-    height_thresholds: list[float] = field(default_factory=list)  # end-effector z (m); a crossing is a key event
-    gripper_closed_above: float = 0.5  # gripper action channel: 0 open, 1 closed
-    threshold: float = 0.5  # routing: p(interaction) >= threshold -> predictive expert
+    window: Annotated[Int, rule(lambda v: v >= 0, "expected a window >= 0")] = 20  # frames either side of a
+    # keyframe labelled interaction
+    height_thresholds: list[Number] = field(default_factory=list)  # end-effector z (m); a crossing is a key event
+    gripper_closed_above: Number = 0.5  # gripper action channel: 0 open, 1 closed
+    threshold: Probability = 0.5  # routing: p(interaction) >= threshold -> predictive expert
 
 
-@dataclass
+@dataclass(config=SCHEMA)
 class DataSpec:
     """Which features of the dataset this recipe trains on (`data:`; `--set data.cameras.front=KEY`): needed
     only for datasets recorded elsewhere, e.g. by LeRobot, whose keys are not HarmoWAM's.
@@ -67,11 +140,11 @@ class DataSpec:
     gripper: channels of the action that command a gripper; height: channels of the state that are an
     end-effector height (both for `harmowam label`; null: HarmoWAM's 7-per-arm layout)."""
 
-    cameras: dict[str, str] = field(default_factory=dict)
-    action: str = "action"
-    state: str = "observation.state"
-    gripper: list[int] | None = None
-    height: list[int] | None = None
+    cameras: dict[Str, FeatureKey] = field(default_factory=dict)
+    action: Annotated[Str, rule(lambda v: bool(v.strip()), "expected a feature key")] = "action"
+    state: Annotated[Str, rule(lambda v: bool(v.strip()), "expected a feature key")] = "observation.state"
+    gripper: Channels | None = None
+    height: Channels | None = None
 
     def to_mapping(self, names: dict[str, str] | None = None):
         """The reader's `DataMapping`; `names`: camera role -> the recipe's camera name (default the role)."""
@@ -84,12 +157,12 @@ class DataSpec:
         )
 
 
-@dataclass
+@dataclass(config=SCHEMA)
 class Region:
     """An axis-aligned rectangle on the table plane, metres in the table frame."""
 
-    x: list[float]
-    y: list[float]
+    x: Annotated[list[Number], _pair()]
+    y: Annotated[list[Number], _pair()]
 
     def overlaps(self, other: Region) -> bool:
         return self.x[0] < other.x[1] and other.x[0] < self.x[1] and self.y[0] < other.y[1] and other.y[0] < self.y[1]
@@ -98,98 +171,166 @@ class Region:
         return self.x[0] <= x <= self.x[1] and self.y[0] <= y <= self.y[1]
 
 
-@dataclass
+@dataclass(config=SCHEMA)
 class BackgroundOOD:
-    distractors: list[int] = field(default_factory=lambda: [5, 8])  # inclusive count range
-    light_intensity: list[float] = field(default_factory=lambda: [0.4, 1.6])  # scale range, never 1 +- 0.2
-    light_direction_deg: float = 35.0  # how far the key light's direction turns
+    distractors: Annotated[list[Int], _pair(lo=1, strict=False)] = field(default_factory=lambda: [5, 8])  # count
+    # range, inclusive
+    light_intensity: Annotated[list[Number], _pair(lo=0.0, strict=False)] = field(
+        default_factory=lambda: [0.4, 1.6]
+    )  # scale range, never 1 +- 0.2
+    light_direction_deg: Number = 35.0  # how far the key light's direction turns
 
 
-@dataclass
+@dataclass(config=SCHEMA)
 class PositionOOD:
     train_region: Region
     test_region: Region
 
+    @model_validator(mode="after")
+    def _disjoint(self) -> PositionOOD:
+        if self.train_region.overlaps(self.test_region):
+            expected = "expected a region disjoint from ood.position.train_region"
+            raise Invalid(expected, dataclasses.asdict(self.test_region), key="test_region")
+        return self
 
-@dataclass
+
+@dataclass(config=SCHEMA)
 class ObjectsOOD:
-    substitutes: dict[str, str]  # target object -> substitute of different appearance and geometry
+    substitutes: Annotated[dict[Str, Str], rule(bool, "expected at least one substitute")]  # target object ->
+    # substitute of different appearance and geometry
 
 
-@dataclass
+@dataclass(config=SCHEMA)
 class OODSpec:
     background: BackgroundOOD
     position: PositionOOD
     objects: ObjectsOOD
 
 
-@dataclass
+@dataclass(config=SCHEMA)
 class ModelSpec:
-    preset: str = "tiny"
-    overrides: dict[str, Any] = field(default_factory=dict)
+    preset: Annotated[Str, rule(lambda v: v in PRESETS, "unknown preset; expected one of " + ", ".join(PRESETS))] = (
+        "tiny"
+    )
+    overrides: dict[Str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(config=SCHEMA)
 class TrainSpec:
     """What both training stages share: one accelerate loop, its optimiser, precision, checkpoints, split."""
 
-    steps: int = 2000
-    batch_size: int = 8
-    learning_rate: float = 3e-4
-    weight_decay: float = 0.01
-    warmup_steps: int = 100
+    steps: PositiveInt = 2000
+    batch_size: PositiveInt = 8
+    learning_rate: Annotated[Number, rule(lambda v: v > 0, "expected a positive number")] = 3e-4
+    weight_decay: Number = 0.01
+    warmup_steps: Int = 100
     lr_schedule: Literal["constant", "cosine"] = "constant"  # after the warmup; cosine decays to 0 at `steps`
-    grad_accum_steps: int = 1
+    grad_accum_steps: PositiveInt = 1
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
-    ema_decay: float = 0.0  # 0 disables EMA
-    checkpoint_every: int = 500
-    held_out_episodes: int = 2
-    num_workers: int = 0
-    seed: int = 0
-    max_minutes: float | None = None  # wall-clock cap on the training loop (resumed runs count earlier time)
+    ema_decay: Decay = 0.0  # 0 disables EMA
+    checkpoint_every: PositiveInt = 500
+    held_out_episodes: Int = 2
+    num_workers: Int = 0
+    seed: Int = 0
+    max_minutes: Minutes | None = None  # wall-clock cap on the training loop (resumed runs count earlier time)
 
 
-@dataclass
+@dataclass(config=SCHEMA)
 class TrainWMSpec(TrainSpec):
     """Stage 1: world-model fine-tuning with conditional flow matching."""
 
     lr_schedule: Literal["constant", "cosine"] = "cosine"  # the tiny model's samples settle as the rate decays
-    preview_every: int = 1000
+    preview_every: Int = 1000
 
 
-@dataclass
+@dataclass(config=SCHEMA)
 class TrainExpertsSpec(TrainSpec):
     """Stage 2: predictive expert, reactive expert and gate, world model frozen (loss l1*pred + l2*react + gate)."""
 
-    ema_decay: float = 0.995  # the evaluated weights are an exponential moving average of the trained ones
-    window_stride: int = 4  # a training window starts at every k-th frame: the world model imagines each once
+    ema_decay: Decay = 0.995  # the evaluated weights are an exponential moving average of the trained ones
+    window_stride: Int = 4  # a training window starts at every k-th frame: the world model imagines each once
     # (on 2 CPU cores about 0.07 s a window, the largest cost of stage 2); with a 12-action chunk every action
-    # is still learned, in 12 / k windows. 1: every frame
-    lambda_pred: float = 1.0
-    lambda_react: float = 1.0
-    reactive_on_real_frames: bool = False
-    snapshot_every: int = 0  # also keep the trained (EMA) weights every N steps in snapshots/step_N/, for choosing
-    # the evaluated model by closed-loop success (`harmowam export --snapshot N`); 0: the final model only
+    # is still learned, in 12 / k windows. 1: every frame. At most the action chunk (checked by the recipe)
+    lambda_pred: Number = 1.0
+    lambda_react: Number = 1.0
+    reactive_on_real_frames: Bool = False
+    snapshot_every: Annotated[Int, rule(lambda v: v >= 0, "expected 0 (off) or a number of steps")] = 0  # also
+    # keep the trained (EMA) weights every N steps in snapshots/step_N/, for choosing the evaluated model by
+    # closed-loop success (`harmowam export --snapshot N`); 0: the final model only
 
 
-@dataclass
+def _unique_names(stages: list[StageSpec]) -> list[StageSpec]:
+    names = [st.name for st in stages]
+    if len(set(names)) != len(names):
+        raise Invalid("expected unique stage names", names)
+    return stages
+
+
+@dataclass(config=SCHEMA)
 class Recipe:
-    name: str
+    name: Annotated[Str, _identifier("expected a task name of letters, digits and _")]
     arms: Literal["single", "dual"]
-    instruction: str
-    fps: int
-    max_episode_steps: int
-    cameras: list[CameraSpec]
-    stages: list[StageSpec]
+    instruction: Annotated[Str, rule(lambda v: bool(v.strip()), "expected a non-empty instruction")]
+    fps: Annotated[Int, rule(lambda v: v > 0, "expected a positive control rate")]
+    max_episode_steps: Annotated[Int, rule(lambda v: v > 0, "expected a positive step count")]
+    cameras: Annotated[list[CameraSpec], rule(bool, "expected at least one camera")]
+    stages: Annotated[list[StageSpec], rule(bool, "expected at least one stage"), AfterValidator(_unique_names)]
     ood: OODSpec
     gate: GateSpec = field(default_factory=GateSpec)
     data: DataSpec = field(default_factory=DataSpec)
     model: ModelSpec = field(default_factory=ModelSpec)
     train_wm: TrainWMSpec = field(default_factory=TrainWMSpec)
     train_experts: TrainExpertsSpec = field(default_factory=TrainExpertsSpec)
-    # Filled in by the loader: the preset with its overrides applied, and where the recipe came from.
-    model_config: ModelConfig = field(default_factory=ModelConfig, metadata={"derived": True})
-    source: str = field(default="<memory>", metadata={"derived": True})
+    # Filled in by validation, not read from the file: the preset with its overrides applied; where it came from.
+    model_config: ModelConfig = field(default_factory=ModelConfig, init=False)
+    source: str = field(default="<memory>", init=False)
+
+    @model_validator(mode="after")
+    def _cameras_fit_the_arms(self) -> Recipe:
+        roles = ARM_CAMERA_ROLES[self.arms]
+        seen: set[str] = set()
+        for i, cam in enumerate(self.cameras):
+            if cam.role not in roles:
+                raise Invalid(
+                    f"expected a {self.arms}-arm role: " + ", ".join(sorted(roles)), cam.role, f"cameras.{i}.role"
+                )
+            if cam.name in seen:
+                raise Invalid("expected a unique camera name", cam.name, f"cameras.{i}.name")
+            seen.add(cam.name)
+        ours = {cam.role for cam in self.cameras}
+        for role in self.data.cameras:
+            if role not in ours:
+                expected = "expected a camera role of this recipe: " + ", ".join(sorted(ours))
+                raise Invalid(expected, role, f"data.cameras.{role}")
+        return self
+
+    @model_validator(mode="after")
+    def _resolve_model(self) -> Recipe:
+        self.model_config = _resolve(self.model)
+        wm = self.model_config.world_model
+        key = "model.overrides.world_model.context_frames"
+        if wm.context_frames not in (1, 2):
+            raise Invalid("expected 1 or 2 context frames", wm.context_frames, key)
+        if wm.context_frames != 1 and wm.condition != "concat":
+            raise Invalid("expected 1 unless condition is concat", key=key)
+        chunk = self.model_config.action_chunk
+        stride = self.train_experts.window_stride
+        if not 1 <= stride <= chunk:
+            expected = f"expected 1 to the action chunk ({chunk}): past it some actions start no window"
+            raise Invalid(expected, stride, "train_experts.window_stride")
+        for section, backbone in (("predictive_expert", "image_backbone"), ("reactive_expert", "frame_backbone")):
+            part = getattr(self.model_config, section)
+            where = f"model.overrides.{section}"
+            if getattr(part, backbone) == "conv" and not (part.image_size > 0 and part.image_size % 8 == 0):
+                expected = "expected a multiple of 8 for the convolutional encoder"
+                raise Invalid(expected, part.image_size, f"{where}.image_size")
+            if part.augment_shift < 0:
+                raise Invalid("expected pixels >= 0", part.augment_shift, f"{where}.augment_shift")
+        kept = self.model_config.reactive_expert.train_frames
+        if kept is not None and kept < 1:
+            expected = "expected null (every frame) or at least 1 frame"
+            raise Invalid(expected, kept, "model.overrides.reactive_expert.train_frames")
+        return self
 
     @property
     def num_arms(self) -> int:
@@ -211,30 +352,74 @@ class Recipe:
 
     def to_dict(self, resolved: bool = True) -> dict:
         """Plain data for YAML/JSON. `resolved` adds the model configuration the preset resolves to."""
-        out = {}
-        for f in dataclasses.fields(self):
-            if f.metadata.get("derived"):
-                continue
-            out[f.name] = _plain(getattr(self, f.name))
+        plain = dataclasses.asdict(self)
+        out = {f.name: plain[f.name] for f in dataclasses.fields(self) if f.init}  # not the derived fields
         if resolved:
-            out["model"] = {"preset": self.model.preset, **_plain(self.model_config)}
+            out["model"] = {"preset": self.model.preset, **plain["model_config"]}
         return out
 
 
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+# --------------------------------------------------------------------------------------------- errors
+def located(err: ValidationError, schema: Any) -> tuple[str, str, Any, bool]:
+    """Pydantic's first error as (dotted key, what was expected, the value given, whether to show it), worded
+    from `schema`, the type that was validated."""
+    first = err.errors(include_url=False)[0]
+    loc = [p for p in first["loc"] if p != "[key]"]
+    invalid = (first.get("ctx") or {}).get("error")
+    if isinstance(invalid, Invalid):
+        key = ".".join(str(p) for p in [*loc, *([invalid.key] if invalid.key else [])])
+        return key, invalid.expected, invalid.got, invalid.show_got
+    key = ".".join(str(p) for p in loc)
+    if first["type"] in ("extra_forbidden", "unexpected_keyword_argument", "invalid_key"):
+        parent = _strip(_annotation_at(schema, first["loc"][:-1]))
+        names = [f.name for f in dataclasses.fields(parent) if f.init] if dataclasses.is_dataclass(parent) else []
+        return key, "unknown key" + ("; expected one of " + ", ".join(names) if names else ""), None, False
+    tp = _annotation_at(schema, first["loc"])
+    described = _describe(tp) if tp is not None else first["msg"].lower()
+    if first["type"] in ("missing", "missing_argument"):
+        return key, "missing; expected " + described, None, False
+    if first["type"] == "finite_number":
+        described = "a finite number"
+    return key, "expected " + described, first.get("input"), True
 
 
-# --------------------------------------------------------------------------------------------- typed loading
+def _strip(tp: Any) -> Any:
+    """`tp` without its `Annotated` metadata."""
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    return tp
+
+
+def _annotation_at(tp: Any, loc: tuple) -> Any:
+    """The schema type at pydantic's error location `loc` inside `tp` (None where it cannot tell)."""
+    loc = tuple(loc)
+    i = 0
+    while i < len(loc):
+        tp = _strip(tp)
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if origin in (typing.Union, types.UnionType):  # X | None: descend into X
+            tp = next(a for a in args if a is not type(None))
+            continue
+        part = loc[i]
+        if dataclasses.is_dataclass(tp):
+            tp = typing.get_type_hints(tp, include_extras=True).get(str(part))
+        elif origin is list:
+            tp = args[0]
+        elif origin is dict:
+            key_error = i + 1 < len(loc) and loc[i + 1] == "[key]"
+            tp = args[0] if key_error else args[1]
+            i += key_error
+        else:
+            return None
+        if tp is None:
+            return None
+        i += 1
+    return tp
+
+
 def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
+    tp = _strip(tp)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is type(None):
         return "null"
     if origin is Literal:
@@ -246,214 +431,67 @@ def _describe(tp: Any) -> str:
     if origin is dict:
         return f"a mapping of {_describe(args[0])} to {_describe(args[1])}"
     if dataclasses.is_dataclass(tp):
-        return "a mapping with keys " + ", ".join(f.name for f in _input_fields(tp))
+        return "a mapping with keys " + ", ".join(f.name for f in dataclasses.fields(tp) if f.init)
     if tp is Any:
         return "any value"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
 
 
-def _input_fields(cls: type) -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(cls) if not f.metadata.get("derived")]
+@functools.cache
+def _adapter(tp: Any) -> TypeAdapter:
+    return TypeAdapter(tp)
 
 
-def _required(f: dataclasses.Field) -> bool:
-    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+def validate(tp: Any, data: Any, source: str, key: str = "") -> Any:
+    """`data` (plain YAML data) as a `tp`, or RecipeError naming `source` and the dotted key under `key`."""
+    try:
+        return _adapter(tp).validate_python(data)
+    except ValidationError as err:
+        sub, expected, got, show = located(err, tp)
+        where = ".".join(p for p in (key, sub) if p) or None
+        raise RecipeError(source, where, expected, got, show_got=show) from None
 
 
-_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+# --------------------------------------------------------------------------------------------- model presets
+_STRICT = {int: Int, float: Number, str: Str, bool: Bool}
 
 
-def convert(tp: Any, value: Any, key: str, source: str) -> Any:
-    """Convert plain YAML data to `tp`, raising RecipeError(source, key, ...) on the first mismatch."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    expected = "expected " + _describe(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return convert(arg, value, key, source)
-            except RecipeError:
-                continue
-        raise RecipeError(source, key, expected, value)
-    if origin is Literal:
-        if value in args and type(value) is type(args[args.index(value)]):
-            return value
-        raise RecipeError(source, key, expected, value)
-    if origin is list:
-        if not isinstance(value, list):
-            raise RecipeError(source, key, expected, value)
-        return [convert(args[0], v, f"{key}.{i}", source) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise RecipeError(source, key, expected, value)
-        return {
-            convert(args[0], k, f"{key}.{k}", source): convert(args[1], v, f"{key}.{k}", source)
-            for k, v in value.items()
-        }
+def _strict_type(tp: Any) -> Any:
+    """`tp` (a preset's annotation) with strict scalars and dataclasses as pydantic dataclasses."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise RecipeError(source, key, expected, value)
-        hints = typing.get_type_hints(tp)
-        fields = {f.name: f for f in _input_fields(tp)}
-        for k in value:
-            if k not in fields:
-                sub = f"{key}.{k}" if key else str(k)
-                raise RecipeError(source, sub, "unknown key; expected one of " + ", ".join(fields), show_got=False)
-        kwargs = {}
-        for name, f in fields.items():
-            sub = f"{key}.{name}" if key else name
-            if name in value:
-                kwargs[name] = convert(hints[name], value[name], sub, source)
-            elif _required(f):
-                raise RecipeError(source, sub, "missing; expected " + _describe(hints[name]), show_got=False)
-        return tp(**kwargs)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise RecipeError(source, key, expected, value)
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise RecipeError(source, key, expected, value)
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
-            return float(value)  # PyYAML reads 1e-3 (no dot) as a string; everyone writes it
-        raise RecipeError(source, key, expected, value)
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise RecipeError(source, key, expected, value)
-    raise TypeError(f"unsupported schema type {tp!r} at {key}")  # a bug in the schema, not the recipe
+        return _strict_twin(tp)
+    if origin in (list, dict):
+        return origin[tuple(_strict_type(a) for a in args)]
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[tuple(_strict_type(a) for a in args)]  # noqa: UP007 (built from a tuple)
+    return _STRICT.get(tp, tp)
 
 
-# --------------------------------------------------------------------------------------------- semantics
-def _check(cond: bool, source: str, key: str, expected: str, got: Any = None) -> None:
-    if not cond:
-        raise RecipeError(source, key, expected, got)
+@functools.cache
+def _strict_twin(cls: type) -> type:
+    """A pydantic dataclass with the fields of the (plain) preset dataclass `cls`, validated like the recipe: the
+    presets stay plain dataclasses, this checks their overrides."""
+    hints = typing.get_type_hints(cls)
+    namespace: dict[str, Any] = {"__annotations__": {}, "__module__": __name__}
+    for f in dataclasses.fields(cls):
+        namespace["__annotations__"][f.name] = _strict_type(hints[f.name])
+        namespace[f.name] = field(default=f.default, default_factory=f.default_factory)
+    return dataclass(type(cls.__name__, (), namespace), config=SCHEMA)
 
 
-def _check_range(pair: list, source: str, key: str, *, lo=None, hi=None, strict=True) -> None:
-    _check(len(pair) == 2, source, key, "expected a [low, high] pair", pair)
-    ok = pair[0] < pair[1] if strict else pair[0] <= pair[1]
-    _check(ok, source, key, "expected low < high" if strict else "expected low <= high", pair)
-    if lo is not None:
-        _check(pair[0] >= lo, source, key, f"expected values >= {lo}", pair)
-    if hi is not None:
-        _check(pair[1] <= hi, source, key, f"expected values <= {hi}", pair)
-
-
-def _validate(r: Recipe) -> None:
-    s = r.source
-    _check(r.name.replace("_", "").isalnum(), s, "name", "expected a task name of letters, digits and _", r.name)
-    _check(bool(r.instruction.strip()), s, "instruction", "expected a non-empty instruction")
-    _check(r.fps > 0, s, "fps", "expected a positive control rate", r.fps)
-    _check(r.max_episode_steps > 0, s, "max_episode_steps", "expected a positive step count", r.max_episode_steps)
-    _check(len(r.cameras) > 0, s, "cameras", "expected at least one camera")
-    roles = ARM_CAMERA_ROLES[r.arms]
-    seen: set[str] = set()
-    for i, cam in enumerate(r.cameras):
-        k = f"cameras.{i}"
-        _check(
-            cam.role in roles,
-            s,
-            f"{k}.role",
-            f"expected a {r.arms}-arm role: " + ", ".join(sorted(roles)),
-            cam.role,
-        )
-        _check(cam.name not in seen, s, f"{k}.name", "expected a unique camera name", cam.name)
-        _check(cam.name.replace("_", "").isalnum(), s, f"{k}.name", "expected letters, digits and _", cam.name)
-        seen.add(cam.name)
-        for dim in ("height", "width"):
-            v = getattr(cam, dim)
-            _check(16 <= v <= 4096 and v % 2 == 0, s, f"{k}.{dim}", "expected an even pixel count in 16..4096", v)
-    _check(len(r.stages) > 0, s, "stages", "expected at least one stage")
-    names = [st.name for st in r.stages]
-    _check(len(set(names)) == len(names), s, "stages", "expected unique stage names", names)
-    _check(r.gate.window >= 0, s, "gate.window", "expected a window >= 0", r.gate.window)
-    _check(
-        0.0 < r.gate.threshold < 1.0,
-        s,
-        "gate.threshold",
-        "expected a probability in (0, 1)",
-        r.gate.threshold,
-    )
-    check_data(r.data, s, {cam.role for cam in r.cameras})
-    bg = r.ood.background
-    _check_range(bg.distractors, s, "ood.background.distractors", lo=1, strict=False)
-    _check_range(bg.light_intensity, s, "ood.background.light_intensity", lo=0.0, strict=False)
-    pos = r.ood.position
-    for name in ("train_region", "test_region"):
-        reg = getattr(pos, name)
-        _check_range(reg.x, s, f"ood.position.{name}.x")
-        _check_range(reg.y, s, f"ood.position.{name}.y")
-    _check(
-        not pos.train_region.overlaps(pos.test_region),
-        s,
-        "ood.position.test_region",
-        "expected a region disjoint from ood.position.train_region",
-        _plain(pos.test_region),
-    )
-    _check(len(r.ood.objects.substitutes) > 0, s, "ood.objects.substitutes", "expected at least one substitute")
-    wm = r.model_config.world_model
-    key = "model.overrides.world_model.context_frames"
-    _check(wm.context_frames in (1, 2), s, key, "expected 1 or 2 context frames", wm.context_frames)
-    _check(wm.context_frames == 1 or wm.condition == "concat", s, key, "expected 1 unless condition is concat")
-    for spec_name in ("train_wm", "train_experts"):
-        spec = getattr(r, spec_name)
-        for attr in ("steps", "batch_size", "grad_accum_steps", "checkpoint_every"):
-            _check(
-                getattr(spec, attr) > 0,
-                s,
-                f"{spec_name}.{attr}",
-                "expected a positive integer",
-                getattr(spec, attr),
-            )
-        _check(spec.learning_rate > 0, s, f"{spec_name}.learning_rate", "expected a positive number")
-        minutes = spec.max_minutes
-        expected = "expected null (no cap) or a positive number of minutes"
-        _check(minutes is None or minutes > 0, s, f"{spec_name}.max_minutes", expected, minutes)
-        _check(0.0 <= spec.ema_decay < 1.0, s, f"{spec_name}.ema_decay", "expected 0 (off) or a decay in (0, 1)")
-    chunk = r.model_config.action_chunk
-    stride = r.train_experts.window_stride
-    expected = f"expected 1 to the action chunk ({chunk}): past it some actions start no window"
-    _check(1 <= stride <= chunk, s, "train_experts.window_stride", expected, stride)
-    every = r.train_experts.snapshot_every
-    _check(every >= 0, s, "train_experts.snapshot_every", "expected 0 (off) or a number of steps", every)
-    experts = r.model_config
-    for section, backbone in (("predictive_expert", "image_backbone"), ("reactive_expert", "frame_backbone")):
-        part = getattr(experts, section)
-        if getattr(part, backbone) == "conv":
-            size = part.image_size
-            expected = "expected a multiple of 8 for the convolutional encoder"
-            _check(size > 0 and size % 8 == 0, s, f"model.overrides.{section}.image_size", expected, size)
-        _check(part.augment_shift >= 0, s, f"model.overrides.{section}.augment_shift", "expected pixels >= 0")
-    kept = experts.reactive_expert.train_frames
-    expected = "expected null (every frame) or at least 1 frame"
-    _check(kept is None or kept >= 1, s, "model.overrides.reactive_expert.train_frames", expected, kept)
-
-
-def check_data(data: DataSpec, source: str, roles: set[str] | None = None) -> None:
-    """The `data:` section's semantics: known camera roles (`roles`, when a recipe gives them), feature keys
-    that are not empty, channel indices >= 0."""
-    for role, key in data.cameras.items():
-        if roles is not None:
-            expected = "expected a camera role of this recipe: " + ", ".join(sorted(roles))
-            _check(role in roles, source, f"data.cameras.{role}", expected, role)
-        _check(bool(key.strip()), source, f"data.cameras.{role}", "expected a feature key such as observation.images.x")
-    for name in ("action", "state"):
-        _check(bool(getattr(data, name).strip()), source, f"data.{name}", "expected a feature key")
-    for name in ("gripper", "height"):
-        channels = getattr(data, name)
-        if channels is not None:
-            _check(all(c >= 0 for c in channels), source, f"data.{name}", "expected channel indices >= 0", channels)
+def _resolve(spec: ModelSpec) -> ModelConfig:
+    """The preset with the overrides applied, or Invalid at `model.preset` / `model.overrides.<key>`."""
+    if spec.preset not in PRESETS:
+        raise Invalid("unknown preset; expected one of " + ", ".join(PRESETS), spec.preset, "model.preset")
+    merged = _deep_merge(PRESETS[spec.preset], spec.overrides)
+    twin = _strict_twin(ModelConfig)
+    try:
+        _adapter(twin).validate_python(merged)
+    except ValidationError as err:
+        key, expected, _, _ = located(err, twin)  # keys inside overrides are reported where the user wrote them
+        raise Invalid(expected, key=f"model.overrides.{key}", show_got=False) from None
+    return _adapter(ModelConfig).validate_python(merged)  # checked strictly above
 
 
 def _deep_merge(base: dict, extra: dict) -> dict:
@@ -468,14 +506,10 @@ def _deep_merge(base: dict, extra: dict) -> dict:
 
 def resolve_model(spec: ModelSpec, source: str) -> ModelConfig:
     """The preset named by `spec.preset` with `spec.overrides` applied, type-checked like the recipe."""
-    if spec.preset not in PRESETS:
-        raise RecipeError(source, "model.preset", "unknown preset; expected one of " + ", ".join(PRESETS), spec.preset)
     try:
-        merged = _deep_merge(PRESETS[spec.preset], spec.overrides)
-        return convert(ModelConfig, merged, "", source)
-    except RecipeError as err:
-        # Keys inside overrides are reported where the user wrote them.
-        raise RecipeError(source, f"model.overrides.{err.key}", err.expected, show_got=False) from None
+        return _resolve(spec)
+    except Invalid as err:
+        raise RecipeError(source, err.key, err.expected, err.got, show_got=err.show_got) from None
 
 
 # --------------------------------------------------------------------------------------------- overrides
@@ -552,10 +586,9 @@ def sections_from_overrides(overrides: list[str]) -> tuple[GateSpec, DataSpec]:
     for key in data:
         if key not in ("gate", "data"):
             raise RecipeError("--set", key, "without a recipe only gate.* and data.* can be set; pass --recipe")
-    gate = convert(GateSpec, data.get("gate", {}), "gate", "--set")
-    spec = convert(DataSpec, data.get("data", {}), "data", "--set")
-    check_data(spec, "--set")
-    return gate, spec
+    return validate(GateSpec, data.get("gate", {}), "--set", "gate"), validate(
+        DataSpec, data.get("data", {}), "--set", "data"
+    )
 
 
 def recipe_from_data(data: Any, source: str = "<memory>", overrides: list[str] | None = None) -> Recipe:
@@ -563,10 +596,8 @@ def recipe_from_data(data: Any, source: str = "<memory>", overrides: list[str] |
         raise RecipeError(source, None, "expected a mapping of recipe keys at the top level", type(data).__name__)
     if overrides:
         data = apply_overrides(data, overrides)
-    recipe = convert(Recipe, data, "", source)
+    recipe = validate(Recipe, data, source)
     recipe.source = source
-    recipe.model_config = resolve_model(recipe.model, source)
-    _validate(recipe)
     return recipe
 
 

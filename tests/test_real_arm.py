@@ -250,6 +250,45 @@ def test_station_configuration_loads_and_rejects_mistakes(tmp_path):
         station_config_from_data(bad)
 
 
+@pytest.mark.parametrize(
+    "mutate, line",
+    [
+        # a wrong type, an unknown key and an out-of-range value each give one located line
+        (lambda d: d["cameras"][0].update(width="wide"), "s.yaml: cameras[0].width: expected an integer, got 'wide'"),
+        (
+            lambda d: d["arms"][0]["gripper"].update(sped=1),
+            "s.yaml: arms[0].gripper.sped: unknown key; expected one of",
+        ),
+        (lambda d: d.update(contrl_hz=20), "s.yaml: contrl_hz: unknown key; expected one of arms, cameras,"),
+        (lambda d: d.update(watchdog_s=9), "s.yaml: watchdog_s: expected a number above 0 and at most 5.0, got 9"),
+        (lambda d: d["arms"][0]["workspace"].update(min=[0, 0, float("nan")]), "workspace.min[2]: expected a finite"),
+        (lambda d: d["arms"][0]["workspace"].update(min=[1, 1, 1]), "arms[0].workspace: expected every min below"),
+        (lambda d: d["arms"][0]["gripper"].update(open_below=0.7), "arms[0].gripper: expected 0 <= open_below <"),
+        (lambda d: d["arms"][0].pop("host"), "s.yaml: arms[0].host: missing; expected a string"),
+        (lambda d: d.update(arms=d["arms"] * 3), "s.yaml: arms: expected one or two arms, got 3"),
+        (lambda d: d["arms"][0].update(home=5), "s.yaml: arms[0].home: expected a mapping with keys position, euler"),
+    ],
+)
+def test_each_station_mistake_is_one_line_naming_file_and_key(mutate, line):
+    bad = yaml.safe_load(yaml.safe_dump(STATION))
+    bad["arms"][0]["gripper"] = {}
+    mutate(bad)
+    with pytest.raises(StationConfigError) as err:
+        station_config_from_data(bad, "s.yaml")
+    assert line in str(err.value) and "\n" not in str(err.value)
+
+
+def test_station_defaults_and_coercions():
+    data = yaml.safe_load(yaml.safe_dump(STATION))
+    del data["arms"][0]["name"], data["arms"][0]["home"]["euler"]
+    data["cameras"][0]["serial"] = 123456789012  # unquoted in YAML
+    data["arms"][0]["gripper"] = None
+    station = station_config_from_data(data)
+    arm = station.arms[0]
+    assert arm.name == "arm0" and arm.home_euler == [np.pi, 0.0, 0.0] and arm.home_position == [0.45, 0.0, 0.35]
+    assert station.cameras[0].serial == "123456789012" and arm.gripper.close_above == 0.6
+
+
 def test_a_refused_connection_with_the_real_franky_names_the_host():
     pytest.importorskip("franky")  # the `real` extra; nothing listens on 127.0.0.1's FCI port here
     with pytest.raises(HarmoWAMError, match="cannot connect to the right arm at 127.0.0.1: libfranka"):

@@ -9,7 +9,14 @@ from typer.testing import CliRunner
 from harmowam_cli.main import app
 from harmowam_core.errors import RecipeError
 from harmowam_core.presets import PRESETS
-from harmowam_core.recipes import builtin_recipe_dir, load_recipe, recipe_from_text, recipe_names
+from harmowam_core.recipes import (
+    builtin_recipe_dir,
+    dump_recipe,
+    load_recipe,
+    recipe_from_text,
+    recipe_names,
+    sections_from_overrides,
+)
 
 TASKS = ["pick_fruit", "stack_cans", "pour_coke", "write_yes", "flowers", "bag_zip"]
 runner = CliRunner()
@@ -225,3 +232,55 @@ def test_exponent_numbers_without_a_dot_are_numbers():
     assert load_recipe("stack_cans", ["train_experts.learning_rate=5E-4"]).train_experts.learning_rate == 0.0005
     with pytest.raises(RecipeError, match="expected a number"):
         load_recipe("stack_cans", ["train_wm.learning_rate=1e-3x"])
+
+
+@pytest.mark.parametrize(
+    "overrides, line",
+    [
+        # a wrong type, an unknown key and an out-of-range value, at the top, in a section and in a list item
+        (["fps=true"], "key 'fps': expected an integer (got True)"),
+        (["gate.threshold=1"], "key 'gate.threshold': expected a probability in (0, 1) (got 1.0)"),
+        (["gate.windw=3"], "key 'gate.windw': unknown key; expected one of window, height_thresholds,"),
+        (["cameras.0.width=10"], "key 'cameras.0.width': expected an even pixel count in 16..4096 (got 10)"),
+        (["ood.background.distractors=[0, 3]"], "key 'ood.background.distractors': expected values >= 1 (got [0, 3])"),
+        (["train_wm.max_minutes=0"], "key 'train_wm.max_minutes': expected null (no cap) or a positive number"),
+        (["train_experts.window_stride=13"], "key 'train_experts.window_stride': expected 1 to the action chunk (12)"),
+        (["data.gripper=[a]"], "key 'data.gripper.0': expected an integer (got 'a')"),
+        (["data.cameras.side=x"], "key 'data.cameras.side': expected a camera role of this recipe: front, top, wrist"),
+        (["stages.1.name=beside"], "key 'stages': expected unique stage names (got ['beside', 'beside'])"),
+        # the derived fields are not input
+        (["model_config=1"], "key 'model_config': unknown key; expected one of name, arms,"),
+        # model overrides are checked as strictly as the recipe, against the preset's dataclasses
+        (
+            ["model.overrides.world_model.num_layers=2.0"],
+            "key 'model.overrides.world_model.num_layers': expected an integer",
+        ),
+        (["model.overrides.gate.motion=1"], "key 'model.overrides.gate.motion': expected true or false"),
+        (
+            ["model.overrides.reactive_expert.train_frames=0"],
+            "key 'model.overrides.reactive_expert.train_frames': expected null (every frame) or at least 1 frame",
+        ),
+    ],
+)
+def test_every_mistake_is_one_line_naming_file_key_and_expectation(overrides, line):
+    with pytest.raises(RecipeError) as err:
+        recipe_from_text(base_text(), "r.yaml", overrides)
+    assert str(err.value).startswith("r.yaml: " + line) and "\n" not in str(err.value)
+
+
+def test_model_override_exponent_numbers_and_sections_without_a_recipe():
+    r = load_recipe("stack_cans", ["model.overrides.world_model.shift=1e1"])
+    assert r.model_config.world_model.shift == 10.0
+    gate, data = sections_from_overrides(["gate.window=3", "data.cameras.front=observation.images.laptop"])
+    assert gate.window == 3 and data.cameras == {"front": "observation.images.laptop"}
+    with pytest.raises(RecipeError, match=r"^--set: key 'gate\.window': expected a window >= 0 \(got -1\)$"):
+        sections_from_overrides(["gate.window=-1"])
+    with pytest.raises(RecipeError, match=r"^--set: key 'data\.action': expected a feature key"):
+        sections_from_overrides(["data.action=' '"])
+
+
+def test_recipe_round_trips_through_its_dict():
+    recipe = load_recipe("bag_zip", ["model.preset=paper"])
+    again = recipe_from_text(dump_recipe(recipe, resolved=False), "again.yaml")
+    assert again.to_dict() == recipe.to_dict() and again.model_config == recipe.model_config
+    assert "model_config" not in recipe.to_dict() and "source" not in recipe.to_dict()

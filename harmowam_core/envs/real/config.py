@@ -26,26 +26,68 @@ Positions are metres in the arm's base frame; Euler angles are extrinsic xyz (as
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import field
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import yaml
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, TypeAdapter, ValidationError, model_validator
+from pydantic.dataclasses import dataclass
 
 from harmowam_core.errors import HarmoWAMError
+from harmowam_core.recipes import Invalid, located
 
 DEFAULT_PATH = Path("~/.config/harmowam/station.yaml")
 ROLES = ("front", "top", "wrist", "global", "wrist_left", "wrist_right")
+
+# Lax pydantic (a number may be written "0.1", a serial or host unquoted), unknown keys and inf/nan are errors.
+SCHEMA = ConfigDict(extra="forbid", coerce_numbers_to_str=True, allow_inf_nan=False)
 
 
 class StationConfigError(HarmoWAMError):
     pass
 
 
-@dataclass
+def _length(n: int) -> AfterValidator:
+    def check(value: list[float]) -> list[float]:
+        if len(value) != n:
+            raise Invalid(f"expected {n} finite numbers", value)
+        return value
+
+    return AfterValidator(check)
+
+
+def _at_most(upper: float) -> AfterValidator:
+    """A number in (0, upper]."""
+
+    def check(value: float) -> float:
+        if not 0 < value <= upper:
+            raise Invalid(f"expected a number above 0 and at most {upper}", value)
+        return value
+
+    return AfterValidator(check)
+
+
+Vector3 = Annotated[list[float], _length(3)]
+
+
+def _null_is(default: Any) -> BeforeValidator:
+    """An empty YAML section (`gripper:`) is its default."""
+    return BeforeValidator(lambda value: default() if value is None else value)
+
+
+@dataclass(config=SCHEMA)
 class Box:
-    min: list[float]
-    max: list[float]
+    min: Vector3
+    max: Vector3
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Box:
+        if not np.all(np.asarray(self.min) < np.asarray(self.max)):
+            raise Invalid("expected every min below its max", {"min": self.min, "max": self.max})
+        return self
 
     def clamp(self, point: np.ndarray) -> np.ndarray:
         return np.clip(point, self.min, self.max)
@@ -54,7 +96,7 @@ class Box:
         return bool(np.all(point >= np.asarray(self.min)) and np.all(point <= np.asarray(self.max)))
 
 
-@dataclass
+@dataclass(config=SCHEMA)
 class GripperConfig:
     speed: float = 0.05  # m/s
     force: float = 20.0  # N, when grasping
@@ -62,121 +104,88 @@ class GripperConfig:
     close_above: float = 0.6  # a command above this closes an open gripper ...
     open_below: float = 0.4  # ... and one below this opens a closed one: between, nothing changes
 
+    @model_validator(mode="after")
+    def _hysteresis(self) -> GripperConfig:
+        if not 0.0 <= self.open_below < self.close_above <= 1.0:
+            got = {"open_below": self.open_below, "close_above": self.close_above}
+            raise Invalid("expected 0 <= open_below < close_above <= 1", got)
+        return self
 
-@dataclass
+
+@dataclass(config=SCHEMA)
+class Home:
+    position: Vector3
+    euler: Vector3 = field(default_factory=lambda: [np.pi, 0.0, 0.0])
+
+
+@dataclass(config=SCHEMA)
 class ArmConfig:
-    name: str
     host: str
-    home_position: list[float]
-    home_euler: list[float]
+    home: Home
     workspace: Box
-    max_translation: float = 0.02
-    max_rotation: float = 0.1
-    relative_dynamics_factor: float = 0.1
-    collision_torque: list[float] = field(default_factory=lambda: [20.0] * 7)
-    collision_force: list[float] = field(default_factory=lambda: [20.0] * 6)
-    gripper: GripperConfig = field(default_factory=GripperConfig)
+    name: str = ""  # empty: arm<i>, its place in the station's list
+    max_translation: Annotated[float, _at_most(0.1)] = 0.02
+    max_rotation: Annotated[float, _at_most(0.5)] = 0.1
+    relative_dynamics_factor: Annotated[float, _at_most(1.0)] = 0.1
+    collision_torque: Annotated[list[float], _length(7)] = field(default_factory=lambda: [20.0] * 7)
+    collision_force: Annotated[list[float], _length(6)] = field(default_factory=lambda: [20.0] * 6)
+    gripper: Annotated[GripperConfig, _null_is(GripperConfig)] = field(default_factory=GripperConfig)
+
+    @model_validator(mode="after")
+    def _home_in_workspace(self) -> ArmConfig:
+        if not self.workspace.contains(np.asarray(self.home.position)):
+            raise Invalid("lies outside the workspace box", self.home.position, "home.position")
+        return self
+
+    @property
+    def home_position(self) -> list[float]:
+        return self.home.position
+
+    @property
+    def home_euler(self) -> list[float]:
+        return self.home.euler
 
 
-@dataclass
+@dataclass(config=SCHEMA)
 class CameraConfig:
     serial: str
-    role: str
+    role: Literal[ROLES]
     width: int = 640
     height: int = 480
     fps: int = 30
 
 
-@dataclass
+def _one_or_two(arms: list[ArmConfig]) -> list[ArmConfig]:
+    if len(arms) not in (1, 2):
+        raise Invalid("expected one or two arms", len(arms))
+    for i, arm in enumerate(arms):
+        arm.name = arm.name or f"arm{i}"
+    return arms
+
+
+@dataclass(config=SCHEMA)
 class StationConfig:
-    arms: list[ArmConfig]
-    cameras: list[CameraConfig]
-    control_hz: int = 20
-    watchdog_s: float = 0.25
-    source: str = "<memory>"
+    arms: Annotated[list[ArmConfig], AfterValidator(_one_or_two)]
+    cameras: Annotated[list[CameraConfig], _null_is(list)] = field(default_factory=list)
+    control_hz: Annotated[int, _at_most(1000)] = 20
+    watchdog_s: Annotated[float, _at_most(5.0)] = 0.25
+    source: str = field(default="<memory>", init=False)
 
 
-def _numbers(value, n: int, where: str) -> list[float]:
-    try:
-        out = [float(x) for x in value]
-    except (TypeError, ValueError):
-        raise StationConfigError(f"{where}: expected {n} numbers, got {value!r}") from None
-    if len(out) != n or not all(np.isfinite(out)):
-        raise StationConfigError(f"{where}: expected {n} finite numbers, got {value!r}")
-    return out
-
-
-def _positive(value, where: str, upper: float | None = None) -> float:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise StationConfigError(f"{where}: expected a number, got {value!r}") from None
-    if not (x > 0 and np.isfinite(x)) or (upper is not None and x > upper):
-        bound = f" and at most {upper}" if upper is not None else ""
-        raise StationConfigError(f"{where}: expected a number above 0{bound}, got {value!r}")
-    return x
-
-
-def _arm(d: dict, i: int, source: str) -> ArmConfig:
-    where = f"{source}: arms[{i}]"
-    unknown = set(d) - {
-        "name", "host", "home", "workspace", "max_translation", "max_rotation", "relative_dynamics_factor",
-        "collision_torque", "collision_force", "gripper",
-    }  # fmt: skip
-    if unknown:
-        raise StationConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-    for key in ("host", "home", "workspace"):
-        if key not in d:
-            raise StationConfigError(f"{where}: '{key}' is required")
-    box = Box(
-        _numbers(d["workspace"].get("min"), 3, f"{where}.workspace.min"),
-        _numbers(d["workspace"].get("max"), 3, f"{where}.workspace.max"),
-    )
-    if not np.all(np.asarray(box.min) < np.asarray(box.max)):
-        raise StationConfigError(f"{where}.workspace: every min must be below its max")
-    home = _numbers(d["home"].get("position"), 3, f"{where}.home.position")
-    if not box.contains(np.asarray(home)):
-        raise StationConfigError(f"{where}.home.position {home} lies outside the workspace box")
-    gripper = GripperConfig(**(d.get("gripper") or {}))
-    if not 0.0 <= gripper.open_below < gripper.close_above <= 1.0:
-        raise StationConfigError(f"{where}.gripper: need 0 <= open_below < close_above <= 1")
-    return ArmConfig(
-        name=str(d.get("name", f"arm{i}")),
-        host=str(d["host"]),
-        home_position=home,
-        home_euler=_numbers(d["home"].get("euler", [np.pi, 0.0, 0.0]), 3, f"{where}.home.euler"),
-        workspace=box,
-        max_translation=_positive(d.get("max_translation", 0.02), f"{where}.max_translation", upper=0.1),
-        max_rotation=_positive(d.get("max_rotation", 0.1), f"{where}.max_rotation", upper=0.5),
-        relative_dynamics_factor=_positive(
-            d.get("relative_dynamics_factor", 0.1), f"{where}.relative_dynamics_factor", upper=1.0
-        ),
-        collision_torque=_numbers(d.get("collision_torque", [20.0] * 7), 7, f"{where}.collision_torque"),
-        collision_force=_numbers(d.get("collision_force", [20.0] * 6), 6, f"{where}.collision_force"),
-        gripper=gripper,
-    )
-
-
-def station_config_from_data(data: dict, source: str = "<memory>") -> StationConfig:
+def station_config_from_data(data: Any, source: str = "<memory>") -> StationConfig:
+    """Validate plain data (a parsed station file); a mistake raises StationConfigError naming `source`, the key
+    (arms[0].workspace) and what was expected."""
     if not isinstance(data, dict) or not data.get("arms"):
         raise StationConfigError(f"{source}: a station needs an 'arms' list")
-    if len(data["arms"]) not in (1, 2):
-        raise StationConfigError(f"{source}: one or two arms, got {len(data['arms'])}")
-    arms = [_arm(a, i, source) for i, a in enumerate(data["arms"])]
-    cameras = []
-    for i, c in enumerate(data.get("cameras") or []):
-        camera = CameraConfig(**{k: c[k] for k in c})
-        if camera.role not in ROLES:
-            raise StationConfigError(f"{source}: cameras[{i}].role must be one of {', '.join(ROLES)}")
-        camera.serial = str(camera.serial)
-        cameras.append(camera)
-    return StationConfig(
-        arms=arms,
-        cameras=cameras,
-        control_hz=int(_positive(data.get("control_hz", 20), f"{source}: control_hz", upper=1000)),
-        watchdog_s=_positive(data.get("watchdog_s", 0.25), f"{source}: watchdog_s", upper=5.0),
-        source=source,
-    )
+    try:
+        station = TypeAdapter(StationConfig).validate_python(data)
+    except ValidationError as err:
+        key, expected, got, show = located(err, StationConfig)
+        where = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", key)  # arms.0.home -> arms[0].home
+        tail = f", got {got!r}" if show and got is not None else ""
+        raise StationConfigError(f"{source}: {where}: {expected}{tail}") from None
+    station.source = source
+    return station
 
 
 def load_station_config(path: str | Path | None = None) -> StationConfig:
@@ -188,7 +197,4 @@ def load_station_config(path: str | Path | None = None) -> StationConfig:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise StationConfigError(f"{path}: not valid YAML ({err.__class__.__name__})") from None
-    try:
-        return station_config_from_data(data, str(path))
-    except TypeError as err:  # an unknown key in a gripper or camera section
-        raise StationConfigError(f"{path}: {err}") from None
+    return station_config_from_data(data, str(path))
