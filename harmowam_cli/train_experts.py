@@ -38,6 +38,14 @@ def train_experts(
             help="Train the reactive expert on the real future frames instead of the imagined ones.",
         ),
     ] = False,
+    log_with: Annotated[
+        str | None,
+        typer.Option(
+            "--log-with",
+            help="Experiment tracker(s) for the training curves, as accelerate's log_with: tensorboard, wandb, "
+            "mlflow, ... (comma-separated for several; default: none). Logs land in <out>/logs.",
+        ),
+    ] = None,
     set_: SetOption = None,
 ) -> None:
     """Train the predictive expert, the reactive expert and the gate (stage 2) on the frozen world model; a
@@ -45,7 +53,7 @@ def train_experts(
     overrides = list(set_ or [])
     if reactive_on_real_frames:
         overrides.append("train_experts.reactive_on_real_frames=true")
-    run_train_experts(recipe, data, wm, out, resume, max_steps, not without_wm_latents, overrides)
+    run_train_experts(recipe, data, wm, out, resume, max_steps, not without_wm_latents, overrides, log_with=log_with)
 
 
 @user_errors
@@ -58,6 +66,7 @@ def run_train_experts(
     max_steps: int | None,
     use_wm_latents: bool,
     overrides: list[str],
+    log_with: str | None = None,
 ) -> None:
     recipe = load_recipe(recipe_name, overrides)  # a bad recipe fails before torch is imported
 
@@ -67,7 +76,9 @@ def run_train_experts(
     data = data or Path("data") / recipe.name
     wm = wm or Path("runs") / recipe.name / "wm" / "model"
     out = out or Path("runs") / recipe.name / "experts"
-    trainer = ExpertsTrainer(recipe, data, wm, out, resume=resume, max_steps=max_steps, use_wm_latents=use_wm_latents)
+    trainer = ExpertsTrainer(
+        recipe, data, wm, out, resume=resume, max_steps=max_steps, use_wm_latents=use_wm_latents, log_with=log_with
+    )
     spec = recipe.train_experts
     variant = "" if use_wm_latents else ", without world-model latents"
     frames = "real" if spec.reactive_on_real_frames else "imagined"

@@ -20,16 +20,30 @@ def train_wm(
     max_steps: Annotated[
         int | None, typer.Option(help="Stop after this many steps (caps the recipe's train_wm.steps; smoke runs).")
     ] = None,
+    log_with: Annotated[
+        str | None,
+        typer.Option(
+            "--log-with",
+            help="Experiment tracker(s) for the training curves, as accelerate's log_with: tensorboard, wandb, "
+            "mlflow, ... (comma-separated for several; default: none). Logs land in <out>/logs.",
+        ),
+    ] = None,
     set_: SetOption = None,
 ) -> None:
     """Train the world model (stage 1) on the recipe's front/global camera; previews and a held-out PSNR
     evaluation against the copy-the-current-frame baseline land in the run directory."""
-    run_train_wm(recipe, data, out, resume, max_steps, set_ or [])
+    run_train_wm(recipe, data, out, resume, max_steps, set_ or [], log_with=log_with)
 
 
 @user_errors
 def run_train_wm(
-    recipe_name: str, data: Path | None, out: Path | None, resume: bool, max_steps: int | None, overrides: list[str]
+    recipe_name: str,
+    data: Path | None,
+    out: Path | None,
+    resume: bool,
+    max_steps: int | None,
+    overrides: list[str],
+    log_with: str | None = None,
 ) -> None:
     recipe = load_recipe(recipe_name, overrides)  # a bad recipe fails before torch is imported
 
@@ -38,7 +52,7 @@ def run_train_wm(
     quiet_libraries()
     data = data or Path("data") / recipe.name
     out = out or Path("runs") / recipe.name / "wm"
-    trainer = WorldModelTrainer(recipe, data, out, resume=resume, max_steps=max_steps)
+    trainer = WorldModelTrainer(recipe, data, out, resume=resume, max_steps=max_steps, log_with=log_with)
     console.print(
         f"training the [bold]{recipe.model.preset}[/] world model on [bold]{data}[/] ({trainer.camera} camera, "
         f"{len(trainer.train_episodes)} episodes, {len(trainer.held_out)} held out; {trainer.steps} steps of batch "

@@ -3,7 +3,7 @@
     report = evaluate(Path("bundles/stack_cans-20261124-120000"), protocols=["none", "position"],
                       routers=["gate", "predictive"], episodes=20, seed=1000, out=Path("runs/eval/x"))
     report.rows                       # one StageRow per (actor, protocol): stage success rates and their mean
-    write_outputs(report, out)        # results.json, results.csv, success.png
+    write_outputs(report, out)        # results.json, results.csv, success.png/.pdf/.svg
 
 Every actor (router, or the scripted expert) is evaluated on the same scenes: episode i of a protocol uses
 seed + i, so rows are paired comparisons. Rows follow the paper's Tables 2-3 and 5-8: the fraction of episodes
@@ -29,11 +29,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 from harmowam_core.envs.ood import PROTOCOLS, check_protocol, parse_protocols  # noqa: F401 (re-exported)
 from harmowam_core.errors import HarmoWAMError
-from harmowam_core.policy.rollout import COLOURS, EpisodeResult, PolicyActor, ScriptedActor, label_font, run_episode
+from harmowam_core.policy.rollout import COLOURS, EpisodeResult, PolicyActor, ScriptedActor, run_episode
 from harmowam_core.policy.routers import ROUTER_TABLE, check_router
 from harmowam_core.workers import (
     WorkerError,
@@ -394,7 +393,8 @@ def read_report(path: Path) -> EvalReport:
 
 # ----------------------------------------------------------------------------------------------- outputs
 def write_outputs(report: EvalReport, out: Path) -> dict[str, Path]:
-    """results.json (everything, per episode too), results.csv (the table) and success.png (a bar chart)."""
+    """results.json (everything, per episode too), results.csv (the table) and the bar chart as success.png,
+    success.pdf and success.svg (the vector files for a paper)."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "csv": out / "results.csv", "png": out / "success.png"}
     paths["json"].write_text(json.dumps(report.to_dict(), indent=2))
@@ -406,46 +406,66 @@ def write_outputs(report: EvalReport, out: Path) -> dict[str, Path]:
             writer.writerow(
                 [report.task, row.actor, row.protocol, row.episodes, *rates, f"{row.avg:.4f}", f"{row.success:.4f}"]
             )
-    bar_chart(report, paths["png"])
+    paths.update({chart.suffix[1:]: chart for chart in bar_chart(report, paths["png"])})
     return paths
 
 
-def bar_chart(report: EvalReport, path: Path) -> None:
-    """Grouped bars: one group per protocol, one bar per actor and stage (darker = later stage)."""
+CHART_FORMATS = {".png": {}, ".pdf": {"CreationDate": None}, ".svg": {"Date": None}}  # suffix: its metadata
+
+
+def bar_chart(report: EvalReport, path: Path) -> list[Path]:
+    """Grouped bars: one group per protocol, one bar per actor and stage (darker = later stage). Saved at `path`
+    (a .png) and as .pdf and .svg beside it; returns the three paths. Drawn with matplotlib's Agg canvas (no
+    display); text stays text in the vector files, which carry no creation date (same report, same bytes)."""
+    from matplotlib import rc_context
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
     rows = report.rows
     protocols = [p for p in report.protocols if any(r.protocol == p for r in rows)]
     actors = [a for a in report.actors if any(r.actor == a for r in rows)]
-    stages = len(report.stage_names)
-    bar, gap, left, top, height = 14, 24, 50, 40, 240
-    group = max(1, len(actors)) * (stages * bar + 8)
-    width = left + max(1, len(protocols)) * (group + gap) + 20
-    legend_h = 18 * (len(actors) + 1)
-    image = Image.new("RGB", (max(width, 480), top + height + 50 + legend_h), "white")
-    draw, font = ImageDraw.Draw(image), label_font()
-    draw.text((left, 10), f"{report.task}: stage-wise success, {report.episodes} episodes per bar", fill="black",
-              font=font)  # fmt: skip
-    for k in range(6):
-        y = top + height - k * height / 5
-        draw.line([left - 4, y, image.width - 10, y], fill=(225, 225, 225))
-        draw.text((8, y - 8), f"{k / 5:.1f}", fill="black", font=font)
-    palette = [ACTOR_COLOURS.get(a, (120, 120, 120)) for a in actors]
-    for g, protocol in enumerate(protocols):
-        x0 = left + g * (group + gap)
-        draw.text((x0, top + height + 6), PROTOCOL_NAMES[protocol], fill="black", font=font)
-        for a, actor in enumerate(actors):
-            row = next((r for r in rows if r.actor == actor and r.protocol == protocol), None)
-            if row is None:
-                continue
-            colour = np.array(palette[a])
-            for s, rate in enumerate(row.stage_rates):
-                shade = tuple(int(c) for c in colour * (1.0 - 0.45 * s / max(1, stages - 1)))
-                x = x0 + a * (stages * bar + 8) + s * bar
-                draw.rectangle([x, top + height - rate * height, x + bar - 2, top + height], fill=shade)
-    y = top + height + 30
-    for a, actor in enumerate(actors):
-        draw.rectangle([left, y + 3, left + 12, y + 13], fill=tuple(palette[a]))
-        draw.text((left + 18, y), actor, fill="black", font=font)
-        y += 18
-    draw.text((left, y), "bars per actor: " + ", ".join(report.stage_names) + " (darker = later)", fill="black",
-              font=font)  # fmt: skip
-    image.save(path)
+    stages = max(1, len(report.stage_names))
+    palette = {a: np.array(ACTOR_COLOURS.get(a, (120, 120, 120))) / 255.0 for a in actors}
+    bar, pad = 1.0, 0.6  # a bar's width; the space after each actor's bars (x units)
+    group = max(1, len(actors)) * (stages * bar + pad)  # one protocol's width
+    gap = 1.5 * stages * bar
+
+    rc = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.fonttype": "none", "svg.hashsalt": "harmowam"}
+    with rc_context(rc):
+        width = max(6.4, 1.5 + 0.18 * len(protocols) * (group + gap))
+        fig = Figure(figsize=(width, 4.2 + 0.25 * len(actors)), layout="constrained")
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        centres = []
+        for g, protocol in enumerate(protocols):
+            x0 = g * (group + gap)
+            centres.append(x0 + (group - pad) / 2)
+            for a, actor in enumerate(actors):
+                row = next((r for r in rows if r.actor == actor and r.protocol == protocol), None)
+                if row is None:
+                    continue
+                for s, rate in enumerate(row.stage_rates):
+                    shade = palette[actor] * (1.0 - 0.45 * s / max(1, stages - 1))
+                    x = x0 + a * (stages * bar + pad) + s * bar + bar / 2
+                    ax.bar(x, rate, width=0.9 * bar, color=tuple(shade), linewidth=0)
+        ax.set_xticks(centres, [PROTOCOL_NAMES.get(p, p) for p in protocols])
+        ax.set_ylim(0.0, 1.0)
+        ax.set_ylabel("fraction of episodes reaching the stage")
+        ax.yaxis.grid(True, color="0.88")
+        ax.set_axisbelow(True)
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.set_title(f"{report.task}: stage-wise success, {report.episodes} episodes per bar")
+        handles = [Patch(color=tuple(palette[a]), label=a) for a in actors]
+        stage_order = ", ".join(report.stage_names) + " (darker = later)"
+        fig.legend(
+            handles=handles,
+            loc="outside lower center",
+            ncols=max(1, min(len(actors), 6)),
+            frameon=False,
+            title=f"bars per actor: {stage_order}",
+        )
+        paths = [path.with_suffix(suffix) for suffix in CHART_FORMATS]
+        for out in paths:
+            fig.savefig(out, dpi=150, metadata=CHART_FORMATS[out.suffix])
+    return paths

@@ -28,8 +28,7 @@ class WorldModelConfig:
     freq_dim: int = 64  # sinusoidal timestep embedding width
     shift: float = 3.0  # flow-matching timestep shift (training, and sampling unless sample_shift is set)
     sample_shift: float | None = 300.0  # the sampler's own shift (None: `shift`); a large one spends the few steps
-    # near sigma 1, where the x0 prediction is the mean of the possible futures: on stack_cans, frames 7-13
-    # score +0.13..+0.35 dB over copying (3 noise seeds) against -0.16..-0.47 dB sampled with shift 3
+    # near sigma 1, where the x0 prediction is the mean of the possible futures (measurements: docs/design-notes.md)
     condition: Literal["first", "concat"] = "concat"  # the current frame: clean first latent only (Wan2.2 TI2V),
     # or also concatenated on the channels of every latent frame (Wan2.1 I2V), so each token sees it in place
     context_frames: int = 2  # 1: the current frame; 2: also the one before it, concatenated like the current
@@ -43,8 +42,8 @@ class WorldModelConfig:
     codec: str = "pixel"  # "wan" (AutoencoderKLWan) or "pixel" (space-to-depth of the pixels, nothing to train)
     pixel_patch: int = 4  # the pixel codec's space-to-depth factor
     pixel_residual: bool = True  # pixel codec: future latents hold the difference from the current frame
-    pixel_residual_scale: float = 1.0  # ... times this (8 brings stack_cans differences to unit variance, but
-    # its sharper, bolder motion scored lower held-out PSNR: -1.8 dB vs -0.6 dB against copying, 1500 steps)
+    pixel_residual_scale: float = 1.0  # ... times this (8 brings stack_cans differences to unit variance; why
+    # 1 stays the default: docs/design-notes.md)
     latent_channels: int = 8  # the wan codec's latent channels (the pixel codec has 3 * pixel_patch^2)
     vae_base_dim: int = 16
     vae_arch: str = "small"  # a random wan codec's architecture: "small" (4x spatial) or "wan2.2" (16x, 4x time)
@@ -73,8 +72,7 @@ class PredictiveExpertConfig:
     train_timesteps: int = 100
     inference_steps: int = 10
     prediction: Literal["epsilon", "sample"] = "sample"  # what the DiT outputs: the noise (the paper, diffusion
-    # policy) or the clean chunk. Trained from scratch on a CPU budget, noise prediction stayed near the mean
-    # chunk (stack_cans, 2 episodes, 1500 steps: gripper 0.27 where the demonstration holds 0)
+    # policy) or the clean chunk (the tiny preset, trained from scratch; measurements: docs/design-notes.md)
 
 
 @dataclass
@@ -93,8 +91,8 @@ class ReactiveExpertConfig:
     # tiny preset: without a state input the expert reads the arm's absolute position from where it appears in
     # the frame, and a shift moves it there but not in the label
     train_frames: int | None = 4  # frames of each window's chunk the training loss reads, drawn at random (None:
-    # all). Each action is read from its own frame, so a subset is an unbiased estimate of the same loss: 4 of 12
-    # cut the tiny preset's training step by about a third (the reactive expert's frames were ~45% of it)
+    # all). Each action is read from its own frame, so a subset is an unbiased estimate of the same loss, at a
+    # fraction of the cost (timings: docs/design-notes.md)
 
 
 @dataclass
@@ -102,15 +100,15 @@ class GateModelConfig:
     """The process-adaptive gate: an MLP on the current observation's visual tokens."""
 
     hidden_sizes: list[int] = field(default_factory=lambda: [64])
-    pool_grid: int = 4  # each camera's patch tokens are average-pooled to this square grid (the tiny SigLIP's
-    # whole 8 x 8 grid scored 82.7% held-out frame accuracy in a stack_cans train-experts run, 4 x 4 88.0%)
+    pool_grid: int = 4  # each camera's patch tokens are average-pooled to this square grid (measurements:
+    # docs/design-notes.md)
     dropout: float = 0.0
     motion: bool = True  # also the pooled tokens' change since the previous control step (descending to grasp
     # and lifting away look alike in one frame); the paper's gate reads the current tokens only
     world_model: bool = True  # also the world model's hidden tokens of this step, averaged per latent frame: the
-    # imagined next 0.6 s, which foresees the gripper events whose label window opens frames before them.
-    # On stack_cans, gates trained alone on frozen features, 5-fold cross-validation over episodes: 92.5% ->
-    # 93.6% frame accuracy. The paper's gate reads the visual tokens only; the latent ablation drops this input
+    # imagined next 0.6 s, which foresees the gripper events whose label window opens frames before them. The
+    # paper's gate reads the visual tokens only; the latent ablation drops this input (measurements:
+    # docs/design-notes.md)
 
 
 @dataclass

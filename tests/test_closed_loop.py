@@ -150,6 +150,19 @@ def test_outputs_are_json_csv_and_png(tmp_path):
     assert Image.open(paths["png"]).size[0] >= 480
 
 
+def test_the_chart_is_also_saved_as_pdf_and_svg_for_a_paper(tmp_path):
+    report = EvalReport("b", "stack_cans", ["beside", "on_top"], ["none", "position"], ["gate", "predictive"], 1, 1000)
+    report.results = [result("gate", "none", [True, False]), result("predictive", "position", [True, True])]
+    paths = write_outputs(report, tmp_path)
+    assert [paths[k].name for k in ("png", "pdf", "svg")] == ["success.png", "success.pdf", "success.svg"]
+    assert all(paths[k].stat().st_size > 0 for k in ("png", "pdf", "svg"))
+    assert paths["pdf"].read_bytes().startswith(b"%PDF")
+    svg = paths["svg"].read_text()
+    assert "<svg" in svg and "in-domain" in svg and "predictive" in svg  # text stays text
+    again = write_outputs(report, tmp_path / "again")
+    assert all(again[k].read_bytes() == paths[k].read_bytes() for k in ("pdf", "svg"))  # no creation date
+
+
 def test_deploy_and_eval_pick_the_newest_bundle_or_fail_clearly(bundle, tmp_path):
     empty = tmp_path / "none"
     for command in ("deploy", "eval"):

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from tensorboard_events import scalars
 from typer.testing import CliRunner
 
 from harmowam_cli.main import app
@@ -20,6 +21,7 @@ from harmowam_core.models.world_model import WorldModel
 from harmowam_core.presets import GateModelConfig, PredictiveExpertConfig, ReactiveExpertConfig, WorldModelConfig
 from harmowam_core.recipes import load_recipe
 from harmowam_core.training import experts as stage2
+from harmowam_core.training import loop as training_loop
 from harmowam_core.training.cache import WorldModelCache
 
 runner = CliRunner()
@@ -62,8 +64,11 @@ def test_train_experts_caches_the_world_model_and_reports(stage2_inputs, tmp_pat
     out = tmp_path / "experts"
     calls = _count_predictions(monkeypatch)
     args = ["train-experts", "stack_cans", "--data", str(root), "--wm", str(wm_dir), "--out", str(out), *SMALL]
-    first = runner.invoke(app, [*args, "--max-steps", "2"])
+    first = runner.invoke(app, [*args, "--max-steps", "2", "--log-with", "tensorboard"])
     assert first.exit_code == 0, first.output
+    curves = scalars(out / "logs" / "experts")  # every loss term and the learning rate, at the last step
+    assert {"train/loss", "train/pred", "train/react", "train/gate", "train/lr"} <= set(curves)
+    assert [step for step, _ in curves["train/gate"]] == [2]
     assert sum(calls) == 18 + 16 + 15  # every window imagined exactly once (train and held-out)
 
     # resuming continues at step 2 and imagines nothing: the cache on disk is reused
@@ -247,14 +252,16 @@ def test_the_stage2_objective_weights_the_three_losses():
     torch.testing.assert_close(out["loss"], 2.0 * out["pred"] + 0.5 * out["react"] + out["gate"])
 
 
-def test_train_experts_user_errors_are_one_line(make_dataset, stage2_inputs, tmp_path):
+def test_train_experts_user_errors_are_one_line(make_dataset, stage2_inputs, tmp_path, monkeypatch):
     root, wm_dir = stage2_inputs
+    monkeypatch.setattr(training_loop, "available_trackers", lambda: {"tensorboard"})  # wandb never starts
     unlabelled, _ = make_dataset(lengths=(16, 16), cameras=CAMERAS, root=tmp_path / "raw")
     cases = [
         (["--data", str(unlabelled), "--wm", str(wm_dir)], "harmowam label"),
         (["--data", str(root), "--wm", str(tmp_path / "nowm")], "train-wm"),
         (["--data", str(root), "--wm", str(wm_dir), "--max-steps", "0"], "--max-steps"),
         (["--data", str(tmp_path / "missing"), "--wm", str(wm_dir)], "not a dataset"),
+        (["--data", str(root), "--wm", str(wm_dir), "--log-with", "wandb"], "pip install wandb"),
     ]
     for extra, message in cases:
         result = runner.invoke(app, ["train-experts", "stack_cans", "--out", str(tmp_path / "r"), *extra])

@@ -8,6 +8,7 @@ import json
 import av
 import numpy as np
 import torch
+from tensorboard_events import scalars
 from typer.testing import CliRunner
 
 from harmowam_cli.main import app
@@ -81,8 +82,11 @@ def test_train_wm_resumes_and_refuses_to_overwrite(make_dataset, tmp_path):
     root, _ = make_dataset(lengths=(16, 16), cameras={"front": (32, 32)})
     out = tmp_path / "run"
     args = ["train-wm", "stack_cans", "--data", str(root), "--out", str(out), *SMALL]
-    first = runner.invoke(app, [*args, "--max-steps", "3"])
+    first = runner.invoke(app, [*args, "--max-steps", "3", "--log-with", "tensorboard"])
     assert first.exit_code == 0, first.output
+    curves = scalars(out / "logs" / "wm")  # accelerate's tensorboard tracker: the last step, then every 10
+    assert [step for step, _ in curves["train/loss"]] == [3] and {"train/lr", "train/samples_per_second"} <= set(curves)
+    assert next((out / "logs" / "wm").rglob("hparams.yml")).read_text().count("train_wm.steps: 6") == 1
     again = runner.invoke(app, args)
     assert again.exit_code == 2 and "--resume" in again.output
     resumed = runner.invoke(app, [*args, "--resume"])
@@ -98,6 +102,8 @@ def test_train_wm_user_errors_are_one_line(make_dataset, tmp_path):
         (["--data", str(tmp_path / "missing")], "not a dataset"),
         (["--data", str(root)], "at least 2"),
         (["--data", str(root), "--max-steps", "0"], "--max-steps"),
+        (["--data", str(root), "--log-with", "all"], "name the trackers"),
+        (["--data", str(root), "--log-with", "tensorbored"], "no such tracker"),
     ]
     for extra, message in cases:
         result = runner.invoke(app, ["train-wm", "stack_cans", "--out", str(tmp_path / "r"), *extra])

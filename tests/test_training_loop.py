@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
+from tensorboard_events import scalars
 from torch import nn
 from torch.utils.data import TensorDataset
 
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.recipes import TrainSpec
-from harmowam_core.training.loop import TrainLoop, checkpoints
+from harmowam_core.training import loop as training_loop
+from harmowam_core.training.loop import TrainLoop, checkpoints, parse_log_with, tracker_config
 
 
 def regression(n: int = 64):
@@ -136,3 +140,40 @@ def test_max_minutes_must_be_positive():
     with pytest.raises(RecipeError, match="train_wm.max_minutes"):
         load_recipe("stack_cans", ["train_wm.max_minutes=0"])
     assert load_recipe("stack_cans", ["train_experts.max_minutes=2.5"]).train_experts.max_minutes == 2.5
+
+
+def test_tensorboard_gets_the_loss_terms_and_learning_rate_every_log_interval(tmp_path):
+    pytest.importorskip("tensorboard")
+    torch.manual_seed(0)
+
+    def terms(model, batch):
+        loss = mse(model, batch)["loss"]
+        return {"loss": loss, "half": loss / 2}
+
+    config = {"train": {"steps": 12, "sizes": [1, 2]}, "name": "regression", "none": None}
+    loop = TrainLoop(spec(steps=12), tmp_path, nn.Linear(4, 1), terms, regression(), log_with="tensorboard",
+                     config=config, run_name="regression", log_every=5)  # fmt: skip
+    loop.run()
+    logs = scalars(tmp_path / "logs" / "regression")
+    assert {"train/loss", "train/half", "train/lr", "train/samples_per_second"} <= set(logs)
+    assert [step for step, _ in logs["train/loss"]] == [5, 10, 12]  # every 5 steps and the last
+    assert logs["train/half"][0][1] == pytest.approx(logs["train/loss"][0][1] / 2)
+    assert logs["train/lr"][-1][1] == pytest.approx(5e-2)
+    assert loop.accelerator.trackers == []  # finished
+    assert tracker_config(config) == {"train.steps": 12, "train.sizes": "[1, 2]", "name": "regression", "none": None}
+
+
+def test_log_with_takes_installed_trackers_by_name_and_never_all(monkeypatch):
+    assert parse_log_with(None) == parse_log_with("") == parse_log_with("none") == []
+    monkeypatch.setattr(training_loop, "available_trackers", lambda: {"tensorboard"})
+    assert parse_log_with("tensorboard, TensorBoard") == ["tensorboard"]
+    for value, message in [
+        ("all", "--log-with all is not accepted"),
+        ("tensorbored", "no such tracker"),
+        ("tensorboard,wandb", "the wandb package is not installed (pip install wandb)"),
+    ]:
+        with pytest.raises(HarmoWAMError, match=re.escape(message)):
+            parse_log_with(value)
+    monkeypatch.setattr(training_loop, "available_trackers", set)
+    with pytest.raises(HarmoWAMError, match=re.escape("pip install 'harmowam[tensorboard]'")):
+        TrainLoop(spec(), Path("unused"), nn.Linear(4, 1), mse, regression(), log_with="tensorboard")

@@ -18,13 +18,12 @@ that the tiny preset uses, with future frames as differences from the current on
 transformer predicts the velocity (as Wan2.2 does); the tiny one predicts the clean latents x0, from which the
 velocity follows (a 64-wide token cannot carry a 192-dimensional noise patch through, a clean future it can).
 
-The tiny preset adds three things the paper's pretrained 5B model does not need, each measured on stack_cans
-(held-out frames 7-13 against copying the current frame):
+The tiny preset adds three things the paper's pretrained 5B model does not need (measurements on stack_cans:
+docs/design-notes.md):
 - `condition: concat` puts the current frame's latent on the channels of every frame (Wan2.1 I2V's image
-  conditioning), so each token sees what is at its place; with the first-frame condition alone the model
-  learned no motion at all (the moving pixels' error stayed at copying's).
+  conditioning), so each token sees what is at its place.
 - `context_frames: 2` concatenates the previous frame too: from one 64 px frame a pausing arm and a moving
-  one look alike, and a sampled future that moves a still arm loses up to 18 dB on that clip.
+  one look alike.
 - EDM preconditioning (`sigma_data`, x0 = c_skip x_t + c_out F) and a sigmoid `output_gate` per latent pixel
   keep still regions still instead of the network's lossy copy of its input.
 Text comes from UMT5 (paper) or a small T5 encoder over a byte-level tokenizer

@@ -32,9 +32,9 @@ from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models.experts import Experts, ExpertsConfig, Normalizer
 from harmowam_core.models.world_model import WorldModel, frame_to_latent, latent_frames
 from harmowam_core.recipes import Recipe
-from harmowam_core.timing import Progress  # noqa: E402
+from harmowam_core.timing import Progress
 from harmowam_core.training.cache import WorldModelCache
-from harmowam_core.training.loop import StepLog, TrainLoop, open_training_run
+from harmowam_core.training.loop import StepLog, TrainLoop, open_training_run, parse_log_with
 from harmowam_core.training.reports import ExpertsReport, evaluate_experts
 from harmowam_core.training.world_model import world_model_camera
 
@@ -131,9 +131,11 @@ class ExpertsTrainer:
         resume: bool = False,
         max_steps: int | None = None,
         use_wm_latents: bool = True,
+        log_with: str | list[str] | None = None,
     ):
         self.recipe, self.out, self.resume, self.max_steps = recipe, Path(out), resume, max_steps
         self.use_wm_latents = use_wm_latents
+        self.log_with = parse_log_with(log_with)  # the experiment trackers (accelerate's log_with); none by default
         self.reader = open_training_run(data, self.out, resume, max_steps, recipe.data_mapping())
         if not self.reader.is_labelled:
             raise HarmoWAMError(
@@ -224,7 +226,18 @@ class ExpertsTrainer:
         deltas = reader.action[frames] if self.action_targets == "absolute" else None
         normalizer = Normalizer.from_arrays(self.targets[frames], reader.state[frames], deltas)
         experts = self.build_experts(wm, normalizer)
-        loop = TrainLoop(spec, out, experts, lambda model, batch: model(batch), train_set, max_steps=self.max_steps)
+        run = {
+            "stage": "experts",
+            "data": str(reader.root),
+            "world_model": str(self.wm_dir),
+            "use_wm_latents": self.use_wm_latents,
+            "action_targets": self.action_targets,
+            "max_steps": self.max_steps,
+        }
+        loop = TrainLoop(
+            spec, out, experts, lambda model, batch: model(batch), train_set, max_steps=self.max_steps,
+            log_with=self.log_with, config={**recipe.to_dict(), "run": run}, run_name="experts",
+        )  # fmt: skip
         if loop.is_main_process:
             out.mkdir(parents=True, exist_ok=True)
             (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))

@@ -16,6 +16,11 @@ stops after the step in progress, saves a checkpoint and sets `stopped_by_time`;
 it did. A resumed run counts the time of the runs before it (kept in each checkpoint). A cosine schedule then
 decays by the share of the time used when that is ahead of the share of the steps, so a run stopped by its
 time cap still ends at a low learning rate.
+
+`log_with` names accelerate's experiment trackers (`tensorboard`, `wandb`, ...; `harmowam train-wm --log-with`):
+the loop starts them with `config` (the resolved recipe, flattened) under `out/logs`, logs the loss terms, the
+learning rate and samples/s every `log_every` steps (and at the last step), and finishes them when it ends.
+Nothing is tracked by default, and no tracker starts that was not named.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ from harmowam_core.errors import HarmoWAMError
 from harmowam_core.recipes import TrainSpec
 
 KEEP_CHECKPOINTS = 2
+LOG_EVERY = 10  # steps between two tracker entries
+TRACKER_EXTRAS = {"tensorboard": "'harmowam[tensorboard]'", "comet_ml": "comet-ml"}  # what to pip install
 
 
 @dataclass
@@ -71,6 +78,61 @@ def open_training_run(
     if reader.num_episodes < 2:
         raise HarmoWAMError(f"{reader.root}: {reader.num_episodes} episode(s); training needs at least 2 (1 held out)")
     return reader
+
+
+def tracker_names() -> list[str]:
+    """The trackers accelerate knows (its `log_with` values), "all" aside."""
+    from accelerate.utils import LoggerType
+
+    return [t.value for t in LoggerType if t.value != "all"]
+
+
+def available_trackers() -> set[str]:
+    """The trackers whose package is installed."""
+    from accelerate.tracking import get_available_trackers
+
+    return {getattr(t, "value", str(t)) for t in get_available_trackers()}
+
+
+def parse_log_with(log_with: str | list[str] | None) -> list[str]:
+    """`--log-with`: tracker names as accelerate's `log_with` takes them, comma-separated for several; None, ""
+    and "none" track nothing. An unknown or uninstalled tracker is a HarmoWAMError, and so is "all" (it would
+    start every installed tracker, some of which send the run to a server): name the ones you want."""
+    if log_with is None:
+        return []
+    items = log_with.split(",") if isinstance(log_with, str) else list(log_with)
+    names = list(dict.fromkeys(n.strip().lower() for n in items if n.strip() and n.strip().lower() != "none"))
+    known = tracker_names()
+    for name in names:
+        if name == "all":
+            raise HarmoWAMError(f"--log-with all is not accepted: name the trackers ({', '.join(known)})")
+        if name not in known:
+            raise HarmoWAMError(f"--log-with {name}: no such tracker; accelerate knows {', '.join(known)}")
+    missing = [n for n in names if n not in available_trackers()]
+    if missing:
+        name = missing[0]
+        raise HarmoWAMError(
+            f"--log-with {name}: the {name} package is not installed (pip install {TRACKER_EXTRAS.get(name, name)})"
+        )
+    return names
+
+
+def tracker_config(config: dict, prefix: str = "") -> dict:
+    """`config` flattened for the trackers' hyperparameter tables: nested keys joined by ".", lists and other
+    values that are not a bool, number, string or None written as JSON (or their str)."""
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(tracker_config(value, f"{name}."))
+        elif value is None or isinstance(value, (bool, int, float, str)):
+            flat[name] = value
+        else:
+            try:
+                flat[name] = json.dumps(value)
+            except TypeError:
+                flat[name] = str(value)
+    return flat
 
 
 def lr_factor(spec, total: int, step: int) -> float:
@@ -108,11 +170,17 @@ class TrainLoop:
         dataset: Dataset,
         max_steps: int | None = None,
         collate_fn: Callable | None = None,
+        log_with: str | list[str] | None = None,
+        config: dict | None = None,
+        run_name: str = "train",
+        log_every: int = LOG_EVERY,
     ):
         from accelerate import Accelerator
-        from accelerate.utils import set_seed
+        from accelerate.utils import ProjectConfiguration, set_seed
 
         self.spec, self.out, self.loss_fn = spec, Path(out), loss_fn
+        self.log_with, self.config, self.run_name = parse_log_with(log_with), config or {}, run_name
+        self.log_every = max(1, log_every)
         self.total = min(spec.steps, max_steps) if max_steps else spec.steps
         if len(dataset) == 0:
             raise HarmoWAMError("no training samples: the dataset has no episodes left after the held-out split")
@@ -121,9 +189,14 @@ class TrainLoop:
         self.seconds_before = 0.0  # training time of the runs this one resumed
         self._run_start: float | None = None
         self.stopped_by_time = False
+        tracking = {}
+        if self.log_with:
+            logs = ProjectConfiguration(project_dir=str(self.out), logging_dir=str(self.logging_dir))
+            tracking = {"log_with": self.log_with, "project_config": logs}
         self.accelerator = Accelerator(
             mixed_precision=resolve_precision(spec.mixed_precision),
             gradient_accumulation_steps=spec.grad_accum_steps,
+            **tracking,
         )
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=spec.weight_decay)
@@ -192,6 +265,11 @@ class TrainLoop:
         return over
 
     @property
+    def logging_dir(self) -> Path:
+        """Where the trackers write (each in `<run_name>/` below it)."""
+        return self.out / "logs"
+
+    @property
     def is_main_process(self) -> bool:
         return self.accelerator.is_main_process
 
@@ -236,6 +314,37 @@ class TrainLoop:
         if self.step < self.total and self.out_of_time():  # resumed with its time already spent
             self.stopped_by_time = True
             return
+        self._start_tracking()
+        try:
+            self._train(on_log, hooks)
+        finally:
+            self._end_tracking()
+
+    def _start_tracking(self) -> None:
+        if not self.log_with:
+            return
+        init_kwargs = {"wandb": {"dir": str(self.logging_dir)}} if "wandb" in self.log_with else {}
+        if self.accelerator.is_main_process:
+            self.logging_dir.mkdir(parents=True, exist_ok=True)
+        self.accelerator.init_trackers(self.run_name, config=tracker_config(self.config), init_kwargs=init_kwargs)
+
+    def _end_tracking(self) -> None:
+        """What `accelerator.end_training()` does for the trackers. Not end_training itself: it also destroys the
+        process group, which a multi-process run still needs after the loop (FSDP gathers the weights, every
+        process waits for the evaluation)."""
+        if not self.log_with:
+            return
+        for tracker in self.accelerator.trackers:
+            tracker.finish()
+        self.accelerator.trackers = []
+
+    def _log(self, losses: dict[str, torch.Tensor], rate: float) -> None:
+        values = {f"train/{k}": float(v.detach()) for k, v in losses.items()}
+        values["train/lr"] = float(self.optimizer.param_groups[0]["lr"])
+        values["train/samples_per_second"] = rate
+        self.accelerator.log(values, step=self.step)
+
+    def _train(self, on_log: Callable[[StepLog], None] | None, hooks) -> None:
         self.model.train()
         batches = self._batches()
         seen, start = 0, time.perf_counter()
@@ -259,10 +368,12 @@ class TrainLoop:
             self.step += 1
             if self.ema is not None:
                 self.ema.update_parameters(self.accelerator.unwrap_model(self.model))
+            rate = seen / max(time.perf_counter() - start, 1e-9)
             if on_log is not None and self.accelerator.is_main_process:
-                rate = seen / max(time.perf_counter() - start, 1e-9)
                 on_log(StepLog(self.step, self.total, {k: float(v.detach()) for k, v in losses.items()}, rate))
             capped = self.step < self.total and self.out_of_time()
+            if self.log_with and (capped or self.step % self.log_every == 0 or self.step == self.total):
+                self._log(losses, rate)
             if capped or self.step % self.spec.checkpoint_every == 0 or self.step == self.total:
                 self.save_checkpoint()
             if capped:

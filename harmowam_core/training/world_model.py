@@ -26,10 +26,8 @@ from harmowam_core.data.windows import ClipDataset
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models.world_model import WorldModel, resolve_checkpoint
 from harmowam_core.recipes import Recipe
-
-# on_progress(phase, completed, total, status): phases "frames", "train", "preview", "evaluate"
-from harmowam_core.timing import Progress  # noqa: E402
-from harmowam_core.training.loop import StepLog, TrainLoop, open_training_run
+from harmowam_core.timing import Progress  # on_progress phases: "frames", "train", "preview", "evaluate"
+from harmowam_core.training.loop import StepLog, TrainLoop, open_training_run, parse_log_with
 from harmowam_core.training.reports import LATE_FROM, Evaluation, evaluate, write_preview
 
 
@@ -73,8 +71,10 @@ class WorldModelTrainer:
         out: str | Path,
         resume: bool = False,
         max_steps: int | None = None,
+        log_with: str | list[str] | None = None,
     ):
         self.recipe, self.out, self.resume, self.max_steps = recipe, Path(out), resume, max_steps
+        self.log_with = parse_log_with(log_with)  # the experiment trackers (accelerate's log_with); none by default
         self.reader = open_training_run(data, self.out, resume, max_steps, recipe.data_mapping())
         self.camera = world_model_camera(recipe)
         if self.camera not in self.reader.cameras:
@@ -99,7 +99,11 @@ class WorldModelTrainer:
             reader, self.camera, self.train_episodes, config.resolution, config.num_frames, on_progress=on_progress
         )
         held_set = ClipDataset(reader, self.camera, self.held_out, config.resolution, config.num_frames)
-        loop = TrainLoop(spec, out, wm, flow_matching_loss, train_set, max_steps=self.max_steps)
+        run = {"stage": "wm", "data": str(reader.root), "camera": self.camera, "max_steps": self.max_steps}
+        loop = TrainLoop(
+            spec, out, wm, flow_matching_loss, train_set, max_steps=self.max_steps, log_with=self.log_with,
+            config={**recipe.to_dict(), "run": run}, run_name="wm",
+        )  # fmt: skip
         if loop.is_main_process:
             out.mkdir(parents=True, exist_ok=True)
             (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
