@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from harmowam_core.collect import collect
+from harmowam_core.config import load_recipe
 from harmowam_core.data.reader import DatasetReader
 from harmowam_core.envs.sim.station import SimStation
-from harmowam_core.recipes import load_recipe
 
 
 def raw_steps_per_second(recipe, steps: int) -> float:

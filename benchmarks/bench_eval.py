@@ -22,9 +22,9 @@ from pathlib import Path
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from harmowam_cli._common import quiet_libraries
+from harmowam_core.config import load_recipe
 from harmowam_core.evaluation import evaluate
 from harmowam_core.policy.bundle import export_bundle, untrained_run
-from harmowam_core.recipes import load_recipe
 from harmowam_core.workers import available_cores
 
 

@@ -36,11 +36,11 @@ import numpy as np
 import torch
 
 from harmowam_cli._common import quiet_libraries
+from harmowam_core.config import load_recipe
 from harmowam_core.envs import make_env
 from harmowam_core.envs.base import Station
 from harmowam_core.policy.bundle import bundle_recipe, export_bundle, untrained_run
 from harmowam_core.policy.policy import HarmoWAMPolicy
-from harmowam_core.recipes import load_recipe
 
 
 class PacedStation(Station):

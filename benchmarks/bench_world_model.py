@@ -17,8 +17,8 @@ import time
 
 import torch
 
+from harmowam_core.models.presets import PRESETS, WorldModelConfig
 from harmowam_core.models.world_model import WorldModel, parameter_count
-from harmowam_core.presets import PRESETS, WorldModelConfig
 
 INSTRUCTION = "stack the coke cans"
 

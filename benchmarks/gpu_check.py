@@ -218,7 +218,7 @@ def random_encoders() -> Iterator[None]:
 
 def model_config(preset: str, overrides: list[str] | None = None):
     """The preset's `ModelConfig` with `section.key=value` overrides, as a recipe's `model.overrides` applies them."""
-    from harmowam_core.recipes import ModelSpec, apply_overrides, resolve_model
+    from harmowam_core.config import ModelSpec, apply_overrides, resolve_model
 
     return resolve_model(ModelSpec(preset=preset, overrides=apply_overrides({}, overrides or [])), "--set")
 
@@ -407,7 +407,7 @@ def observation(wm) -> Any:
 
 
 def make_policy(policy_cls, wm, experts, **kwargs):
-    from harmowam_core.recipes import load_recipe
+    from harmowam_core.config import load_recipe
 
     recipe = load_recipe("stack_cans")  # a single-arm station with the cameras of CAMERAS
     assert [c.name for c in recipe.cameras] == CAMERAS

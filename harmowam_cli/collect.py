@@ -18,9 +18,9 @@ from harmowam_cli._common import (
     seed_ranges,
     user_errors,
 )
+from harmowam_core.config import load_recipe
 from harmowam_core.envs import OOD_KINDS
 from harmowam_core.errors import HarmoWAMError
-from harmowam_core.recipes import load_recipe
 from harmowam_core.workers import check_workers, parse_shard, shard_share
 
 

@@ -10,8 +10,8 @@ import typer
 from rich.table import Table
 
 from harmowam_cli._common import SetOption, console, seed_ranges, user_errors
+from harmowam_core.config import load_recipe, sections_from_overrides
 from harmowam_core.data.summary import summarize
-from harmowam_core.recipes import load_recipe, sections_from_overrides
 
 
 def info(

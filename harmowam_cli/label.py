@@ -10,10 +10,10 @@ import typer
 from rich.table import Table
 
 from harmowam_cli._common import SetOption, console, progress_bar, user_errors
+from harmowam_core.config import GateSpec, load_recipe, recipe_from_data, sections_from_overrides
 from harmowam_core.data.format import HARMOWAM_META_PATH, DataMapping
 from harmowam_core.data.labels import LabelSettings, check_labelling, label_dataset
 from harmowam_core.data.reader import resolve_dataset
-from harmowam_core.recipes import GateSpec, load_recipe, recipe_from_data, sections_from_overrides
 
 
 def _gate_settings(dataset: Path, recipe: str | None, overrides: list[str]) -> tuple[GateSpec, DataMapping, str]:

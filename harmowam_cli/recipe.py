@@ -9,7 +9,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from harmowam_cli._common import SetOption, console, user_errors
-from harmowam_core.recipes import dump_recipe, load_recipe, recipe_names
+from harmowam_core.config import dump_recipe, load_recipe, recipe_names
 
 app = typer.Typer(
     help="Task recipes: show one validated and resolved (show), list the shipped ones (list).", no_args_is_help=True

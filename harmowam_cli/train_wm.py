@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from harmowam_cli._common import SetOption, console, progress_bar, quiet_libraries, user_errors
-from harmowam_core.recipes import load_recipe
+from harmowam_core.config import load_recipe
 
 
 def train_wm(

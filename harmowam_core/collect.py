@@ -30,13 +30,13 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harmowam_core.config import Recipe
 from harmowam_core.data.format import DatasetSpec
 from harmowam_core.data.meta import read_episode_rows, used_seeds
 from harmowam_core.data.writer import DatasetWriter, EpisodeRecorder, StagedEpisode
 from harmowam_core.envs import make_env
 from harmowam_core.envs.ood import check_protocol
 from harmowam_core.errors import HarmoWAMError
-from harmowam_core.recipes import Recipe
 from harmowam_core.workers import (
     WorkerError,
     WorkerPool,

@@ -39,10 +39,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from harmowam_core.config import Recipe, load_recipe
 from harmowam_core.envs.ood import OOD_KINDS
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.policy.routers import ROUTERS
-from harmowam_core.recipes import Recipe, load_recipe
 from harmowam_core.seeds import seed_ranges
 
 PHASES = ("collect", "label", "train-wm", "train-experts", "export", "eval", "interaction")

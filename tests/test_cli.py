@@ -74,10 +74,10 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path):
 def test_label_prefers_the_recipe_recorded_in_the_dataset(tmp_path):
     import numpy as np
 
+    from harmowam_core.config import load_recipe
     from harmowam_core.data.format import DatasetSpec
     from harmowam_core.data.reader import DatasetReader
     from harmowam_core.data.writer import DatasetWriter
-    from harmowam_core.recipes import load_recipe
 
     recipe = load_recipe("flowers", ["gate.height_thresholds=[0.25]", "gate.window=1"])
     root = tmp_path / "flowers"

@@ -14,6 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from harmowam_cli.main import app
+from harmowam_core.config import load_recipe
 from harmowam_core.envs import make_env
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.evaluation import EvalReport, parse_protocols, stage_table, write_outputs
@@ -21,7 +22,6 @@ from harmowam_core.policy.bundle import bundle_recipe, export_bundle, untrained_
 from harmowam_core.policy.policy import HarmoWAMPolicy
 from harmowam_core.policy.rollout import EpisodeResult, PolicyActor, ScriptedActor, run_episode
 from harmowam_core.policy.routers import ROUTERS
-from harmowam_core.recipes import load_recipe
 
 runner = CliRunner()
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from harmowam_core.config import load_recipe
 from harmowam_core.models.experts import Experts
 from harmowam_core.models.world_model import WorldModel
 from harmowam_core.policy.bundle import export_bundle, untrained_run
 from harmowam_core.policy.policy import HarmoWAMPolicy
-from harmowam_core.recipes import load_recipe
 
 CAMERAS = ["front", "top", "wrist"]
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from harmowam_core.models.gate import Gate
-from harmowam_core.presets import GateModelConfig
+from harmowam_core.models.presets import GateModelConfig
 
 
 def separable(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

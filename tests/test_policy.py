@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
+from harmowam_core.config import load_recipe
 from harmowam_core.envs.base import Observation
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.policy.bundle import export_bundle, newest_bundle, read_bundle, untrained_run
 from harmowam_core.policy.policy import HarmoWAMPolicy, release_openmp_team
 from harmowam_core.policy.routers import ROUTERS
-from harmowam_core.recipes import load_recipe
 
 CAMERAS = ["front", "top", "wrist"]
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from harmowam_core.models.predictive_expert import DiTBlock, PredictiveExpert
+from harmowam_core.models.presets import PRESETS, PredictiveExpertConfig
 from harmowam_core.models.world_model import parameter_count
-from harmowam_core.presets import PRESETS, PredictiveExpertConfig
 
 INSTRUCTION = "stack the cans"
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from harmowam_core.data.windows import future_frame_tokens
+from harmowam_core.models.presets import ReactiveExpertConfig
 from harmowam_core.models.reactive_expert import ReactiveExpert, pool_channels
 from harmowam_core.models.world_model import frame_to_latent
-from harmowam_core.presets import ReactiveExpertConfig
 
 
 def test_world_model_tokens_pool_and_regroup_per_frame():

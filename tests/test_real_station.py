@@ -16,11 +16,11 @@ from test_real_cameras import fake_realsense
 from typer.testing import CliRunner
 
 from harmowam_cli.main import app
+from harmowam_core.config import load_recipe
 from harmowam_core.envs.real.config import station_config_from_data
 from harmowam_core.envs.real.safety import UnsafeCommand
 from harmowam_core.envs.real.station import RealStation
 from harmowam_core.policy.rollout import run_episode
-from harmowam_core.recipes import load_recipe
 
 
 def dual_station(watchdog_s=0.25):

@@ -81,8 +81,8 @@ def test_terminal_keys_drive_the_active_arm():
 
 def test_dry_run_keyboard_collection_writes_scored_episodes(tmp_path, monkeypatch):
     from harmowam_core.collect import collect
+    from harmowam_core.config import load_recipe
     from harmowam_core.data.reader import DatasetReader
-    from harmowam_core.recipes import load_recipe
 
     read, write = os.pipe()
 

@@ -7,9 +7,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from harmowam_cli.main import app
-from harmowam_core.errors import RecipeError
-from harmowam_core.presets import PRESETS
-from harmowam_core.recipes import (
+from harmowam_core.config import (
     builtin_recipe_dir,
     dump_recipe,
     load_recipe,
@@ -17,6 +15,8 @@ from harmowam_core.recipes import (
     recipe_names,
     sections_from_overrides,
 )
+from harmowam_core.errors import RecipeError
+from harmowam_core.models.presets import PRESETS
 
 TASKS = ["pick_fruit", "stack_cans", "pour_coke", "write_yes", "flowers", "bag_zip"]
 runner = CliRunner()

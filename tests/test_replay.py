@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from harmowam_core.collect import collect
+from harmowam_core.config import load_recipe
 from harmowam_core.data.reader import DatasetReader
 from harmowam_core.envs.sim.station import SimStation
-from harmowam_core.recipes import load_recipe
 
 pytestmark = pytest.mark.sim
 

@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from harmowam_core.config import load_recipe
 from harmowam_core.envs import Env
 from harmowam_core.envs.sim.station import SimStation
 from harmowam_core.envs.sim.tasks import sim_task_names, task_for
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.geometry import euler_to_mat, mat_to_euler, mat_to_rotvec, rotvec_to_mat
-from harmowam_core.recipes import load_recipe
 
 pytestmark = pytest.mark.sim
 SIM_TASKS = sim_task_names()

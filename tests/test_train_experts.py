@@ -13,13 +13,13 @@ from tensorboard_events import scalars
 from typer.testing import CliRunner
 
 from harmowam_cli.main import app
+from harmowam_core.config import load_recipe
 from harmowam_core.data.labels import LabelSettings, label_dataset
 from harmowam_core.data.reader import DatasetReader
 from harmowam_core.data.windows import ClipDataset
 from harmowam_core.models.experts import Experts, ExpertsConfig, Normalizer
+from harmowam_core.models.presets import GateModelConfig, PredictiveExpertConfig, ReactiveExpertConfig, WorldModelConfig
 from harmowam_core.models.world_model import WorldModel
-from harmowam_core.presets import GateModelConfig, PredictiveExpertConfig, ReactiveExpertConfig, WorldModelConfig
-from harmowam_core.recipes import load_recipe
 from harmowam_core.training import experts as stage2
 from harmowam_core.training import loop as training_loop
 from harmowam_core.training.cache import WorldModelCache

@@ -12,10 +12,10 @@ from tensorboard_events import scalars
 from typer.testing import CliRunner
 
 from harmowam_cli.main import app
+from harmowam_core.config import load_recipe
 from harmowam_core.data.reader import DatasetReader
 from harmowam_core.data.windows import ClipDataset
 from harmowam_core.models.world_model import WorldModel
-from harmowam_core.recipes import load_recipe
 from harmowam_core.training.reports import clip_starts, psnr
 from harmowam_core.training.world_model import world_model_camera
 

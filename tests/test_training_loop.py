@@ -13,8 +13,8 @@ from tensorboard_events import scalars
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from harmowam_core.config import TrainSpec
 from harmowam_core.errors import HarmoWAMError
-from harmowam_core.recipes import TrainSpec
 from harmowam_core.training import loop as training_loop
 from harmowam_core.training.loop import TrainLoop, checkpoints, parse_log_with, tracker_config
 
@@ -134,8 +134,8 @@ def test_a_time_capped_cosine_schedule_decays_by_the_time_used(tmp_path):
 
 
 def test_max_minutes_must_be_positive():
+    from harmowam_core.config import load_recipe
     from harmowam_core.errors import RecipeError
-    from harmowam_core.recipes import load_recipe
 
     with pytest.raises(RecipeError, match="train_wm.max_minutes"):
         load_recipe("stack_cans", ["train_wm.max_minutes=0"])

@@ -16,13 +16,13 @@ from typer.testing import CliRunner
 from harmowam_cli.main import app
 from harmowam_core import collect as collect_module
 from harmowam_core.collect import collect, plan_seeds
+from harmowam_core.config import load_recipe
 from harmowam_core.data.meta import used_seeds
 from harmowam_core.data.reader import DatasetReader
 from harmowam_core.data.summary import summarize
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.evaluation import evaluate, merge_reports, read_report, write_outputs
 from harmowam_core.policy.bundle import export_bundle, untrained_run
-from harmowam_core.recipes import load_recipe
 from harmowam_core.workers import WorkerError, WorkerPool, check_workers, parse_shard, shard_share
 
 runner = CliRunner()

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from harmowam_core.errors import HarmoWAMError
+from harmowam_core.models.presets import PRESETS, WorldModelConfig
 from harmowam_core.models.world_model import WorldModel, build_transformer, parameter_count
-from harmowam_core.presets import PRESETS, WorldModelConfig
 
 INSTRUCTION = "stack the cans"
 

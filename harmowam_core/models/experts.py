@@ -26,8 +26,8 @@ from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models import encoders
 from harmowam_core.models.gate import Gate
 from harmowam_core.models.predictive_expert import PredictiveExpert
+from harmowam_core.models.presets import GateModelConfig, PredictiveExpertConfig, ReactiveExpertConfig
 from harmowam_core.models.reactive_expert import ReactiveExpert
-from harmowam_core.presets import GateModelConfig, PredictiveExpertConfig, ReactiveExpertConfig
 from harmowam_core.timing import timed
 
 CONFIG_NAME = "harmowam_experts.json"

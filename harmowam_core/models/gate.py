@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harmowam_core.presets import GateModelConfig
+from harmowam_core.models.presets import GateModelConfig
 
 
 class Gate(nn.Module):

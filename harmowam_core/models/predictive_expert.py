@@ -22,7 +22,7 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 
 from harmowam_core.models import encoders
-from harmowam_core.presets import PredictiveExpertConfig
+from harmowam_core.models.presets import PredictiveExpertConfig
 
 FREQ_DIM = 256
 MAX_TEXT_TOKENS = 32

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harmowam_core.models import encoders
-from harmowam_core.presets import ReactiveExpertConfig
+from harmowam_core.models.presets import ReactiveExpertConfig
 
 
 def pool_channels(tokens: torch.Tensor, width: int) -> torch.Tensor:

@@ -45,7 +45,7 @@ from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models.encoders import WithFrozenParts, embed_text
 from harmowam_core.models.encoders import resolve as resolve_checkpoint
 from harmowam_core.models.encoders import text_encoder as build_text_encoder
-from harmowam_core.presets import WorldModelConfig
+from harmowam_core.models.presets import WorldModelConfig
 
 CONFIG_NAME = "harmowam_world_model.json"
 TRAIN_TIMESTEPS = 1000

@@ -120,7 +120,7 @@ def read_bundle(path: str | Path) -> dict:
 
 def bundle_recipe(path: str | Path):
     """The `Recipe` a bundle was trained with (its recipe.yaml)."""
-    from harmowam_core.recipes import recipe_from_data
+    from harmowam_core.config import recipe_from_data
 
     path = Path(path)
     if not (path / "recipe.yaml").is_file():

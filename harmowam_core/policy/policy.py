@@ -35,13 +35,13 @@ import numpy as np
 import torch
 
 from harmowam_core.action_space import deltas_from_targets
+from harmowam_core.config import Recipe
 from harmowam_core.data.windows import expert_inputs, resize_frames
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models.experts import Experts
 from harmowam_core.models.world_model import WorldModel, frame_to_latent
 from harmowam_core.policy.bundle import bundle_recipe, read_bundle
 from harmowam_core.policy.routers import check_router, route
-from harmowam_core.recipes import Recipe
 from harmowam_core.timing import timed
 
 

@@ -26,12 +26,12 @@ from accelerate import PartialState
 from torch.utils.data import Dataset
 
 from harmowam_core.action_space import absolute_targets
+from harmowam_core.config import Recipe
 from harmowam_core.data.reader import DatasetReader, split_episodes
 from harmowam_core.data.windows import ClipDataset, ExpertBatch, expert_inputs, resize_frames, window
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models.experts import Experts, ExpertsConfig, Normalizer
 from harmowam_core.models.world_model import WorldModel, frame_to_latent, latent_frames
-from harmowam_core.recipes import Recipe
 from harmowam_core.timing import Progress
 from harmowam_core.training.cache import WorldModelCache
 from harmowam_core.training.loop import StepLog, TrainLoop, open_training_run, parse_log_with

@@ -38,10 +38,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from harmowam_core.config import TrainSpec
 from harmowam_core.data.format import DataMapping
 from harmowam_core.data.reader import DatasetReader
 from harmowam_core.errors import HarmoWAMError
-from harmowam_core.recipes import TrainSpec
 
 KEEP_CHECKPOINTS = 2
 LOG_EVERY = 10  # steps between two tracker entries

@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 import yaml
 
+from harmowam_core.config import Recipe
 from harmowam_core.data.reader import split_episodes
 from harmowam_core.data.windows import ClipDataset
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models.world_model import WorldModel, resolve_checkpoint
-from harmowam_core.recipes import Recipe
 from harmowam_core.timing import Progress  # on_progress phases: "frames", "train", "preview", "evaluate"
 from harmowam_core.training.loop import StepLog, TrainLoop, open_training_run, parse_log_with
 from harmowam_core.training.reports import LATE_FROM, Evaluation, evaluate, write_preview

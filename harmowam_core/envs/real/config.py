@@ -36,8 +36,8 @@ import yaml
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, TypeAdapter, ValidationError, model_validator
 from pydantic.dataclasses import dataclass
 
+from harmowam_core.config.validation import Invalid, located
 from harmowam_core.errors import HarmoWAMError
-from harmowam_core.recipes import Invalid, located
 
 DEFAULT_PATH = Path("~/.config/harmowam/station.yaml")
 ROLES = ("front", "top", "wrist", "global", "wrist_left", "wrist_right")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from harmowam_core.config import Recipe, Region
 from harmowam_core.envs.base import Observation, Station
 from harmowam_core.envs.gripper import GripperHysteresis
 from harmowam_core.envs.ood import check_protocol
@@ -34,7 +35,6 @@ from harmowam_core.envs.sim.scene import (
 from harmowam_core.envs.sim.tasks import task_for
 from harmowam_core.envs.sim.tasks.base import Placement, WaypointFollower, sample_points
 from harmowam_core.geometry import GRIPPER_HOME, euler_to_mat, mat_to_euler, mat_to_rotvec, yaw_quat
-from harmowam_core.recipes import Recipe, Region
 
 SHADOW_MAP = 1024
 WRIST_CAMERAS = {"wrist": "robot0_eye_in_hand", "wrist_right": "robot0_eye_in_hand", "wrist_left": "robot1_eye_in_hand"}

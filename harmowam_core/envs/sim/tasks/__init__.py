@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from harmowam_core.config import Recipe
 from harmowam_core.envs.sim.tasks.base import SimTask
 from harmowam_core.errors import HarmoWAMError
-from harmowam_core.recipes import Recipe
 
 
 def _registry() -> dict[str, type[SimTask]]:

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from harmowam_core.config import Recipe, Region
 from harmowam_core.envs.sim.scene import SceneView
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.geometry import euler_to_mat, mat_to_euler, mat_to_rotvec, rotvec_to_mat
-from harmowam_core.recipes import Recipe, Region
 
 
 @dataclass

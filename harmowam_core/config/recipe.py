@@ -1,112 +1,54 @@
-"""Task recipes: one YAML file per task describes the station, the stages, gate labelling, OOD protocols,
-the model preset and the training settings of both stages.
-
-    recipe = load_recipe("stack_cans", overrides=["train_wm.steps=200"])
-    recipe.model_config.world_model.num_frames  # 13
-
-A recipe is validated strictly by pydantic: the schema below is pydantic dataclasses (`extra="forbid"`, scalars
-strict: `3` is not a string, `true` not an integer), with validators for ranges and cross-field rules. An unknown
-key, a wrong type, a missing field, overlapping position regions or an unknown preset raise `RecipeError`, whose
-one-line message names the file, the dotted key and what was expected.
-"""
+"""The recipe schema: a task (`Recipe`: station, cameras, stages, gate labelling, OOD protocols, data mapping)
+with its model preset (`ModelSpec`, resolved against `models.presets`) and the training settings of both stages
+(`TrainWMSpec`, `TrainExpertsSpec`). Pydantic dataclasses (`extra="forbid"`, strict scalars) with validators
+for ranges and cross-field rules."""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
 import functools
-import re
 import types
 import typing
-from collections.abc import Callable
 from dataclasses import field
-from importlib import resources
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Strict, TypeAdapter, ValidationError, model_validator
+from pydantic import AfterValidator, ValidationError, model_validator
 from pydantic.dataclasses import dataclass
 
+from harmowam_core.config.validation import (
+    SCHEMA,
+    Bool,
+    Channels,
+    Decay,
+    FeatureKey,
+    Int,
+    Invalid,
+    Minutes,
+    Number,
+    Pixels,
+    PositiveInt,
+    Probability,
+    Str,
+    adapter,
+    identifier,
+    located,
+    pair,
+    rule,
+)
 from harmowam_core.errors import RecipeError
-from harmowam_core.presets import PRESETS, ModelConfig
+from harmowam_core.models.presets import PRESETS, ModelConfig
 
 ARM_CAMERA_ROLES = {
     "single": {"front", "top", "wrist"},
     "dual": {"global", "wrist_left", "wrist_right"},
 }
 
-# Containers are validated in pydantic's lax mode (a section is a YAML mapping, not an instance), every scalar
-# strictly through these types; unknown keys are errors.
-SCHEMA = ConfigDict(extra="forbid")
-_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
-def _exponent(value: Any) -> Any:
-    """PyYAML reads 1e-3 (no dot) as a string; everyone writes it."""
-    if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
-        return float(value)
-    return value
-
-
-Int = Annotated[int, Strict()]
-Str = Annotated[str, Strict()]
-Bool = Annotated[bool, Strict()]
-Number = Annotated[float, BeforeValidator(_exponent), Strict()]  # an integer is a number too
-
-
-class Invalid(ValueError):
-    """Raised by a validator: `expected` for the value `got` at `key` (dotted, relative to the validated object;
-    None: the object itself). Pydantic wraps it in its ValidationError; `located` unwraps it."""
-
-    def __init__(self, expected: str, got: Any = None, key: str | None = None, *, show_got: bool = True):
-        super().__init__(expected)
-        self.expected, self.got, self.key, self.show_got = expected, got, key, show_got
-
-
-def rule(ok: Callable[[Any], bool], expected: str) -> AfterValidator:
-    """A field validator: the value passes when `ok(value)`, else `expected` is the error."""
-
-    def check(value: Any) -> Any:
-        if not ok(value):
-            raise Invalid(expected, value)
-        return value
-
-    return AfterValidator(check)
-
-
-def _pair(lo: float | None = None, strict: bool = True) -> AfterValidator:
-    """A [low, high] range: two values, low < high (`strict`, else <=), low >= `lo`."""
-
-    def check(pair: list) -> list:
-        if len(pair) != 2:
-            raise Invalid("expected a [low, high] pair", pair)
-        if not (pair[0] < pair[1] if strict else pair[0] <= pair[1]):
-            raise Invalid("expected low < high" if strict else "expected low <= high", pair)
-        if lo is not None and not pair[0] >= lo:
-            raise Invalid(f"expected values >= {lo}", pair)
-        return pair
-
-    return AfterValidator(check)
-
-
-def _identifier(expected: str) -> AfterValidator:
-    return rule(lambda v: v.replace("_", "").isalnum(), expected)
-
-
-PositiveInt = Annotated[Int, rule(lambda v: v > 0, "expected a positive integer")]
-Pixels = Annotated[Int, rule(lambda v: 16 <= v <= 4096 and v % 2 == 0, "expected an even pixel count in 16..4096")]
-Probability = Annotated[Number, rule(lambda v: 0.0 < v < 1.0, "expected a probability in (0, 1)")]
-Decay = Annotated[Number, rule(lambda v: 0.0 <= v < 1.0, "expected 0 (off) or a decay in (0, 1)")]
-FeatureKey = Annotated[Str, rule(lambda v: bool(v.strip()), "expected a feature key such as observation.images.x")]
-Channels = Annotated[list[Int], rule(lambda v: all(c >= 0 for c in v), "expected channel indices >= 0")]
-Minutes = Annotated[Number, rule(lambda v: v > 0, "expected null (no cap) or a positive number of minutes")]
-
 
 # --------------------------------------------------------------------------------------------- schema
 @dataclass(config=SCHEMA)
 class CameraSpec:
-    name: Annotated[Str, _identifier("expected letters, digits and _")]
+    name: Annotated[Str, identifier("expected letters, digits and _")]
     role: Literal["front", "top", "wrist", "global", "wrist_left", "wrist_right"]
     height: Pixels
     width: Pixels
@@ -161,8 +103,8 @@ class DataSpec:
 class Region:
     """An axis-aligned rectangle on the table plane, metres in the table frame."""
 
-    x: Annotated[list[Number], _pair()]
-    y: Annotated[list[Number], _pair()]
+    x: Annotated[list[Number], pair()]
+    y: Annotated[list[Number], pair()]
 
     def overlaps(self, other: Region) -> bool:
         return self.x[0] < other.x[1] and other.x[0] < self.x[1] and self.y[0] < other.y[1] and other.y[0] < self.y[1]
@@ -173,9 +115,9 @@ class Region:
 
 @dataclass(config=SCHEMA)
 class BackgroundOOD:
-    distractors: Annotated[list[Int], _pair(lo=1, strict=False)] = field(default_factory=lambda: [5, 8])  # count
+    distractors: Annotated[list[Int], pair(lo=1, strict=False)] = field(default_factory=lambda: [5, 8])  # count
     # range, inclusive
-    light_intensity: Annotated[list[Number], _pair(lo=0.0, strict=False)] = field(
+    light_intensity: Annotated[list[Number], pair(lo=0.0, strict=False)] = field(
         default_factory=lambda: [0.4, 1.6]
     )  # scale range, never 1 +- 0.2
     light_direction_deg: Number = 35.0  # how far the key light's direction turns
@@ -268,7 +210,7 @@ def _unique_names(stages: list[StageSpec]) -> list[StageSpec]:
 
 @dataclass(config=SCHEMA)
 class Recipe:
-    name: Annotated[Str, _identifier("expected a task name of letters, digits and _")]
+    name: Annotated[Str, identifier("expected a task name of letters, digits and _")]
     arms: Literal["single", "dual"]
     instruction: Annotated[Str, rule(lambda v: bool(v.strip()), "expected a non-empty instruction")]
     fps: Annotated[Int, rule(lambda v: v > 0, "expected a positive control rate")]
@@ -359,99 +301,6 @@ class Recipe:
         return out
 
 
-# --------------------------------------------------------------------------------------------- errors
-def located(err: ValidationError, schema: Any) -> tuple[str, str, Any, bool]:
-    """Pydantic's first error as (dotted key, what was expected, the value given, whether to show it), worded
-    from `schema`, the type that was validated."""
-    first = err.errors(include_url=False)[0]
-    loc = [p for p in first["loc"] if p != "[key]"]
-    invalid = (first.get("ctx") or {}).get("error")
-    if isinstance(invalid, Invalid):
-        key = ".".join(str(p) for p in [*loc, *([invalid.key] if invalid.key else [])])
-        return key, invalid.expected, invalid.got, invalid.show_got
-    key = ".".join(str(p) for p in loc)
-    if first["type"] in ("extra_forbidden", "unexpected_keyword_argument", "invalid_key"):
-        parent = _strip(_annotation_at(schema, first["loc"][:-1]))
-        names = [f.name for f in dataclasses.fields(parent) if f.init] if dataclasses.is_dataclass(parent) else []
-        return key, "unknown key" + ("; expected one of " + ", ".join(names) if names else ""), None, False
-    tp = _annotation_at(schema, first["loc"])
-    described = _describe(tp) if tp is not None else first["msg"].lower()
-    if first["type"] in ("missing", "missing_argument"):
-        return key, "missing; expected " + described, None, False
-    if first["type"] == "finite_number":
-        described = "a finite number"
-    return key, "expected " + described, first.get("input"), True
-
-
-def _strip(tp: Any) -> Any:
-    """`tp` without its `Annotated` metadata."""
-    while typing.get_origin(tp) is Annotated:
-        tp = typing.get_args(tp)[0]
-    return tp
-
-
-def _annotation_at(tp: Any, loc: tuple) -> Any:
-    """The schema type at pydantic's error location `loc` inside `tp` (None where it cannot tell)."""
-    loc = tuple(loc)
-    i = 0
-    while i < len(loc):
-        tp = _strip(tp)
-        origin, args = typing.get_origin(tp), typing.get_args(tp)
-        if origin in (typing.Union, types.UnionType):  # X | None: descend into X
-            tp = next(a for a in args if a is not type(None))
-            continue
-        part = loc[i]
-        if dataclasses.is_dataclass(tp):
-            tp = typing.get_type_hints(tp, include_extras=True).get(str(part))
-        elif origin is list:
-            tp = args[0]
-        elif origin is dict:
-            key_error = i + 1 < len(loc) and loc[i + 1] == "[key]"
-            tp = args[0] if key_error else args[1]
-            i += key_error
-        else:
-            return None
-        if tp is None:
-            return None
-        i += 1
-    return tp
-
-
-def _describe(tp: Any) -> str:
-    tp = _strip(tp)
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is type(None):
-        return "null"
-    if origin is Literal:
-        return "one of " + ", ".join(str(a) for a in args)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args)
-    if origin is list:
-        return f"a list of {_describe(args[0])}"
-    if origin is dict:
-        return f"a mapping of {_describe(args[0])} to {_describe(args[1])}"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping with keys " + ", ".join(f.name for f in dataclasses.fields(tp) if f.init)
-    if tp is Any:
-        return "any value"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
-
-
-@functools.cache
-def _adapter(tp: Any) -> TypeAdapter:
-    return TypeAdapter(tp)
-
-
-def validate(tp: Any, data: Any, source: str, key: str = "") -> Any:
-    """`data` (plain YAML data) as a `tp`, or RecipeError naming `source` and the dotted key under `key`."""
-    try:
-        return _adapter(tp).validate_python(data)
-    except ValidationError as err:
-        sub, expected, got, show = located(err, tp)
-        where = ".".join(p for p in (key, sub) if p) or None
-        raise RecipeError(source, where, expected, got, show_got=show) from None
-
-
 # --------------------------------------------------------------------------------------------- model presets
 _STRICT = {int: Int, float: Number, str: Str, bool: Bool}
 
@@ -487,11 +336,11 @@ def _resolve(spec: ModelSpec) -> ModelConfig:
     merged = _deep_merge(PRESETS[spec.preset], spec.overrides)
     twin = _strict_twin(ModelConfig)
     try:
-        _adapter(twin).validate_python(merged)
+        adapter(twin).validate_python(merged)
     except ValidationError as err:
         key, expected, _, _ = located(err, twin)  # keys inside overrides are reported where the user wrote them
         raise Invalid(expected, key=f"model.overrides.{key}", show_got=False) from None
-    return _adapter(ModelConfig).validate_python(merged)  # checked strictly above
+    return adapter(ModelConfig).validate_python(merged)  # checked strictly above
 
 
 def _deep_merge(base: dict, extra: dict) -> dict:
@@ -510,116 +359,3 @@ def resolve_model(spec: ModelSpec, source: str) -> ModelConfig:
         return _resolve(spec)
     except Invalid as err:
         raise RecipeError(source, err.key, err.expected, err.got, show_got=err.show_got) from None
-
-
-# --------------------------------------------------------------------------------------------- overrides
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """`a.b.c=value` -> (["a", "b", "c"], value), value parsed as a YAML scalar or flow collection."""
-    if "=" not in text:
-        raise RecipeError("--set", text, "expected dotted.key=value")
-    key, raw = text.split("=", 1)
-    parts = key.strip().split(".")
-    if not key.strip() or any(not p for p in parts):
-        raise RecipeError("--set", key, "expected a dotted key such as train_wm.steps")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return parts, value
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    data = copy.deepcopy(data)
-    for text in overrides:
-        parts, value = parse_override(text)
-        node: Any = data
-        for i, part in enumerate(parts[:-1]):
-            where = ".".join(parts[: i + 1])
-            if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise RecipeError("--set", where, f"expected a list index below {len(node)}")
-                node = node[int(part)]
-            elif isinstance(node, dict):
-                node = node.setdefault(part, {})
-            else:
-                raise RecipeError("--set", where, "cannot set a key inside a plain value")
-        last = parts[-1]
-        if isinstance(node, list):
-            if not last.isdigit() or int(last) >= len(node):
-                raise RecipeError("--set", text.split("=")[0], f"expected a list index below {len(node)}")
-            node[int(last)] = value
-        elif isinstance(node, dict):
-            node[last] = value
-        else:
-            raise RecipeError("--set", text.split("=")[0], "cannot set a key inside a plain value")
-    return data
-
-
-# --------------------------------------------------------------------------------------------- loading
-def builtin_recipe_dir() -> Path:
-    """The recipes shipped with the package (the repository's `recipes/` folder)."""
-    return Path(str(resources.files("harmowam_recipes")))
-
-
-def recipe_names() -> list[str]:
-    return sorted(p.stem for p in builtin_recipe_dir().glob("*.yaml"))
-
-
-def find_recipe(ref: str | Path) -> Path:
-    """A recipe path, or a task name looked up in ./recipes and then in the shipped recipes."""
-    path = Path(ref)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise RecipeError(str(path), None, "recipe file not found")
-        return path
-    for folder in (Path("recipes"), builtin_recipe_dir()):
-        candidate = folder / f"{ref}.yaml"
-        if candidate.is_file():
-            return candidate
-    raise RecipeError(str(ref), None, "no such recipe file or task; known tasks: " + ", ".join(recipe_names()))
-
-
-def sections_from_overrides(overrides: list[str]) -> tuple[GateSpec, DataSpec]:
-    """The gate and data sections from `--set gate.KEY=...` / `--set data.KEY=...` alone, over their defaults:
-    for a dataset that records no recipe (one LeRobot wrote). Raises RecipeError for any other key."""
-    data = apply_overrides({}, overrides)
-    for key in data:
-        if key not in ("gate", "data"):
-            raise RecipeError("--set", key, "without a recipe only gate.* and data.* can be set; pass --recipe")
-    return validate(GateSpec, data.get("gate", {}), "--set", "gate"), validate(
-        DataSpec, data.get("data", {}), "--set", "data"
-    )
-
-
-def recipe_from_data(data: Any, source: str = "<memory>", overrides: list[str] | None = None) -> Recipe:
-    if not isinstance(data, dict):
-        raise RecipeError(source, None, "expected a mapping of recipe keys at the top level", type(data).__name__)
-    if overrides:
-        data = apply_overrides(data, overrides)
-    recipe = validate(Recipe, data, source)
-    recipe.source = source
-    return recipe
-
-
-def recipe_from_text(text: str, source: str = "<memory>", overrides: list[str] | None = None) -> Recipe:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or "invalid YAML"
-        raise RecipeError(source, None, f"YAML syntax error{where}: {problem}") from None
-    return recipe_from_data(data, source, overrides)
-
-
-def load_recipe(ref: str | Path, overrides: list[str] | None = None) -> Recipe:
-    path = find_recipe(ref)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise RecipeError(str(path), None, f"cannot read the file ({err.__class__.__name__})") from None
-    return recipe_from_text(text, str(path), overrides)
-
-
-def dump_recipe(recipe: Recipe, resolved: bool = True) -> str:
-    return yaml.safe_dump(recipe.to_dict(resolved=resolved), sort_keys=False, allow_unicode=True)
