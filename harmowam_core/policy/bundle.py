@@ -61,7 +61,7 @@ def export_bundle(
     their world model into bundles/<name>/. Raises HarmoWAMError (one line) for a run, world model or snapshot
     that is not there."""
     from harmowam_core.models.experts import Experts
-    from harmowam_core.models.world_model import WorldModel
+    from harmowam_core.models.world_model import load_world_model
 
     run = experts_run(run_dir)
     model_dir = run / "model"
@@ -85,7 +85,7 @@ def export_bundle(
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    WorldModel.from_pretrained(wm_dir).save_pretrained(partial / "world_model")
+    load_world_model(wm_dir).save_pretrained(partial / "world_model")
     Experts.from_pretrained(model_dir).save_pretrained(partial / "experts", with_encoders=True)
     if recipe_path.is_file():
         shutil.copyfile(recipe_path, partial / "recipe.yaml")

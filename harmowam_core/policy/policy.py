@@ -39,7 +39,7 @@ from harmowam_core.config import Recipe
 from harmowam_core.data.windows import expert_inputs, resize_frames
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models.experts import Experts
-from harmowam_core.models.world_model import WorldModel, frame_to_latent
+from harmowam_core.models.world_model import WorldModelInterface, frame_to_latent, load_world_model
 from harmowam_core.policy.bundle import bundle_recipe, read_bundle
 from harmowam_core.policy.routers import check_router, route
 from harmowam_core.timing import timed
@@ -116,7 +116,7 @@ class Plan:
 class HarmoWAMPolicy:
     def __init__(
         self,
-        world_model: WorldModel,
+        world_model: WorldModelInterface,
         experts: Experts,
         recipe: Recipe,
         router: str = "gate",
@@ -172,7 +172,7 @@ class HarmoWAMPolicy:
         for router in routers:
             check_router(router)
         recipe = bundle_recipe(path)
-        wm, experts = WorldModel.from_pretrained(path / "world_model"), Experts.from_pretrained(path / "experts")
+        wm, experts = load_world_model(path / "world_model"), Experts.from_pretrained(path / "experts")
         return [cls(wm, experts, recipe, router=router, **kwargs) for router in routers]
 
     def reset(self) -> None:

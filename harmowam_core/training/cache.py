@@ -16,7 +16,7 @@ import torch
 
 from harmowam_core.data.reader import DatasetReader
 from harmowam_core.data.windows import ClipDataset
-from harmowam_core.models.world_model import WorldModel
+from harmowam_core.models.world_model import WorldModelInterface
 from harmowam_core.timing import Progress
 
 CACHE_BATCH = 32
@@ -53,7 +53,7 @@ class WorldModelCache:
     def build(
         cls,
         root: Path,
-        wm: WorldModel,
+        wm: WorldModelInterface,
         clips: ClipDataset,
         steps: int,
         seed: int,

@@ -31,7 +31,7 @@ from harmowam_core.data.reader import DatasetReader, split_episodes
 from harmowam_core.data.windows import ClipDataset, ExpertBatch, expert_inputs, resize_frames, window
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models.experts import Experts, ExpertsConfig, Normalizer
-from harmowam_core.models.world_model import WorldModel, frame_to_latent, latent_frames
+from harmowam_core.models.world_model import WorldModelInterface, frame_to_latent, latent_frames, load_world_model
 from harmowam_core.timing import Progress
 from harmowam_core.training.cache import WorldModelCache
 from harmowam_core.training.loop import StepLog, TrainLoop, open_training_run, parse_log_with
@@ -170,7 +170,7 @@ class ExpertsTrainer:
                 )
             self.targets = absolute_targets(self.reader.state, self.reader.action)
 
-    def build_experts(self, wm: WorldModel, normalizer: Normalizer) -> Experts:
+    def build_experts(self, wm: WorldModelInterface, normalizer: Normalizer) -> Experts:
         recipe, config = self.recipe, self.recipe.model_config
         spec = recipe.train_experts
         experts_config = ExpertsConfig(
@@ -191,7 +191,7 @@ class ExpertsTrainer:
         )
         return Experts(experts_config, normalizer)
 
-    def _windows(self, wm: WorldModel, episodes: list[int], on_progress: Progress | None) -> ExpertWindows:
+    def _windows(self, wm: WorldModelInterface, episodes: list[int], on_progress: Progress | None) -> ExpertWindows:
         recipe, spec, reader = self.recipe, self.recipe.train_experts, self.reader
         config = wm.config
         clips = ClipDataset(reader, self.camera, episodes, config.resolution, config.num_frames)
@@ -216,7 +216,7 @@ class ExpertsTrainer:
     def run(self, on_log: Callable[[StepLog], None] | None = None, on_progress: Progress | None = None) -> ExpertsRun:
         recipe, out, reader, spec = self.recipe, self.out, self.reader, self.recipe.train_experts
         torch.manual_seed(spec.seed)
-        wm = WorldModel.from_pretrained(self.wm_dir)
+        wm = load_world_model(self.wm_dir)
         with PartialState().main_process_first():  # one process fills the cache, the others then read it
             train_set = self._windows(wm, self.train_episodes, on_progress)
             held_set = self._windows(wm, self.held_out, on_progress)

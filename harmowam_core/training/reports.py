@@ -22,7 +22,7 @@ from harmowam_core.data.video import VideoEncoder
 from harmowam_core.data.windows import ClipDataset
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models.experts import Experts
-from harmowam_core.models.world_model import WorldModel
+from harmowam_core.models.world_model import WorldModelInterface
 from harmowam_core.timing import Progress
 
 if TYPE_CHECKING:  # stage 2 imports the report from here
@@ -72,7 +72,7 @@ def clip_starts(dataset: ClipDataset, count: int) -> list[tuple[int, int]]:
     return [whole[i] for i in dict.fromkeys(picks.tolist())]
 
 
-def _predict_clips(wm: WorldModel, dataset: ClipDataset, starts, batch_size: int, steps: int, seed: int):
+def _predict_clips(wm: WorldModelInterface, dataset: ClipDataset, starts, batch_size: int, steps: int, seed: int):
     """Yield (real (B, T, 3, h, w) in [0, 1], predicted frames) batch by batch, with a fixed noise seed."""
     generator = torch.Generator(device=wm.device).manual_seed(seed)
     for i in range(0, len(starts), batch_size):
@@ -86,7 +86,7 @@ def _predict_clips(wm: WorldModel, dataset: ClipDataset, starts, batch_size: int
 
 @torch.no_grad()
 def evaluate(
-    wm: WorldModel,
+    wm: WorldModelInterface,
     dataset: ClipDataset,
     clips: int = EVAL_CLIPS,
     batch_size: int = 8,
@@ -117,7 +117,7 @@ def evaluate(
 
 
 @torch.no_grad()
-def write_preview(wm: WorldModel, dataset: ClipDataset, path: Path, fps: int, seed: int = 0) -> Path:
+def write_preview(wm: WorldModelInterface, dataset: ClipDataset, path: Path, fps: int, seed: int = 0) -> Path:
     """An mp4 of held-out clips, one row each: the real future on the left, the predicted one on the right."""
     starts = [(ep, int(dataset.reader.lengths[ep]) // 3) for ep in dataset.episodes[:PREVIEW_CLIPS]]
     starts = [(ep, max(0, min(t, int(dataset.reader.lengths[ep]) - dataset.num_frames))) for ep, t in starts]

@@ -1,4 +1,4 @@
-"""Stage 1: the Wan-architecture video world model (paper sections 3.3 and 3.5).
+"""The Wan-architecture video world model (paper sections 3.3 and 3.5), implementing `WorldModelInterface`.
 
 Given the current front/global camera frame and the instruction, the world model imagines the next 12 frames
 (13 with the current one, the action-chunk horizon) by flow matching: diffusers' `WanTransformer3DModel`
@@ -33,7 +33,7 @@ Text comes from UMT5 (paper) or a small T5 encoder over a byte-level tokenizer
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -46,96 +46,18 @@ from harmowam_core.models.encoders import WithFrozenParts, embed_text
 from harmowam_core.models.encoders import resolve as resolve_checkpoint
 from harmowam_core.models.encoders import text_encoder as build_text_encoder
 from harmowam_core.models.presets import WorldModelConfig
+from harmowam_core.models.world_model import WorldModelOutput
+from harmowam_core.models.world_model.codecs import (
+    PixelCodec,
+    WanVAECodec,
+    build_codec,
+    frame_to_latent,
+    latent_frames,
+)
 
 CONFIG_NAME = "harmowam_world_model.json"
 TRAIN_TIMESTEPS = 1000
 SIGMA_FLOOR = 0.05  # the x0-prediction loss weights 1 / sigma^2, bounded near the clean end
-
-
-@dataclass
-class WorldModelOutput:
-    frames: torch.Tensor  # (B, T, 3, H, W) in [0, 1]; frame 0 is the current frame
-    latents: torch.Tensor  # (B, T, C, h, w): the clean latent that holds each frame
-    hidden: torch.Tensor  # (B, N, D): the feature block's hidden tokens at the last denoising step
-
-
-# ------------------------------------------------------------------------------------------------ codecs
-class PixelCodec(nn.Module):
-    """Frames to latents by space-to-depth: (3, H, W) in [-1, 1] -> (3 f^2, H/f, W/f), one latent per frame.
-
-    With `residual`, every latent after the first holds its frame's difference from the first (the current)
-    frame, times `scale`: the flow then only has to carry what moves, and an all-zero future decodes to a still
-    scene. The scale can bring those small differences (a std of about 0.12 in a tabletop scene) to the unit
-    variance of the flow's noise.
-    """
-
-    temporal = 1
-
-    def __init__(self, factor: int, residual: bool = False, scale: float = 1.0):
-        super().__init__()
-        self.factor, self.residual, self.scale = factor, residual, scale
-
-    @property
-    def channels(self) -> int:
-        return 3 * self.factor**2
-
-    def encode(self, video: torch.Tensor) -> torch.Tensor:  # (B, 3, T, H, W) -> (B, C, T, h, w)
-        b, c, t, h, w = video.shape
-        x = F.pixel_unshuffle(video.transpose(1, 2).reshape(b * t, c, h, w), self.factor)
-        x = x.reshape(b, t, -1, h // self.factor, w // self.factor).transpose(1, 2)
-        if self.residual:
-            x = torch.cat([x[:, :, :1], (x[:, :, 1:] - x[:, :, :1]) * self.scale], dim=2)
-        return x
-
-    def absolute(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents with each frame's own content (undoes `residual`)."""
-        if not self.residual:
-            return latents
-        return torch.cat([latents[:, :, :1], latents[:, :, 1:] / self.scale + latents[:, :, :1]], dim=2)
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:  # (B, C, T, h, w) -> (B, 3, T, H, W)
-        latents = self.absolute(latents)
-        b, c, t, h, w = latents.shape
-        x = F.pixel_shuffle(latents.transpose(1, 2).reshape(b * t, c, h, w), self.factor)
-        return x.reshape(b, t, 3, h * self.factor, w * self.factor).transpose(1, 2)
-
-
-class WanVAECodec(nn.Module):
-    """`AutoencoderKLWan` with its latent normalisation; the first frame is encoded alone (causal), so the
-    current frame's latent is the first latent frame."""
-
-    def __init__(self, vae: AutoencoderKLWan):
-        super().__init__()
-        self.vae = vae
-        self.temporal = 2 ** sum(vae.config.temperal_downsample)
-        z = vae.config.z_dim
-        self.register_buffer("mean", torch.tensor(vae.config.latents_mean[:z]).view(1, z, 1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(vae.config.latents_std[:z]).view(1, z, 1, 1, 1), persistent=False)
-
-    @property
-    def channels(self) -> int:
-        return self.vae.config.z_dim
-
-    def encode(self, video: torch.Tensor) -> torch.Tensor:
-        z = self.vae.encode(video.to(self.vae.dtype)).latent_dist.mode()
-        return ((z - self.mean.to(z)) / self.std.to(z)).to(video.dtype)
-
-    def absolute(self, latents: torch.Tensor) -> torch.Tensor:
-        return latents
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        z = latents.to(self.vae.dtype) * self.std.to(self.vae.dtype) + self.mean.to(self.vae.dtype)
-        return self.vae.decode(z).sample.to(latents.dtype)
-
-
-def latent_frames(num_frames: int, temporal: int) -> int:
-    return 1 + (num_frames - 1) // temporal
-
-
-def frame_to_latent(num_frames: int, temporal: int) -> torch.Tensor:
-    """For each video frame, the index of the latent frame that holds it (frame 0 alone in latent 0)."""
-    k = torch.arange(num_frames)
-    return torch.where(k == 0, 0, 1 + (k - 1) // temporal)
 
 
 # ------------------------------------------------------------------------------------------------ text
@@ -173,34 +95,6 @@ def build_transformer(config: WorldModelConfig, channels: int) -> WanTransformer
         eps=1e-6,
         rope_max_seq_len=1024,
     )
-
-
-def build_codec(config: WorldModelConfig) -> nn.Module:
-    if config.codec == "pixel":
-        return PixelCodec(config.pixel_patch, config.pixel_residual, config.pixel_residual_scale)
-    stats = {"latents_mean": [0.0] * config.latent_channels, "latents_std": [1.0] * config.latent_channels}
-    if config.vae_arch == "wan2.2":  # Wan2.2-TI2V's VAE: 4x temporal, 16x spatial (2x2 patches, then 8x)
-        vae = AutoencoderKLWan(
-            base_dim=config.vae_base_dim,
-            decoder_base_dim=config.vae_base_dim * 8 // 5,  # 256 for Wan2.2's 160
-            z_dim=config.latent_channels,
-            is_residual=True,
-            in_channels=12,
-            out_channels=12,
-            patch_size=2,
-            scale_factor_spatial=16,
-            **stats,
-        )
-    else:  # a small one frame-by-frame VAE (4x spatial) for tests and CPU experiments
-        vae = AutoencoderKLWan(
-            base_dim=config.vae_base_dim,
-            z_dim=config.latent_channels,
-            dim_mult=[1, 2, 2],
-            num_res_blocks=1,
-            temperal_downsample=[False, False],
-            **stats,
-        )
-    return WanVAECodec(vae)
 
 
 class WorldModel(WithFrozenParts):
