@@ -10,8 +10,10 @@ import types
 import numpy as np
 import pytest
 
-from harmowam_core.envs.real.cameras import CameraError, RealSenseCamera, connected_serials
+from harmowam_core.envs.real.cameras import CameraError, camera_backends, open_camera
+from harmowam_core.envs.real.cameras.realsense import RealSenseCamera, connected_serials
 from harmowam_core.envs.real.config import CameraConfig
+from harmowam_core.errors import HarmoWAMError
 
 CONFIG = CameraConfig(serial="123", role="front", width=8, height=6, fps=30)
 
@@ -98,3 +100,22 @@ def test_no_frame_at_all_and_a_camera_that_does_not_start():
     with pytest.raises(CameraError, match="serial 123.*did not start: No device connected"):
         RealSenseCamera(CONFIG, rs=fake_realsense(queue.Queue(), fail_start=True)).start()
     assert connected_serials(fake_realsense(queue.Queue())) == ["123", "456"]
+
+
+def test_a_camera_backend_is_a_module_of_the_cameras_package_and_an_unknown_one_is_one_line():
+    import dataclasses
+
+    assert camera_backends() == ["realsense"]
+    frames = queue.Queue()
+    frames.put(np.zeros((CONFIG.height, CONFIG.width, 3), np.uint8))
+    camera = open_camera(CONFIG, rs=fake_realsense(frames), poll_ms=20)
+    try:
+        assert isinstance(camera, RealSenseCamera) and camera.latest(max_age=5.0).shape == (
+            CONFIG.height,
+            CONFIG.width,
+            3,
+        )
+    finally:
+        camera.stop()
+    with pytest.raises(HarmoWAMError, match="unknown camera backend 'webcam' \\(available: realsense\\)"):
+        open_camera(dataclasses.replace(CONFIG, backend="webcam"))

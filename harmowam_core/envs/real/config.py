@@ -150,6 +150,7 @@ class ArmConfig:
 class CameraConfig:
     serial: str
     role: Literal[ROLES]
+    backend: str = "realsense"  # the module of envs/real/cameras/ that drives it
     width: int = 640
     height: int = 480
     fps: int = 30

@@ -48,7 +48,7 @@ def packages() -> list[Check]:
 
 def realsense(station: StationConfig | None) -> Check:
     try:
-        from harmowam_core.envs.real.cameras import connected_serials
+        from harmowam_core.envs.real.cameras.realsense import connected_serials
 
         serials = connected_serials()
     except Exception as err:  # noqa: BLE001 - no package, no libusb, no permission: all one line

@@ -26,7 +26,7 @@ import numpy as np
 from harmowam_core.envs.base import Observation, Station
 from harmowam_core.envs.ood import check_protocol
 from harmowam_core.envs.real.arm import DryRunArm, FrankyArm
-from harmowam_core.envs.real.cameras import RealSenseCamera
+from harmowam_core.envs.real.cameras import Camera, open_camera
 from harmowam_core.envs.real.config import StationConfig
 from harmowam_core.envs.real.safety import UnsafeCommand, Watchdog
 from harmowam_core.errors import HarmoWAMError
@@ -67,14 +67,14 @@ class RealStation(Station):
             raise HarmoWAMError(f"{station.source} has no camera for the role(s) {', '.join(missing)}")
         self.period = 1.0 / station.control_hz
         self.arms = []
-        self.cameras: dict[str, RealSenseCamera] = {}
+        self.cameras: dict[str, Camera] = {}
         try:
             for arm in station.arms:
                 self.arms.append(DryRunArm(arm, echo) if dry_run else FrankyArm(arm, franky))
             if not dry_run:
                 for cam in station.cameras:
                     if cam.role in {c.role for c in recipe.cameras}:
-                        self.cameras[cam.role] = RealSenseCamera(cam, rs).start()
+                        self.cameras[cam.role] = open_camera(cam, **({"rs": rs} if rs is not None else {}))
         except BaseException:
             self.close()
             raise

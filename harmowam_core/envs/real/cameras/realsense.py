@@ -1,4 +1,5 @@
-"""RealSense cameras through pyrealsense2: one pipeline per serial, a thread holding the latest frame.
+"""The `realsense` camera backend: RealSense cameras through pyrealsense2, one pipeline per serial and a thread
+holding the latest frame.
 
     with RealSenseCamera(CameraConfig(serial="123456789012", role="front")) as cam:
         image = cam.latest(max_age=0.1)       # (H, W, 3) uint8 rgb8; a stale or missing frame raises
@@ -15,12 +16,9 @@ import time
 
 import numpy as np
 
+from harmowam_core.envs.real.cameras import CameraError
 from harmowam_core.envs.real.config import CameraConfig
 from harmowam_core.errors import HarmoWAMError
-
-
-class CameraError(HarmoWAMError):
-    pass
 
 
 def import_realsense():
@@ -114,3 +112,6 @@ class RealSenseCamera:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+CAMERA = RealSenseCamera  # this module's backend: `realsense`
