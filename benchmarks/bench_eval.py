@@ -23,7 +23,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from harmowam_cli._common import quiet_libraries
 from harmowam_core.config import load_recipe
-from harmowam_core.evaluation import evaluate
+from harmowam_core.evaluation.runner import evaluate
 from harmowam_core.policy.bundle import export_bundle, untrained_run
 from harmowam_core.workers import available_cores
 

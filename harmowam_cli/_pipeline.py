@@ -55,7 +55,8 @@ class CommandRunners:
     def interaction(self, bundle: Path, plan: PipelinePlan, out: Path):
         """The appendix D.2 handover episodes (`phase_split`), with the evaluation's progress bars."""
         from harmowam_cli.eval_cmd import eval_progress
-        from harmowam_core.evaluation import EvalFailed, write_outputs
+        from harmowam_core.evaluation.report import write_outputs
+        from harmowam_core.evaluation.runner import EvalFailed
         from harmowam_core.phase_split import SPLIT_EXPERTS, evaluate_interaction
         from harmowam_core.policy.bundle import bundle_recipe
         from harmowam_core.workers import bundle_bytes, check_workers

@@ -50,7 +50,7 @@ def run_demo(
     from harmowam_cli._pipeline import phase_table, run_pipeline
     from harmowam_cli.eval_cmd import print_table
     from harmowam_core.config import load_recipe
-    from harmowam_core.evaluation import read_report
+    from harmowam_core.evaluation.report import read_report
     from harmowam_core.reproduce import PipelinePlan, PipelineState
 
     recipe = load_recipe(task)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -102,80 +101,27 @@ def run_deploy(
         + (f", {workers} workers" if workers > 1 else "")
         + f"; videos in [bold]{out}[/]"
     )
-    if workers > 1:
-        results, interrupted = _deploy_in_workers(bundle, router, episodes, ood, seed, max_steps, options, out, workers)
-    else:
-        results = _deploy_here(bundle, router, episodes, ood, seed, steps, options, out, backend, station, dry_run)
-        interrupted = bool(results) and results[-1].interrupted
+    from harmowam_core.evaluation.runner import deploy
+
+    with progress_bar() as bar:
+        tasks: dict[int, int] = {}
+        overall = bar.add_task("episodes", total=episodes, status="") if workers > 1 else None
+
+        def on_step(episode: int, done: int, status: str) -> None:  # in this process: a bar per episode
+            if episode not in tasks:
+                tasks[episode] = bar.add_task(f"episode {episode + 1}/{episodes}", total=steps, status="")
+            bar.update(tasks[episode], completed=done, status=status)
+
+        def on_result(result, finished: int) -> None:
+            if overall is not None:
+                stages = "".join("+" if s else "-" for s in result.stages)
+                bar.update(overall, completed=finished, status=f"last: episode {result.episode} {stages}")
+
+        results, interrupted = deploy(
+            bundle, router, episodes, out, ood=ood, seed=seed, max_steps=max_steps, policy_options=options,
+            workers=workers, backend=backend, station=station, dry_run=dry_run, on_step=on_step, on_result=on_result,
+        )  # fmt: skip
     _report(recipe, router, ood, results, out, interrupted)
-
-
-def _deploy_in_workers(bundle, router, episodes, ood, seed, max_steps, options, out, workers) -> tuple[list, bool]:
-    """Episodes in simulator worker processes (the same results as in this process, see `evaluation`);
-    returns the finished episodes in order and whether Ctrl-C (or SIGTERM) stopped the run."""
-    from harmowam_core.evaluation import episode_failure
-    from harmowam_core.workers import WorkerError, WorkerPool, sigterm_as_interrupt
-
-    args = (bundle, [router], False, seed, max_steps, options)
-    results, interrupted = [], False
-    jobs = [((ood, i, router), (ood, i, router, out / f"episode_{i:03d}.mp4")) for i in range(episodes)]
-    with sigterm_as_interrupt(), progress_bar() as bar:
-        task_id = bar.add_task("episodes", total=episodes, status="")
-        with WorkerPool(workers, "harmowam_core.evaluation:EvalSession", args) as pool:
-            try:
-                for _, result in pool.run(jobs):
-                    results.append(result)
-                    stages = "".join("+" if s else "-" for s in result.stages)
-                    bar.update(task_id, completed=len(results), status=f"last: episode {result.episode} {stages}")
-            except KeyboardInterrupt:
-                interrupted = True
-                results += [result for _, result in pool.drain()]
-            except WorkerError as err:
-                raise HarmoWAMError(episode_failure(err, seed)) from None
-    done = {r.episode for r in results}
-    for i in range(episodes):  # a worker stopped midway leaves an unplayable video
-        if interrupted and i not in done:
-            (out / f"episode_{i:03d}.mp4").unlink(missing_ok=True)
-    return sorted(results, key=lambda r: r.episode), interrupted
-
-
-def _deploy_here(bundle, router, episodes, ood, seed, steps, options, out, backend, station, dry_run) -> list:
-    from harmowam_core.envs import make_env
-    from harmowam_core.phase_split import TransitProbe
-    from harmowam_core.policy.bundle import bundle_recipe
-    from harmowam_core.policy.policy import HarmoWAMPolicy
-    from harmowam_core.policy.rollout import PolicyActor, run_episode
-    from harmowam_core.workers import deterministic_cpu
-
-    recipe = bundle_recipe(bundle)
-    results = []
-    with (
-        HarmoWAMPolicy.from_bundle(bundle, router=router, **options) as policy,
-        make_env(recipe, backend, station=station, dry_run=dry_run) as env,
-    ):
-        actor = PolicyActor(policy)
-        with progress_bar() as bar:
-            for i in range(episodes):
-                task_id = bar.add_task(f"episode {i + 1}/{episodes}", total=steps, status="")
-
-                probe = TransitProbe(env) if backend == "sim" else None  # as evaluation's episodes record it
-
-                def on_step(done: int, used: str, task_id=task_id, probe=probe) -> None:
-                    if probe is not None:
-                        probe.update()
-                    stages = "".join("+" if s else "-" for s in env.stage_success())
-                    bar.update(task_id, completed=done, status=f"{used} · stages {stages}")
-
-                with deterministic_cpu() if backend == "sim" else nullcontext():
-                    result = run_episode(
-                        env, actor, seed=seed + i, ood=ood, max_steps=steps, episode=i,
-                        video=out / f"episode_{i:03d}.mp4", fps=recipe.fps, camera=policy.camera, on_step=on_step,
-                    )  # fmt: skip
-                result.transit = probe.reached if probe is not None else None
-                results.append(result)
-                if result.interrupted:
-                    break
-    return results
 
 
 def _report(recipe, router, ood, results, out, interrupted: bool) -> None:

@@ -120,8 +120,10 @@ def run_eval(
     workers: int | None = None,
     shard: str | None = None,
 ):
-    from harmowam_core.evaluation import EvalFailed, check_eval_args, parse_protocols, write_outputs
-    from harmowam_core.evaluation import evaluate as run
+    from harmowam_core.envs.ood import parse_protocols
+    from harmowam_core.evaluation.report import write_outputs
+    from harmowam_core.evaluation.runner import EvalFailed, check_eval_args
+    from harmowam_core.evaluation.runner import evaluate as run
     from harmowam_core.policy.bundle import bundle_recipe
 
     quiet_libraries()
@@ -211,7 +213,7 @@ def merge(
 
 @user_errors
 def run_merge(shards: list[Path], out: Path | None):
-    from harmowam_core.evaluation import merge_reports, read_report, write_outputs
+    from harmowam_core.evaluation.report import merge_reports, read_report, write_outputs
 
     if out is not None and any(out.resolve() == path.resolve() for path in shards):
         raise HarmoWAMError(f"--out {out} is one of the shards: the merge would overwrite its results; choose another")
@@ -230,7 +232,7 @@ def run_merge(shards: list[Path], out: Path | None):
 
 
 def print_table(report) -> None:
-    from harmowam_core.evaluation import PROTOCOL_NAMES
+    from harmowam_core.evaluation.report import PROTOCOL_NAMES
 
     counts = sorted({row.episodes for row in report.rows}) or [0]
     per_row = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"

@@ -123,7 +123,7 @@ def run_reproduce(
 ):
     from harmowam_cli._pipeline import minutes, phase_table, run_pipeline
     from harmowam_cli.eval_cmd import print_table
-    from harmowam_core.evaluation import PROTOCOL_NAMES, read_report
+    from harmowam_core.evaluation.report import PROTOCOL_NAMES, read_report
     from harmowam_core.reproduce import (
         SPLIT_NAMES,
         PipelinePlan,

@@ -36,8 +36,9 @@ from pathlib import Path
 import numpy as np
 
 from harmowam_core.errors import HarmoWAMError
-from harmowam_core.evaluation import EvalReport, EvalSession, evaluate
-from harmowam_core.policy.rollout import EpisodeResult, ScriptedActor, run_episode
+from harmowam_core.evaluation.report import EvalReport
+from harmowam_core.evaluation.rollout import EpisodeResult, ScriptedActor, run_episode
+from harmowam_core.evaluation.runner import EvalSession, evaluate
 from harmowam_core.workers import deterministic_cpu
 
 VICINITY = 0.03  # m: horizontally from the target; and the height band above its top (appendix D.2's vicinity)

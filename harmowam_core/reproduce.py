@@ -331,7 +331,7 @@ class PipelinePlan:
 
     def check(self) -> Recipe:
         """Every mistake in the settings, as one line, before anything runs; returns the recipe."""
-        from harmowam_core.evaluation import check_eval_args
+        from harmowam_core.evaluation.runner import check_eval_args
 
         for name, value in (("--episodes", self.episodes), ("--eval-episodes", self.eval_episodes)):
             if value < 1:
@@ -523,7 +523,7 @@ def phase_result(name: str, record: dict) -> str:
 
 def report_markdown(plan: PipelinePlan, state: PipelineState) -> str:
     """report.md: settings, per-phase times, held-out figures, the stage-wise table and plot, Table 1."""
-    from harmowam_core.evaluation import PROTOCOL_NAMES, EvalReport, stage_table
+    from harmowam_core.evaluation.report import PROTOCOL_NAMES, EvalReport, stage_table
     from harmowam_core.phase_split import INTERACTION_COVERS, VICINITY
 
     recipe = plan.recipe()
@@ -643,7 +643,7 @@ SPLIT_NAMES = {
 def table1(plan: PipelinePlan, state: PipelineState) -> list | None:
     """Table 1's rows (`phase_split.SplitRow`) once eval and interaction have finished; [] where the task does
     not support the split; None before."""
-    from harmowam_core.evaluation import EvalReport
+    from harmowam_core.evaluation.report import EvalReport
     from harmowam_core.phase_split import SPLIT_EXPERTS, split_rows
 
     record = state.get("interaction")

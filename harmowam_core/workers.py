@@ -1,6 +1,6 @@
 """Episodes in parallel simulator processes, and shares of a run for cluster jobs.
 
-    with WorkerPool(2, "harmowam_core.evaluation:EvalSession", (bundle, ...)) as pool:
+    with WorkerPool(2, "harmowam_core.evaluation.runner:EvalSession", (bundle, ...)) as pool:
         for key, result in pool.run(jobs):           # jobs: [(key, payload), ...]; results in completion order
             ...
 

@@ -16,11 +16,12 @@ from typer.testing import CliRunner
 from harmowam_cli.main import app
 from harmowam_core.config import load_recipe
 from harmowam_core.envs import make_env
+from harmowam_core.envs.ood import parse_protocols
 from harmowam_core.errors import HarmoWAMError
-from harmowam_core.evaluation import EvalReport, parse_protocols, stage_table, write_outputs
+from harmowam_core.evaluation.report import EvalReport, stage_table, write_outputs
+from harmowam_core.evaluation.rollout import EpisodeResult, PolicyActor, ScriptedActor, run_episode
 from harmowam_core.policy.bundle import bundle_recipe, export_bundle, untrained_run
 from harmowam_core.policy.policy import HarmoWAMPolicy
-from harmowam_core.policy.rollout import EpisodeResult, PolicyActor, ScriptedActor, run_episode
 from harmowam_core.policy.routers import ROUTERS
 
 runner = CliRunner()

@@ -10,10 +10,10 @@ import pytest
 from harmowam_core.config import load_recipe
 from harmowam_core.envs.sim.tasks import sim_task_names
 from harmowam_core.envs.sim.tasks.base import TransitTarget
-from harmowam_core.evaluation import EvalSession
+from harmowam_core.evaluation.rollout import EpisodeResult
+from harmowam_core.evaluation.runner import EvalSession
 from harmowam_core.phase_split import HandoverSession, in_vicinity, split_rows, supports_split
 from harmowam_core.policy.bundle import export_bundle, untrained_run
-from harmowam_core.policy.rollout import EpisodeResult
 
 SCRIPTED_IN_VICINITY = 33  # stack_cans, seed 1000 in-domain: the scripted approach enters the vicinity here
 

@@ -20,7 +20,7 @@ from harmowam_core.config import load_recipe
 from harmowam_core.envs.real.config import station_config_from_data
 from harmowam_core.envs.real.safety import UnsafeCommand
 from harmowam_core.envs.real.station import RealStation
-from harmowam_core.policy.rollout import run_episode
+from harmowam_core.evaluation.rollout import run_episode
 
 
 def dual_station(watchdog_s=0.25):

@@ -41,7 +41,8 @@ def test_the_threshold_moves_the_switch_and_unknown_routers_fail():
 
 def test_one_table_names_every_router_and_ood_protocol_for_checks_plots_and_reports():
     from harmowam_core.envs.ood import OOD_KINDS, check_protocol
-    from harmowam_core.evaluation import ACTOR_COLOURS, PROTOCOL_NAMES, check_eval_args
+    from harmowam_core.evaluation.report import ACTOR_COLOURS, PROTOCOL_NAMES
+    from harmowam_core.evaluation.runner import check_eval_args
 
     assert set(ROUTERS) <= set(ACTOR_COLOURS) and set(OOD_KINDS) == set(PROTOCOL_NAMES)
     assert PROTOCOL_NAMES["none"] == "in-domain" and check_protocol("position") == "position"

@@ -21,7 +21,8 @@ from harmowam_core.data.meta import used_seeds
 from harmowam_core.data.reader import DatasetReader
 from harmowam_core.data.summary import summarize
 from harmowam_core.errors import HarmoWAMError
-from harmowam_core.evaluation import evaluate, merge_reports, read_report, write_outputs
+from harmowam_core.evaluation.report import merge_reports, read_report, write_outputs
+from harmowam_core.evaluation.runner import evaluate
 from harmowam_core.policy.bundle import export_bundle, untrained_run
 from harmowam_core.workers import WorkerError, WorkerPool, check_workers, parse_shard, shard_share
 
