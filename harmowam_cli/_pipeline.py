@@ -1,4 +1,4 @@
-"""What `harmowam reproduce` and `harmowam demo` share: the pipeline's phases (`harmowam_core.reproduce`) done by
+"""What `harmowam reproduce` and `harmowam demo` share: the pipeline's phases (`harmowam_core.pipeline`) done by
 the commands' own functions, each with its progress bars, a header per phase and the closing summary."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from rich.table import Table
 from harmowam_cli._bundle import policy_options
 from harmowam_cli._common import console, quiet_libraries
 from harmowam_core.errors import HarmoWAMError
-from harmowam_core.reproduce import PHASES, Phase, PipelinePlan, PipelineState, pipeline_phases, run_phases
+from harmowam_core.pipeline import PHASES, Phase, PipelinePlan, PipelineState, pipeline_phases, run_phases
 
 
 class CommandRunners:
-    """`harmowam_core.reproduce.Runners` through each command's `run_*` function (looked up when called)."""
+    """`harmowam_core.pipeline.Runners` through each command's `run_*` function (looked up when called)."""
 
     def collect(self, task: str, episodes: int, data: Path, overrides: list[str], workers: int | None):
         from harmowam_cli import collect

@@ -2,7 +2,7 @@
 
 collect -> label -> train-wm -> train-experts -> export -> eval (in-domain and position OOD), each phase the
 same code as its own command, everything under one directory (default `demo/`): the pipeline of
-`harmowam reproduce` (`harmowam_core.reproduce`), small, with the gate router only and no interaction episodes.
+`harmowam reproduce` (`harmowam_core.pipeline`), small, with the gate router only and no interaction episodes.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def run_demo(
     from harmowam_cli.eval_cmd import print_table
     from harmowam_core.config import load_recipe
     from harmowam_core.evaluation.report import read_report
-    from harmowam_core.reproduce import PipelinePlan, PipelineState
+    from harmowam_core.pipeline import PipelinePlan, PipelineState
 
     recipe = load_recipe(task)
     plan = PipelinePlan(

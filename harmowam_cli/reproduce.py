@@ -1,5 +1,5 @@
 """`harmowam reproduce TASK`: the simulator version of the paper's protocol, end to end, resumable phase by phase
-(`harmowam_core.reproduce`); everything, and `report.md`, under one directory (default `reproduce/<task>`)."""
+(`harmowam_core.pipeline`); everything, and `report.md`, under one directory (default `reproduce/<task>`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rich.table import Table
 
 from harmowam_cli._bundle import MaxStepsOption
 from harmowam_cli._common import SetOption, console, user_errors
-from harmowam_core.reproduce import PHASES
+from harmowam_core.pipeline import PHASES
 
 WorkersOption = Annotated[
     int | None,
@@ -124,7 +124,7 @@ def run_reproduce(
     from harmowam_cli._pipeline import minutes, phase_table, run_pipeline
     from harmowam_cli.eval_cmd import print_table
     from harmowam_core.evaluation.report import PROTOCOL_NAMES, read_report
-    from harmowam_core.reproduce import (
+    from harmowam_core.pipeline import (
         SPLIT_NAMES,
         PipelinePlan,
         PipelineState,

@@ -16,7 +16,7 @@ from harmowam_cli.main import app
 from harmowam_core import collect as collect_module
 from harmowam_core.collect import ScriptedRecorder
 from harmowam_core.errors import HarmoWAMError
-from harmowam_core.reproduce import STATE_FILE, Phase, PipelinePlan, PipelineState, pipeline_phases, run_phases
+from harmowam_core.pipeline import STATE_FILE, Phase, PipelinePlan, PipelineState, pipeline_phases, run_phases
 
 runner = CliRunner()
 STUB = [  # seconds, not hours: tiny episodes, images and training
@@ -190,7 +190,7 @@ def test_run_phases_refuses_changed_settings_unless_restarted_there(tmp_path):
 
 
 def test_a_broken_state_file_and_a_foreign_out_dir_are_refused(tmp_path):
-    from harmowam_core.reproduce import check_out_dir
+    from harmowam_core.pipeline import check_out_dir
 
     (tmp_path / STATE_FILE).write_text("{not json")
     with pytest.raises(HarmoWAMError, match="not a reproduce state file"):

@@ -1,4 +1,5 @@
-"""`harmowam reproduce TASK`: the simulator version of the paper's protocol, end to end, resumable phase by phase.
+"""The pipeline of `harmowam reproduce TASK` and `harmowam demo`: the simulator version of the paper's protocol, end to
+end, resumable phase by phase.
 
     plan = PipelinePlan.reproduce("stack_cans", Path("reproduce/stack_cans"), budget_minutes=60)
     phases = pipeline_phases(plan, runners)     # what each phase runs, and the settings that define it
