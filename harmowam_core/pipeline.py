@@ -172,7 +172,7 @@ def run_phases(
     before `on_begin`)."""
     names = [p.name for p in phases]
     if restart_from is not None and restart_from not in names:
-        raise HarmoWAMError(f"--restart-from takes one of {', '.join(names)}; got '{restart_from}'")
+        raise HarmoWAMError(f"restart_from takes one of {', '.join(names)}; got '{restart_from}'")
     settings = {p.name: plain(p.settings) for p in phases}
     first = names.index(restart_from) if restart_from is not None else len(phases)  # the first phase to run
     for i, phase in enumerate(phases[:first]):
@@ -338,11 +338,11 @@ class PipelinePlan:
             if value < 1:
                 raise HarmoWAMError(f"{name} must be at least 1, got {value}")
         if self.episodes < 3:
-            raise HarmoWAMError(f"--episodes must be at least 3 (training holds episodes out), got {self.episodes}")
+            raise HarmoWAMError(f"episodes must be at least 3 (training holds episodes out), got {self.episodes}")
         if self.workers is not None and self.workers < 1:
-            raise HarmoWAMError(f"--workers must be at least 1, got {self.workers}")
+            raise HarmoWAMError(f"workers must be at least 1, got {self.workers}")
         if self.budget_minutes is not None and not (self.budget_minutes > 0 and math.isfinite(self.budget_minutes)):
-            raise HarmoWAMError(f"--budget-minutes must be a positive number, got {self.budget_minutes:g}")
+            raise HarmoWAMError(f"budget_minutes must be a positive number, got {self.budget_minutes:g}")
         for name, value in (("--wm-steps", self.wm_steps), ("--experts-steps", self.experts_steps)):
             if value is not None and value < 1:
                 raise HarmoWAMError(f"{name} must be at least 1, got {value}")

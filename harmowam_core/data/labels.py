@@ -49,7 +49,7 @@ class LabelSettings:
 
     def __post_init__(self) -> None:
         if self.window < 0:
-            raise HarmoWAMError(f"--window must be >= 0, got {self.window}")
+            raise HarmoWAMError(f"window must be >= 0, got {self.window}")
 
 
 def _transitions(flags: np.ndarray) -> np.ndarray:

@@ -54,11 +54,11 @@ def check_eval_args(
 ) -> None:
     """Every mistake in an evaluation's settings, before anything is loaded."""
     if episodes < 1:
-        raise HarmoWAMError(f"--episodes must be at least 1, got {episodes}")
+        raise HarmoWAMError(f"episodes must be at least 1, got {episodes}")
     if seed < 0:
-        raise HarmoWAMError(f"--seed must be at least 0, got {seed}")
+        raise HarmoWAMError(f"seed must be at least 0, got {seed}")
     if max_steps is not None and max_steps < 1:
-        raise HarmoWAMError(f"--max-steps must be at least 1, got {max_steps}")
+        raise HarmoWAMError(f"max_steps must be at least 1, got {max_steps}")
     for router in routers:
         check_router(router)
     for protocol in protocols:

@@ -71,7 +71,7 @@ def open_training_run(
     a dataset with at least one episode to hold out. Returns the dataset's reader, reading the features
     `mapping` (the recipe's `data:` section) names."""
     if max_steps is not None and max_steps <= 0:
-        raise HarmoWAMError(f"--max-steps must be positive, got {max_steps}")
+        raise HarmoWAMError(f"max_steps must be positive, got {max_steps}")
     if not resume and checkpoints(out):
         raise HarmoWAMError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
     reader = DatasetReader(data, mapping)
@@ -105,9 +105,9 @@ def parse_log_with(log_with: str | list[str] | None) -> list[str]:
     known = tracker_names()
     for name in names:
         if name == "all":
-            raise HarmoWAMError(f"--log-with all is not accepted: name the trackers ({', '.join(known)})")
+            raise HarmoWAMError(f"log_with all is not accepted: name the trackers ({', '.join(known)})")
         if name not in known:
-            raise HarmoWAMError(f"--log-with {name}: no such tracker; accelerate knows {', '.join(known)}")
+            raise HarmoWAMError(f"log_with {name}: no such tracker; accelerate knows {', '.join(known)}")
     missing = [n for n in names if n not in available_trackers()]
     if missing:
         name = missing[0]

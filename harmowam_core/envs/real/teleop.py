@@ -72,7 +72,7 @@ def open_spacemice(count: int, hid=None) -> list[SpaceMouse]:
         try:
             import hid
         except ImportError as err:
-            raise HarmoWAMError(f"--teleop spacemouse needs hidapi ({err}); pip install -e '.[real]'") from None
+            raise HarmoWAMError(f"teleop spacemouse needs hidapi ({err}); pip install -e '.[real]'") from None
     found = sorted((d for d in hid.enumerate() if d["vendor_id"] == SPACEMOUSE_VENDOR), key=lambda d: d["path"])
     if len(found) < count:
         raise HarmoWAMError(
@@ -85,7 +85,7 @@ def open_spacemice(count: int, hid=None) -> list[SpaceMouse]:
         try:
             device.open_path(info["path"])
         except OSError as err:
-            raise HarmoWAMError(f"--teleop spacemouse: cannot open {info['path']!r} ({err})") from None
+            raise HarmoWAMError(f"teleop spacemouse: cannot open {info['path']!r} ({err})") from None
         mice.append(SpaceMouse(device))
     return mice
 
@@ -208,4 +208,4 @@ def open_teleop(kind: str, station: StationConfig):
         return RealTeleop(open_spacemice(len(station.arms)), station)
     if kind == "keyboard":
         return RealTeleop(TerminalKeys(), station)
-    raise HarmoWAMError(f"--teleop on the real station: one of {', '.join(REAL_TELEOP_KINDS)}, got '{kind}'")
+    raise HarmoWAMError(f"teleop on the real station: one of {', '.join(REAL_TELEOP_KINDS)}, got '{kind}'")
