@@ -1,21 +1,29 @@
-"""The six simulated tasks of the paper (appendix B), by recipe name."""
+"""The simulated tasks (the paper's six, appendix B), by recipe name: one module of this package per task."""
 
 from __future__ import annotations
+
+import functools
+import importlib
+import pkgutil
 
 from harmowam_core.config import Recipe
 from harmowam_core.envs.sim.tasks.base import SimTask
 from harmowam_core.errors import HarmoWAMError
 
 
+@functools.cache
 def _registry() -> dict[str, type[SimTask]]:
-    from harmowam_core.envs.sim.tasks.bag_zip import BagZip
-    from harmowam_core.envs.sim.tasks.flowers import Flowers
-    from harmowam_core.envs.sim.tasks.pick_fruit import PickFruit
-    from harmowam_core.envs.sim.tasks.pour_coke import PourCoke
-    from harmowam_core.envs.sim.tasks.stack_cans import StackCans
-    from harmowam_core.envs.sim.tasks.write_yes import WriteYes
-
-    return {cls.name: cls for cls in (PickFruit, StackCans, PourCoke, WriteYes, Flowers, BagZip)}
+    """Every `SimTask` subclass defined by a module of this package, by its recipe name: a new task is its
+    module here and its recipe in recipes/ (nothing registers it)."""
+    tasks: dict[str, type[SimTask]] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name == "base":
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, SimTask) and value.__module__ == module.__name__:
+                tasks[value.name] = value
+    return tasks
 
 
 def sim_task_names() -> list[str]:
