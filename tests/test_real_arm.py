@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import threading
 import time
-import types
 
 import numpy as np
 import pytest
 import yaml
+from fakes import STATION, FakeFranky
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,92 +20,9 @@ from harmowam_core.envs.real.safety import ArmGuard, GripperHysteresis, UnsafeCo
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.geometry import euler_to_mat, mat_to_rotvec, quat_to_mat
 
-STATION = {
-    "control_hz": 20,
-    "watchdog_s": 0.25,
-    "arms": [
-        {
-            "name": "right",
-            "host": "127.0.0.1",
-            "home": {"position": [0.45, 0.0, 0.35], "euler": [np.pi, 0.0, 0.0]},
-            "workspace": {"min": [0.25, -0.35, 0.02], "max": [0.75, 0.35, 0.55]},
-            "max_translation": 0.02,
-            "max_rotation": 0.1,
-        }
-    ],
-    "cameras": [{"serial": "123", "role": "front", "width": 640, "height": 480, "fps": 30}],
-}
-
 
 def arm_config():
     return station_config_from_data(STATION).arms[0]
-
-
-class FakeFranky(types.SimpleNamespace):
-    """The slice of franky's API the arm uses, recording every call."""
-
-    def __init__(self, refuse=()):
-        calls: list = []
-        pose = {"translation": np.array([0.45, 0.0, 0.35]), "quaternion": np.array([1.0, 0.0, 0.0, 0.0])}
-
-        class Affine:
-            def __init__(self, translation=(0, 0, 0), quaternion=(0, 0, 0, 1)):
-                self.translation, self.quaternion = np.asarray(translation), np.asarray(quaternion)
-
-        class CartesianMotion:
-            def __init__(self, target, reference=None):
-                self.target = target
-
-        class CartesianStopMotion:
-            pass
-
-        class Robot:
-            def __init__(self, host):
-                if host in refuse:
-                    raise RuntimeError(f"libfranka: Connection to {host} refused\nmore detail")
-                self.host = host
-                calls.append(("connect", host))
-
-            @property
-            def current_cartesian_state(self):
-                affine = Affine(pose["translation"], pose["quaternion"])
-                return types.SimpleNamespace(pose=types.SimpleNamespace(end_effector_pose=affine))
-
-            def set_collision_behavior(self, *thresholds):
-                calls.append(("collision", thresholds))
-
-            def move(self, motion, asynchronous=False):
-                calls.append(("move", motion, asynchronous, self.host))
-
-            def recover_from_errors(self):
-                calls.append(("recover",))
-
-            def stop(self):
-                calls.append(("stop", self.host))
-
-        class Gripper:
-            width = 0.08
-
-            def __init__(self, host):
-                if host in refuse:
-                    raise RuntimeError(f"libfranka: Connection to {host} refused")
-
-            def grasp_async(self, width, speed, force, epsilon_outer=None):
-                calls.append(("grasp", width, speed, force))
-
-            def move_async(self, width, speed):
-                calls.append(("open", width, speed))
-
-            def move(self, width, speed):
-                calls.append(("open-wait", width, speed))
-
-        super().__init__(
-            Affine=Affine, CartesianMotion=CartesianMotion, CartesianStopMotion=CartesianStopMotion, Robot=Robot,
-            Gripper=Gripper, calls=calls, pose=pose,
-        )  # fmt: skip
-
-    def moves(self):
-        return [c[1] for c in self.calls if c[0] == "move"]
 
 
 def rotation_angle(a, b) -> float:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import queue
 import time
-import types
 
 import numpy as np
 import pytest
+from fakes import fake_realsense
 
 from harmowam_core.envs.real.cameras import CameraError, camera_backends, open_camera
 from harmowam_core.envs.real.cameras.realsense import RealSenseCamera, connected_serials
@@ -16,54 +16,6 @@ from harmowam_core.envs.real.config import CameraConfig
 from harmowam_core.errors import HarmoWAMError
 
 CONFIG = CameraConfig(serial="123", role="front", width=8, height=6, fps=30)
-
-
-def fake_realsense(frames: queue.Queue, fail_start: bool = False, serials=("123", "456")):
-    class Frame:
-        def __init__(self, image):
-            self.image = image
-
-        def get_data(self):
-            return self.image
-
-        def __bool__(self):
-            return True
-
-    class Pipeline:
-        def start(self, config):
-            if fail_start:
-                raise RuntimeError("No device connected")
-            self.config = config
-
-        def wait_for_frames(self, timeout_ms):
-            try:
-                image = frames.get(timeout=timeout_ms / 1000)
-            except queue.Empty:
-                raise RuntimeError("Frame didn't arrive within the timeout") from None
-            return types.SimpleNamespace(get_color_frame=lambda: Frame(image))
-
-        def stop(self):
-            pass
-
-    class Config:
-        def enable_device(self, serial):
-            self.serial = serial
-
-        def enable_stream(self, *args):
-            self.stream = args
-
-    class Device:
-        def __init__(self, serial):
-            self.serial = serial
-
-        def get_info(self, what):
-            return self.serial
-
-    return types.SimpleNamespace(
-        pipeline=Pipeline, config=Config, stream=types.SimpleNamespace(color="color"),
-        format=types.SimpleNamespace(rgb8="rgb8"), camera_info=types.SimpleNamespace(serial_number="sn"),
-        context=lambda: types.SimpleNamespace(query_devices=lambda: [Device(s) for s in serials]),
-    )  # fmt: skip
 
 
 def image(value: int) -> np.ndarray:

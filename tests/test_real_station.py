@@ -4,15 +4,13 @@ single and dual arm commands, NaN stops every arm, the watchdog, operator scorin
 
 from __future__ import annotations
 
-import queue
 import sys
 import time
 
 import numpy as np
 import pytest
 import yaml
-from test_real_arm import STATION, FakeFranky
-from test_real_cameras import fake_realsense
+from fakes import STATION, Cameras, FakeFranky
 from typer.testing import CliRunner
 
 from harmowam_cli.main import app
@@ -40,24 +38,6 @@ def single_station(watchdog_s=0.25):
                        (("1", "front"), ("2", "top"), ("3", "wrist"))]  # fmt: skip
     data["watchdog_s"] = watchdog_s
     return station_config_from_data(data)
-
-
-class Cameras:
-    """A fake pyrealsense2 whose pipelines always have a fresh frame."""
-
-    def __init__(self):
-        self.frames = queue.Queue()
-        self.rs = fake_realsense(self.frames)
-        pipeline = self.rs.pipeline
-
-        class Fresh(pipeline):
-            def wait_for_frames(self, timeout_ms):
-                time.sleep(0.002)
-                self_frames.put(np.full((6, 8, 3), 9, np.uint8))
-                return super().wait_for_frames(timeout_ms)
-
-        self_frames = self.frames
-        self.rs.pipeline = Fresh
 
 
 def open_station(recipe_name, config, answers=(), **kw):

@@ -12,32 +12,11 @@ import time
 import numpy as np
 import pytest
 import yaml
-from test_real_arm import STATION
+from fakes import STATION, FakeDevice, report
 
 from harmowam_core.envs.real.config import station_config_from_data
 from harmowam_core.envs.real.teleop import RealTeleop, SpaceMouse, TerminalKeys, open_spacemice
 from harmowam_core.errors import HarmoWAMError
-
-
-def report(rid: int, *values: int) -> list[int]:
-    out = [rid]
-    for v in values:
-        out += list(int(v).to_bytes(2, "little", signed=True))
-    return out
-
-
-class FakeDevice:
-    def __init__(self, reports=()):
-        self.reports = list(reports)
-
-    def set_nonblocking(self, flag):
-        self.nonblocking = flag
-
-    def open_path(self, path):
-        self.path = path
-
-    def read(self, size):
-        return self.reports.pop(0) if self.reports else []
 
 
 def test_spacemouse_reports_become_bounded_actions_and_buttons_toggle():

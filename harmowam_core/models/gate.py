@@ -1,14 +1,14 @@
 """The process-adaptive gate (paper section 3.4, appendix D.3): p(interaction) from the current observation.
 
-A small MLP on the visual tokens of the current frame of every camera (SigLIP patch tokens, the ones the
-predictive expert reads too): each camera's square grid of patch tokens is average-pooled to a
-`pool_grid` x `pool_grid` grid, which keeps where things are in the image (a plain mean over the tokens
-scored 83% held-out frame accuracy on stack_cans with the tiny preset, the 4 x 4 layout 90%), and the
-cameras are concatenated. With `motion` (tiny) the gate also reads the pooled tokens' change since the
-previous control step, and with `world_model` (tiny) the world model's hidden tokens of this step averaged
-per latent frame: the imagined next frames, which foresee a grasp or release before it shows. Trained with
-binary cross-entropy against the `interaction` labels of `harmowam label` (frames labelled -1 do not count);
-at run time p >= the recipe's `gate.threshold` routes to the predictive expert, below it to the reactive one.
+A small MLP on the visual tokens of the current frame of every camera (SigLIP patch tokens, the ones the predictive
+expert reads too): each camera's square grid of patch tokens is average-pooled to a `pool_grid` x `pool_grid` grid,
+which keeps where things are in the image (a plain mean over the tokens does not; measurements:
+docs/design-notes.md), and the cameras are concatenated. With `motion` (tiny) the gate also reads the pooled
+tokens' change since the previous control step, and with `world_model` (tiny) the world model's hidden tokens of
+this step averaged per latent frame: the imagined next frames, which foresee a grasp or release before it shows.
+Trained with binary cross-entropy against the `interaction` labels of `harmowam label` (frames labelled -1 do not
+count); at run time p >= the recipe's `gate.threshold` routes to the predictive expert, below it to the reactive
+one.
 
     gate = Gate(GateModelConfig(), token_width=64, num_cameras=3, world_model=(13, 64))
     p = gate.probability(tokens, previous, wm_hidden)   # tokens (B, cameras, N, width), wm_hidden (B, 13*n, 64)
