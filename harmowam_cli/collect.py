@@ -22,6 +22,7 @@ from harmowam_core.config import load_recipe
 from harmowam_core.envs import OOD_KINDS
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.workers import check_workers, parse_shard, shard_share
+from harmowam_core.workspace import DEFAULT
 
 
 def collect(
@@ -95,7 +96,7 @@ def run_collect(
     if teleop != "scripted" and backend == "sim":
         device_class(teleop)  # an unknown kind, or a device that cannot run here, fails before anything starts
     recipe = load_recipe(task, overrides)
-    out = out or Path("data") / recipe.name
+    out = out or DEFAULT.data(recipe.name)
     if backend == "sim":
         check_seed(out, seed, shard_index, episodes, keep_failures, ood)
     who = "scripted expert" if teleop == "scripted" else f"{teleop} teleoperation"

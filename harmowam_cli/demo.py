@@ -17,6 +17,7 @@ from rich.rule import Rule
 
 from harmowam_cli._common import console, user_errors
 from harmowam_core.errors import HarmoWAMError
+from harmowam_core.workspace import Workspace
 
 
 def demo(
@@ -57,7 +58,7 @@ def run_demo(
     plan = PipelinePlan(
         task, out, episodes=episodes, wm_steps=wm_steps, experts_steps=experts_steps, routers=["gate"],
         eval_episodes=eval_episodes, max_steps=max_steps, interaction=False,
-        data_dir=out / "data" / recipe.name, runs_dir=out / "runs" / recipe.name,
+        data_dir=Workspace(out).data(recipe.name), runs_dir=Workspace(out).runs(recipe.name),
     )  # fmt: skip
     plan.check()
     if out.exists() and any(out.iterdir()):

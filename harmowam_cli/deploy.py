@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -30,6 +29,7 @@ from harmowam_core.envs.ood import OOD_KINDS, check_protocol
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.policy.routers import ROUTERS
 from harmowam_core.workers import bundle_bytes, check_workers
+from harmowam_core.workspace import DEFAULT
 
 
 def deploy(
@@ -47,7 +47,7 @@ def deploy(
     execute_steps: ExecuteOption = None,
     denoising_steps: DenoiseOption = None,
     async_inference: AsyncOption = False,
-    bundles: BundlesOption = Path("bundles"),
+    bundles: BundlesOption = DEFAULT.bundles,
     out: Annotated[Path | None, typer.Option(help="Videos and results (default: runs/deploy/<bundle>-<time>).")] = None,
     workers: WorkersOption = None,
 ) -> None:
@@ -93,7 +93,7 @@ def run_deploy(
     quiet_libraries()
     recipe = bundle_recipe(bundle)
     steps = max_steps or recipe.max_episode_steps
-    out = out or Path("runs") / "deploy" / f"{bundle.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = out or DEFAULT.deploy_run(bundle.name)
     mode = "async" if options["async_inference"] else "sync"
     console.print(
         f"deploying [bold]{bundle}[/] on the {backend} {recipe.name} station: router {router}, {mode}, "

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -40,6 +39,7 @@ from harmowam_core.envs import OOD_KINDS
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.policy.routers import ROUTERS
 from harmowam_core.workers import bundle_bytes, check_workers, parse_shard
+from harmowam_core.workspace import DEFAULT
 
 
 class EvalCommand(TyperCommand):
@@ -80,7 +80,7 @@ def evaluate(
     denoising_steps: DenoiseOption = None,
     async_inference: AsyncOption = False,
     videos: Annotated[bool, typer.Option("--videos/--no-videos", help="Record every episode as an mp4.")] = True,
-    bundles: BundlesOption = Path("bundles"),
+    bundles: BundlesOption = DEFAULT.bundles,
     out: Annotated[Path | None, typer.Option(help="Results directory (default: runs/eval/<bundle>-<time>).")] = None,
     backend: BackendOption = "sim",
     station: StationOption = None,
@@ -134,7 +134,7 @@ def run_eval(
     bundle = pick_bundle(bundle, bundles)
     check_station_action_space(bundle)
     part = f"-shard{shard_index[0]}of{shard_index[1]}" if shard else ""
-    out = out or Path("runs") / "eval" / f"{bundle.name}-{time.strftime('%Y%m%d-%H%M%S')}{part}"
+    out = out or DEFAULT.eval_run(f"{bundle.name}{part}")
     actors = list(dict.fromkeys(routers)) + (["scripted"] if scripted else [])
     total = len(actors) * len(protocols) * episodes
     jobs = len(range(shard_index[0], total, shard_index[1]))
@@ -221,7 +221,7 @@ def run_merge(shards: list[Path], out: Path | None):
         raise HarmoWAMError(f"--out {out} already holds results; choose a new directory")
     reports = [read_report(path) for path in shards]
     report = merge_reports(reports, [str(p) for p in shards])
-    out = out or Path("runs") / "eval" / f"merged-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = out or DEFAULT.eval_run("merged")
     paths = write_outputs(report, out)
     print_table(report)
     console.print(

@@ -8,13 +8,14 @@ from typing import Annotated
 import typer
 
 from harmowam_cli._common import console, progress_bar, quiet_libraries, user_errors
+from harmowam_core.workspace import DEFAULT
 
 
 def export(
     run_dir: Annotated[
         Path, typer.Argument(help="The task's run directory (runs/<task>) or its stage-2 run (runs/<task>/experts).")
     ],
-    bundles: Annotated[Path, typer.Option(help="Where bundles are kept.")] = Path("bundles"),
+    bundles: Annotated[Path, typer.Option(help="Where bundles are kept.")] = DEFAULT.bundles,
     name: Annotated[str | None, typer.Option(help="Bundle name (default: <task>-<date>-<time>).")] = None,
     snapshot: Annotated[
         int | None,

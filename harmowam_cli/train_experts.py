@@ -10,6 +10,7 @@ from rich.table import Table
 
 from harmowam_cli._common import SetOption, console, progress_bar, quiet_libraries, user_errors
 from harmowam_core.config import load_recipe
+from harmowam_core.workspace import DEFAULT
 
 PHASES = {"imagine": "imagining (world model, cached)", "images": "decoding cameras", "evaluate": "evaluating"}
 
@@ -73,9 +74,9 @@ def run_train_experts(
     from harmowam_core.training.experts import ExpertsTrainer
 
     quiet_libraries()
-    data = data or Path("data") / recipe.name
-    wm = wm or Path("runs") / recipe.name / "wm" / "model"
-    out = out or Path("runs") / recipe.name / "experts"
+    data = data or DEFAULT.data(recipe.name)
+    wm = wm or DEFAULT.wm_model(recipe.name)
+    out = out or DEFAULT.experts_run(recipe.name)
     trainer = ExpertsTrainer(
         recipe, data, wm, out, resume=resume, max_steps=max_steps, use_wm_latents=use_wm_latents, log_with=log_with
     )

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from harmowam_cli._common import SetOption, console, progress_bar, quiet_libraries, user_errors
 from harmowam_core.config import load_recipe
+from harmowam_core.workspace import DEFAULT
 
 
 def train_wm(
@@ -50,8 +51,8 @@ def run_train_wm(
     from harmowam_core.training.world_model import WorldModelTrainer
 
     quiet_libraries()
-    data = data or Path("data") / recipe.name
-    out = out or Path("runs") / recipe.name / "wm"
+    data = data or DEFAULT.data(recipe.name)
+    out = out or DEFAULT.wm_run(recipe.name)
     trainer = WorldModelTrainer(recipe, data, out, resume=resume, max_steps=max_steps, log_with=log_with)
     console.print(
         f"training the [bold]{recipe.model.preset}[/] world model on [bold]{data}[/] ({trainer.camera} camera, "
