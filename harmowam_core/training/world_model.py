@@ -7,7 +7,7 @@ Clips are the current frame and the next 12 of that camera at the model's resolu
 frame past an episode's end; padded frames do not count in the loss). The last `held_out_episodes` episodes
 never train: preview videos (real future beside the predicted one) come from them at intervals, and the final
 evaluation scores the prediction frame by frame (PSNR) against the real frames there, next to the baseline
-that copies the current frame. The output directory holds `model/` (`WorldModel.from_pretrained`),
+that copies the current frame. The output directory holds `model/` (`load_world_model`),
 `checkpoints/`, `previews/step_N.mp4`, `evaluation.json` and the resolved `recipe.yaml`.
 """
 
@@ -25,7 +25,7 @@ from harmowam_core.config import Recipe
 from harmowam_core.data.reader import split_episodes
 from harmowam_core.data.windows import ClipDataset
 from harmowam_core.errors import HarmoWAMError
-from harmowam_core.models.world_model import WorldModel, resolve_checkpoint
+from harmowam_core.models.world_model import WorldModelInterface, new_world_model
 from harmowam_core.timing import Progress  # on_progress phases: "frames", "train", "preview", "evaluate"
 from harmowam_core.training.loop import StepLog, TrainLoop, open_training_run, parse_log_with
 from harmowam_core.training.reports import LATE_FROM, Evaluation, evaluate, write_preview
@@ -51,13 +51,6 @@ class WorldModelRun:
     held_out_episodes: list[int]
     previews: list[Path]
     evaluation: Evaluation
-
-
-def build_world_model(recipe: Recipe) -> WorldModel:
-    config = recipe.model_config.world_model
-    if config.pretrained:
-        return WorldModel.from_pretrained(resolve_checkpoint(config.pretrained), config)
-    return WorldModel.from_config(config)
 
 
 class WorldModelTrainer:
@@ -94,7 +87,7 @@ class WorldModelTrainer:
         recipe, out, reader, spec = self.recipe, self.out, self.reader, self.recipe.train_wm
         config = recipe.model_config.world_model
         torch.manual_seed(spec.seed)
-        wm = build_world_model(recipe)
+        wm = new_world_model(recipe.model_config.world_model)
         train_set = ClipDataset(
             reader, self.camera, self.train_episodes, config.resolution, config.num_frames, on_progress=on_progress
         )
@@ -110,9 +103,9 @@ class WorldModelTrainer:
         start = loop.resume() if self.resume else 0
         previews: list[Path] = []
 
-        def current_model() -> WorldModel | None:
+        def current_model() -> WorldModelInterface | None:
             """The weights so far on the main process (gathered there under FSDP), None on the others."""
-            model = loop.trained_model(build=lambda: build_world_model(recipe))
+            model = loop.trained_model(build=lambda: new_world_model(recipe.model_config.world_model))
             return model if loop.is_main_process else None
 
         def preview(loop: TrainLoop) -> None:

@@ -90,6 +90,14 @@ def load_world_model(path: str | Path) -> WorldModelInterface:
     return WorldModel.from_pretrained(path)
 
 
+def new_world_model(config: WorldModelConfig) -> WorldModel:
+    """A world model to train (stage 1): from its pretrained checkpoint (`config.pretrained`, a local directory
+    or a hub id already in the local cache) or freshly initialised."""
+    if config.pretrained:
+        return WorldModel.from_pretrained(resolve_checkpoint(config.pretrained), config)
+    return WorldModel.from_config(config)
+
+
 __all__ = [
     "CONFIG_NAME",
     "PixelCodec",
@@ -102,6 +110,7 @@ __all__ = [
     "frame_to_latent",
     "latent_frames",
     "load_world_model",
+    "new_world_model",
     "parameter_count",
     "resolve_checkpoint",
 ]
