@@ -19,7 +19,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from harmowam_core.errors import HarmoWAMError
+from harmowam_core.errors import HarmoWAMError, ParameterError
 from harmowam_core.seeds import seed_ranges  # noqa: F401 - the commands' summaries use it from here
 
 # Under `accelerate launch` / torchrun only the main process (RANK 0) reports; errors still come from any.
@@ -64,6 +64,8 @@ def user_errors(fn: F) -> F:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except ParameterError as err:  # the option it came from: --max-steps, not max_steps
+            raise fail(f"--{err.parameter.replace('_', '-')}: {err.problem}") from None
         except HarmoWAMError as err:
             raise fail(str(err)) from None
         except KeyboardInterrupt:

@@ -19,7 +19,7 @@ from harmowam_cli._common import (
     user_errors,
 )
 from harmowam_core.config import load_recipe
-from harmowam_core.envs import OOD_KINDS
+from harmowam_core.envs.ood import OOD_KINDS, check_protocol
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.workers import check_workers, parse_shard, shard_share
 from harmowam_core.workspace import DEFAULT
@@ -77,8 +77,7 @@ def run_collect(
     from harmowam_core.collect import collect as collect_episodes
     from harmowam_core.envs.sim.teleop import device_class
 
-    if ood not in OOD_KINDS:
-        raise HarmoWAMError(f"--ood must be one of {', '.join(OOD_KINDS)}, got '{ood}'")
+    check_protocol(ood)
     check_backend(backend, station, dry_run)
     shard_index = parse_shard(shard)
     if episodes < 1:

@@ -36,7 +36,7 @@ from harmowam_core.data.meta import read_episode_rows, used_seeds
 from harmowam_core.data.writer import DatasetWriter, EpisodeRecorder, StagedEpisode
 from harmowam_core.envs import make_env
 from harmowam_core.envs.ood import check_protocol
-from harmowam_core.errors import HarmoWAMError
+from harmowam_core.errors import HarmoWAMError, ParameterError
 from harmowam_core.workers import (
     WorkerError,
     WorkerPool,
@@ -202,16 +202,18 @@ def collect(
     if real and teleop == "scripted":
         raise HarmoWAMError("the real station has no scripted expert: pass --teleop spacemouse or keyboard")
     if teleop not in TELEOP_KINDS:
-        raise HarmoWAMError(f"teleop must be one of {', '.join(TELEOP_KINDS)}, got '{teleop}'")
+        raise ParameterError("teleop", f"must be one of {', '.join(TELEOP_KINDS)}, got '{teleop}'")
     check_protocol(ood)
     if episodes < 1:
-        raise HarmoWAMError(f"episodes must be at least 1, got {episodes}")
+        raise ParameterError("episodes", f"must be at least 1, got {episodes}")
     if seed is not None and seed < 0:
-        raise HarmoWAMError(f"seed must be at least 0, got {seed}")
+        raise ParameterError("seed", f"must be at least 0, got {seed}")
     episodes = shard_share(episodes, shard)
     scripted_sim = teleop == "scripted" and not real
     if not scripted_sim and workers is not None and workers > 1:
-        raise HarmoWAMError("workers applies to scripted collection in the simulator; an operator drives one station")
+        raise ParameterError(
+            "workers", "applies to scripted collection in the simulator; an operator drives one station"
+        )
     workers = check_workers(workers, episodes, simulator=scripted_sim)
     stats = CollectStats(stage_counts=[0] * len(recipe.stages), workers=workers)
     max_attempts = episodes if keep_failures else ATTEMPTS_PER_EPISODE * episodes

@@ -20,6 +20,15 @@ class RecipeError(HarmoWAMError):
         super().__init__(f"{where}{expected}{tail}")
 
 
+class ParameterError(HarmoWAMError):
+    """A bad value of a named parameter (`max_steps: must be at least 1, got 0`); the CLI names the option it
+    came from instead (`--max-steps: ...`)."""
+
+    def __init__(self, parameter: str, problem: str):
+        self.parameter, self.problem = parameter, problem
+        super().__init__(f"{parameter}: {problem}")
+
+
 class DatasetError(HarmoWAMError):
     """A dataset that is missing, locked, or not in the expected layout."""
 

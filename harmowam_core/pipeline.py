@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 from harmowam_core.config import Recipe, load_recipe
 from harmowam_core.envs.ood import OOD_KINDS
-from harmowam_core.errors import HarmoWAMError
+from harmowam_core.errors import HarmoWAMError, ParameterError
 from harmowam_core.policy.routers import ROUTERS
 from harmowam_core.seeds import seed_ranges
 
@@ -172,7 +172,7 @@ def run_phases(
     before `on_begin`)."""
     names = [p.name for p in phases]
     if restart_from is not None and restart_from not in names:
-        raise HarmoWAMError(f"restart_from takes one of {', '.join(names)}; got '{restart_from}'")
+        raise ParameterError("restart_from", f"takes one of {', '.join(names)}; got '{restart_from}'")
     settings = {p.name: plain(p.settings) for p in phases}
     first = names.index(restart_from) if restart_from is not None else len(phases)  # the first phase to run
     for i, phase in enumerate(phases[:first]):
@@ -338,11 +338,11 @@ class PipelinePlan:
             if value < 1:
                 raise HarmoWAMError(f"{name} must be at least 1, got {value}")
         if self.episodes < 3:
-            raise HarmoWAMError(f"episodes must be at least 3 (training holds episodes out), got {self.episodes}")
+            raise ParameterError("episodes", f"must be at least 3 (training holds episodes out), got {self.episodes}")
         if self.workers is not None and self.workers < 1:
-            raise HarmoWAMError(f"workers must be at least 1, got {self.workers}")
+            raise ParameterError("workers", f"must be at least 1, got {self.workers}")
         if self.budget_minutes is not None and not (self.budget_minutes > 0 and math.isfinite(self.budget_minutes)):
-            raise HarmoWAMError(f"budget_minutes must be a positive number, got {self.budget_minutes:g}")
+            raise ParameterError("budget_minutes", f"must be a positive number, got {self.budget_minutes:g}")
         for name, value in (("--wm-steps", self.wm_steps), ("--experts-steps", self.experts_steps)):
             if value is not None and value < 1:
                 raise HarmoWAMError(f"{name} must be at least 1, got {value}")

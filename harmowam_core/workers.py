@@ -40,7 +40,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from harmowam_core.errors import HarmoWAMError
+from harmowam_core.errors import HarmoWAMError, ParameterError
 
 POLL_SECONDS = 0.5
 
@@ -104,10 +104,10 @@ def check_workers(workers: int | None, jobs: int, simulator: bool = True, model_
     """The worker count to use for `jobs` episodes (`workers` None: the default, see `default_workers`); a
     station that is not the simulator (the real one, or an operator's teleoperation) runs one episode at a time."""
     if workers is not None and workers < 1:
-        raise HarmoWAMError(f"workers must be at least 1, got {workers}")
+        raise ParameterError("workers", f"must be at least 1, got {workers}")
     if not simulator:
         if workers is not None and workers > 1:
-            raise HarmoWAMError("workers applies to the simulator; the real station runs one episode at a time")
+            raise ParameterError("workers", "applies to the simulator; the real station runs one episode at a time")
         return 1
     if workers is None:
         return default_workers(jobs, model_bytes)
@@ -130,9 +130,9 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     try:
         index, count = (int(x) for x in text.split("/"))
     except ValueError:
-        raise HarmoWAMError(f"shard takes i/N with 0 <= i < N (e.g. 0/4), got '{text}'") from None
+        raise ParameterError("shard", f"takes i/N with 0 <= i < N (e.g. 0/4), got '{text}'") from None
     if count < 1 or not 0 <= index < count:
-        raise HarmoWAMError(f"shard takes i/N with 0 <= i < N (e.g. 0/4), got '{text}'")
+        raise ParameterError("shard", f"takes i/N with 0 <= i < N (e.g. 0/4), got '{text}'")
     return index, count
 
 
@@ -231,7 +231,7 @@ class WorkerPool:
 
     def __init__(self, workers: int, setup: str, args: tuple = (), threads: int | None = None):
         if workers < 1:
-            raise HarmoWAMError(f"workers must be at least 1, got {workers}")
+            raise ParameterError("workers", f"must be at least 1, got {workers}")
         os.environ.setdefault("MUJOCO_GL", "egl")  # inherited by the spawned workers
         ctx = mp.get_context("spawn")
         self.threads = threads or max(1, available_cores() // workers)

@@ -140,7 +140,7 @@ def test_changed_settings_and_an_unknown_phase_are_one_line_each(runs):
     assert "\n" not in line and "phase collect changed" in line and "episodes: 3 -> 4" in line
     assert "--restart-from collect" in line
     bad = runs["bad_phase"]
-    assert bad.exit_code == 2 and "restart_from takes one of collect, label" in bad.output
+    assert bad.exit_code == 2 and "--restart-from: takes one of collect, label" in bad.output
 
 
 @pytest.mark.sim

@@ -399,9 +399,9 @@ def test_teleop_devices_fail_clearly_without_a_desktop(tmp_path, monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     runner = CliRunner()
     result = runner.invoke(app, ["collect", "--task", "stack_cans", "--teleop", "joystick", "--out", str(tmp_path)])
-    assert result.exit_code == 2 and "teleop must be one of" in result.output
+    assert result.exit_code == 2 and "--teleop: must be one of" in result.output
     result = runner.invoke(
         app, ["collect", "--task", "stack_cans", "--teleop", "keyboard", "--out", str(tmp_path / "k")]
     )
-    assert result.exit_code == 2 and "teleop keyboard cannot start" in result.output
+    assert result.exit_code == 2 and "--teleop: keyboard cannot start" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "k").exists()

@@ -67,7 +67,7 @@ def assert_same_datasets(a, b) -> None:
 def test_shards_and_worker_counts():
     assert parse_shard(None) == (0, 1) and parse_shard("2/4") == (2, 4)
     for bad in ("4/4", "-1/2", "1", "a/b", "0/0"):
-        with pytest.raises(HarmoWAMError, match="shard takes i/N"):
+        with pytest.raises(HarmoWAMError, match="shard: takes i/N"):
             parse_shard(bad)
     assert [shard_share(10, (i, 4)) for i in range(4)] == [3, 3, 2, 2]
     assert check_workers(8, 3) == 3 and check_workers(None, 1) == 1

@@ -33,7 +33,7 @@ from harmowam_core.data.meta import (
     stats_to_json,
 )
 from harmowam_core.data.stats import STAT_NAMES, aggregate, vector_stats
-from harmowam_core.errors import DatasetError, HarmoWAMError
+from harmowam_core.errors import DatasetError, ParameterError
 
 if TYPE_CHECKING:
     from harmowam_core.data.reader import DatasetReader
@@ -49,7 +49,7 @@ class LabelSettings:
 
     def __post_init__(self) -> None:
         if self.window < 0:
-            raise HarmoWAMError(f"window must be >= 0, got {self.window}")
+            raise ParameterError("window", f"must be >= 0, got {self.window}")
 
 
 def _transitions(flags: np.ndarray) -> np.ndarray:

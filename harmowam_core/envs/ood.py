@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harmowam_core.errors import HarmoWAMError
+from harmowam_core.errors import ParameterError
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,9 @@ OOD_KINDS = tuple(PROTOCOLS)  # the names, in-domain first
 
 
 def check_protocol(name: str) -> str:
-    """`name` if it is a protocol; else HarmoWAMError naming the choices."""
+    """`name` if it is a protocol; else ParameterError naming the choices."""
     if name not in PROTOCOLS:
-        raise HarmoWAMError(f"unknown OOD protocol '{name}' (choose from {', '.join(OOD_KINDS)})")
+        raise ParameterError("ood", f"unknown OOD protocol '{name}' (choose from {', '.join(OOD_KINDS)})")
     return name
 
 
@@ -50,5 +50,5 @@ def parse_protocols(text: str) -> list[str]:
         return list(OOD_KINDS)
     protocols = [p.strip() for p in text.split(",")]
     if not text.strip() or any(not p or p not in PROTOCOLS for p in protocols):
-        raise HarmoWAMError(f"OOD protocols are {', '.join(OOD_KINDS)} (comma-separated) or all; got '{text}'")
+        raise ParameterError("ood", f"OOD protocols are {', '.join(OOD_KINDS)} (comma-separated) or all; got '{text}'")
     return list(dict.fromkeys(protocols))

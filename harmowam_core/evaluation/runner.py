@@ -26,7 +26,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from harmowam_core.envs.ood import PROTOCOLS, check_protocol, parse_protocols  # noqa: F401 (re-exported)
-from harmowam_core.errors import HarmoWAMError
+from harmowam_core.errors import HarmoWAMError, ParameterError
 from harmowam_core.evaluation.report import EvalReport
 from harmowam_core.evaluation.rollout import EpisodeResult, PolicyActor, ScriptedActor, run_episode
 from harmowam_core.policy.routers import check_router
@@ -54,11 +54,11 @@ def check_eval_args(
 ) -> None:
     """Every mistake in an evaluation's settings, before anything is loaded."""
     if episodes < 1:
-        raise HarmoWAMError(f"episodes must be at least 1, got {episodes}")
+        raise ParameterError("episodes", f"must be at least 1, got {episodes}")
     if seed < 0:
-        raise HarmoWAMError(f"seed must be at least 0, got {seed}")
+        raise ParameterError("seed", f"must be at least 0, got {seed}")
     if max_steps is not None and max_steps < 1:
-        raise HarmoWAMError(f"max_steps must be at least 1, got {max_steps}")
+        raise ParameterError("max_steps", f"must be at least 1, got {max_steps}")
     for router in routers:
         check_router(router)
     for protocol in protocols:

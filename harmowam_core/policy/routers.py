@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harmowam_core.errors import HarmoWAMError
+from harmowam_core.errors import ParameterError
 
 Choice = Callable[[bool, np.ndarray, np.ndarray], tuple[np.ndarray, str]]  # (interaction, pred, react) -> chunk, used
 
@@ -68,9 +68,9 @@ ROUTERS = tuple(ROUTER_TABLE)
 
 
 def check_router(name: str) -> str:
-    """`name` if it is a router; else HarmoWAMError naming the choices."""
+    """`name` if it is a router; else ParameterError naming the choices."""
     if name not in ROUTER_TABLE:
-        raise HarmoWAMError(f"unknown router '{name}'; choose from {', '.join(ROUTERS)}")
+        raise ParameterError("router", f"unknown router '{name}'; choose from {', '.join(ROUTERS)}")
     return name
 
 

@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from harmowam_core.config import TrainSpec
 from harmowam_core.data.format import DataMapping
 from harmowam_core.data.reader import DatasetReader
-from harmowam_core.errors import HarmoWAMError
+from harmowam_core.errors import HarmoWAMError, ParameterError
 
 KEEP_CHECKPOINTS = 2
 LOG_EVERY = 10  # steps between two tracker entries
@@ -71,7 +71,7 @@ def open_training_run(
     a dataset with at least one episode to hold out. Returns the dataset's reader, reading the features
     `mapping` (the recipe's `data:` section) names."""
     if max_steps is not None and max_steps <= 0:
-        raise HarmoWAMError(f"max_steps must be positive, got {max_steps}")
+        raise ParameterError("max_steps", f"must be positive, got {max_steps}")
     if not resume and checkpoints(out):
         raise HarmoWAMError(f"{out} already holds checkpoints: pass --resume to continue, or choose another --out")
     reader = DatasetReader(data, mapping)
@@ -105,9 +105,9 @@ def parse_log_with(log_with: str | list[str] | None) -> list[str]:
     known = tracker_names()
     for name in names:
         if name == "all":
-            raise HarmoWAMError(f"log_with all is not accepted: name the trackers ({', '.join(known)})")
+            raise ParameterError("log_with", f"all is not accepted: name the trackers ({', '.join(known)})")
         if name not in known:
-            raise HarmoWAMError(f"log_with {name}: no such tracker; accelerate knows {', '.join(known)}")
+            raise ParameterError("log_with", f"{name}: no such tracker; accelerate knows {', '.join(known)}")
     missing = [n for n in names if n not in available_trackers()]
     if missing:
         name = missing[0]
@@ -217,7 +217,7 @@ class TrainLoop:
         )
         self.ema = None
         if spec.ema_decay > 0 and self.sharded:
-            raise HarmoWAMError("ema_decay needs one process or DDP: FSDP shards the weights; set ema_decay: 0")
+            raise HarmoWAMError("ema_decay: needs one process or DDP: FSDP shards the weights; set ema_decay: 0")
         if spec.ema_decay > 0:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 

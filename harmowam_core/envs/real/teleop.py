@@ -22,7 +22,7 @@ import numpy as np
 
 from harmowam_core.envs.base import Observation
 from harmowam_core.envs.real.config import StationConfig
-from harmowam_core.errors import HarmoWAMError
+from harmowam_core.errors import HarmoWAMError, ParameterError
 from harmowam_core.geometry import mat_to_euler, rotvec_to_mat
 
 SPACEMOUSE_VENDOR = 0x256F  # 3Dconnexion
@@ -72,7 +72,7 @@ def open_spacemice(count: int, hid=None) -> list[SpaceMouse]:
         try:
             import hid
         except ImportError as err:
-            raise HarmoWAMError(f"teleop spacemouse needs hidapi ({err}); pip install -e '.[real]'") from None
+            raise ParameterError("teleop", f"spacemouse needs hidapi ({err}); pip install -e '.[real]'") from None
     found = sorted((d for d in hid.enumerate() if d["vendor_id"] == SPACEMOUSE_VENDOR), key=lambda d: d["path"])
     if len(found) < count:
         raise HarmoWAMError(
@@ -85,7 +85,7 @@ def open_spacemice(count: int, hid=None) -> list[SpaceMouse]:
         try:
             device.open_path(info["path"])
         except OSError as err:
-            raise HarmoWAMError(f"teleop spacemouse: cannot open {info['path']!r} ({err})") from None
+            raise ParameterError("teleop", f"spacemouse: cannot open {info['path']!r} ({err})") from None
         mice.append(SpaceMouse(device))
     return mice
 
@@ -208,4 +208,4 @@ def open_teleop(kind: str, station: StationConfig):
         return RealTeleop(open_spacemice(len(station.arms)), station)
     if kind == "keyboard":
         return RealTeleop(TerminalKeys(), station)
-    raise HarmoWAMError(f"teleop on the real station: one of {', '.join(REAL_TELEOP_KINDS)}, got '{kind}'")
+    raise ParameterError("teleop", f"on the real station: one of {', '.join(REAL_TELEOP_KINDS)}, got '{kind}'")

@@ -18,7 +18,7 @@ import numpy as np
 
 from harmowam_core.envs.base import Observation
 from harmowam_core.envs.sim.scene import MAX_DELTA_POS, MAX_DELTA_ROT
-from harmowam_core.errors import HarmoWAMError
+from harmowam_core.errors import ParameterError
 from harmowam_core.geometry import mat_to_euler, rotvec_to_mat
 
 TELEOP_KINDS = ("scripted", "keyboard", "spacemouse")
@@ -30,7 +30,7 @@ def device_class(kind: str):
     """robosuite's device class for `kind`; a clear error where it cannot run here (checked before anything
     starts)."""
     if kind not in TELEOP_KINDS[1:]:
-        raise HarmoWAMError(f"teleop must be one of {', '.join(TELEOP_KINDS)}, got '{kind}'")
+        raise ParameterError("teleop", f"must be one of {', '.join(TELEOP_KINDS)}, got '{kind}'")
     try:
         if kind == "keyboard":
             from robosuite.devices import Keyboard
@@ -42,7 +42,7 @@ def device_class(kind: str):
     except ImportError as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         need = "pip install hidapi, and " if kind == "spacemouse" and "hid" in reason else ""
-        raise HarmoWAMError(f"teleop {kind} cannot start ({need}a desktop session is needed): {reason}") from None
+        raise ParameterError("teleop", f"{kind} cannot start ({need}a desktop session is needed): {reason}") from None
 
 
 def open_device(kind: str, station):
@@ -51,7 +51,7 @@ def open_device(kind: str, station):
     try:
         return cls(env=station.raw_env, pos_sensitivity=1.0, rot_sensitivity=1.0)
     except OSError as e:
-        raise HarmoWAMError(f"teleop {kind}: the device could not be opened ({e})") from None
+        raise ParameterError("teleop", f"{kind}: the device could not be opened ({e})") from None
 
 
 class DeviceTeleop:
