@@ -25,8 +25,7 @@ from harmowam_cli._bundle import (
 )
 from harmowam_cli._common import WorkersOption, console, progress_bar, quiet_libraries, user_errors
 from harmowam_core.action_space import check_station_action_space
-from harmowam_core.envs.ood import OOD_KINDS, check_protocol
-from harmowam_core.errors import HarmoWAMError
+from harmowam_core.envs.ood import OOD_KINDS
 from harmowam_core.policy.routers import ROUTERS
 from harmowam_core.workers import bundle_bytes, check_workers
 from harmowam_core.workspace import DEFAULT
@@ -77,13 +76,9 @@ def run_deploy(
     dry_run: bool = False,
     workers: int | None = None,
 ) -> None:
-    if episodes < 1:
-        raise HarmoWAMError(f"--episodes must be at least 1, got {episodes}")
-    check_protocol(ood)
-    if seed < 0:
-        raise HarmoWAMError(f"--seed must be at least 0, got {seed}")
-    if max_steps is not None and max_steps < 1:
-        raise HarmoWAMError(f"--max-steps must be at least 1, got {max_steps}")
+    from harmowam_core.evaluation.runner import check_eval_args
+
+    check_eval_args([ood], [router], episodes, False, backend, seed, max_steps)
     check_backend(backend, station, dry_run)
     bundle = pick_bundle(bundle, bundles, task, arms)
     check_station_action_space(bundle)

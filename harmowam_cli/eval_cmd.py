@@ -134,7 +134,7 @@ def run_eval(
     bundle = pick_bundle(bundle, bundles)
     check_station_action_space(bundle)
     part = f"-shard{shard_index[0]}of{shard_index[1]}" if shard else ""
-    out = out or DEFAULT.eval_run(f"{bundle.name}{part}")
+    out = out or DEFAULT.eval_run(bundle.name, part)
     actors = list(dict.fromkeys(routers)) + (["scripted"] if scripted else [])
     total = len(actors) * len(protocols) * episodes
     jobs = len(range(shard_index[0], total, shard_index[1]))
@@ -174,7 +174,7 @@ def run_eval(
 
 @contextmanager
 def eval_progress(jobs: int, steps: int, workers: int):
-    """Rich bars for evaluation episodes: yields (on_episode, on_step) for `evaluation.evaluate`. The bar of
+    """Rich bars for evaluation episodes: yields (on_episode, on_step) for `evaluation.runner.evaluate`. The bar of
     the episode in progress (steps) shows only when the episodes run in this process."""
     with progress_bar() as bar:
         overall = bar.add_task("episodes", total=jobs, status="")

@@ -28,6 +28,9 @@ class ParameterError(HarmoWAMError):
         self.parameter, self.problem = parameter, problem
         super().__init__(f"{parameter}: {problem}")
 
+    def __reduce__(self):  # picklable across worker processes, like every other HarmoWAMError
+        return (type(self), (self.parameter, self.problem))
+
 
 class DatasetError(HarmoWAMError):
     """A dataset that is missing, locked, or not in the expected layout."""

@@ -334,18 +334,18 @@ class PipelinePlan:
         """Every mistake in the settings, as one line, before anything runs; returns the recipe."""
         from harmowam_core.evaluation.runner import check_eval_args
 
-        for name, value in (("--episodes", self.episodes), ("--eval-episodes", self.eval_episodes)):
+        for name, value in (("episodes", self.episodes), ("eval_episodes", self.eval_episodes)):
             if value < 1:
-                raise HarmoWAMError(f"{name} must be at least 1, got {value}")
+                raise ParameterError(name, f"must be at least 1, got {value}")
         if self.episodes < 3:
             raise ParameterError("episodes", f"must be at least 3 (training holds episodes out), got {self.episodes}")
         if self.workers is not None and self.workers < 1:
             raise ParameterError("workers", f"must be at least 1, got {self.workers}")
         if self.budget_minutes is not None and not (self.budget_minutes > 0 and math.isfinite(self.budget_minutes)):
             raise ParameterError("budget_minutes", f"must be a positive number, got {self.budget_minutes:g}")
-        for name, value in (("--wm-steps", self.wm_steps), ("--experts-steps", self.experts_steps)):
+        for name, value in (("wm_steps", self.wm_steps), ("experts_steps", self.experts_steps)):
             if value is not None and value < 1:
-                raise HarmoWAMError(f"{name} must be at least 1, got {value}")
+                raise ParameterError(name, f"must be at least 1, got {value}")
         check_eval_args(self.protocols, self.routers, self.eval_episodes, True, "sim", self.seed, self.max_steps)
         recipe = self.recipe()
         from harmowam_core.envs.sim.tasks import task_for

@@ -44,9 +44,10 @@ class Workspace:
         """A new deploy run of a bundle, stamped with the local time."""
         return self.root / "runs" / "deploy" / f"{bundle}-{time.strftime('%Y%m%d-%H%M%S')}"
 
-    def eval_run(self, name: str) -> Path:
-        """A new evaluation's results directory, stamped with the local time (`name`: the bundle, or merged)."""
-        return self.root / "runs" / "eval" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    def eval_run(self, name: str, suffix: str = "") -> Path:
+        """A new evaluation's results directory, stamped with the local time (`name`: the bundle, or merged;
+        `suffix`: a shard's, e.g. -shard0of4)."""
+        return self.root / "runs" / "eval" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}{suffix}"
 
 
 DEFAULT = Workspace()

@@ -69,5 +69,17 @@ def test_a_camera_backend_is_a_module_of_the_cameras_package_and_an_unknown_one_
         )
     finally:
         camera.stop()
+    unknown = dataclasses.replace(CONFIG)
+    unknown.backend = "webcam"  # past the station file's own check (the next test)
     with pytest.raises(HarmoWAMError, match="unknown camera backend 'webcam' \\(available: realsense\\)"):
-        open_camera(dataclasses.replace(CONFIG, backend="webcam"))
+        open_camera(unknown)
+
+
+def test_a_station_file_naming_an_unknown_camera_backend_is_one_located_line():
+    from fakes import STATION
+
+    from harmowam_core.envs.real.config import StationConfigError, station_config_from_data
+
+    data = {**STATION, "cameras": [{**STATION["cameras"][0], "backend": "webcam"}]}
+    with pytest.raises(StationConfigError, match=r"cameras.*backend.*expected a camera backend: realsense"):
+        station_config_from_data(data)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harmowam_core.envs.ood import PROTOCOLS, check_protocol, parse_protocols  # noqa: F401 (re-exported)
+from harmowam_core.envs.ood import PROTOCOLS
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.evaluation.rollout import EpisodeResult
 from harmowam_core.evaluation.video import COLOURS

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
-from harmowam_core.envs.ood import PROTOCOLS, check_protocol, parse_protocols  # noqa: F401 (re-exported)
+from harmowam_core.envs.ood import check_protocol
 from harmowam_core.errors import HarmoWAMError, ParameterError
 from harmowam_core.evaluation.report import EvalReport
 from harmowam_core.evaluation.rollout import EpisodeResult, PolicyActor, ScriptedActor, run_episode
@@ -278,6 +278,7 @@ def deploy(
     (the same results). `on_step(episode, steps_done, status)` follows an episode in this process;
     `on_result(result, finished)` follows each finished one. Returns the finished episodes in order and whether
     Ctrl-C (or SIGTERM) stopped the run; an episode that fails raises HarmoWAMError naming it."""
+    check_eval_args([ood], [router], episodes, False, backend, seed, max_steps)
     if workers > 1:
         return _deploy_in_workers(bundle, router, episodes, ood, seed, max_steps, policy_options or {}, out, workers,
                                   on_result)  # fmt: skip

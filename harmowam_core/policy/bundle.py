@@ -76,7 +76,9 @@ def export_bundle(
     if not wm_dir.is_dir():
         raise HarmoWAMError(f"{run / 'report.json'} names the world model {wm_dir}, which no longer exists")
     recipe_path = run / "recipe.yaml"
-    recipe = yaml.safe_load(recipe_path.read_text()) if recipe_path.is_file() else {}
+    if not recipe_path.is_file():  # the policy reads the recipe's cameras, arms and gate threshold
+        raise HarmoWAMError(f"{run}: no recipe.yaml (train-experts writes it); the run is incomplete")
+    recipe = yaml.safe_load(recipe_path.read_text())
     task = recipe.get("name", run.parent.name)
     name = name or f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
     out = Path(bundles) / name
@@ -87,8 +89,7 @@ def export_bundle(
     partial.mkdir(parents=True)
     load_world_model(wm_dir).save_pretrained(partial / "world_model")
     Experts.from_pretrained(model_dir).save_pretrained(partial / "experts", with_encoders=True)
-    if recipe_path.is_file():
-        shutil.copyfile(recipe_path, partial / "recipe.yaml")
+    shutil.copyfile(recipe_path, partial / "recipe.yaml")
     wm_eval = wm_dir.parent / "evaluation.json"
     meta = {
         "format": BUNDLE_FORMAT,

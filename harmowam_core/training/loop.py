@@ -111,8 +111,8 @@ def parse_log_with(log_with: str | list[str] | None) -> list[str]:
     missing = [n for n in names if n not in available_trackers()]
     if missing:
         name = missing[0]
-        raise HarmoWAMError(
-            f"--log-with {name}: the {name} package is not installed (pip install {TRACKER_EXTRAS.get(name, name)})"
+        raise ParameterError(
+            "log_with", f"{name}: the {name} package is not installed (pip install {TRACKER_EXTRAS.get(name, name)})"
         )
     return names
 

@@ -146,11 +146,19 @@ class ArmConfig:
         return self.home.euler
 
 
+def _camera_backend(name: str) -> str:
+    from harmowam_core.envs.real.cameras import camera_backends  # the package imports this module
+
+    if name not in camera_backends():
+        raise Invalid("expected a camera backend: " + ", ".join(camera_backends()), name)
+    return name
+
+
 @dataclass(config=SCHEMA)
 class CameraConfig:
     serial: str
     role: Literal[ROLES]
-    backend: str = "realsense"  # the module of envs/real/cameras/ that drives it
+    backend: Annotated[str, AfterValidator(_camera_backend)] = "realsense"  # the module of envs/real/cameras/
     width: int = 640
     height: int = 480
     fps: int = 30

@@ -53,7 +53,7 @@ def realsense(station: StationConfig | None) -> Check:
         serials = connected_serials()
     except Exception as err:  # noqa: BLE001 - no package, no libusb, no permission: all one line
         return Check("RealSense cameras", False, str(err).splitlines()[0])
-    wanted = [c.serial for c in station.cameras] if station else []
+    wanted = [c.serial for c in station.cameras if c.backend == "realsense"] if station else []
     missing = [s for s in wanted if s not in serials]
     detail = f"connected: {', '.join(serials) or 'none'}" + (f"; missing: {', '.join(missing)}" if missing else "")
     return Check("RealSense cameras", not missing and (bool(serials) or not wanted), detail)
