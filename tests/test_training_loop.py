@@ -168,7 +168,7 @@ def test_log_with_takes_installed_trackers_by_name_and_never_all(monkeypatch):
     monkeypatch.setattr(training_loop, "available_trackers", lambda: {"tensorboard"})
     assert parse_log_with("tensorboard, TensorBoard") == ["tensorboard"]
     for value, message in [
-        ("all", "--log-with all is not accepted"),
+        ("all", "log_with: all is not accepted"),
         ("tensorbored", "no such tracker"),
         ("tensorboard,wandb", "the wandb package is not installed (pip install wandb)"),
     ]:
