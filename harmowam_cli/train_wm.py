@@ -98,10 +98,19 @@ def run_train_wm(
     table.add_column("frame", justify="right")
     table.add_column("predicted", justify="right")
     table.add_column("copy current", justify="right")
-    for k, (m, c) in enumerate(zip(ev.model_psnr, ev.copy_psnr, strict=True)):
+    table.add_column("moving px: predicted", justify="right")
+    table.add_column("copy", justify="right")
+    table.add_column("share", justify="right")
+
+    def db(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    rows = zip(ev.model_psnr, ev.copy_psnr, ev.moving_model_psnr, ev.moving_copy_psnr, ev.moving_share, strict=True)
+    for k, (m, c, mm, mc, share) in enumerate(rows):
         style = "bold" if m > c else ""
-        table.add_row(str(k + 2), f"{m:.2f}", f"{c:.2f}", style=style)
-    table.add_row("7-13", f"{ev.late(ev.model_psnr):.2f}", f"{ev.late(ev.copy_psnr):.2f}", end_section=True)
+        table.add_row(str(k + 2), f"{m:.2f}", f"{c:.2f}", db(mm), db(mc), f"{100 * share:.1f}%", style=style)
+    late = [ev.late(x) for x in (ev.model_psnr, ev.copy_psnr, ev.moving_model_psnr, ev.moving_copy_psnr)]
+    table.add_row("7-13", *map(db, late), "", end_section=True)
     console.print(table)
     console.print(
         f"{run.steps} steps · model {run.model_dir} · previews {out / 'previews'} · "

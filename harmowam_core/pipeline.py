@@ -565,6 +565,11 @@ def report_markdown(plan: PipelinePlan, state: PipelineState) -> str:
             f"{wm_eval['late_copy_psnr']:.2f} dB copying the current frame ({gain:+.2f} dB).",
             "",
         ]
+        if wm_eval.get("late_moving_model_psnr") is not None:  # runs before the moving-pixel score lack it
+            lines[-1:-1] = [
+                f"On the pixels that move (the arm and the objects): {wm_eval['late_moving_model_psnr']:.2f} dB "
+                f"predicted against {wm_eval['late_moving_copy_psnr']:.2f} dB copying.",
+            ]
     experts = _read_json(plan.runs / "experts" / "report.json")
     if experts and experts.get("errors"):
         counts = experts.get("counts", {})

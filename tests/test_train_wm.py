@@ -149,3 +149,16 @@ def test_train_wm_runs_unchanged_as_two_ddp_processes(make_dataset, tmp_path):
     assert result.stdout.count("held-out PSNR") == 1  # only the main process reports
     assert json.loads((out / "evaluation.json").read_text())["steps"] == 6
     WorldModel.from_pretrained(out / "model")
+
+
+def test_the_moving_pixel_score_reads_only_what_changes():
+    from harmowam_core.training.reports import moving_errors
+
+    real = torch.zeros(1, 3, 3, 8, 8)
+    real[:, 1:, :, 2:4, 2:4] = 1.0  # a 2 x 2 square appears in both future frames; the rest stays black
+    model, copy, count = moving_errors(real.clone(), real)  # a perfect prediction
+    assert model.tolist() == [0.0, 0.0] and count.tolist() == [12.0, 12.0]  # 4 pixels x 3 channels per frame
+    assert copy.tolist() == [12.0, 12.0]  # copying the current frame misses all of them by 1
+    wrong = real.clone()
+    wrong[:, :, :, 6, 6] = 0.5  # an error on a still pixel does not count
+    assert moving_errors(wrong, real)[0].tolist() == [0.0, 0.0]

@@ -36,6 +36,7 @@ PREVIEW_CLIPS = 2
 
 
 LATE_FROM = 7  # "later" future frames: 7-13, counting the current frame as frame 1
+MOVING_ABOVE = 0.05  # a pixel "moves" in future frame k when a channel differs from the current frame by more
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
@@ -47,9 +48,16 @@ class Evaluation:
     copy_psnr: list[float]
     clips: int
     denoising_steps: int
+    # the same on the pixels that move (MOVING_ABOVE), the arm and the objects, without the static background
+    # that dominates whole-frame PSNR (issue 19, cause 7); the squared errors of every clip's moving pixels pooled
+    moving_model_psnr: list[float | None] = field(default_factory=list)
+    moving_copy_psnr: list[float | None] = field(default_factory=list)
+    moving_share: list[float] = field(default_factory=list)  # the fraction of pixels that move, per frame
 
-    def late(self, scores: list[float]) -> float:
-        return float(np.mean(scores[LATE_FROM - 2 :]))
+    def late(self, scores: list[float | None]) -> float | None:
+        """The mean over frames 7-13 (of those scored)."""
+        values = [v for v in scores[LATE_FROM - 2 :] if v is not None]
+        return float(np.mean(values)) if values else None
 
     @property
     def late_gain(self) -> float:
@@ -61,6 +69,19 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """PSNR per leading index of [0, 1] images (..., 3, H, W)."""
     mse = ((a.float() - b.float()) ** 2).mean(dim=(-3, -2, -1)).clamp(min=1e-10)
     return 10.0 * torch.log10(1.0 / mse)
+
+
+def moving_errors(predicted: torch.Tensor, real: torch.Tensor, above: float = MOVING_ABOVE) -> tuple:
+    """Squared errors on the pixels that move: `real` (B, T, 3, H, W) in [0, 1] with the current frame first,
+    `predicted` alike. A pixel of future frame k moves when any channel differs from the current frame's by more
+    than `above`. Returns, per future frame (T-1,), the summed squared error of `predicted` and of the copied
+    current frame on those pixels and the number of (pixel, channel) values summed: three float64 tensors."""
+    future = real[:, 1:]
+    moving = (future - real[:, :1]).abs().amax(dim=2, keepdim=True) > above  # (B, T-1, 1, H, W)
+    weight = moving.expand_as(future).double()
+    model = (((predicted[:, 1:] - future) ** 2).double() * weight).sum(dim=(0, 2, 3, 4))
+    copy = (((real[:, :1] - future) ** 2).double() * weight).sum(dim=(0, 2, 3, 4))
+    return model, copy, weight.sum(dim=(0, 2, 3, 4))
 
 
 def clip_starts(dataset: ClipDataset, count: int) -> list[tuple[int, int]]:
@@ -102,9 +123,11 @@ def evaluate(
     was_training = wm.training
     wm.eval()
     model_scores, copy_scores = [], []
+    moving = torch.zeros(3, dataset.num_frames - 1, dtype=torch.float64)  # model, copy, count
     for real, predicted in _predict_clips(wm, dataset, starts, batch_size, steps, seed):
         model_scores.append(psnr(predicted[:, 1:], real[:, 1:]))
         copy_scores.append(psnr(real[:, :1].expand_as(real[:, 1:]), real[:, 1:]))
+        moving += torch.stack(moving_errors(predicted, real))
         if on_progress is not None:
             on_progress("evaluate", sum(len(s) for s in model_scores), len(starts), "")
     wm.train(was_training)
@@ -113,7 +136,16 @@ def evaluate(
         copy_psnr=torch.cat(copy_scores).mean(0).tolist(),
         clips=len(starts),
         denoising_steps=steps,
+        moving_model_psnr=_pooled_psnr(moving[0], moving[2]),
+        moving_copy_psnr=_pooled_psnr(moving[1], moving[2]),
+        moving_share=(moving[2] / (3 * len(starts) * real.shape[-1] * real.shape[-2])).tolist(),
     )
+
+
+def _pooled_psnr(squared: torch.Tensor, count: torch.Tensor) -> list[float | None]:
+    """PSNR (dB) of pooled squared errors per frame; None where no pixel moved."""
+    mse = (squared / count.clamp(min=1)).clamp(min=1e-10)
+    return [float(v) if n > 0 else None for v, n in zip(10.0 * torch.log10(1.0 / mse), count, strict=True)]
 
 
 @torch.no_grad()

@@ -132,6 +132,8 @@ class WorldModelTrainer:
                 "late_frames": f"{LATE_FROM}-{config.num_frames}",
                 "late_model_psnr": evaluation.late(evaluation.model_psnr),
                 "late_copy_psnr": evaluation.late(evaluation.copy_psnr),
+                "late_moving_model_psnr": evaluation.late(evaluation.moving_model_psnr),
+                "late_moving_copy_psnr": evaluation.late(evaluation.moving_copy_psnr),
             }
             (out / "evaluation.json").write_text(json.dumps(report, indent=2))
         loop.accelerator.wait_for_everyone()
