@@ -36,6 +36,12 @@ def window(t: int, length: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.minimum(wanted, length - 1), wanted > length - 1
 
 
+def previous_frame(t: int) -> int:
+    """The frame one control step before frame `t` of an episode: frame 0 itself at the start (nothing moved
+    yet). Stage 1's context frame and the gate's motion input both follow it."""
+    return max(0, t - 1)
+
+
 def resize_frames(frames: np.ndarray, size: list[int]) -> torch.Tensor:
     """(k, H, W, 3) uint8 -> (k, 3, h, w) uint8 at `size` = [h, w] (area averaging when shrinking, bilinear
     when enlarging; torch.nn.functional.interpolate)."""
@@ -148,7 +154,7 @@ class ClipDataset(Dataset):
 
     def previous(self, ep: int, t: int) -> torch.Tensor:
         """(3, h, w) uint8: the frame one step before frame t (frame 0 for t = 0: nothing moved yet)."""
-        t = max(0, t - 1)
+        t = previous_frame(t)
         if ep in self._frames:
             return self._frames[ep][t]
         return resize_frames(self.reader.frames(ep, self.camera, np.array([t])), self.resolution)[0]

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 from harmowam_core.action_space import absolute_targets
 from harmowam_core.config import Recipe
 from harmowam_core.data.reader import DatasetReader, split_episodes
-from harmowam_core.data.windows import ClipDataset, ExpertBatch, expert_inputs, resize_frames, window
+from harmowam_core.data.windows import ClipDataset, ExpertBatch, expert_inputs, previous_frame, resize_frames, window
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models.experts import Experts, ExpertsConfig, Normalizer
 from harmowam_core.models.world_model import WorldModelInterface, frame_to_latent, latent_frames, load_world_model
@@ -93,7 +93,7 @@ class ExpertWindows(Dataset):
             frames = torch.from_numpy(np.array(self.cache.frames[row, : self.chunk]))
         batch = expert_inputs(
             self.images[ep][t],
-            self.images[ep][max(0, t - 1)],
+            self.images[ep][previous_frame(t)],
             torch.from_numpy(reader.state[g]),
             self.clips.instruction(ep, t),
             frames,
