@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -132,6 +133,17 @@ def test_snapshots_keep_the_trained_weights_and_export_chooses_one(stage2_inputs
     missing = runner.invoke(app, ["export", str(out), "--bundles", str(tmp_path / "b"), "--snapshot", "3"])
     assert missing.exit_code == 2 and "no snapshot of step 3; the run has 2" in missing.output
     assert len(missing.output.strip().splitlines()) == 1
+
+    # a run stopped after a snapshot (no model/, no report.json yet) still exports that snapshot
+    shutil.rmtree(out / "model")
+    (out / "report.json").unlink()
+    stopped = runner.invoke(
+        app, ["export", str(out), "--bundles", str(tmp_path / "b"), "--name", "s", "--snapshot", "2"]
+    )
+    assert stopped.exit_code == 0, stopped.output
+    assert json.loads((tmp_path / "b" / "s" / "bundle.json").read_text())["sources"]["world_model"] == str(
+        wm_dir.resolve()
+    )
 
 
 def test_windows_carry_real_or_imagined_frames_and_per_frame_tokens(stage2_inputs, tmp_path):

@@ -42,11 +42,14 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def experts_run(run_dir: str | Path) -> Path:
-    """The stage-2 run directory inside `run_dir` (itself, or its `experts/`)."""
+def experts_run(run_dir: str | Path, snapshot: int | None = None) -> Path:
+    """The stage-2 run directory inside `run_dir` (itself, or its `experts/`): a finished run, or with
+    `snapshot`, any run that saved that snapshot (one stopped before its end too)."""
     run_dir = Path(run_dir)
     for candidate in (run_dir, run_dir / "experts"):
         if (candidate / "model").is_dir() and (candidate / "report.json").is_file():
+            return candidate
+        if snapshot is not None and (candidate / "snapshots" / f"step_{snapshot}" / "run.json").is_file():
             return candidate
     raise HarmoWAMError(
         f"{run_dir}: no trained experts (expected model/ and report.json here or in experts/); "
@@ -63,7 +66,7 @@ def export_bundle(
     from harmowam_core.models.experts import Experts
     from harmowam_core.models.world_model import load_world_model
 
-    run = experts_run(run_dir)
+    run = experts_run(run_dir, snapshot)
     model_dir = run / "model"
     if snapshot is not None:
         model_dir = run / "snapshots" / f"step_{snapshot}"
@@ -71,10 +74,11 @@ def export_bundle(
             have = sorted(int(p.name.split("_")[1]) for p in (run / "snapshots").glob("step_*") if p.is_dir())
             listed = ", ".join(map(str, have)) if have else "none (set train_experts.snapshot_every)"
             raise HarmoWAMError(f"{run}: no snapshot of step {snapshot}; the run has {listed}")
-    report = json.loads((run / "report.json").read_text())
+    names = model_dir / "run.json" if (model_dir / "run.json").is_file() else run / "report.json"  # the world model
+    report = json.loads(names.read_text())
     wm_dir = Path(report["world_model"])
     if not wm_dir.is_dir():
-        raise HarmoWAMError(f"{run / 'report.json'} names the world model {wm_dir}, which no longer exists")
+        raise HarmoWAMError(f"{names} names the world model {wm_dir}, which no longer exists")
     recipe_path = run / "recipe.yaml"
     if not recipe_path.is_file():  # the policy reads the recipe's cameras, arms and gate threshold
         raise HarmoWAMError(f"{run}: no recipe.yaml (train-experts writes it); the run is incomplete")

@@ -39,6 +39,7 @@ from harmowam_core.training.reports import ExpertsReport, evaluate_experts
 from harmowam_core.training.world_model import world_model_camera
 
 SNAPSHOTS = "snapshots"  # the run's snapshots/step_N/ (`train_experts.snapshot_every`)
+SNAPSHOT_META = "run.json"  # in each snapshot: its world model and step
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -246,7 +247,11 @@ class ExpertsTrainer:
         def snapshot(loop: TrainLoop) -> None:  # every process: FSDP gathers the shards
             model = loop.trained_model(build=lambda: self.build_experts(wm, normalizer))
             if loop.is_main_process:
-                model.save_pretrained(out / SNAPSHOTS / f"step_{loop.step}")
+                where = out / SNAPSHOTS / f"step_{loop.step}"
+                model.save_pretrained(where)
+                # what `harmowam export --snapshot` needs of a run stopped before its end (no report.json yet)
+                meta = {"world_model": str(self.wm_dir.resolve()), "step": loop.step}
+                (where / SNAPSHOT_META).write_text(json.dumps(meta))
 
         loop.run(on_log=on_log, hooks=[(spec.snapshot_every, snapshot)])
         model = loop.trained_model(build=lambda: self.build_experts(wm, normalizer))
