@@ -33,6 +33,14 @@ SetOption = Annotated[
     typer.Option("--set", help="Override a recipe value: dotted.key=value (repeatable).", metavar="KEY=VALUE"),
 ]
 
+LogWithOption = Annotated[
+    str | None,
+    typer.Option(
+        "--log-with",
+        help="Experiment tracker(s) for the training curves, as accelerate's log_with: tensorboard, wandb, "
+        "mlflow, ... (comma-separated for several; default: none). Logs land in <out>/logs.",
+    ),
+]
 WorkersOption = Annotated[
     int | None,
     typer.Option(

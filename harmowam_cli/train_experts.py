@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from harmowam_cli._common import SetOption, console, progress_bar, quiet_libraries, user_errors
+from harmowam_cli._common import LogWithOption, SetOption, console, progress_bar, quiet_libraries, user_errors
 from harmowam_core.config import load_recipe
 from harmowam_core.workspace import DEFAULT
 
@@ -39,14 +39,7 @@ def train_experts(
             help="Train the reactive expert on the real future frames instead of the imagined ones.",
         ),
     ] = False,
-    log_with: Annotated[
-        str | None,
-        typer.Option(
-            "--log-with",
-            help="Experiment tracker(s) for the training curves, as accelerate's log_with: tensorboard, wandb, "
-            "mlflow, ... (comma-separated for several; default: none). Logs land in <out>/logs.",
-        ),
-    ] = None,
+    log_with: LogWithOption = None,
     set_: SetOption = None,
 ) -> None:
     """Train the predictive expert, the reactive expert and the gate (stage 2) on the frozen world model; a

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from harmowam_cli._common import SetOption, console, progress_bar, quiet_libraries, user_errors
+from harmowam_cli._common import LogWithOption, SetOption, console, progress_bar, quiet_libraries, user_errors
 from harmowam_core.config import load_recipe
 from harmowam_core.workspace import DEFAULT
 
@@ -21,14 +21,7 @@ def train_wm(
     max_steps: Annotated[
         int | None, typer.Option(help="Stop after this many steps (caps the recipe's train_wm.steps; smoke runs).")
     ] = None,
-    log_with: Annotated[
-        str | None,
-        typer.Option(
-            "--log-with",
-            help="Experiment tracker(s) for the training curves, as accelerate's log_with: tensorboard, wandb, "
-            "mlflow, ... (comma-separated for several; default: none). Logs land in <out>/logs.",
-        ),
-    ] = None,
+    log_with: LogWithOption = None,
     set_: SetOption = None,
 ) -> None:
     """Train the world model (stage 1) on the recipe's front/global camera; previews and a held-out PSNR

@@ -138,7 +138,7 @@ def evaluate(
         denoising_steps=steps,
         moving_model_psnr=_pooled_psnr(moving[0], moving[2]),
         moving_copy_psnr=_pooled_psnr(moving[1], moving[2]),
-        moving_share=(moving[2] / (3 * len(starts) * real.shape[-1] * real.shape[-2])).tolist(),
+        moving_share=(moving[2] / (3 * len(starts) * math.prod(dataset.resolution))).tolist(),
     )
 
 
