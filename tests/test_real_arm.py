@@ -48,7 +48,7 @@ def test_every_target_stays_in_the_box_and_the_per_step_limits(position, delta):
 
 @pytest.mark.parametrize("roll", [1e6, -1e6, 7.0])
 def test_a_huge_rotation_step_is_saturated_not_wrapped(roll):
-    """Converted first, a roll of 1e6 rad wrapped to an arbitrary rotation (1e6 mod 2 pi: -0.38 rad, the
+    """Converted first, a roll of 1e6 rad wrapped to an arbitrary rotation (1e6 mod 2 pi: -0.36 rad, the
     other way) before the per-step limit saw it; saturated first, it is a roll of max_rotation its own way."""
     config = arm_config()
     current = euler_to_mat(np.array([np.pi, 0.1, -0.2]))
