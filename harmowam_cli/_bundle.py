@@ -30,13 +30,15 @@ MaxStepsOption = Annotated[int | None, typer.Option(help="Episode step limit (de
 
 
 def pick_bundle(bundle: Path | None, bundles: Path, task: str | None = None, arms: str | None = None) -> Path:
-    """The given bundle (checked against --task / --arms), or the newest matching one in `bundles`."""
-    from harmowam_core.policy.bundle import newest_bundle, read_bundle
+    """The given bundle (checked against --task / --arms), or the newest matching one in `bundles`; its files
+    checked against the hashes export recorded before anything is printed or started."""
+    from harmowam_core.policy.bundle import newest_bundle, read_bundle, verify_bundle
 
     if arms is not None and arms not in ("single", "dual"):
         raise HarmoWAMError(f"--arms must be single or dual, got '{arms}'")
     if bundle is None:
         bundle = newest_bundle(bundles, task=task, arms=arms)
+        verify_bundle(bundle)
         console.print(f"using the newest bundle: [bold]{bundle}[/]")
         return bundle
     meta = read_bundle(bundle)
@@ -44,6 +46,7 @@ def pick_bundle(bundle: Path | None, bundles: Path, task: str | None = None, arm
         raise HarmoWAMError(f"{bundle} is a {meta['task']} bundle, not {task}")
     if arms is not None and meta.get("arms", "single") != arms:
         raise HarmoWAMError(f"{bundle} is a {meta.get('arms', 'single')}-arm bundle, not {arms}-arm")
+    verify_bundle(bundle)
     return bundle
 
 

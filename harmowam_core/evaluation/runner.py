@@ -159,9 +159,10 @@ def evaluate(
     on the real station (`backend="real"`) the operator scores every episode's stages. See the module docstring
     for `workers` and `shard`; `on_step` is called only when the episodes run in this process. `session` names
     the EvalSession class that plays the jobs (`phase_split.HANDOVER_SESSION`: interaction episodes)."""
-    from harmowam_core.policy.bundle import bundle_recipe, read_bundle
+    from harmowam_core.policy.bundle import bundle_recipe, read_bundle, verify_bundle
 
     check_eval_args(protocols, routers, episodes, scripted, backend, seed, max_steps)
+    verify_bundle(bundle)  # here, once, before any worker or station starts
     meta = read_bundle(bundle)
     recipe = bundle_recipe(bundle)
     actors = list(dict.fromkeys(routers)) + (["scripted"] if scripted else [])
@@ -278,7 +279,10 @@ def deploy(
     (the same results). `on_step(episode, steps_done, status)` follows an episode in this process;
     `on_result(result, finished)` follows each finished one. Returns the finished episodes in order and whether
     Ctrl-C (or SIGTERM) stopped the run; an episode that fails raises HarmoWAMError naming it."""
+    from harmowam_core.policy.bundle import verify_bundle
+
     check_eval_args([ood], [router], episodes, False, backend, seed, max_steps)
+    verify_bundle(bundle)  # here, once, before any worker or station starts
     if workers > 1:
         return _deploy_in_workers(bundle, router, episodes, ood, seed, max_steps, policy_options or {}, out, workers,
                                   on_result)  # fmt: skip

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -335,5 +336,12 @@ class Experts(nn.Module):
             if name and name.startswith("encoders/"):  # copied in by save_pretrained(with_encoders=True)
                 setattr(getattr(config, section), key, str(path / name))
         experts = cls(config, Normalizer(**meta["normalizer"]))
-        experts.load_state_dict(load_file(str(path / WEIGHTS_NAME)))
+        try:  # a truncated or foreign file: one line naming it, not safetensors' or torch's traceback
+            weights = load_file(str(path / WEIGHTS_NAME))
+            experts.load_state_dict(weights)
+        except (SafetensorError, OSError, RuntimeError) as err:
+            raise HarmoWAMError(
+                f"{path / WEIGHTS_NAME}: cannot load the experts' weights ({str(err).splitlines()[0][:200]}); "
+                "the file is damaged or from another configuration"
+            ) from None
         return experts.eval()

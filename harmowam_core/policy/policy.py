@@ -40,7 +40,7 @@ from harmowam_core.data.windows import expert_inputs, resize_frames
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models.experts import Experts
 from harmowam_core.models.world_model import WorldModelInterface, frame_to_latent, load_world_model
-from harmowam_core.policy.bundle import bundle_recipe, read_bundle
+from harmowam_core.policy.bundle import bundle_recipe, verify_bundle
 from harmowam_core.policy.routers import check_router, route
 from harmowam_core.timing import timed
 
@@ -166,9 +166,10 @@ class HarmoWAMPolicy:
     @classmethod
     def from_bundle_routers(cls, path: str | Path, routers: list[str], **kwargs) -> list[HarmoWAMPolicy]:
         """One policy per router, all on the bundle's one loaded world model and experts (side-by-side
-        evaluation). Raises HarmoWAMError for a missing or incomplete bundle or an unknown router."""
+        evaluation). Raises HarmoWAMError for a missing, incomplete, truncated or altered bundle (`verify_bundle`)
+        or an unknown router."""
         path = Path(path)
-        read_bundle(path)
+        verify_bundle(path)
         for router in routers:
             check_router(router)
         recipe = bundle_recipe(path)
