@@ -56,9 +56,21 @@ def _frozen(model: nn.Module) -> nn.Module:
     return model.requires_grad_(False).eval()
 
 
+def _checkpoint(load, name: str):
+    """`load()` of a checkpoint encoder: weights from safetensors only (nothing unpickled, no remote code); a
+    checkpoint without them, or damaged, is one line naming it."""
+    try:
+        return load()
+    except (OSError, ValueError) as err:
+        raise HarmoWAMError(
+            f"checkpoint '{name}': cannot load it ({str(err).splitlines()[0][:200]}); HarmoWAM loads encoder "
+            "weights from safetensors files only"
+        ) from None
+
+
 def _vision(model_cls, config_cls, name: str | None, image_size: int, patch_size: int) -> nn.Module:
     if name:
-        return _frozen(model_cls.from_pretrained(resolve(name)))
+        return _frozen(_checkpoint(lambda: model_cls.from_pretrained(resolve(name), use_safetensors=True), name))
     config = config_cls(
         hidden_size=TINY_WIDTH,
         intermediate_size=2 * TINY_WIDTH,
@@ -90,7 +102,8 @@ def text_encoder(name: str | None, tiny_width: int = TINY_WIDTH):
 
     if name:
         path = resolve(name)
-        return _frozen(T5EncoderModel.from_pretrained(path)), AutoTokenizer.from_pretrained(path)
+        model = _checkpoint(lambda: T5EncoderModel.from_pretrained(path, use_safetensors=True), name)
+        return _frozen(model), _checkpoint(lambda: AutoTokenizer.from_pretrained(path), name)
     heads = max(1, tiny_width // 16)
     config = T5Config(
         vocab_size=384,
