@@ -146,7 +146,8 @@ def test_a_truncated_or_altered_bundle_file_is_one_line_in_eval_and_deploy(run_d
 
 
 def test_a_bundle_exported_before_the_hashes_still_loads(run_dir, tmp_path):
-    """No `files` in bundle.json: it loads unchecked and plans; its truncated weights are still one line."""
+    """No `files` in bundle.json: it loads without hashes and plans; truncated weights are one line, found from the
+    safetensors header before any model loads."""
     bundle = export_bundle(run_dir, tmp_path / "bundles", name="old")
     meta = read_bundle(bundle)
     del meta["files"]
@@ -155,8 +156,8 @@ def test_a_bundle_exported_before_the_hashes_still_loads(run_dir, tmp_path):
     assert plan.chunk.shape == (12, 7) and np.isfinite(plan.chunk).all()
     weights = bundle / "experts" / "experts.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    with pytest.raises(HarmoWAMError, match=r"experts.safetensors: cannot load the experts' weights") as err:
-        HarmoWAMPolicy.from_bundle(bundle)
+    with pytest.raises(HarmoWAMError, match=r"experts.safetensors: truncated or not a safetensors file") as err:
+        HarmoWAMPolicy.from_bundle(bundle)  # found by verify_bundle, before any model loads
     assert "\n" not in str(err.value)
     (bundle / "bundle.json").write_text("{not json")
     with pytest.raises(HarmoWAMError, match="bundle.json: not readable JSON"):

@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from harmowam_core.data import format as fmt
-from harmowam_core.data.meta import read_episode_rows, read_tasks
+from harmowam_core.data.meta import read_episode_rows, read_harmowam_meta, read_tasks
 from harmowam_core.data.video import decode_frames, video_duration
 from harmowam_core.data.windows import window
 from harmowam_core.errors import DatasetError
@@ -129,8 +129,7 @@ class DatasetReader:
         self.root = resolve_dataset(root)
         self.info = read_info(self.root)
         self.mapping = mapping or fmt.DataMapping()
-        meta_path = self.root / fmt.HARMOWAM_META_PATH
-        self.meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        self.meta = read_harmowam_meta(self.root)
         self.episodes = read_episode_rows(self.root)
         if not self.episodes and int(self.info.get("total_episodes") or 0) > 0:
             raise DatasetError(

@@ -30,6 +30,7 @@ from harmowam_core.errors import HarmoWAMError, ParameterError
 from harmowam_core.evaluation.report import EvalReport
 from harmowam_core.evaluation.rollout import EpisodeResult, PolicyActor, ScriptedActor, run_episode
 from harmowam_core.policy.routers import check_router
+from harmowam_core.seeds import check_seeds
 from harmowam_core.workers import (
     WorkerError,
     WorkerPool,
@@ -55,8 +56,7 @@ def check_eval_args(
     """Every mistake in an evaluation's settings, before anything is loaded."""
     if episodes < 1:
         raise ParameterError("episodes", f"must be at least 1, got {episodes}")
-    if seed < 0:
-        raise ParameterError("seed", f"must be at least 0, got {seed}")
+    check_seeds(seed, episodes)
     if max_steps is not None and max_steps < 1:
         raise ParameterError("max_steps", f"must be at least 1, got {max_steps}")
     for router in routers:
@@ -97,7 +97,7 @@ class EvalSession:
 
         _quiet_libraries()  # a worker process: no loading bars of its own
         self.recipe = recipe = bundle_recipe(bundle)
-        self.seed, self.steps = seed, max_steps or recipe.max_episode_steps
+        self.seed, self.steps = seed, recipe.max_episode_steps if max_steps is None else max_steps
         unique = list(dict.fromkeys(routers))
         self.policies = HarmoWAMPolicy.from_bundle_routers(bundle, unique, **(policy_options or {})) if unique else []
         actors = [PolicyActor(p) for p in self.policies] + ([ScriptedActor()] if scripted else [])
@@ -169,7 +169,7 @@ def evaluate(
     report = EvalReport(str(bundle), meta["task"], [s.name for s in recipe.stages], protocols, actors, episodes, seed)
     report.settings = {
         "bundle": {"name": meta.get("name"), "created": meta.get("created")},
-        "max_steps": max_steps or recipe.max_episode_steps,
+        "max_steps": recipe.max_episode_steps if max_steps is None else max_steps,
         "policy": {k: v for k, v in sorted((policy_options or {}).items())},
         "backend": backend,
     }
@@ -292,7 +292,7 @@ def deploy(
     from harmowam_core.policy.policy import HarmoWAMPolicy
 
     recipe = bundle_recipe(bundle)
-    steps = max_steps or recipe.max_episode_steps
+    steps = recipe.max_episode_steps if max_steps is None else max_steps
     results: list[EpisodeResult] = []
     with (
         HarmoWAMPolicy.from_bundle(bundle, router=router, **(policy_options or {})) as policy,

@@ -167,11 +167,13 @@ def read_bundle(path: str | Path) -> dict:
 def verify_bundle(path: str | Path) -> None:
     """Check every file of the bundle against the SHA-256 bundle.json records (`files`, written by export): one
     line naming the first file that is missing, truncated or altered, or present but not recorded (HarmoWAMError).
-    A bundle exported before the hashes has no `files` and passes unchecked. A listing verified once in this
-    process (same files, sizes and modification times) is not hashed again."""
+    A bundle exported before the hashes has no `files`: its required files must be there, its JSON files parse
+    and its safetensors files hold all the bytes their headers promise (`_check_unhashed`). A listing verified once
+    in this process (same files, sizes and modification times) is not hashed again."""
     path = Path(path)
     recorded = read_bundle(path).get("files")
     if recorded is None:
+        _check_unhashed(path)
         return
     if not isinstance(recorded, dict):
         raise HarmoWAMError(f"{path / BUNDLE_FILE}: key 'files': expected a mapping of file -> SHA-256")
@@ -192,6 +194,59 @@ def verify_bundle(path: str | Path) -> None:
     if extra:
         raise HarmoWAMError(f"{path / extra[0]}: not part of the exported bundle ({BUNDLE_FILE} does not list it)")
     _verified[key] = (listing, tuple(sorted(recorded.items())))
+
+
+REQUIRED_FILES = (
+    "recipe.yaml",
+    "world_model/harmowam_world_model.json",
+    "world_model/transformer/config.json",
+    "experts/harmowam_experts.json",
+    "experts/experts.safetensors",
+)
+
+
+def _check_unhashed(path: Path) -> None:
+    """What can be checked of a bundle without recorded hashes, cheaply and before anything loads: the files
+    every bundle has, JSON that parses, and safetensors files as long as their headers say (a truncated copy is
+    the usual damage). HarmoWAMError naming the first bad file."""
+    fix = "re-export it or download it again"
+    for name in REQUIRED_FILES:
+        if not (path / name).is_file():
+            raise HarmoWAMError(f"{path / name}: missing from the bundle; {fix}")
+    for name in _bundle_files(path):
+        file = path / name
+        if file.suffix == ".json":
+            try:
+                json.loads(file.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+                raise HarmoWAMError(f"{file}: not readable JSON ({err.__class__.__name__}); {fix}") from None
+        elif file.suffix == ".safetensors" and not _safetensors_complete(file):
+            raise HarmoWAMError(f"{file}: truncated or not a safetensors file; {fix}")
+
+
+def _safetensors_complete(file: Path) -> bool:
+    """Whether `file` is a safetensors file holding every byte its header describes: an 8-byte little-endian
+    header length, the JSON header, then the tensors' data up to the largest `data_offsets` end."""
+    size = file.stat().st_size
+    with open(file, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return False
+        length = int.from_bytes(head, "little")
+        if length > size - 8 or length > 100 * 2**20:
+            return False
+        try:
+            header = json.loads(f.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return False
+    if not isinstance(header, dict):
+        return False
+    ends = [
+        t["data_offsets"][1]
+        for k, t in header.items()
+        if k != "__metadata__" and isinstance(t, dict) and isinstance(t.get("data_offsets"), list)
+    ]
+    return 8 + length + max(ends, default=0) == size
 
 
 def bundle_recipe(path: str | Path):
@@ -222,7 +277,7 @@ def newest_bundle(bundles: str | Path = "bundles", task: str | None = None, arms
     found = [p for p in root.iterdir() if (p / BUNDLE_FILE).is_file()] if root.is_dir() else []
     if not found:
         raise HarmoWAMError(f"no bundle in {root}/: train and run `harmowam export runs/<task>` first")
-    metas = {p: json.loads((p / BUNDLE_FILE).read_text()) for p in found}
+    metas = {p: read_bundle(p) for p in found}  # one that is not JSON, or of another format: one line
     matching = [
         p
         for p in found

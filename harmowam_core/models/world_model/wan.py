@@ -134,7 +134,10 @@ class WorldModel(WithFrozenParts):
         if saved.exists():
             config = WorldModelConfig(**json.loads(saved.read_text()))
         elif config is None:
-            raise HarmoWAMError(f"{path}: no {CONFIG_NAME}; pass the recipe's world-model configuration")
+            raise HarmoWAMError(
+                f"{path}: no {CONFIG_NAME}: not a world model HarmoWAM saved (a train-wm run keeps its model in "
+                "model/); a Wan checkpoint loads from the recipe's model.overrides.world_model.pretrained"
+            )
         kw = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}  # weights: safetensors only, below
         try:
             transformer = WanTransformer3DModel.from_pretrained(path / "transformer", use_safetensors=True, **kw)
@@ -313,7 +316,7 @@ class WorldModel(WithFrozenParts):
     ) -> WorldModelOutput:
         """Imagine `num_frames` frames from the current ones (B, 3, H, W) with `steps` Euler steps; `previous`
         (B, 3, H, W), the frames one control step earlier, matters with `context_frames: 2` (None: a still scene)."""
-        steps = steps or self.config.denoising_steps
+        steps = self.config.denoising_steps if steps is None else steps
         cond = self.encode_video(current.unsqueeze(1))  # (B, C, 1, h, w)
         b, c, _, h, w = cond.shape
         f = latent_frames(self.config.num_frames, self.codec.temporal)
