@@ -21,6 +21,11 @@ from rich.progress import (
 )
 from typer.core import TyperCommand, TyperGroup
 
+try:  # a typer that vendors Click (typer._click): every usage error derives from typer.TyperException
+    from typer import TyperException as _UsageError
+except ImportError:  # an older typer (pyproject allows >= 0.12) raises Click's own exceptions
+    from click import ClickException as _UsageError
+
 from harmowam_core.errors import HarmoWAMError, ParameterError
 from harmowam_core.seeds import MAX_SEED, seed_ranges  # noqa: F401 - the commands use them from here
 
@@ -70,14 +75,14 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _usage_exit(err: typer.TyperException) -> typer.Exit:
+def _usage_exit(err: _UsageError) -> typer.Exit:
     """A usage error of the command line (unknown option, missing argument, a value its type or range refuses)
-    as one line naming the command, instead of typer's usage block and boxed message."""
+    as one line naming the command, instead of typer's usage block and boxed message; exit code 2 like every
+    user error (Click gives some of its errors, a plain ClickException or FileError, exit code 1)."""
     ctx = getattr(err, "ctx", None)
     where = f"{ctx.command_path}: " if ctx is not None else ""
     hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
-    fail(f"{where}{err.format_message()}{hint}")
-    return typer.Exit(getattr(err, "exit_code", 2))
+    return fail(f"{where}{err.format_message()}{hint}")
 
 
 class _OneLineUsageErrors:
@@ -88,7 +93,7 @@ class _OneLineUsageErrors:
     def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
         try:
             return super().make_context(info_name, args, parent, **extra)  # type: ignore[misc]
-        except typer.TyperException as err:
+        except _UsageError as err:
             if type(err).__name__ == "NoArgsIsHelpError":
                 raise
             raise _usage_exit(err) from None
@@ -96,7 +101,7 @@ class _OneLineUsageErrors:
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)  # type: ignore[misc]
-        except typer.TyperException as err:
+        except _UsageError as err:
             if type(err).__name__ == "NoArgsIsHelpError":
                 raise
             raise _usage_exit(err) from None

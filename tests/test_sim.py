@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from harmowam_core.config import load_recipe
 from harmowam_core.envs import Env
-from harmowam_core.envs.real.safety import UnsafeCommand
+from harmowam_core.envs.commands import UnsafeCommand
 from harmowam_core.envs.sim.scene import MAX_DELTA_ROT
 from harmowam_core.envs.sim.station import SimStation
 from harmowam_core.envs.sim.tasks import sim_task_names, task_for

@@ -56,15 +56,15 @@ def _frozen(model: nn.Module) -> nn.Module:
     return model.requires_grad_(False).eval()
 
 
-def _checkpoint(load, name: str):
-    """`load()` of a checkpoint encoder: weights from safetensors only (nothing unpickled, no remote code); a
-    checkpoint without them, or damaged, is one line naming it."""
+def _checkpoint(load, name: str, part: str = "weights"):
+    """`load()` of a checkpoint encoder's `part` (its weights: from safetensors only, nothing unpickled, no remote
+    code; or its tokenizer); a checkpoint without it, or damaged, is one line naming it (HarmoWAMError)."""
     try:
         return load()
     except (OSError, ValueError) as err:
+        hint = "; HarmoWAM loads encoder weights from safetensors files only" if part == "weights" else ""
         raise HarmoWAMError(
-            f"checkpoint '{name}': cannot load it ({str(err).splitlines()[0][:200]}); HarmoWAM loads encoder "
-            "weights from safetensors files only"
+            f"checkpoint '{name}': cannot load its {part} ({str(err).splitlines()[0][:200]}){hint}"
         ) from None
 
 
@@ -103,7 +103,7 @@ def text_encoder(name: str | None, tiny_width: int = TINY_WIDTH):
     if name:
         path = resolve(name)
         model = _checkpoint(lambda: T5EncoderModel.from_pretrained(path, use_safetensors=True), name)
-        return _frozen(model), _checkpoint(lambda: AutoTokenizer.from_pretrained(path), name)
+        return _frozen(model), _checkpoint(lambda: AutoTokenizer.from_pretrained(path), name, "tokenizer")
     heads = max(1, tiny_width // 16)
     config = T5Config(
         vocab_size=384,
