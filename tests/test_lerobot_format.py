@@ -277,6 +277,16 @@ def test_paths_a_dataset_names_never_leave_its_root(tmp_path):
         reader.frames(0, "phone", [0])
 
 
+def test_a_dataset_opened_from_inside_it_is_read(tmp_path, monkeypatch):
+    """`harmowam info .` in a dataset's folder: the containment check is on the path the dataset names, whatever
+    the root (a check against the root `.` refused every file of it as lying outside)."""
+    write_lerobot_dataset(tmp_path, codec="h264")
+    monkeypatch.chdir(tmp_path)
+    reader = DatasetReader(".")
+    np.testing.assert_array_equal(reader.action, DatasetReader(tmp_path).action)
+    assert reader.frames(0, "laptop", [0]).shape[0] == 1
+
+
 def test_tasks_stored_either_way(make_dataset, tmp_path):
     ours, _ = make_dataset(lengths=(4,))
     assert read_tasks(ours) == ["stack the cans"]  # the pandas index named "task"

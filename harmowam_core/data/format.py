@@ -98,14 +98,14 @@ def camera_name(key: str) -> str:
 
 def inside(root: Path, relative: str, what: str) -> Path:
     """`root / relative`, refused with a DatasetError naming `what` where it lies outside `root`: an absolute path
-    or one whose `..` climb out. The check is lexical: symlinks within the dataset are followed as placed (the
-    Hugging Face cache links snapshot files to its blobs)."""
+    or one whose `..` climb out. The check is lexical, on `relative` alone, so any root works (`.` too: a dataset
+    opened from inside it); symlinks within the dataset are followed as placed (the Hugging Face cache links
+    snapshot files to its blobs)."""
     text = str(relative)
-    base = os.path.normpath(os.fspath(root))
-    path = os.path.normpath(os.path.join(base, text))
-    if "\0" in text or os.path.isabs(text) or os.path.commonpath([base, path]) != base:
+    rel = os.path.normpath(text)
+    if "\0" in text or os.path.isabs(text) or rel == os.pardir or rel.startswith(os.pardir + os.sep):
         raise DatasetError(f"{what}: {text!r} lies outside the dataset ({root}); refused")
-    return Path(root) / text
+    return Path(root) / rel  # normalised: no `..` left for a linked folder to resolve elsewhere
 
 
 _INDEX_SPEC = re.compile(r"0?\d*d?")
