@@ -99,7 +99,9 @@ class EvalSession:
         self.recipe = recipe = bundle_recipe(bundle)
         self.seed, self.steps = seed, recipe.max_episode_steps if max_steps is None else max_steps
         unique = list(dict.fromkeys(routers))
-        self.policies = HarmoWAMPolicy.from_bundle_routers(bundle, unique, **(policy_options or {})) if unique else []
+        # verify=False: `evaluate` / `deploy` verified the bundle's hashes once, before any worker started
+        options = policy_options or {}
+        self.policies = HarmoWAMPolicy.from_bundle_routers(bundle, unique, verify=False, **options) if unique else []
         actors = [PolicyActor(p) for p in self.policies] + ([ScriptedActor()] if scripted else [])
         self.actors = {a.name: a for a in actors}
         self.camera = self.policies[0].camera if self.policies else "front"

@@ -205,12 +205,17 @@ class HarmoWAMPolicy:
         return cls.from_bundle_routers(path, [kwargs.pop("router", "gate")], **kwargs)[0]
 
     @classmethod
-    def from_bundle_routers(cls, path: str | Path, routers: list[str], **kwargs) -> list[HarmoWAMPolicy]:
+    def from_bundle_routers(
+        cls, path: str | Path, routers: list[str], verify: bool = True, **kwargs
+    ) -> list[HarmoWAMPolicy]:
         """One policy per router, all on the bundle's one loaded world model and experts (side-by-side
         evaluation). Raises HarmoWAMError for a missing, incomplete, truncated or altered bundle (`verify_bundle`)
-        or an unknown router."""
+        or an unknown router. `verify=False` skips the hashes, for a caller that verified the bundle itself
+        (evaluation workers: `evaluate` and `deploy` check it once before any worker starts, so a paper-size
+        bundle is not read again by every worker process)."""
         path = Path(path)
-        verify_bundle(path)
+        if verify:
+            verify_bundle(path)
         for router in routers:
             check_router(router)
         recipe = bundle_recipe(path)
