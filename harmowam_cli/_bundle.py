@@ -17,26 +17,38 @@ BundleArg = Annotated[
 BundlesOption = Annotated[Path, typer.Option(help="Where bundles are kept.")]
 ExecuteOption = Annotated[
     int | None,
-    typer.Option(help="Actions of each 12-action chunk executed before replanning (default 12; async: 8)."),
+    typer.Option(help="Actions of each 12-action chunk executed before replanning (default 12; async: 8).", min=1),
 ]
 DenoiseOption = Annotated[
-    int | None, typer.Option("--denoising-steps", help="World-model denoising steps (default: the bundle's, 5).")
+    int | None,
+    typer.Option("--denoising-steps", help="World-model denoising steps (default: the bundle's, 5).", min=1),
 ]
 AsyncOption = Annotated[
     bool,
     typer.Option("--async/--sync", help="Plan the next chunk in the background while the current one executes."),
 ]
-MaxStepsOption = Annotated[int | None, typer.Option(help="Episode step limit (default: the recipe's).")]
+MaxStepsOption = Annotated[int | None, typer.Option(help="Episode step limit (default: the recipe's).", min=1)]
 
 
-def pick_bundle(bundle: Path | None, bundles: Path, task: str | None = None, arms: str | None = None) -> Path:
-    """The given bundle (checked against --task / --arms), or the newest matching one in `bundles`."""
-    from harmowam_core.policy.bundle import newest_bundle, read_bundle
+def pick_bundle(
+    bundle: Path | None,
+    bundles: Path,
+    task: str | None = None,
+    arms: str | None = None,
+    options: dict | None = None,
+) -> Path:
+    """The given bundle (checked against --task / --arms), or the newest matching one in `bundles`; its files
+    checked against the hashes export recorded, and the policy's run-time `options` (`policy_options`) against
+    its models, before anything is printed or started."""
+    from harmowam_core.policy.bundle import newest_bundle, read_bundle, verify_bundle
+    from harmowam_core.policy.policy import check_policy_options
 
     if arms is not None and arms not in ("single", "dual"):
         raise HarmoWAMError(f"--arms must be single or dual, got '{arms}'")
     if bundle is None:
         bundle = newest_bundle(bundles, task=task, arms=arms)
+        verify_bundle(bundle)
+        check_policy_options(bundle, **(options or {}))
         console.print(f"using the newest bundle: [bold]{bundle}[/]")
         return bundle
     meta = read_bundle(bundle)
@@ -44,6 +56,8 @@ def pick_bundle(bundle: Path | None, bundles: Path, task: str | None = None, arm
         raise HarmoWAMError(f"{bundle} is a {meta['task']} bundle, not {task}")
     if arms is not None and meta.get("arms", "single") != arms:
         raise HarmoWAMError(f"{bundle} is a {meta.get('arms', 'single')}-arm bundle, not {arms}-arm")
+    verify_bundle(bundle)
+    check_policy_options(bundle, **(options or {}))
     return bundle
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
-from typing import Annotated, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,9 +19,15 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from typer.core import TyperCommand, TyperGroup
+
+try:  # a typer that vendors Click (typer._click): every usage error derives from typer.TyperException
+    from typer import TyperException as _UsageError
+except ImportError:  # an older typer (pyproject allows >= 0.12) raises Click's own exceptions
+    from click import ClickException as _UsageError
 
 from harmowam_core.errors import HarmoWAMError, ParameterError
-from harmowam_core.seeds import seed_ranges  # noqa: F401 - the commands' summaries use it from here
+from harmowam_core.seeds import MAX_SEED, seed_ranges  # noqa: F401 - the commands use them from here
 
 # Under `accelerate launch` / torchrun only the main process (RANK 0) reports; errors still come from any.
 console = Console(quiet=os.environ.get("RANK", "0") != "0")
@@ -47,6 +54,7 @@ WorkersOption = Annotated[
         help="Simulator processes running episodes in parallel (default: the cores this process may use, capped "
         "by the episodes). Results are the same for any number.",
         show_default=False,
+        min=1,
     ),
 ]
 ShardOption = Annotated[
@@ -60,9 +68,61 @@ ShardOption = Annotated[
 
 
 def fail(message: str) -> typer.Exit:
-    """Print a one-line error and return the exit to raise."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
+    """Print a one-line error and return the exit to raise (code 2). A message that spans lines (one quoting a
+    library's error) is joined into one."""
+    line = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    err_console.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True, highlight=False)
     return typer.Exit(2)
+
+
+def _usage_exit(err: _UsageError) -> typer.Exit:
+    """A usage error of the command line (unknown option, missing argument, a value its type or range refuses)
+    as one line naming the command, instead of typer's usage block and boxed message; exit code 2 like every
+    user error (Click gives some of its errors, a plain ClickException or FileError, exit code 1)."""
+    ctx = getattr(err, "ctx", None)
+    where = f"{ctx.command_path}: " if ctx is not None else ""
+    hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+    return fail(f"{where}{err.format_message()}{hint}")
+
+
+class _OneLineUsageErrors:
+    """Typer's command classes with the usage errors raised while parsing (and invoking subcommands) printed as
+    one `error:` line, exit code 2, like every other mistake a user can make. `harmowam --help` and a group
+    called without arguments still print their help."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent, **extra)  # type: ignore[misc]
+        except _UsageError as err:
+            if type(err).__name__ == "NoArgsIsHelpError":
+                raise
+            raise _usage_exit(err) from None
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)  # type: ignore[misc]
+        except _UsageError as err:
+            if type(err).__name__ == "NoArgsIsHelpError":
+                raise
+            raise _usage_exit(err) from None
+
+
+class OneLineGroup(_OneLineUsageErrors, TyperGroup):
+    """The `harmowam` app's group class (`typer.Typer(cls=OneLineGroup)`)."""
+
+
+class OneLineCommand(_OneLineUsageErrors, TyperCommand):
+    """A command invoked on its own (`eval merge`), with one-line usage errors."""
+
+
+def out_dir(value: str) -> Path:
+    """An output directory option's value: refused (one line, exit code 2) where it, or a folder above it, is an
+    existing file, before anything is written. Use as `typer.Option(parser=out_dir)`."""
+    path = Path(value)
+    for part in (path, *path.parents):
+        if part.exists() and not part.is_dir():
+            raise typer.BadParameter(f"{part} is a file, not a directory; choose a directory")
+    return path
 
 
 def user_errors(fn: F) -> F:

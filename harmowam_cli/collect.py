@@ -10,31 +10,36 @@ from rich.table import Table
 
 from harmowam_cli._bundle import BackendOption, DryRunOption, StationOption, check_backend
 from harmowam_cli._common import (
+    MAX_SEED,
     SetOption,
     ShardOption,
     WorkersOption,
     console,
+    out_dir,
     progress_bar,
     seed_ranges,
     user_errors,
 )
 from harmowam_core.config import load_recipe
 from harmowam_core.envs.ood import OOD_KINDS, check_protocol
-from harmowam_core.errors import HarmoWAMError
+from harmowam_core.errors import HarmoWAMError, ParameterError
+from harmowam_core.seeds import check_seeds
 from harmowam_core.workers import check_workers, parse_shard, shard_share
 from harmowam_core.workspace import DEFAULT
 
 
 def collect(
     task: Annotated[str, typer.Option(help="Recipe name or path (e.g. stack_cans, recipes/flowers.yaml).")],
-    episodes: Annotated[int, typer.Option(help="Episodes to save.")] = 20,
+    episodes: Annotated[int, typer.Option(help="Episodes to save.", min=1)] = 20,
     ood: Annotated[str, typer.Option(help="OOD protocol: " + " | ".join(OOD_KINDS) + ".")] = "none",
-    out: Annotated[Path | None, typer.Option(help="Dataset directory (default: data/<task>).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Dataset directory (default: data/<task>).", parser=out_dir)] = None,
     seed: Annotated[
         int | None,
         typer.Option(
             help="Scene seed of the first attempt (attempt k: seed + k; shard i/N: seed + i + k*N). Default: 0, "
-            "or past the seeds the dataset already holds; seeds already in the dataset are refused."
+            "or past the seeds the dataset already holds; seeds already in the dataset are refused.",
+            min=0,
+            max=MAX_SEED,
         ),
     ] = None,
     teleop: Annotated[
@@ -81,9 +86,9 @@ def run_collect(
     check_backend(backend, station, dry_run)
     shard_index = parse_shard(shard)
     if episodes < 1:
-        raise HarmoWAMError(f"--episodes must be at least 1, got {episodes}")
-    if seed is not None and seed < 0:
-        raise HarmoWAMError(f"--seed must be at least 0, got {seed}")
+        raise ParameterError("episodes", f"must be at least 1, got {episodes}")
+    if seed is not None:
+        check_seeds(seed)  # and every seed of the collection's attempts, below (check_seed)
     if backend == "real" and teleop == "scripted":
         raise HarmoWAMError("the real station has no scripted expert: pass --teleop spacemouse or keyboard")
     if teleop == "scripted" and backend == "sim":

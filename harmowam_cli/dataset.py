@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from harmowam_cli._common import console, progress_bar, user_errors
+from harmowam_cli._common import console, out_dir, progress_bar, user_errors
 from harmowam_core.data.merge import merge_datasets
 
 app = typer.Typer(help="Whole-dataset operations: merge shards into one dataset.", no_args_is_help=True)
@@ -16,7 +16,8 @@ app = typer.Typer(help="Whole-dataset operations: merge shards into one dataset.
 @app.command("merge")
 def merge(
     out: Annotated[
-        Path, typer.Argument(metavar="OUT", help="The new dataset directory (must not exist, or be empty).")
+        Path,
+        typer.Argument(metavar="OUT", help="The new dataset directory (must not exist, or be empty).", parser=out_dir),
     ],
     inputs: Annotated[
         list[Path] | None,

@@ -15,20 +15,22 @@ from typing import Annotated
 import typer
 from rich.rule import Rule
 
-from harmowam_cli._common import console, user_errors
+from harmowam_cli._common import console, out_dir, user_errors
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.workspace import Workspace
 
 
 def demo(
     task: Annotated[str, typer.Option(help="Recipe name or path.")] = "stack_cans",
-    out: Annotated[Path, typer.Option(help="Directory for every artifact (data, runs, bundles, eval).")] = Path("demo"),
-    episodes: Annotated[int, typer.Option(help="Demonstrations to collect.")] = 8,
-    wm_steps: Annotated[int, typer.Option(help="World-model training steps.")] = 1000,
-    experts_steps: Annotated[int, typer.Option(help="Expert training steps.")] = 1000,
-    eval_episodes: Annotated[int, typer.Option(help="Evaluation episodes per protocol.")] = 3,
+    out: Annotated[
+        Path, typer.Option(help="Directory for every artifact (data, runs, bundles, eval).", parser=out_dir)
+    ] = Path("demo"),
+    episodes: Annotated[int, typer.Option(help="Demonstrations to collect (at least 3).", min=3)] = 8,
+    wm_steps: Annotated[int, typer.Option(help="World-model training steps.", min=1)] = 1000,
+    experts_steps: Annotated[int, typer.Option(help="Expert training steps.", min=1)] = 1000,
+    eval_episodes: Annotated[int, typer.Option(help="Evaluation episodes per protocol.", min=1)] = 3,
     max_steps: Annotated[
-        int | None, typer.Option(help="Evaluation episode step limit (default: the recipe's).")
+        int | None, typer.Option(help="Evaluation episode step limit (default: the recipe's).", min=1)
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete an existing --out directory first.")] = False,
 ) -> None:
@@ -61,6 +63,8 @@ def run_demo(
         data_dir=Workspace(out).data(recipe.name), runs_dir=Workspace(out).runs(recipe.name),
     )  # fmt: skip
     plan.check()
+    if out.exists() and not out.is_dir():
+        raise HarmoWAMError(f"--out {out} is a file; choose a directory")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise HarmoWAMError(f"{out} already exists: pass --overwrite to replace it or choose another --out")

@@ -23,7 +23,15 @@ from harmowam_cli._bundle import (
     pick_bundle,
     policy_options,
 )
-from harmowam_cli._common import WorkersOption, console, progress_bar, quiet_libraries, user_errors
+from harmowam_cli._common import (
+    MAX_SEED,
+    WorkersOption,
+    console,
+    out_dir,
+    progress_bar,
+    quiet_libraries,
+    user_errors,
+)
 from harmowam_core.action_space import check_station_action_space
 from harmowam_core.envs.ood import OOD_KINDS
 from harmowam_core.policy.routers import ROUTERS
@@ -39,15 +47,20 @@ def deploy(
     dry_run: DryRunOption = False,
     router: Annotated[str, typer.Option(help=" | ".join(ROUTERS) + " (gate: the paper).")] = "gate",
     task: Annotated[str | None, typer.Option(help="Task; without BUNDLE, the newest bundle of this task.")] = None,
-    episodes: Annotated[int, typer.Option(help="Episodes to run.")] = 1,
+    episodes: Annotated[int, typer.Option(help="Episodes to run.", min=1)] = 1,
     ood: Annotated[str, typer.Option(help="Scene protocol: " + " | ".join(OOD_KINDS) + ".")] = "none",
-    seed: Annotated[int, typer.Option(help="Scene seed of the first episode; episode i uses seed + i.")] = 1000,
+    seed: Annotated[
+        int, typer.Option(help="Scene seed of the first episode; episode i uses seed + i.", min=0, max=MAX_SEED)
+    ] = 1000,
     max_steps: MaxStepsOption = None,
     execute_steps: ExecuteOption = None,
     denoising_steps: DenoiseOption = None,
     async_inference: AsyncOption = False,
     bundles: BundlesOption = DEFAULT.bundles,
-    out: Annotated[Path | None, typer.Option(help="Videos and results (default: runs/deploy/<bundle>-<time>).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Videos and results (default: runs/deploy/<bundle>-<time>).", parser=out_dir),
+    ] = None,
     workers: WorkersOption = None,
 ) -> None:
     """Run the policy in closed loop; each episode is recorded as an mp4 of the real camera beside the world
@@ -80,14 +93,14 @@ def run_deploy(
 
     check_eval_args([ood], [router], episodes, False, backend, seed, max_steps)
     check_backend(backend, station, dry_run)
-    bundle = pick_bundle(bundle, bundles, task, arms)
+    bundle = pick_bundle(bundle, bundles, task, arms, options)
     check_station_action_space(bundle)
     workers = check_workers(workers, episodes, backend == "sim", bundle_bytes(bundle))
     from harmowam_core.policy.bundle import bundle_recipe
 
     quiet_libraries()
     recipe = bundle_recipe(bundle)
-    steps = max_steps or recipe.max_episode_steps
+    steps = recipe.max_episode_steps if max_steps is None else max_steps
     out = out or DEFAULT.deploy_run(bundle.name)
     mode = "async" if options["async_inference"] else "sync"
     console.print(

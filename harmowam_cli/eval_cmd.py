@@ -27,9 +27,13 @@ from harmowam_cli._bundle import (
     policy_options,
 )
 from harmowam_cli._common import (
+    MAX_SEED,
+    OneLineCommand,
+    OneLineGroup,
     ShardOption,
     WorkersOption,
     console,
+    out_dir,
     progress_bar,
     quiet_libraries,
     user_errors,
@@ -64,7 +68,7 @@ def evaluate(
     ood: Annotated[
         str, typer.Option(help=" | ".join(OOD_KINDS) + " | all, or a comma-separated list (none = in-domain).")
     ] = "none",
-    episodes: Annotated[int, typer.Option(help="Episodes per protocol and router (the paper: 20).")] = 20,
+    episodes: Annotated[int, typer.Option(help="Episodes per protocol and router (the paper: 20).", min=1)] = 20,
     router: Annotated[
         list[str] | None,
         typer.Option(help=" | ".join(ROUTERS) + "; repeat to compare side by side (default: gate)."),
@@ -73,7 +77,10 @@ def evaluate(
         bool, typer.Option("--scripted", help="Add the scripted expert as an upper-bound row (same scenes).")
     ] = False,
     seed: Annotated[
-        int, typer.Option(help="Scene seed of episode 0 (episode i: seed + i; collection starts at 0).")
+        int,
+        typer.Option(
+            help="Scene seed of episode 0 (episode i: seed + i; collection starts at 0).", min=0, max=MAX_SEED
+        ),
     ] = 1000,
     max_steps: MaxStepsOption = None,
     execute_steps: ExecuteOption = None,
@@ -81,7 +88,9 @@ def evaluate(
     async_inference: AsyncOption = False,
     videos: Annotated[bool, typer.Option("--videos/--no-videos", help="Record every episode as an mp4.")] = True,
     bundles: BundlesOption = DEFAULT.bundles,
-    out: Annotated[Path | None, typer.Option(help="Results directory (default: runs/eval/<bundle>-<time>).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Results directory (default: runs/eval/<bundle>-<time>).", parser=out_dir)
+    ] = None,
     backend: BackendOption = "sim",
     station: StationOption = None,
     dry_run: DryRunOption = False,
@@ -131,7 +140,7 @@ def run_eval(
     check_backend(backend, station, dry_run)
     check_eval_args(protocols, routers, episodes, scripted, backend, seed, max_steps)
     shard_index = parse_shard(shard)
-    bundle = pick_bundle(bundle, bundles)
+    bundle = pick_bundle(bundle, bundles, options=options)
     check_station_action_space(bundle)
     part = f"-shard{shard_index[0]}of{shard_index[1]}" if shard else ""
     out = out or DEFAULT.eval_run(bundle.name, part)
@@ -145,7 +154,7 @@ def run_eval(
         f"(seeds {seed}..{seed + episodes - 1}){share}, {n_workers} worker{'s' if n_workers > 1 else ''}, "
         f"into [bold]{out}[/]"
     )
-    steps = max_steps or bundle_recipe(bundle).max_episode_steps
+    steps = bundle_recipe(bundle).max_episode_steps if max_steps is None else max_steps
     with eval_progress(jobs, steps, n_workers) as (on_episode, on_step):
         try:
             report = run(
@@ -193,16 +202,17 @@ def eval_progress(jobs: int, steps: int, workers: int):
         yield on_episode, on_step
 
 
-merge_app = typer.Typer(add_completion=False, rich_markup_mode="rich")
+merge_app = typer.Typer(add_completion=False, rich_markup_mode="rich", cls=OneLineGroup)
 
 
-@merge_app.command()
+@merge_app.command(cls=OneLineCommand)
 def merge(
     shards: Annotated[
         list[Path], typer.Argument(help="Result directories of the shards (results.json inside).", metavar="DIR...")
     ],
     out: Annotated[
-        Path | None, typer.Option(help="Where the merged results go (default: runs/eval/merged-<time>).")
+        Path | None,
+        typer.Option(help="Where the merged results go (default: runs/eval/merged-<time>).", parser=out_dir),
     ] = None,
 ) -> None:
     """Combine the partial results of `harmowam eval --shard i/N` runs (one per shard, any order) into the

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from harmowam_cli._common import console, progress_bar, quiet_libraries, user_errors
+from harmowam_cli._common import console, out_dir, progress_bar, quiet_libraries, user_errors
 from harmowam_core.workspace import DEFAULT
 
 
@@ -15,7 +15,7 @@ def export(
     run_dir: Annotated[
         Path, typer.Argument(help="The task's run directory (runs/<task>) or its stage-2 run (runs/<task>/experts).")
     ],
-    bundles: Annotated[Path, typer.Option(help="Where bundles are kept.")] = DEFAULT.bundles,
+    bundles: Annotated[Path, typer.Option(help="Where bundles are kept.", parser=out_dir)] = DEFAULT.bundles,
     name: Annotated[str | None, typer.Option(help="Bundle name (default: <task>-<date>-<time>).")] = None,
     snapshot: Annotated[
         int | None,
@@ -23,6 +23,7 @@ def export(
             help="Export the experts of this training step (kept with train_experts.snapshot_every) instead of the "
             "final ones: to choose the evaluated model by closed-loop success.",
             show_default=False,
+            min=1,
         ),
     ] = None,
 ) -> None:

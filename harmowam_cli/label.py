@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -13,6 +12,7 @@ from harmowam_cli._common import SetOption, console, progress_bar, user_errors
 from harmowam_core.config import GateSpec, load_recipe, recipe_from_data, sections_from_overrides
 from harmowam_core.data.format import HARMOWAM_META_PATH, DataMapping
 from harmowam_core.data.labels import LabelSettings, check_labelling, label_dataset
+from harmowam_core.data.meta import read_harmowam_meta
 from harmowam_core.data.reader import resolve_dataset
 
 
@@ -23,7 +23,7 @@ def _gate_settings(dataset: Path, recipe: str | None, overrides: list[str]) -> t
         r = load_recipe(recipe, overrides)
         return r.gate, r.data_mapping(), r.source
     meta_path = dataset / HARMOWAM_META_PATH
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta = read_harmowam_meta(dataset)
     if meta.get("recipe"):
         r = recipe_from_data(meta["recipe"], str(meta_path), overrides)
         return r.gate, r.data_mapping(), f"{meta_path} (recorded recipe)"
@@ -42,7 +42,9 @@ def label(
     dataset: Annotated[
         str, typer.Argument(help="Dataset directory (LeRobot v3.0 layout), or owner/name in the local LeRobot cache.")
     ],
-    window: Annotated[int | None, typer.Option(help="Frames either side of a keyframe labelled interaction.")] = None,
+    window: Annotated[
+        int | None, typer.Option(help="Frames either side of a keyframe labelled interaction.", min=0)
+    ] = None,
     recipe: Annotated[
         str | None, typer.Option(help="Recipe whose gate section to use (default: the dataset's).")
     ] = None,

@@ -20,7 +20,7 @@ from harmowam_cli import recipe as recipe_cmd
 from harmowam_cli import reproduce as reproduce_cmd
 from harmowam_cli import train_experts as train_experts_cmd
 from harmowam_cli import train_wm as train_wm_cmd
-from harmowam_cli._common import console
+from harmowam_cli._common import OneLineGroup, console
 
 app = typer.Typer(
     name="harmowam",
@@ -30,6 +30,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
     rich_markup_mode="rich",
+    cls=OneLineGroup,  # a usage error (unknown option, bad number) is one line and exit code 2, as every mistake
 )
 app.add_typer(recipe_cmd.app, name="recipe")
 app.command("collect")(collect_cmd.collect)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -25,10 +26,15 @@ def show(
         bool, typer.Option("--raw", help="Print the preset name and overrides, not the resolved model.")
     ] = False,
 ) -> None:
-    """Validate RECIPE and print it with the model preset and every --set override applied."""
+    """Validate RECIPE and print it with the model preset and every --set override applied: valid YAML (a
+    recipe file) when stdout is a file or a pipe, highlighted on a terminal."""
     r = load_recipe(recipe, overrides=set_ or [])
-    console.print(f"[dim]# {r.source} (valid)[/]")
-    console.print(Syntax(dump_recipe(r, resolved=not raw), "yaml", background_color="default", word_wrap=True))
+    text = dump_recipe(r, resolved=not raw)
+    if not console.is_terminal:  # printed as is: rich would wrap long lines at its width and break the YAML
+        sys.stdout.write(f"# {r.source} (valid)\n{text}")
+        return
+    console.print(f"[dim]# {r.source} (valid)[/]", soft_wrap=True)
+    console.print(Syntax(text, "yaml", background_color="default", word_wrap=True))
 
 
 @app.command("list")

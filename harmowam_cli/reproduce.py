@@ -11,7 +11,7 @@ from rich.rule import Rule
 from rich.table import Table
 
 from harmowam_cli._bundle import MaxStepsOption
-from harmowam_cli._common import SetOption, console, user_errors
+from harmowam_cli._common import SetOption, console, out_dir, user_errors
 from harmowam_core.pipeline import PHASES
 
 WorkersOption = Annotated[
@@ -20,6 +20,7 @@ WorkersOption = Annotated[
         help="Simulator processes for collection and evaluation (default: the cores this process may use). "
         "Results are the same for any number.",
         show_default=False,
+        min=1,
     ),
 ]
 
@@ -28,9 +29,11 @@ def reproduce(
     task: Annotated[str, typer.Argument(help="Recipe name or path (e.g. stack_cans, pour_coke).")],
     out: Annotated[
         Path | None,
-        typer.Option(help="Directory for every artifact, the state and report.md (default: reproduce/<task>)."),
+        typer.Option(
+            help="Directory for every artifact, the state and report.md (default: reproduce/<task>).", parser=out_dir
+        ),
     ] = None,
-    episodes: Annotated[int, typer.Option(help="Scripted demonstrations to collect.")] = 100,
+    episodes: Annotated[int, typer.Option(help="Scripted demonstrations to collect (at least 3).", min=3)] = 100,
     data: Annotated[
         Path | None,
         typer.Option(
@@ -41,7 +44,7 @@ def reproduce(
         ),
     ] = None,
     workers: WorkersOption = None,
-    eval_episodes: Annotated[int, typer.Option(help="Evaluation episodes per row (router x protocol).")] = 20,
+    eval_episodes: Annotated[int, typer.Option(help="Evaluation episodes per row (router x protocol).", min=1)] = 20,
     max_steps: MaxStepsOption = None,
     full: Annotated[
         bool,

@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from harmowam_cli._common import LogWithOption, SetOption, console, progress_bar, quiet_libraries, user_errors
+from harmowam_cli._common import (
+    LogWithOption,
+    SetOption,
+    console,
+    out_dir,
+    progress_bar,
+    quiet_libraries,
+    user_errors,
+)
 from harmowam_core.config import load_recipe
 from harmowam_core.workspace import DEFAULT
 
@@ -18,12 +26,20 @@ PHASES = {"imagine": "imagining (world model, cached)", "images": "decoding came
 def train_experts(
     recipe: Annotated[str, typer.Argument(help="Recipe name or path (e.g. stack_cans, recipes/stack_cans.yaml).")],
     data: Annotated[Path | None, typer.Option(help="Labelled dataset directory (default: data/<task>).")] = None,
-    wm: Annotated[Path | None, typer.Option(help="Trained world model (default: runs/<task>/wm/model).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/<task>/experts).")] = None,
+    wm: Annotated[
+        Path | None,
+        typer.Option(
+            help="Trained world model: train-wm's run directory (runs/<task>/wm), the task's (runs/<task>) or the "
+            "model directory inside (default: runs/<task>/wm)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory (default: runs/<task>/experts).", parser=out_dir)
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")] = False,
     max_steps: Annotated[
         int | None,
-        typer.Option(help="Stop after this many steps (caps the recipe's train_experts.steps; smoke runs)."),
+        typer.Option(help="Stop after this many steps (caps the recipe's train_experts.steps; smoke runs).", min=1),
     ] = None,
     without_wm_latents: Annotated[
         bool,
@@ -68,7 +84,7 @@ def run_train_experts(
 
     quiet_libraries()
     data = data or DEFAULT.data(recipe.name)
-    wm = wm or DEFAULT.wm_model(recipe.name)
+    wm = wm or DEFAULT.wm_run(recipe.name)  # the model inside it: world_model_dir
     out = out or DEFAULT.experts_run(recipe.name)
     trainer = ExpertsTrainer(
         recipe, data, wm, out, resume=resume, max_steps=max_steps, use_wm_latents=use_wm_latents, log_with=log_with
@@ -78,8 +94,9 @@ def run_train_experts(
     frames = "real" if spec.reactive_on_real_frames else "imagined"
     console.print(
         f"training the [bold]{recipe.model.preset}[/] experts and gate on [bold]{data}[/] with the world model "
-        f"[bold]{wm}[/] ({len(trainer.train_episodes)} episodes, {len(trainer.held_out)} held out; {trainer.steps} "
-        f"steps of batch {spec.batch_size}; reactive expert on {frames} frames{variant}) into [bold]{out}[/]"
+        f"[bold]{trainer.wm_dir}[/] ({len(trainer.train_episodes)} episodes, {len(trainer.held_out)} held out; "
+        f"{trainer.steps} steps of batch {spec.batch_size}; reactive expert on {frames} frames{variant}) into "
+        f"[bold]{out}[/]"
     )
     with progress_bar() as bar:
         tasks: dict[str, int] = {}

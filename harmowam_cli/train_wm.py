@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from harmowam_cli._common import LogWithOption, SetOption, console, progress_bar, quiet_libraries, user_errors
+from harmowam_cli._common import (
+    LogWithOption,
+    SetOption,
+    console,
+    out_dir,
+    progress_bar,
+    quiet_libraries,
+    user_errors,
+)
 from harmowam_core.config import load_recipe
 from harmowam_core.workspace import DEFAULT
 
@@ -16,10 +24,11 @@ from harmowam_core.workspace import DEFAULT
 def train_wm(
     recipe: Annotated[str, typer.Argument(help="Recipe name or path (e.g. stack_cans, recipes/stack_cans.yaml).")],
     data: Annotated[Path | None, typer.Option(help="Dataset directory (default: data/<task>).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/<task>/wm).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/<task>/wm).", parser=out_dir)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")] = False,
     max_steps: Annotated[
-        int | None, typer.Option(help="Stop after this many steps (caps the recipe's train_wm.steps; smoke runs).")
+        int | None,
+        typer.Option(help="Stop after this many steps (caps the recipe's train_wm.steps; smoke runs).", min=1),
     ] = None,
     log_with: LogWithOption = None,
     set_: SetOption = None,

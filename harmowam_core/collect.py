@@ -37,6 +37,7 @@ from harmowam_core.data.writer import DatasetWriter, EpisodeRecorder, StagedEpis
 from harmowam_core.envs import make_env
 from harmowam_core.envs.ood import check_protocol
 from harmowam_core.errors import HarmoWAMError, ParameterError
+from harmowam_core.seeds import check_seeds
 from harmowam_core.workers import (
     WorkerError,
     WorkerPool,
@@ -103,6 +104,7 @@ def plan_seeds(
             steps = max(0, (max(used) - index) // count + 1)
             first = steps * count
         return seed_sequence(first, shard)
+    check_seeds(seed, attempts * shard[1])  # every seed it may try: seed + i + k*N, k < attempts
     clash = sorted(set(itertools.islice(seed_sequence(seed, shard), attempts)) & used)
     if clash:
         shown = ", ".join(map(str, clash[:5])) + (", ..." if len(clash) > 5 else "")

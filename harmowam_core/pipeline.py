@@ -351,9 +351,33 @@ class PipelinePlan:
         from harmowam_core.envs.sim.tasks import task_for
 
         task_for(recipe)  # a recipe without a simulated task fails here, in one line
-        if self.existing_data and not (self.data / "meta" / "info.json").is_file():
-            raise HarmoWAMError(f"{self.data}: no dataset there (--data takes a LeRobot v3.0 dataset of the task)")
+        if self.existing_data:
+            self._check_data(recipe)
         return recipe
+
+    def _check_data(self, recipe: Recipe) -> None:
+        """The dataset of --data opened as every phase will read it (info.json, harmowam.json, the episodes, the
+        videos' lengths), and refused where the collection could not continue it."""
+        from harmowam_core.collect import ATTEMPTS_PER_EPISODE, unknown_seeds
+        from harmowam_core.data.meta import read_episode_rows, read_harmowam_meta
+        from harmowam_core.data.reader import DatasetReader, read_info
+
+        if not (self.data / "meta" / "info.json").is_file():
+            raise HarmoWAMError(f"{self.data}: no dataset there (--data takes a LeRobot v3.0 dataset of the task)")
+        read_info(self.data)
+        read_harmowam_meta(self.data)
+        rows = read_episode_rows(self.data)
+        if rows:
+            DatasetReader(self.data, recipe.data_mapping())
+        unknown = unknown_seeds(rows)
+        if unknown and len(rows) < self.episodes:
+            seed = ATTEMPTS_PER_EPISODE * unknown
+            raise HarmoWAMError(
+                f"{self.data} holds {unknown} episode(s) recorded before scene seeds were kept, so the collection "
+                f"cannot tell which scenes are new: collect the {self.episodes - len(rows)} missing one(s) first "
+                f"(`harmowam collect --task {recipe.name} --out {self.data} --seed {seed} --episodes "
+                f"{self.episodes - len(rows)}`)" + (f", or pass --episodes {len(rows)}" if len(rows) >= 3 else "")
+            )
 
 
 def _count_episodes(data: Path) -> int:
@@ -455,7 +479,7 @@ def pipeline_phases(plan: PipelinePlan, runners: Runners, recipe: Recipe | None 
         [plan.bundles / plan.bundle_name, plan.bundles / f"{plan.bundle_name}.partial"] if plan.bundle_name else []
     )
     eval_settings = {"protocols": plan.protocols, "episodes": plan.eval_episodes, "seed": plan.seed,
-                     "max_steps": plan.max_steps or recipe.max_episode_steps}  # fmt: skip
+                     "max_steps": recipe.max_episode_steps if plan.max_steps is None else plan.max_steps}  # fmt: skip
     cap = f", capped at {budget[0]:.1f} min" if budget else ""
     cap_experts = f", capped at {budget[1]:.1f} min" if budget else ""
     phases = [
@@ -536,12 +560,13 @@ def report_markdown(plan: PipelinePlan, state: PipelineState) -> str:
     lines.append("")
     budget = plan.budget_split(recipe)
     wm_steps, experts_steps = plan.planned_steps(recipe)
+    limit = recipe.max_episode_steps if plan.max_steps is None else plan.max_steps
     settings = [
         f"{plan.episodes} scripted demonstrations",
         f"world model {wm_steps} steps, experts {experts_steps} steps"
         + (f" (training budget {plan.budget_minutes:g} min: {budget[0]:.1f} + {budget[1]:.1f})" if budget else ""),
         f"evaluation: {plan.eval_episodes} episodes per row, scene seeds {plan.seed}-"
-        f"{plan.seed + plan.eval_episodes - 1}, step limit {plan.max_steps or recipe.max_episode_steps}",
+        f"{plan.seed + plan.eval_episodes - 1}, step limit {limit}",
     ]
     if plan.overrides:
         settings.append("recipe overrides: " + ", ".join(f"`{o}`" for o in plan.overrides))

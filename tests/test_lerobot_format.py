@@ -7,6 +7,7 @@ import json
 import shutil
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -200,6 +201,90 @@ def test_malformed_datasets_are_one_line_naming_the_file(tmp_path):
     (root / "meta/info.json").write_text(json.dumps(info))
     one_line_error(runner.invoke(app, ["info", str(root)]), "no episodes yet")
     one_line_error(runner.invoke(app, ["label", str(root), "--set", "data.gripper=[5]"]), "no episodes yet")
+
+
+def test_paths_a_dataset_names_never_leave_its_root(tmp_path):
+    """A downloaded dataset is untrusted: its camera keys, path templates, file indices and image paths are
+    refused in one line naming the key where they would open a file outside it; a template of its own that
+    stays inside is honoured."""
+    base = tmp_path / "base"
+    write_lerobot_dataset(base, codec="h264")
+
+    def copy(name: str, info_edit=None):
+        root = tmp_path / name
+        shutil.copytree(base, root)
+        if info_edit is not None:
+            info = json.loads((root / "meta/info.json").read_text())
+            info_edit(info)
+            (root / "meta/info.json").write_text(json.dumps(info))
+        return root
+
+    # a camera key that climbs out: the reader decoded tmp_path/outside/chunk-000/file-000.mp4 before
+    evil = "observation.images.x/../../../outside"
+
+    def rename_camera(info):
+        info["features"][evil] = info["features"].pop(VIDEO_KEY)
+
+    root = copy("camera", rename_camera)
+    for path in sorted((root / "meta/episodes").glob("chunk-*/*.parquet")):
+        table = pq.read_table(path)
+        pq.write_table(table.rename_columns([c.replace(VIDEO_KEY, evil) for c in table.column_names]), path)
+    (root / "videos/observation.images.x").mkdir()  # the folder the path climbs out through exists
+    shutil.copytree(base / "videos" / VIDEO_KEY, tmp_path / "outside")
+    with pytest.raises(DatasetError, match=r"camera feature key 'observation\.images\.x/\.\./\.\./\.\./outside'"):
+        DatasetReader(root)
+    one_line_error(runner.invoke(app, ["info", str(root)]), f"camera feature key '{evil}': refused")
+
+    # path templates of info.json: relative, LeRobot's fields only
+    for key, template in (
+        ("data_path", "../outside/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"),
+        ("video_path", "/tmp/{video_key}/file-{file_index:03d}.mp4"),
+        ("video_path", "videos/{video_key:.0}../file-{file_index}.mp4"),
+        ("data_path", "data/{chunk_index.__class__}.parquet"),
+    ):
+        root = copy(f"template-{key}-{len(template)}", lambda info, k=key, t=template: info.update({k: t}))
+        with pytest.raises(DatasetError, match=f"info.json: key '{key}': .* is refused"):
+            DatasetReader(root)
+
+    # a template of the dataset's own that stays inside is honoured
+    root = copy("moved", lambda info: info.update(data_path="frames/c{chunk_index}/f{file_index}.parquet"))
+    for path in sorted((root / "data").glob("chunk-*/*.parquet")):
+        chunk, file = (int(part.split("-")[1].split(".")[0]) for part in (path.parent.name, path.name))
+        (root / f"frames/c{chunk}").mkdir(parents=True, exist_ok=True)
+        path.rename(root / f"frames/c{chunk}/f{file}.parquet")
+    shutil.rmtree(root / "data")
+    np.testing.assert_array_equal(DatasetReader(root).action, DatasetReader(base).action)
+
+    # chunk and file indices of the episodes table: whole numbers >= 0
+    root = copy("index")
+    path = root / "meta/episodes/chunk-000/file-000.parquet"
+    table = pq.read_table(path).to_pandas()
+    table.loc[table.episode_index == 1, "data/file_index"] = -1
+    table.to_parquet(path)
+    with pytest.raises(DatasetError, match=r"episode 1: 'data/file_index' is -1, not a file index"):
+        DatasetReader(root)
+
+    # an image cell that names a file instead of carrying its bytes: inside the dataset only
+    root = copy("image")
+    (tmp_path / "secret.png").write_bytes((base / "meta/info.json").read_bytes())
+    path = root / "data/chunk-000/file-000.parquet"
+    table = pq.read_table(path)
+    cells = [{"bytes": None, "path": "../secret.png"}] * table.num_rows
+    column = pa.array(cells, table.schema.field(IMAGE_KEY).type)
+    pq.write_table(table.set_column(table.column_names.index(IMAGE_KEY), IMAGE_KEY, column), path)
+    reader = DatasetReader(root)
+    with pytest.raises(DatasetError, match=r"frame 0 of episode 0 in 'observation.images.phone': '../secret.png' lies"):
+        reader.frames(0, "phone", [0])
+
+
+def test_a_dataset_opened_from_inside_it_is_read(tmp_path, monkeypatch):
+    """`harmowam info .` in a dataset's folder: the containment check is on the path the dataset names, whatever
+    the root (a check against the root `.` refused every file of it as lying outside)."""
+    write_lerobot_dataset(tmp_path, codec="h264")
+    monkeypatch.chdir(tmp_path)
+    reader = DatasetReader(".")
+    np.testing.assert_array_equal(reader.action, DatasetReader(tmp_path).action)
+    assert reader.frames(0, "laptop", [0]).shape[0] == 1
 
 
 def test_tasks_stored_either_way(make_dataset, tmp_path):

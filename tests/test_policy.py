@@ -99,6 +99,71 @@ def test_newest_bundle_and_clear_errors(run_dir, tmp_path):
         HarmoWAMPolicy.from_bundle(second, router="vote")
 
 
+def _one_line_error(result, *texts: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and all(t in lines[0] for t in texts), result.output
+
+
+def test_a_truncated_or_altered_bundle_file_is_one_line_in_eval_and_deploy(run_dir, tmp_path):
+    """export records every file's SHA-256 in bundle.json; a half-truncated experts.safetensors was an 80-line
+    traceback and exit 1 in eval and deploy, and is now one line naming the file, exit code 2."""
+    from typer.testing import CliRunner
+
+    from harmowam_cli.main import app
+    from harmowam_core.policy.bundle import sha256_file, verify_bundle
+
+    bundle = export_bundle(run_dir, tmp_path / "bundles", name="b")
+    files = read_bundle(bundle)["files"]
+    on_disk = sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file())
+    assert sorted(files) == [f for f in on_disk if f != "bundle.json"] and "experts/experts.safetensors" in files
+    assert all(files[f] == sha256_file(bundle / f) for f in files)
+    verify_bundle(bundle)
+
+    weights = bundle / "experts" / "experts.safetensors"
+    intact = weights.read_bytes()
+    weights.write_bytes(intact[: len(intact) // 2])
+    runner = CliRunner()
+    for command in (["eval", str(bundle), "--episodes", "1"], ["deploy", str(bundle), "--episodes", "1"]):
+        _one_line_error(runner.invoke(app, command), "experts/experts.safetensors", "SHA-256 differs")
+    with pytest.raises(HarmoWAMError, match="truncated or altered"):
+        HarmoWAMPolicy.from_bundle(bundle)
+
+    altered = bytearray(intact)
+    altered[-1] ^= 1  # same size, one bit
+    weights.write_bytes(bytes(altered))
+    with pytest.raises(HarmoWAMError, match="experts.safetensors: its SHA-256 differs"):
+        verify_bundle(bundle)
+    weights.write_bytes(intact)
+    verify_bundle(bundle)
+    (bundle / "experts" / "pytorch_model.bin").write_bytes(b"not exported")
+    with pytest.raises(HarmoWAMError, match=r"pytorch_model.bin: not part of the exported bundle"):
+        HarmoWAMPolicy.from_bundle(bundle)
+    (bundle / "experts" / "pytorch_model.bin").unlink()
+    (bundle / "recipe.yaml").unlink()
+    with pytest.raises(HarmoWAMError, match=r"recipe.yaml: missing from the bundle"):
+        verify_bundle(bundle)
+
+
+def test_a_bundle_exported_before_the_hashes_still_loads(run_dir, tmp_path):
+    """No `files` in bundle.json: it loads without hashes and plans; truncated weights are one line, found from the
+    safetensors header before any model loads."""
+    bundle = export_bundle(run_dir, tmp_path / "bundles", name="old")
+    meta = read_bundle(bundle)
+    del meta["files"]
+    (bundle / "bundle.json").write_text(json.dumps(meta))
+    plan = HarmoWAMPolicy.from_bundle(bundle).plan(observation().images, observation().state, "stack the cans")
+    assert plan.chunk.shape == (12, 7) and np.isfinite(plan.chunk).all()
+    weights = bundle / "experts" / "experts.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(HarmoWAMError, match=r"experts.safetensors: truncated or not a safetensors file") as err:
+        HarmoWAMPolicy.from_bundle(bundle)  # found by verify_bundle, before any model loads
+    assert "\n" not in str(err.value)
+    (bundle / "bundle.json").write_text("{not json")
+    with pytest.raises(HarmoWAMError, match="bundle.json: not readable JSON"):
+        read_bundle(bundle)
+
+
 def _foreign_threads() -> int:
     """Threads of this process that Python did not start: the OpenMP teams torch keeps are among them."""
     python = {t.native_id for t in threading.enumerate()}

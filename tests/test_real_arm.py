@@ -46,6 +46,17 @@ def test_every_target_stays_in_the_box_and_the_per_step_limits(position, delta):
     assert rotation_angle(rotation, current) <= config.max_rotation + 1e-6
 
 
+@pytest.mark.parametrize("roll", [1e6, -1e6, 7.0])
+def test_a_huge_rotation_step_is_saturated_not_wrapped(roll):
+    """Converted first, a roll of 1e6 rad wrapped to an arbitrary rotation (1e6 mod 2 pi: -0.36 rad, the
+    other way) before the per-step limit saw it; saturated first, it is a roll of max_rotation its own way."""
+    config = arm_config()
+    current = euler_to_mat(np.array([np.pi, 0.1, -0.2]))
+    _, rotation = ArmGuard(config).target(np.array([0.5, 0.0, 0.3]), current, np.array([0, 0, 0, roll, 0, 0]))
+    expected = euler_to_mat(np.array([np.sign(roll) * config.max_rotation, 0.0, 0.0])) @ current
+    np.testing.assert_allclose(rotation, expected, atol=1e-12)
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     action=st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=7, max_size=7).filter(

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 
 from harmowam_core.config import load_recipe
 from harmowam_core.envs import Env
+from harmowam_core.envs.commands import UnsafeCommand
+from harmowam_core.envs.sim.scene import MAX_DELTA_ROT
 from harmowam_core.envs.sim.station import SimStation
 from harmowam_core.envs.sim.tasks import sim_task_names, task_for
 from harmowam_core.errors import HarmoWAMError
@@ -86,7 +88,7 @@ def test_actions_move_the_arm_in_the_table_frame(stations):
 def test_wrong_action_shape_and_ood_are_rejected(stations):
     station = stations("stack_cans")
     station.reset(seed=0)
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(UnsafeCommand, match="shape"):
         station.step(np.zeros(14))
     with pytest.raises(HarmoWAMError, match="unknown OOD"):
         station.reset(seed=0, ood="weather")
@@ -127,8 +129,48 @@ def test_the_simulated_gripper_has_the_real_stations_hysteresis(stations):
     for _ in range(10):  # open: an undecided 0.55 does not close it
         station.step(np.r_[np.zeros(6), 0.55])
     assert station.state()[6] < 0.1
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(UnsafeCommand, match="non-finite"):
         station.step(np.r_[np.zeros(6), np.nan])
+
+
+@pytest.mark.parametrize(("index", "value"), [(6, np.nan), (0, np.inf), (3, -np.inf), (4, np.nan)])
+def test_a_non_finite_action_is_refused_as_on_the_real_station_and_the_sim_goes_on(stations, index, value):
+    """NaN or inf reached MuJoCo before: no error, every control zeroed, and a NaN gripper command stayed in
+    robosuite's gripper state, zeroing every later step. Now it is the real station's `UnsafeCommand`, nothing
+    of it reaches the simulator, and the next valid steps move the arm and close the gripper."""
+    station = stations("stack_cans")
+    station.reset(seed=0)
+    station.step(np.zeros(7))
+    qpos, steps = station.raw_env.sim.data.qpos.copy(), station.steps
+    bad = np.zeros(7)
+    bad[index] = value
+    with pytest.raises(UnsafeCommand, match="non-finite action rejected"):
+        station.step(bad)
+    np.testing.assert_array_equal(station.raw_env.sim.data.qpos, qpos)  # not one physics step taken
+    assert station.steps == steps
+    start = station.state().copy()
+    for _ in range(15):
+        station.step(np.array([0.02, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]))
+    moved = station.state() - start
+    assert moved[0] > 0.05 and abs(moved[1]) < 0.02  # the arm follows +x
+    assert station.state()[6] > 0.8  # and the gripper closed: no NaN left in its state
+
+
+@pytest.mark.parametrize("roll", [1e6, -1e6])
+def test_a_huge_roll_is_saturated_not_wrapped(stations, roll):
+    """Euler angles of 1e6 rad used to wrap (1e6 mod 2 pi) to an arbitrary rotation before the limit; each angle
+    is saturated to MAX_DELTA_ROT first, so the step is exactly a roll of MAX_DELTA_ROT its own way."""
+    station = stations("stack_cans")
+    native = station._native_action(np.array([0.0, 0.0, 0.0, roll, 0.0, 0.0, 0.0]))
+    np.testing.assert_allclose(native[3:6], [np.sign(roll) * MAX_DELTA_ROT, 0.0, 0.0], atol=1e-12)
+    turned = []
+    for command in (roll, np.sign(roll) * MAX_DELTA_ROT):  # the same scene, the huge and the saturated roll
+        start = station.reset(seed=0).state
+        for _ in range(3):
+            station.step(np.array([0.0, 0.0, 0.0, command, 0.0, 0.0, 0.0]))
+        turned.append(station.state() - start)
+    np.testing.assert_array_equal(turned[0], turned[1])
+    assert np.sign(turned[0][3]) == np.sign(roll) and abs(turned[0][3]) > 0.05  # it rolled, its own way
 
 
 def test_stack_predicates_true_then_false_when_knocked_over(stations):

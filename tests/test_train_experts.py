@@ -299,3 +299,76 @@ def test_the_normalizer_records_the_demonstrated_action_range():
     torch.testing.assert_close(low, norm.normalize_action(torch.tensor([0.0, -2.0])))
     torch.testing.assert_close(high, norm.normalize_action(torch.tensor([2.0, 2.0])))
     assert Normalizer([0.0], [1.0], [0.0], [1.0]).action_bounds(actions) is None  # saved without a range
+
+
+def _near_constant_roll(frames: int = 2034) -> torch.Tensor:
+    """Actions (frames, 7): Gaussian translations and yaw, a binary gripper, and a roll that is 0 on every frame
+    but one, where it is 0.01 rad (the case of issue 22)."""
+    g = torch.Generator().manual_seed(0)
+    actions = torch.randn(frames, 7, generator=g, dtype=torch.float64) * 0.01
+    actions[:, 3] = 0.0
+    actions[frames // 2, 3] = 0.01
+    actions[:, 6] = (torch.rand(frames, generator=g) < 0.3).double()
+    return actions
+
+
+def test_a_near_constant_roll_standardises_bounded_and_is_clamped_without_a_one_sided_bias():
+    """Standardised by its std alone, the odd roll frame lies sqrt(N - 1) = 45 std out and the clamp window is
+    [-0.02, +45] std: a zero-mean sampler error came out as a positive roll every time. With the range floor
+    and the clamp margin the roll stays within 10 scales and the clamped error keeps its sign balance."""
+    actions = _near_constant_roll()
+    norm = Normalizer.from_arrays(actions, torch.zeros(len(actions), 7))
+    z = norm.normalize_action(actions)
+    assert z[:, 3].abs().max() <= 10.0 + 1e-4  # the range / 10 floor: 0.01 rad -> 10 scales, not 45
+    assert norm.action_std[3] == pytest.approx(0.001)
+    assert norm.action_std[0] == pytest.approx(float(actions[:, 0].std(unbiased=False)))  # ordinary: plain std
+    low, high = norm.chunk_bounds(torch.zeros(1, 7), 12, absolute=False)  # the window Experts.act clamps into
+    assert low[3] <= -1.0 + 1e-5 and high[3] >= 9.99  # at least one scale either side of the mean
+    assert norm.denormalize_action(high)[3] == pytest.approx(0.01, abs=1e-7)  # the demonstrated top is kept
+    # a zero-mean sampler output (standard normal, in standardised units), clamped and converted as act() does
+    sampled = torch.randn(20000, 7, generator=torch.Generator().manual_seed(1))
+    executed = norm.denormalize_action(sampled.clamp(low, high))[:, 3]
+    negative = float((executed < 0).double().mean())
+    assert 0.45 < negative < 0.55  # before: 0.0, every executed roll was >= 0
+    bias = float(executed.mean()) - norm.action_mean[3]
+    assert abs(bias) < 0.1 * norm.action_std[3]  # before: +0.4 std, a drift that a delta action integrates
+
+
+def test_a_second_gripper_that_never_moves_stays_pinned():
+    """A dual-arm task whose right gripper is 0 on every frame (action and state): it passes through
+    unscaled and the sampler's clamp pins it to 0, whatever the sampler outputs."""
+    g = torch.Generator().manual_seed(0)
+    actions = torch.randn(500, 14, generator=g) * 0.01
+    actions[:, 6] = (torch.rand(500, generator=g) < 0.5).float()
+    actions[:, 13] = 0.0
+    states = torch.randn(500, 14, generator=g) * 0.1
+    states[:, 13] = 0.0
+    norm = Normalizer.from_arrays(actions, states)
+    assert norm.action_std[13] == 1.0 and norm.state_std[13] == 1.0
+    assert torch.equal(norm.normalize_action(actions)[:, 13], torch.zeros(500))
+    assert torch.equal(norm.normalize_state(states)[:, 13], torch.zeros(500))
+    low, high = norm.action_bounds(actions)
+    assert float(low[13]) == float(high[13]) == 0.0  # no margin on a constant: the window is its value
+    sampled = 5.0 * torch.randn(1000, 14, generator=g)
+    assert torch.equal(norm.denormalize_action(sampled.clamp(low, high))[:, 13], torch.zeros(1000))
+
+
+def test_a_normalizer_saved_before_the_range_floor_keeps_its_scale(tmp_path):
+    """An experts directory written before: its normaliser has the bare std (2.2e-4 for the near-constant roll)
+    and no delta range. It loads with the scale its weights were trained on; only the clamp window widens."""
+    actions = _near_constant_roll()
+    bare = actions.std(0, unbiased=False)
+    saved = {
+        "action_mean": actions.mean(0).tolist(),
+        "action_std": torch.where(bare < 1e-4, torch.ones_like(bare), bare).tolist(),
+        "state_mean": [0.0] * 7,
+        "state_std": [1.0] * 7,
+        "action_min": actions.min(0).values.tolist(),
+        "action_max": actions.max(0).values.tolist(),
+    }
+    (tmp_path / "normalizer.json").write_text(json.dumps(saved))
+    norm = Normalizer(**json.loads((tmp_path / "normalizer.json").read_text()))
+    assert norm.action_std[3] == pytest.approx(2.216e-4, rel=1e-3)
+    assert float(norm.normalize_action(actions).max(0).values[3]) == pytest.approx(45.08, abs=0.01)
+    low, high = norm.action_bounds(actions)
+    assert float(low[3]) == pytest.approx(-1.0, abs=1e-4) and float(high[3]) == pytest.approx(45.08, abs=0.01)

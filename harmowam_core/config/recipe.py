@@ -21,14 +21,19 @@ from harmowam_core.config.validation import (
     Bool,
     Channels,
     Decay,
+    Every,
     FeatureKey,
     Int,
     Invalid,
     Minutes,
+    NonNegativeInt,
+    NonNegativeNumber,
     Number,
     Pixels,
     PositiveInt,
+    PositiveNumber,
     Probability,
+    Seed,
     Str,
     adapter,
     identifier,
@@ -163,17 +168,17 @@ class TrainSpec:
 
     steps: PositiveInt = 2000
     batch_size: PositiveInt = 8
-    learning_rate: Annotated[Number, rule(lambda v: v > 0, "expected a positive number")] = 3e-4
-    weight_decay: Number = 0.01
-    warmup_steps: Int = 100
+    learning_rate: PositiveNumber = 3e-4
+    weight_decay: NonNegativeNumber = 0.01
+    warmup_steps: NonNegativeInt = 100
     lr_schedule: Literal["constant", "cosine"] = "constant"  # after the warmup; cosine decays to 0 at `steps`
     grad_accum_steps: PositiveInt = 1
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     ema_decay: Decay = 0.0  # 0 disables EMA
     checkpoint_every: PositiveInt = 500
-    held_out_episodes: Int = 2
-    num_workers: Int = 0
-    seed: Int = 0
+    held_out_episodes: Annotated[Int, rule(lambda v: v >= 1, "expected at least 1 (the evaluation reads them)")] = 2
+    num_workers: NonNegativeInt = 0  # data-loader processes (0: in the training process)
+    seed: Seed = 0  # 0..2**32-1 (numpy's legacy seeding takes no more)
     max_minutes: Minutes | None = None  # wall-clock cap on the training loop (resumed runs count earlier time)
 
 
@@ -182,7 +187,7 @@ class TrainWMSpec(TrainSpec):
     """Stage 1: world-model fine-tuning with conditional flow matching."""
 
     lr_schedule: Literal["constant", "cosine"] = "cosine"  # the tiny model's samples settle as the rate decays
-    preview_every: Int = 1000
+    preview_every: Every = 1000  # 0: no previews during training
 
 
 @dataclass(config=SCHEMA)
@@ -193,10 +198,10 @@ class TrainExpertsSpec(TrainSpec):
     window_stride: Int = 4  # a training window starts at every k-th frame: the world model imagines each once
     # (on 2 CPU cores about 0.07 s a window, the largest cost of stage 2); with a 12-action chunk every action
     # is still learned, in 12 / k windows. 1: every frame. At most the action chunk (checked by the recipe)
-    lambda_pred: Number = 1.0
-    lambda_react: Number = 1.0
+    lambda_pred: NonNegativeNumber = 1.0  # loss weights: 0 leaves that expert untrained, a negative one would
+    lambda_react: NonNegativeNumber = 1.0  # push its error up
     reactive_on_real_frames: Bool = False
-    snapshot_every: Annotated[Int, rule(lambda v: v >= 0, "expected 0 (off) or a number of steps")] = 0  # also
+    snapshot_every: Every = 0  # also
     # keep the trained (EMA) weights every N steps in snapshots/step_N/, for choosing the evaluated model by
     # closed-loop success (`harmowam export --snapshot N`); 0: the final model only
 
@@ -266,12 +271,10 @@ class Recipe:
             if getattr(part, backbone) == "conv" and not (part.image_size > 0 and part.image_size % 8 == 0):
                 expected = "expected a multiple of 8 for the convolutional encoder"
                 raise Invalid(expected, part.image_size, f"{where}.image_size")
-            if part.augment_shift < 0:
-                raise Invalid("expected pixels >= 0", part.augment_shift, f"{where}.augment_shift")
-        kept = self.model_config.reactive_expert.train_frames
-        if kept is not None and kept < 1:
-            expected = "expected null (every frame) or at least 1 frame"
-            raise Invalid(expected, kept, "model.overrides.reactive_expert.train_frames")
+        layers, block = wm.num_layers, wm.feature_block
+        if not -layers <= block < layers:
+            expected = f"expected a block index of the {layers} layers (-1: the last)"
+            raise Invalid(expected, block, "model.overrides.world_model.feature_block")
         return self
 
     @property
@@ -302,7 +305,24 @@ class Recipe:
 
 
 # --------------------------------------------------------------------------------------------- model presets
-_STRICT = {int: Int, float: Number, str: Str, bool: Bool}
+# The presets' settings as their overrides are checked: every integer of a preset (also inside a list: resolution,
+# patch_size, kernel and hidden sizes) is a positive count or size, and a number any finite one, except these.
+_STRICT = {int: PositiveInt, float: Number, str: Str, bool: Bool}
+_MODEL_FIELDS: dict[tuple[str, str], Any] = {
+    ("WorldModelConfig", "feature_block"): Int,  # a block index, -1 the last (checked against num_layers)
+    ("WorldModelConfig", "shift"): PositiveNumber,
+    ("WorldModelConfig", "sample_shift"): PositiveNumber | None,
+    ("WorldModelConfig", "sigma_data"): NonNegativeNumber,  # 0: no skip preconditioning
+    ("WorldModelConfig", "pixel_residual_scale"): PositiveNumber,
+    ("PredictiveExpertConfig", "augment_shift"): Annotated[Int, rule(lambda v: v >= 0, "expected pixels >= 0")],
+    ("ReactiveExpertConfig", "augment_shift"): Annotated[Int, rule(lambda v: v >= 0, "expected pixels >= 0")],
+    ("ReactiveExpertConfig", "smooth_l1_beta"): PositiveNumber,
+    ("ReactiveExpertConfig", "train_frames"): Annotated[
+        Int, rule(lambda v: v >= 1, "expected null (every frame) or at least 1 frame")
+    ]
+    | None,
+    ("GateModelConfig", "dropout"): Annotated[Number, rule(lambda v: 0 <= v < 1, "expected a dropout in [0, 1)")],
+}
 
 
 def _strict_type(tp: Any) -> Any:
@@ -324,7 +344,7 @@ def _strict_twin(cls: type) -> type:
     hints = typing.get_type_hints(cls)
     namespace: dict[str, Any] = {"__annotations__": {}, "__module__": __name__}
     for f in dataclasses.fields(cls):
-        namespace["__annotations__"][f.name] = _strict_type(hints[f.name])
+        namespace["__annotations__"][f.name] = _MODEL_FIELDS.get((cls.__name__, f.name)) or _strict_type(hints[f.name])
         namespace[f.name] = field(default=f.default, default_factory=f.default_factory)
     return dataclass(type(cls.__name__, (), namespace), config=SCHEMA)
 

@@ -12,7 +12,7 @@ import typing
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Strict, TypeAdapter, ValidationError
+from pydantic import AfterValidator, AllowInfNan, BeforeValidator, ConfigDict, Strict, TypeAdapter, ValidationError
 
 from harmowam_core.errors import RecipeError
 
@@ -32,7 +32,8 @@ def _exponent(value: Any) -> Any:
 Int = Annotated[int, Strict()]
 Str = Annotated[str, Strict()]
 Bool = Annotated[bool, Strict()]
-Number = Annotated[float, BeforeValidator(_exponent), Strict()]  # an integer is a number too
+Number = Annotated[float, BeforeValidator(_exponent), Strict(), AllowInfNan(False)]  # an integer is a number too;
+# .nan and .inf are not (no setting of a recipe means them)
 
 
 class Invalid(ValueError):
@@ -75,6 +76,11 @@ def identifier(expected: str) -> AfterValidator:
 
 
 PositiveInt = Annotated[Int, rule(lambda v: v > 0, "expected a positive integer")]
+NonNegativeInt = Annotated[Int, rule(lambda v: v >= 0, "expected an integer >= 0")]
+PositiveNumber = Annotated[Number, rule(lambda v: v > 0, "expected a positive number")]
+NonNegativeNumber = Annotated[Number, rule(lambda v: v >= 0, "expected a number >= 0")]
+Seed = Annotated[Int, rule(lambda v: 0 <= v <= 2**32 - 1, "expected a seed in 0..4294967295")]
+Every = Annotated[Int, rule(lambda v: v >= 0, "expected 0 (off) or a number of steps")]
 Pixels = Annotated[Int, rule(lambda v: 16 <= v <= 4096 and v % 2 == 0, "expected an even pixel count in 16..4096")]
 Probability = Annotated[Number, rule(lambda v: 0.0 < v < 1.0, "expected a probability in (0, 1)")]
 Decay = Annotated[Number, rule(lambda v: 0.0 <= v < 1.0, "expected 0 (off) or a decay in (0, 1)")]

@@ -19,15 +19,25 @@ sliced by the episodes table (`dataset_from_index`/`dataset_to_index` for the fr
 `from_timestamp`/`to_timestamp` for the video), files rolling over to `file-001` past a size limit, the
 episodes table itself in several files, image features stored in the parquet files as PNG bytes instead of
 video, and features HarmoWAM does not use (carried, read only when a recipe's `data:` section maps them).
+
+A dataset downloaded from elsewhere is untrusted input: every path its metadata names (the `data_path` and
+`video_path` templates of info.json, the chunk and file indices of the episodes table, a camera's feature key,
+an image cell's `path`) is checked to stay inside the dataset's root before it is opened (`inside`,
+`check_template`, `safe_name`), and refused with a `DatasetError` naming the key otherwise.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+
+from harmowam_core.errors import DatasetError
 
 CODEBASE_VERSION = "v3.0"
 CHUNKS_SIZE = 1000  # files per chunk directory, as in LeRobot
@@ -67,9 +77,76 @@ HEIGHT_INDEX = 2  # end-effector z within each arm's block of observation.state
 CODECS = {"h264": "libx264", "av1": "libsvtav1"}
 
 
+def safe_name(name: object, what: str) -> str:
+    """`name` where it becomes one component of a file path (a camera's feature key names its video folder);
+    DatasetError naming `what` where it could name a file elsewhere: not a string, empty, `.` or `..`, or
+    holding a path separator (`/`, `\\`) or a NUL."""
+    if not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        raise DatasetError(
+            f"{what} {name!r}: refused, a camera's feature key becomes a folder name and this one could name a "
+            "file outside the dataset (no '/', '\\', '.' or '..' allowed)"
+        )
+    return name
+
+
 def camera_name(key: str) -> str:
-    """A camera's name from its feature key: `observation.images.laptop` -> `laptop` (other keys unchanged)."""
+    """A camera's name from its feature key: `observation.images.laptop` -> `laptop` (other keys unchanged).
+    Raises DatasetError for a key that could name a path outside the dataset (`safe_name`)."""
+    safe_name(key, "camera feature key")
     return key[len(IMAGE_KEY_PREFIX) :] if key.startswith(IMAGE_KEY_PREFIX) else key
+
+
+def inside(root: Path, relative: str, what: str) -> Path:
+    """`root / relative`, refused with a DatasetError naming `what` where it lies outside `root`: an absolute path
+    or one whose `..` climb out. The check is lexical, on `relative` alone, so any root works (`.` too: a dataset
+    opened from inside it); symlinks within the dataset are followed as placed (the Hugging Face cache links
+    snapshot files to its blobs)."""
+    text = str(relative)
+    rel = os.path.normpath(text)
+    if "\0" in text or os.path.isabs(text) or rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        raise DatasetError(f"{what}: {text!r} lies outside the dataset ({root}); refused")
+    return Path(root) / rel  # normalised: no `..` left for a linked folder to resolve elsewhere
+
+
+_INDEX_SPEC = re.compile(r"0?\d*d?")
+TEMPLATE_FIELDS = {"data_path": ("chunk_index", "file_index"), "video_path": ("video_key", "chunk_index", "file_index")}
+
+
+def check_template(template: object, key: str, where: str) -> str:
+    """A path template of info.json (`data_path` or `video_path`) as LeRobot writes them: relative, with only the
+    fields `chunk_index` and `file_index` (an optional integer format such as `:03d`) and, for videos,
+    `video_key` (no format). DatasetError naming `where` and the key otherwise."""
+    fields = TEMPLATE_FIELDS[key]
+    problem = None
+    if not isinstance(template, str) or not template:
+        problem = "not a path template"
+    else:
+        try:
+            parts = list(string.Formatter().parse(template))
+        except ValueError as err:
+            parts, problem = [], f"not a format string ({err})"
+        for _, name, spec, conversion in parts:
+            if name is None:
+                continue
+            if name not in fields or conversion or (spec and (name == "video_key" or not _INDEX_SPEC.fullmatch(spec))):
+                problem = f"field {{{name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}"
+                problem += f" is not one of {', '.join('{' + f + '}' for f in fields)}"
+                break
+        if problem is None and (os.path.isabs(template) or ".." in template.replace("\\", "/").split("/")):
+            problem = "an absolute path or one that climbs out with '..'"
+    if problem:
+        raise DatasetError(f"{where}: key '{key}': {template!r} is refused: {problem}")
+    return template
+
+
+def file_index(row: dict, key: str) -> int:
+    """An episode row's chunk or file index: a whole number >= 0; DatasetError naming the episode otherwise."""
+    value = row.get(key)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise DatasetError(
+            f"episode {row.get('episode_index')}: '{key}' is {value!r}, not a file index (a whole number >= 0)"
+        )
+    return int(value)
 
 
 def arm_prefixes(num_arms: int) -> list[str]:
@@ -80,18 +157,22 @@ def chunk_file(episode_index: int) -> tuple[int, int]:
     return divmod(episode_index, CHUNKS_SIZE)
 
 
-def data_file(root: Path, row: dict) -> Path:
-    """The data parquet file an episode row points at."""
-    return root / DATA_PATH.format(chunk_index=row["data/chunk_index"], file_index=row["data/file_index"])
+def data_file(root: Path, row: dict, template: str = DATA_PATH) -> Path:
+    """The data parquet file an episode row points at, by the dataset's `data_path` template (checked with
+    `check_template`). DatasetError where the row's indices are not file indices or the path leaves root."""
+    chunk, file = file_index(row, "data/chunk_index"), file_index(row, "data/file_index")
+    where = f"episode {row.get('episode_index')}'s data file"
+    return inside(root, template.format(chunk_index=chunk, file_index=file), where)
 
 
-def video_file(root: Path, row: dict, video_key: str) -> Path:
-    """The mp4 file of one camera that an episode row points at."""
-    return root / VIDEO_PATH.format(
-        video_key=video_key,
-        chunk_index=row[f"videos/{video_key}/chunk_index"],
-        file_index=row[f"videos/{video_key}/file_index"],
-    )
+def video_file(root: Path, row: dict, video_key: str, template: str = VIDEO_PATH) -> Path:
+    """The mp4 file of one camera that an episode row points at, by the dataset's `video_path` template
+    (checked with `check_template`). DatasetError for an unsafe key, bad indices or a path outside root."""
+    safe_name(video_key, "camera feature key")
+    chunk = file_index(row, f"videos/{video_key}/chunk_index")
+    file = file_index(row, f"videos/{video_key}/file_index")
+    where = f"episode {row.get('episode_index')}'s '{video_key}' video"
+    return inside(root, template.format(video_key=video_key, chunk_index=chunk, file_index=file), where)
 
 
 def vector_column(table: pa.Table, key: str) -> np.ndarray:

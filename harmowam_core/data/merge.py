@@ -37,6 +37,7 @@ from harmowam_core.data.meta import (
     atomic_write_table,
     build_info,
     build_stats,
+    read_harmowam_meta,
     read_tasks,
     stats_to_json,
     tasks_table,
@@ -191,8 +192,7 @@ def _read_input(root: Path) -> _Input:
             f"{info_path}: codebase_version {info.get('codebase_version')!r}; expected {fmt.CODEBASE_VERSION!r} "
             "(convert older datasets with LeRobot's converter)"
         )
-    meta_path = root / fmt.HARMOWAM_META_PATH
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta = read_harmowam_meta(root)
     episodes_path = root / fmt.EPISODES_PATH.format(chunk_index=0, file_index=0)
     episodes = pq.read_table(episodes_path) if episodes_path.exists() else pa.table({})
     tasks = read_tasks(root)

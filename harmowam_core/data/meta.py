@@ -32,6 +32,22 @@ EPISODE_SCENE_KEYS = ("seed", "ood")  # per-episode scene identity: the reset se
 
 
 # --------------------------------------------------------------------------------------------- small I/O helpers
+def read_harmowam_meta(root: Path) -> dict:
+    """meta/harmowam.json of a dataset (what HarmoWAM records beside LeRobot's files: task, recipe, labels), or {}
+    where there is none (a dataset LeRobot wrote). Raises DatasetError, one line, for a file that is not a JSON
+    mapping: it is never overwritten."""
+    path = Path(root) / fmt.HARMOWAM_META_PATH
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DatasetError(f"{path}: not readable JSON ({err.__class__.__name__}); restore it or remove it") from None
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path}: expected a JSON mapping, got {type(meta).__name__}; restore it or remove it")
+    return meta
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")

@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from harmowam_core.data import format as fmt
-from harmowam_core.data.meta import read_episode_rows, read_tasks
+from harmowam_core.data.meta import read_episode_rows, read_harmowam_meta, read_tasks
 from harmowam_core.data.video import decode_frames, video_duration
 from harmowam_core.data.windows import window
 from harmowam_core.errors import DatasetError
@@ -74,7 +74,9 @@ def resolve_dataset(ref: str | Path) -> Path:
 
 
 def read_info(root: Path) -> dict:
-    """meta/info.json of a v3.0 dataset. Raises DatasetError for another version or a malformed file."""
+    """meta/info.json of a v3.0 dataset. Raises DatasetError for another version, a malformed file, or a path it
+    names that could lie outside the dataset: a camera feature key that is not one path component, a
+    `data_path` / `video_path` template other than LeRobot's kind (`format.check_template`)."""
     info_path = root / fmt.INFO_PATH
     try:
         info = json.loads(info_path.read_text())
@@ -90,6 +92,12 @@ def read_info(root: Path) -> dict:
     missing = [k for k in ("fps", "features") if k not in info]
     if missing or not isinstance(info["features"], dict):
         raise DatasetError(f"{info_path}: not a LeRobot v3.0 info.json (no {' or '.join(missing) or 'features'})")
+    for key, feature in info["features"].items():
+        if isinstance(feature, dict) and feature.get("dtype") in fmt.CAMERA_DTYPES:
+            fmt.safe_name(key, f"{info_path}: camera feature key")
+    for key in ("data_path", "video_path"):
+        if info.get(key) is not None:
+            fmt.check_template(info[key], key, str(info_path))
     return info
 
 
@@ -121,8 +129,7 @@ class DatasetReader:
         self.root = resolve_dataset(root)
         self.info = read_info(self.root)
         self.mapping = mapping or fmt.DataMapping()
-        meta_path = self.root / fmt.HARMOWAM_META_PATH
-        self.meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        self.meta = read_harmowam_meta(self.root)
         self.episodes = read_episode_rows(self.root)
         if not self.episodes and int(self.info.get("total_episodes") or 0) > 0:
             raise DatasetError(
@@ -131,6 +138,9 @@ class DatasetReader:
                 "the recording is finalised)"
             )
         self.tasks = read_tasks(self.root)
+        # the dataset's own path templates (read_info checked them), LeRobot's where it names none
+        self.data_template = self.info.get("data_path") or fmt.DATA_PATH
+        self.video_template = self.info.get("video_path") or fmt.VIDEO_PATH
         self._images: tuple[Path, str, list] | None = None  # the last data file's image column read
         self._resolve_features()
         self._load_frames()
@@ -203,7 +213,7 @@ class DatasetReader:
         key_a, key_s = self.mapping.action, self.mapping.state
         by_file: dict[Path, list[int]] = {}
         for ep, row in enumerate(self.episodes):
-            by_file.setdefault(fmt.data_file(self.root, row), []).append(ep)
+            by_file.setdefault(fmt.data_file(self.root, row, self.data_template), []).append(ep)
         parts: dict[int, dict[str, np.ndarray]] = {}
         self._file_rows: dict[int, tuple[Path, int]] = {}  # episode -> (data file, first row in it)
         for path, eps in by_file.items():
@@ -328,7 +338,7 @@ class DatasetReader:
         return slice(int(self.starts[ep]), int(self.starts[ep] + self.lengths[ep]))
 
     def video_path(self, ep: int, camera: str) -> Path:
-        return fmt.video_file(self.root, self.episodes[ep], self.camera_keys[camera])
+        return fmt.video_file(self.root, self.episodes[ep], self.camera_keys[camera], self.video_template)
 
     def frames(self, ep: int, camera: str, frame_indices: list[int] | np.ndarray) -> np.ndarray:
         """(k, H, W, 3) uint8 frames of one episode's camera, decoded in one pass (a video) or from the PNG bytes
@@ -360,7 +370,10 @@ class DatasetReader:
         out = []
         for t in np.asarray(frame_indices, dtype=np.int64):
             data, name = cells[first + int(t)]
-            source = io.BytesIO(data) if data is not None else self.root / str(name)
+            if data is None:  # a file beside the data, by a path the dataset names: inside it only
+                source = fmt.inside(self.root, str(name), f"{path}: frame {int(t)} of episode {ep} in '{key}'")
+            else:
+                source = io.BytesIO(data)
             try:
                 out.append(np.asarray(Image.open(source).convert("RGB")))
             except (OSError, ValueError) as err:

@@ -6,6 +6,10 @@ value per channel with LeRobot's (3, 1, 1) shape, in [0, 1]. Per episode, the qu
 linear interpolation for vectors, the inverted CDF of a 256-level histogram per channel for uint8 images.
 Across episodes, min/max/mean/std are exact and a quantile is the frame-weighted mean of the episodes'
 quantiles, as LeRobot aggregates them (an approximation LeRobot's quantile normalisation is built on).
+
+These are the raw statistics LeRobot writes (`std` unfloored, 0 for a constant dimension); what the experts
+standardise with floors the scale at the range / 10 (`models.experts.robust_scale`), so a near-constant
+dimension does not standardise to tens of standard deviations.
 """
 
 from __future__ import annotations

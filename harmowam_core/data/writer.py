@@ -38,6 +38,7 @@ from harmowam_core.data.meta import (
     harmowam_layout,
     new_meta,
     read_episode_rows,
+    read_harmowam_meta,
     read_tasks,
     recover,
     stats_to_json,
@@ -95,7 +96,7 @@ class DatasetWriter:
             # A dataset written elsewhere (e.g. by LeRobot itself) has no harmowam.json: start one.
             if not meta_path.is_file():
                 atomic_write_json(meta_path, new_meta(self.spec, task_name))
-            self.meta = json.loads(meta_path.read_text())
+            self.meta = read_harmowam_meta(self.root)
             if task_name and self.meta.get("task") not in (None, task_name):
                 raise DatasetError(
                     f"{self.root}: holds task '{self.meta['task']}', not '{task_name}'. Write to another --out"

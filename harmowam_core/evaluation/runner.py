@@ -30,6 +30,7 @@ from harmowam_core.errors import HarmoWAMError, ParameterError
 from harmowam_core.evaluation.report import EvalReport
 from harmowam_core.evaluation.rollout import EpisodeResult, PolicyActor, ScriptedActor, run_episode
 from harmowam_core.policy.routers import check_router
+from harmowam_core.seeds import check_seeds
 from harmowam_core.workers import (
     WorkerError,
     WorkerPool,
@@ -55,8 +56,7 @@ def check_eval_args(
     """Every mistake in an evaluation's settings, before anything is loaded."""
     if episodes < 1:
         raise ParameterError("episodes", f"must be at least 1, got {episodes}")
-    if seed < 0:
-        raise ParameterError("seed", f"must be at least 0, got {seed}")
+    check_seeds(seed, episodes)
     if max_steps is not None and max_steps < 1:
         raise ParameterError("max_steps", f"must be at least 1, got {max_steps}")
     for router in routers:
@@ -97,9 +97,11 @@ class EvalSession:
 
         _quiet_libraries()  # a worker process: no loading bars of its own
         self.recipe = recipe = bundle_recipe(bundle)
-        self.seed, self.steps = seed, max_steps or recipe.max_episode_steps
+        self.seed, self.steps = seed, recipe.max_episode_steps if max_steps is None else max_steps
         unique = list(dict.fromkeys(routers))
-        self.policies = HarmoWAMPolicy.from_bundle_routers(bundle, unique, **(policy_options or {})) if unique else []
+        # verify=False: `evaluate` / `deploy` verified the bundle's hashes once, before any worker started
+        options = policy_options or {}
+        self.policies = HarmoWAMPolicy.from_bundle_routers(bundle, unique, verify=False, **options) if unique else []
         actors = [PolicyActor(p) for p in self.policies] + ([ScriptedActor()] if scripted else [])
         self.actors = {a.name: a for a in actors}
         self.camera = self.policies[0].camera if self.policies else "front"
@@ -159,16 +161,17 @@ def evaluate(
     on the real station (`backend="real"`) the operator scores every episode's stages. See the module docstring
     for `workers` and `shard`; `on_step` is called only when the episodes run in this process. `session` names
     the EvalSession class that plays the jobs (`phase_split.HANDOVER_SESSION`: interaction episodes)."""
-    from harmowam_core.policy.bundle import bundle_recipe, read_bundle
+    from harmowam_core.policy.bundle import bundle_recipe, read_bundle, verify_bundle
 
     check_eval_args(protocols, routers, episodes, scripted, backend, seed, max_steps)
+    verify_bundle(bundle)  # here, once, before any worker or station starts
     meta = read_bundle(bundle)
     recipe = bundle_recipe(bundle)
     actors = list(dict.fromkeys(routers)) + (["scripted"] if scripted else [])
     report = EvalReport(str(bundle), meta["task"], [s.name for s in recipe.stages], protocols, actors, episodes, seed)
     report.settings = {
         "bundle": {"name": meta.get("name"), "created": meta.get("created")},
-        "max_steps": max_steps or recipe.max_episode_steps,
+        "max_steps": recipe.max_episode_steps if max_steps is None else max_steps,
         "policy": {k: v for k, v in sorted((policy_options or {}).items())},
         "backend": backend,
     }
@@ -278,7 +281,10 @@ def deploy(
     (the same results). `on_step(episode, steps_done, status)` follows an episode in this process;
     `on_result(result, finished)` follows each finished one. Returns the finished episodes in order and whether
     Ctrl-C (or SIGTERM) stopped the run; an episode that fails raises HarmoWAMError naming it."""
+    from harmowam_core.policy.bundle import verify_bundle
+
     check_eval_args([ood], [router], episodes, False, backend, seed, max_steps)
+    verify_bundle(bundle)  # here, once, before any worker or station starts
     if workers > 1:
         return _deploy_in_workers(bundle, router, episodes, ood, seed, max_steps, policy_options or {}, out, workers,
                                   on_result)  # fmt: skip
@@ -288,7 +294,7 @@ def deploy(
     from harmowam_core.policy.policy import HarmoWAMPolicy
 
     recipe = bundle_recipe(bundle)
-    steps = max_steps or recipe.max_episode_steps
+    steps = recipe.max_episode_steps if max_steps is None else max_steps
     results: list[EpisodeResult] = []
     with (
         HarmoWAMPolicy.from_bundle(bundle, router=router, **(policy_options or {})) as policy,

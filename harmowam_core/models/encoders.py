@@ -56,9 +56,21 @@ def _frozen(model: nn.Module) -> nn.Module:
     return model.requires_grad_(False).eval()
 
 
+def _checkpoint(load, name: str, part: str = "weights"):
+    """`load()` of a checkpoint encoder's `part` (its weights: from safetensors only, nothing unpickled, no remote
+    code; or its tokenizer); a checkpoint without it, or damaged, is one line naming it (HarmoWAMError)."""
+    try:
+        return load()
+    except (OSError, ValueError) as err:
+        hint = "; HarmoWAM loads encoder weights from safetensors files only" if part == "weights" else ""
+        raise HarmoWAMError(
+            f"checkpoint '{name}': cannot load its {part} ({str(err).splitlines()[0][:200]}){hint}"
+        ) from None
+
+
 def _vision(model_cls, config_cls, name: str | None, image_size: int, patch_size: int) -> nn.Module:
     if name:
-        return _frozen(model_cls.from_pretrained(resolve(name)))
+        return _frozen(_checkpoint(lambda: model_cls.from_pretrained(resolve(name), use_safetensors=True), name))
     config = config_cls(
         hidden_size=TINY_WIDTH,
         intermediate_size=2 * TINY_WIDTH,
@@ -90,7 +102,8 @@ def text_encoder(name: str | None, tiny_width: int = TINY_WIDTH):
 
     if name:
         path = resolve(name)
-        return _frozen(T5EncoderModel.from_pretrained(path)), AutoTokenizer.from_pretrained(path)
+        model = _checkpoint(lambda: T5EncoderModel.from_pretrained(path, use_safetensors=True), name)
+        return _frozen(model), _checkpoint(lambda: AutoTokenizer.from_pretrained(path), name, "tokenizer")
     heads = max(1, tiny_width // 16)
     config = T5Config(
         vocab_size=384,

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -32,12 +33,33 @@ from harmowam_core.timing import timed
 
 CONFIG_NAME = "harmowam_experts.json"
 WEIGHTS_NAME = "experts.safetensors"
-STD_FLOOR = 1e-4  # a dimension that never changes (std 0) passes through unscaled
+STD_FLOOR = 1e-4  # a dimension whose scale stays below this is constant: it passes through unscaled (scale 1)
+RANGE_FLOOR = 10.0  # no dimension's scale is below its demonstrated range / RANGE_FLOOR (see `robust_scale`)
+CLAMP_MARGIN = 1.0  # the sampler's clamp window reaches at least this many scales either side of the mean
+
+
+def robust_scale(x: torch.Tensor) -> torch.Tensor:
+    """The standardisation scale of each dimension of x (N, D): its std, floored at its range / RANGE_FLOOR;
+    1 (pass through unscaled) where that stays below STD_FLOOR, a constant dimension. Returns (D,).
+
+    Why the floor: by Samuelson's inequality (Samuelson 1968, "How deviant can you be?", JASA 63, 1522) a frame
+    standardised by the std alone can lie sqrt(N - 1) standard deviations from the mean. That bound is reached
+    by a near-constant dimension: a roll that is 0 on 2,033 frames and 0.01 rad on one has std 2.2e-4, and the
+    odd frame standardises to 45. Flooring the scale at the range / 10 (the range-based scaling of min-max
+    normalisation, as in diffusion_policy's `LinearNormalizer` and LeRobot's MIN_MAX, used here only as a
+    floor) bounds every training value to |z| <= 10, whatever the dimension's distribution. A Gaussian
+    dimension of up to ~1e6 frames spans less than 10 std, so ordinary dimensions keep their std."""
+    x = torch.as_tensor(x, dtype=torch.float64)
+    spread = x.max(0).values - x.min(0).values
+    scale = torch.maximum(x.std(0, unbiased=False), spread / RANGE_FLOOR)
+    return torch.where(scale < STD_FLOOR, torch.ones_like(scale), scale)
 
 
 @dataclass
 class Normalizer:
-    """Standardisation of actions and states: x -> (x - mean) / std, per dimension."""
+    """Standardisation of actions and states: x -> (x - mean) / std, per dimension, where `std` is the scale of
+    `robust_scale` (the std floored at range / 10; files saved before the floor keep the scale they were
+    trained with). Action ranges are kept for the sampler's clamp (`action_bounds`)."""
 
     action_mean: list[float]
     action_std: list[float]
@@ -54,23 +76,30 @@ class Normalizer:
         they were made from) and of the states, over the training frames."""
         a, s = torch.as_tensor(actions, dtype=torch.float64), torch.as_tensor(states, dtype=torch.float64)
 
-        def std(x: torch.Tensor) -> list[float]:
-            sd = x.std(0, unbiased=False)
-            return torch.where(sd < STD_FLOOR, torch.ones_like(sd), sd).tolist()
-
         low, high = a.min(0).values.tolist(), a.max(0).values.tolist()
-        out = cls(a.mean(0).tolist(), std(a), s.mean(0).tolist(), std(s), low, high)
+        out = cls(a.mean(0).tolist(), robust_scale(a).tolist(), s.mean(0).tolist(), robust_scale(s).tolist(), low, high)
         if deltas is not None:
             d = torch.as_tensor(deltas, dtype=torch.float64)
             out.delta_min, out.delta_max = d.min(0).values.tolist(), d.max(0).values.tolist()
         return out
 
     def action_bounds(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The demonstrated action range, standardised, on `like`'s device (None when not recorded)."""
+        """The sampler's clamp window, standardised, (A,) each, on `like`'s device (None when no range was
+        recorded): the demonstrated action range, widened where needed to reach CLAMP_MARGIN scales either side
+        of the mean (never by more than the range itself, so a constant dimension stays pinned to its value).
+
+        Why: a near-constant dimension has its mean at an edge of its range (a roll at 0 but for one frame at
+        0.01: window [-0.02, +45] std), and clamping the sampler's symmetric error around the mean into such a
+        window rectifies it: every executed roll comes out positive. With the margin the window is at least
+        [-1, +1] scales about the mean, so an error of about a scale keeps its sign balance; a dimension whose
+        mean lies a scale or more inside its range (every ordinary one) keeps the demonstrated range."""
         if self.action_min is None or self.action_max is None:
             return None
         low = torch.tensor(self.action_min, dtype=torch.float32, device=like.device)
         high = torch.tensor(self.action_max, dtype=torch.float32, device=like.device)
+        mean, std = self._pair("action", like)
+        margin = torch.minimum(CLAMP_MARGIN * std, high - low)
+        low, high = torch.minimum(low, mean - margin), torch.maximum(high, mean + margin)
         return self.normalize_action(low), self.normalize_action(high)
 
     def chunk_bounds(self, state: torch.Tensor, chunk: int, absolute: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -307,5 +336,12 @@ class Experts(nn.Module):
             if name and name.startswith("encoders/"):  # copied in by save_pretrained(with_encoders=True)
                 setattr(getattr(config, section), key, str(path / name))
         experts = cls(config, Normalizer(**meta["normalizer"]))
-        experts.load_state_dict(load_file(str(path / WEIGHTS_NAME)))
+        try:  # a truncated or foreign file: one line naming it, not safetensors' or torch's traceback
+            weights = load_file(str(path / WEIGHTS_NAME))
+            experts.load_state_dict(weights)
+        except (SafetensorError, OSError, RuntimeError) as err:
+            raise HarmoWAMError(
+                f"{path / WEIGHTS_NAME}: cannot load the experts' weights ({str(err).splitlines()[0][:200]}); "
+                "the file is damaged or from another configuration"
+            ) from None
         return experts.eval()

@@ -216,7 +216,7 @@ class PredictiveExpert(encoders.WithFrozenParts):
         signal (alpha_bar 2.5e-4 at t = 99), so dividing out the predicted noise multiplies its error by ~60:
         unclamped, 50 or 100 steps, which start there, drift far outside any demonstrated action."""
         scheduler = DDIMScheduler.from_config(self.scheduler.config)
-        scheduler.set_timesteps(steps or self.config.inference_steps, device=self.device)
+        scheduler.set_timesteps(self.config.inference_steps if steps is None else steps, device=self.device)
         alpha_bar = scheduler.alphas_cumprod.to(self.device)
         b = cond.shape[0]
         x = torch.randn((b, self.chunk, self.action_dim), generator=generator, device=self.device)

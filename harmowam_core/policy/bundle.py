@@ -4,7 +4,8 @@
     policy = HarmoWAMPolicy.from_bundle(bundle)
 
     bundles/<name>/
-      bundle.json      format, name, task, creation time, library versions, where it came from, the runs' reports
+      bundle.json      format, name, task, creation time, library versions, where it came from, the runs' reports,
+                       and the SHA-256 of every other file (`files`)
       recipe.yaml      the recipe the experts were trained with
       world_model/     WorldModel.save_pretrained
       experts/         Experts.save_pretrained(with_encoders=True): weights, configuration, action/state
@@ -12,11 +13,20 @@
 
 A run directory is a stage-2 run (`runs/<task>/experts`, whose report.json names its world model) or the
 task's run root holding `experts/`.
+
+A bundle copied from elsewhere is untrusted input: before its weights are loaded, `verify_bundle` checks every
+file against the SHA-256 that export recorded, so a truncated download or an altered file is one line naming
+it instead of a traceback from deep inside safetensors. The hashes catch damage, not a forger (who can rewrite
+bundle.json too); what keeps a bundle from running code is that nothing in it is unpickled (weights are
+safetensors, configurations JSON / YAML read safely) and no encoder loads with `trust_remote_code`. Bundles
+exported before the hashes (no `files`) load unchecked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import replace
@@ -29,6 +39,7 @@ from harmowam_core.errors import HarmoWAMError
 
 BUNDLE_FORMAT = 1
 BUNDLE_FILE = "bundle.json"
+_verified: dict[str, tuple] = {}  # bundle path -> the (file, size, mtime) listing last verified in this process
 LIBRARIES = ("harmowam", "torch", "diffusers", "transformers", "accelerate", "numpy")
 
 
@@ -108,19 +119,134 @@ def export_bundle(
             "world_model": json.loads(wm_eval.read_text()) if wm_eval.is_file() else None,
         },
     }
+    meta["files"] = {name: sha256_file(partial / name) for name in _bundle_files(partial)}
     (partial / BUNDLE_FILE).write_text(json.dumps(meta, indent=2))
     partial.rename(out)
     return out
 
 
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file's bytes, hex (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _bundle_files(path: Path) -> list[str]:
+    """Every file of a bundle but bundle.json and hidden ones (`.DS_Store`), as sorted POSIX relative paths."""
+    names = []
+    for folder, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            rel = (Path(folder) / name).relative_to(path).as_posix()
+            if not name.startswith(".") and rel != BUNDLE_FILE:
+                names.append(rel)
+    return sorted(names)
+
+
 def read_bundle(path: str | Path) -> dict:
+    """bundle.json of a bundle, as a dict. Raises HarmoWAMError (one line) where there is none, it is not JSON or
+    it is of another bundle format."""
     path = Path(path)
     if not (path / BUNDLE_FILE).is_file():
         raise HarmoWAMError(f"{path}: not a HarmoWAM bundle (no {BUNDLE_FILE}); make one with `harmowam export`")
-    meta = json.loads((path / BUNDLE_FILE).read_text())
-    if meta.get("format") != BUNDLE_FORMAT:
-        raise HarmoWAMError(f"{path}: bundle format {meta.get('format')}; this harmowam reads {BUNDLE_FORMAT}")
+    try:
+        meta = json.loads((path / BUNDLE_FILE).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise HarmoWAMError(
+            f"{path / BUNDLE_FILE}: not readable JSON ({err}); re-export or re-download the bundle"
+        ) from None
+    if not isinstance(meta, dict) or meta.get("format") != BUNDLE_FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else "none"
+        raise HarmoWAMError(f"{path}: bundle format {got}; this harmowam reads {BUNDLE_FORMAT}")
     return meta
+
+
+def verify_bundle(path: str | Path) -> None:
+    """Check every file of the bundle against the SHA-256 bundle.json records (`files`, written by export): one
+    line naming the first file that is missing, truncated or altered, or present but not recorded (HarmoWAMError).
+    A bundle exported before the hashes has no `files`: its required files must be there, its JSON files parse
+    and its safetensors files hold all the bytes their headers promise (`_check_unhashed`). A listing verified once
+    in this process (same files, sizes and modification times) is not hashed again."""
+    path = Path(path)
+    recorded = read_bundle(path).get("files")
+    if recorded is None:
+        _check_unhashed(path)
+        return
+    if not isinstance(recorded, dict):
+        raise HarmoWAMError(f"{path / BUNDLE_FILE}: key 'files': expected a mapping of file -> SHA-256")
+    present = _bundle_files(path)
+    listing = tuple((name, (path / name).stat().st_size, (path / name).stat().st_mtime_ns) for name in present)
+    key = str(path.resolve())
+    if _verified.get(key) == (listing, tuple(sorted(recorded.items()))):
+        return
+    fix = "re-export it or download it again"
+    for name in sorted(recorded):
+        if name not in present:
+            raise HarmoWAMError(f"{path / name}: missing from the bundle ({BUNDLE_FILE} lists it); {fix}")
+        if sha256_file(path / name) != recorded[name]:
+            raise HarmoWAMError(
+                f"{path / name}: its SHA-256 differs from the one {BUNDLE_FILE} records (truncated or altered); {fix}"
+            )
+    extra = [name for name in present if name not in recorded]
+    if extra:
+        raise HarmoWAMError(f"{path / extra[0]}: not part of the exported bundle ({BUNDLE_FILE} does not list it)")
+    _verified[key] = (listing, tuple(sorted(recorded.items())))
+
+
+REQUIRED_FILES = (
+    "recipe.yaml",
+    "world_model/harmowam_world_model.json",
+    "world_model/transformer/config.json",
+    "experts/harmowam_experts.json",
+    "experts/experts.safetensors",
+)
+
+
+def _check_unhashed(path: Path) -> None:
+    """What can be checked of a bundle without recorded hashes, cheaply and before anything loads: the files
+    every bundle has, JSON that parses, and safetensors files as long as their headers say (a truncated copy is
+    the usual damage). HarmoWAMError naming the first bad file."""
+    fix = "re-export it or download it again"
+    for name in REQUIRED_FILES:
+        if not (path / name).is_file():
+            raise HarmoWAMError(f"{path / name}: missing from the bundle; {fix}")
+    for name in _bundle_files(path):
+        file = path / name
+        if file.suffix == ".json":
+            try:
+                json.loads(file.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+                raise HarmoWAMError(f"{file}: not readable JSON ({err.__class__.__name__}); {fix}") from None
+        elif file.suffix == ".safetensors" and not _safetensors_complete(file):
+            raise HarmoWAMError(f"{file}: truncated or not a safetensors file; {fix}")
+
+
+def _safetensors_complete(file: Path) -> bool:
+    """Whether `file` is a safetensors file holding every byte its header describes: an 8-byte little-endian
+    header length, the JSON header, then the tensors' data up to the largest `data_offsets` end."""
+    size = file.stat().st_size
+    with open(file, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return False
+        length = int.from_bytes(head, "little")
+        if length > size - 8 or length > 100 * 2**20:
+            return False
+        try:
+            header = json.loads(f.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return False
+    if not isinstance(header, dict):
+        return False
+    ends = [
+        t["data_offsets"][1]
+        for k, t in header.items()
+        if k != "__metadata__" and isinstance(t, dict) and isinstance(t.get("data_offsets"), list)
+    ]
+    return 8 + length + max(ends, default=0) == size
 
 
 def bundle_recipe(path: str | Path):
@@ -151,7 +277,7 @@ def newest_bundle(bundles: str | Path = "bundles", task: str | None = None, arms
     found = [p for p in root.iterdir() if (p / BUNDLE_FILE).is_file()] if root.is_dir() else []
     if not found:
         raise HarmoWAMError(f"no bundle in {root}/: train and run `harmowam export runs/<task>` first")
-    metas = {p: json.loads((p / BUNDLE_FILE).read_text()) for p in found}
+    metas = {p: read_bundle(p) for p in found}  # one that is not JSON, or of another format: one line
     matching = [
         p
         for p in found

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import json
 import os
 import re
 import threading
@@ -37,10 +38,10 @@ import torch
 from harmowam_core.action_space import deltas_from_targets
 from harmowam_core.config import Recipe
 from harmowam_core.data.windows import expert_inputs, resize_frames
-from harmowam_core.errors import HarmoWAMError
+from harmowam_core.errors import HarmoWAMError, ParameterError
 from harmowam_core.models.experts import Experts
 from harmowam_core.models.world_model import WorldModelInterface, frame_to_latent, load_world_model
-from harmowam_core.policy.bundle import bundle_recipe, read_bundle
+from harmowam_core.policy.bundle import bundle_recipe, verify_bundle
 from harmowam_core.policy.routers import check_router, route
 from harmowam_core.timing import timed
 
@@ -113,6 +114,56 @@ class Plan:
     reactive: np.ndarray
 
 
+def plan_settings(
+    chunk: int,
+    default_denoising: int,
+    execute_steps: int | None = None,
+    denoising_steps: int | None = None,
+    async_inference: bool = False,
+    lead: int | None = None,
+) -> tuple[int, int, int]:
+    """(lead, execute_steps, denoising_steps) of a policy whose experts predict `chunk` actions: None takes the
+    default (lead: chunk // 3 in async mode, 0 in sync mode; execute_steps: chunk - lead; denoising_steps:
+    `default_denoising`, the world model's). A given value means what it says: 0 is refused, never the default.
+    Raises ParameterError naming the parameter (`execute_steps: must be 1..12, got 0`)."""
+    if async_inference:
+        lead = max(1, chunk // 3) if lead is None else lead
+        if not 1 <= lead < chunk:
+            raise ParameterError("lead", f"must be 1..{chunk - 1} (the chunk is {chunk} actions), got {lead}")
+    else:
+        lead = 0
+    execute = chunk - lead if execute_steps is None else execute_steps
+    if not 1 <= execute <= chunk - lead:
+        why = f" (chunk {chunk} minus lead {lead} in async mode)" if async_inference else f" (the chunk is {chunk})"
+        raise ParameterError("execute_steps", f"must be 1..{chunk - lead}{why}, got {execute}")
+    if async_inference and lead > execute:
+        raise ParameterError("lead", f"must be 1..execute_steps ({execute}), got {lead}")
+    denoise = default_denoising if denoising_steps is None else denoising_steps
+    if denoise < 1:
+        raise ParameterError("denoising_steps", f"must be at least 1, got {denoise}")
+    return lead, execute, denoise
+
+
+def check_policy_options(
+    bundle: str | Path,
+    execute_steps: int | None = None,
+    denoising_steps: int | None = None,
+    async_inference: bool = False,
+) -> None:
+    """The run-time options of a verified bundle's policy checked as the policy will (`plan_settings`), from its
+    saved configurations alone, before any model loads: ParameterError for a bad value."""
+    from harmowam_core.models.experts import CONFIG_NAME as EXPERTS_CONFIG
+    from harmowam_core.models.world_model import CONFIG_NAME as WM_CONFIG
+
+    bundle = Path(bundle)
+    try:
+        chunk = int(json.loads((bundle / "experts" / EXPERTS_CONFIG).read_text())["config"]["chunk"])
+        default = int(json.loads((bundle / "world_model" / WM_CONFIG).read_text()).get("denoising_steps", 1))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise HarmoWAMError(f"{bundle}: cannot read the models' configurations ({err}); re-export the bundle") from None
+    plan_settings(chunk, default, execute_steps, denoising_steps, async_inference)
+
+
 class HarmoWAMPolicy:
     def __init__(
         self,
@@ -133,19 +184,9 @@ class HarmoWAMPolicy:
         self.wm, self.experts, self.recipe, self.router = world_model.eval(), experts.eval(), recipe, router
         self.chunk = experts.config.chunk
         self.async_inference = async_inference
-        self.lead = (lead or max(1, self.chunk // 3)) if async_inference else 0
-        self.execute_steps = execute_steps or self.chunk - self.lead
-        if not 1 <= self.execute_steps <= self.chunk - self.lead:
-            raise HarmoWAMError(
-                f"execute_steps must be 1..{self.chunk - self.lead}"
-                + (f" (chunk {self.chunk} minus lead {self.lead} in async mode)" if async_inference else "")
-                + f", got {self.execute_steps}"
-            )
-        if async_inference and not 1 <= self.lead <= self.execute_steps:
-            raise HarmoWAMError(f"lead must be 1..execute_steps ({self.execute_steps}), got {self.lead}")
-        self.denoising_steps = denoising_steps or world_model.config.denoising_steps
-        if self.denoising_steps < 1:
-            raise HarmoWAMError(f"denoising steps must be at least 1, got {self.denoising_steps}")
+        self.lead, self.execute_steps, self.denoising_steps = plan_settings(
+            self.chunk, world_model.config.denoising_steps, execute_steps, denoising_steps, async_inference, lead
+        )
         self.threshold = float(recipe.gate.threshold)
         self.camera = "global" if recipe.arms == "dual" else "front"  # the world model's camera role
         roles = {c.name: c.role for c in recipe.cameras}  # the experts know dataset names
@@ -164,11 +205,17 @@ class HarmoWAMPolicy:
         return cls.from_bundle_routers(path, [kwargs.pop("router", "gate")], **kwargs)[0]
 
     @classmethod
-    def from_bundle_routers(cls, path: str | Path, routers: list[str], **kwargs) -> list[HarmoWAMPolicy]:
+    def from_bundle_routers(
+        cls, path: str | Path, routers: list[str], verify: bool = True, **kwargs
+    ) -> list[HarmoWAMPolicy]:
         """One policy per router, all on the bundle's one loaded world model and experts (side-by-side
-        evaluation). Raises HarmoWAMError for a missing or incomplete bundle or an unknown router."""
+        evaluation). Raises HarmoWAMError for a missing, incomplete, truncated or altered bundle (`verify_bundle`)
+        or an unknown router. `verify=False` skips the hashes, for a caller that verified the bundle itself
+        (evaluation workers: `evaluate` and `deploy` check it once before any worker starts, so a paper-size
+        bundle is not read again by every worker process)."""
         path = Path(path)
-        read_bundle(path)
+        if verify:
+            verify_bundle(path)
         for router in routers:
             check_router(router)
         recipe = bundle_recipe(path)

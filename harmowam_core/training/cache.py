@@ -33,8 +33,8 @@ class WorldModelCache:
         meta = json.loads((root / "index.json").read_text())
         self.index = [tuple(x) for x in meta["index"]]
         self.row = {key: i for i, key in enumerate(self.index)}
-        self.frames = np.load(root / "frames.npy", mmap_mode="r")
-        self.hidden = np.load(root / "hidden.npy", mmap_mode="r")
+        self.frames = np.load(root / "frames.npy", mmap_mode="r", allow_pickle=False)
+        self.hidden = np.load(root / "hidden.npy", mmap_mode="r", allow_pickle=False)
 
     @staticmethod
     def key(wm_dir: Path, reader: DatasetReader, episodes: list[int], steps: int, seed: int, stride: int = 1) -> str:

@@ -31,7 +31,13 @@ from harmowam_core.data.reader import DatasetReader, split_episodes
 from harmowam_core.data.windows import ClipDataset, ExpertBatch, expert_inputs, previous_frame, resize_frames, window
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models.experts import Experts, ExpertsConfig, Normalizer
-from harmowam_core.models.world_model import WorldModelInterface, frame_to_latent, latent_frames, load_world_model
+from harmowam_core.models.world_model import (
+    WorldModelInterface,
+    frame_to_latent,
+    latent_frames,
+    load_world_model,
+    world_model_dir,
+)
 from harmowam_core.timing import Progress
 from harmowam_core.training.cache import WorldModelCache
 from harmowam_core.training.loop import StepLog, TrainLoop, open_training_run, parse_log_with
@@ -151,14 +157,12 @@ class ExpertsTrainer:
         self.camera = world_model_camera(recipe)
         if self.camera not in self.reader.cameras:
             raise HarmoWAMError(f"{self.reader.root}: no camera '{self.camera}' for the world model")
-        self.wm_dir = Path(wm)
-        if not self.wm_dir.is_dir():
-            raise HarmoWAMError(f"{self.wm_dir}: no world model there; train one with `harmowam train-wm` first")
+        self.wm_dir = world_model_dir(wm)  # the model directory, also from train-wm's run directory
         self.train_episodes, self.held_out = split_episodes(
             self.reader.num_episodes, max(1, recipe.train_experts.held_out_episodes)
         )
         spec = recipe.train_experts
-        self.steps = min(spec.steps, max_steps) if max_steps else spec.steps
+        self.steps = spec.steps if max_steps is None else min(spec.steps, max_steps)
         self.targets = self.reader.action  # what the experts learn: the deltas, or their absolute targets
         # A dataset recorded elsewhere (not 7 delta numbers per arm) is learnt as it is, at its own dimension.
         self.action_targets = "delta" if self.reader.native_actions else recipe.model_config.action_targets

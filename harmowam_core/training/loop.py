@@ -181,7 +181,7 @@ class TrainLoop:
         self.spec, self.out, self.loss_fn = spec, Path(out), loss_fn
         self.log_with, self.config, self.run_name = parse_log_with(log_with), config or {}, run_name
         self.log_every = max(1, log_every)
-        self.total = min(spec.steps, max_steps) if max_steps else spec.steps
+        self.total = spec.steps if max_steps is None else min(spec.steps, max_steps)
         if len(dataset) == 0:
             raise HarmoWAMError("no training samples: the dataset has no episodes left after the held-out split")
         set_seed(spec.seed)

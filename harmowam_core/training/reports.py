@@ -116,7 +116,7 @@ def evaluate(
     on_progress: Progress | None = None,
 ) -> Evaluation:
     """Per-future-frame PSNR of the prediction and of the copy-the-current-frame baseline."""
-    steps = steps or wm.config.denoising_steps
+    steps = wm.config.denoising_steps if steps is None else steps
     starts = clip_starts(dataset, clips)
     if not starts:
         raise HarmoWAMError(f"the held-out episodes are shorter than {dataset.num_frames} frames: nothing to score")

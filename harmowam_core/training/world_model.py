@@ -79,7 +79,7 @@ class WorldModelTrainer:
             self.reader.num_episodes, max(1, recipe.train_wm.held_out_episodes)
         )
         spec = recipe.train_wm
-        self.steps = min(spec.steps, max_steps) if max_steps else spec.steps
+        self.steps = spec.steps if max_steps is None else min(spec.steps, max_steps)
 
     def run(
         self, on_log: Callable[[StepLog], None] | None = None, on_progress: Progress | None = None

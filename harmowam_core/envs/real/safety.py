@@ -5,9 +5,11 @@
     hysteresis = GripperHysteresis(close_above=0.6, open_below=0.4)
     closed = hysteresis.update(action[6])
 
-- A command with NaN or inf anywhere is rejected (`UnsafeCommand`); the caller stops the arm.
-- The translation of one step is scaled down to `max_translation` metres (direction kept) and the rotation
-  to `max_rotation` radians (axis kept); the resulting position is clamped into the workspace box.
+- A command with NaN or inf anywhere is rejected (`UnsafeCommand`, shared with the simulator:
+  `envs.commands`); the caller stops the arm.
+- The translation of one step is scaled down to `max_translation` metres (direction kept) and the rotation,
+  each Euler angle saturated first, to `max_rotation` radians (axis kept; `envs.commands.bounded_rotation`);
+  the resulting position is clamped into the workspace box.
 - `Watchdog` calls its stop function when `feed()` has not been called within the deadline.
 """
 
@@ -20,22 +22,11 @@ from collections.abc import Callable
 import numpy as np
 
 from harmowam_core.envs import gripper
+from harmowam_core.envs.commands import UnsafeCommand, bounded_rotation, check_finite
 from harmowam_core.envs.real.config import ArmConfig
-from harmowam_core.errors import HarmoWAMError
-from harmowam_core.geometry import euler_to_mat, mat_to_rotvec, rotvec_to_mat
+from harmowam_core.geometry import rotvec_to_mat
 
-
-class UnsafeCommand(HarmoWAMError):
-    """A command that must not reach the arm (NaN, inf, wrong shape)."""
-
-
-def check_finite(action: np.ndarray, size: int) -> np.ndarray:
-    action = np.asarray(action, dtype=np.float64).reshape(-1)
-    if action.shape != (size,):
-        raise UnsafeCommand(f"expected an action of {size} numbers, got shape {action.shape}")
-    if not np.all(np.isfinite(action)):
-        raise UnsafeCommand(f"non-finite action rejected: {action.tolist()}")
-    return action
+__all__ = ["ArmGuard", "GripperHysteresis", "UnsafeCommand", "Watchdog", "check_finite"]
 
 
 class ArmGuard:
@@ -50,11 +41,7 @@ class ArmGuard:
         norm = float(np.linalg.norm(delta_position))
         if norm > self.config.max_translation:
             delta_position = delta_position * (self.config.max_translation / norm)
-        rotvec = mat_to_rotvec(euler_to_mat(np.asarray(delta_euler, dtype=np.float64)))
-        angle = float(np.linalg.norm(rotvec))
-        if angle > self.config.max_rotation:
-            rotvec = rotvec * (self.config.max_rotation / angle)
-        return delta_position, rotvec_to_mat(rotvec)
+        return delta_position, rotvec_to_mat(bounded_rotation(delta_euler, self.config.max_rotation))
 
     def target(self, position: np.ndarray, rotation: np.ndarray, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The absolute target (position, rotation matrix) for a 6-number delta [dx, dy, dz, droll, dpitch,

@@ -24,11 +24,12 @@ from collections.abc import Callable
 import numpy as np
 
 from harmowam_core.envs.base import Observation, Station
+from harmowam_core.envs.commands import check_finite
 from harmowam_core.envs.ood import check_protocol
 from harmowam_core.envs.real.arm import DryRunArm, FrankyArm
 from harmowam_core.envs.real.cameras import Camera, open_camera
 from harmowam_core.envs.real.config import StationConfig
-from harmowam_core.envs.real.safety import UnsafeCommand, Watchdog
+from harmowam_core.envs.real.safety import Watchdog
 from harmowam_core.errors import HarmoWAMError
 
 
@@ -112,12 +113,8 @@ class RealStation(Station):
 
     def step(self, action: np.ndarray) -> Observation:
         self.watchdog.feed()
-        action = np.asarray(action, dtype=np.float64).reshape(-1)
         try:
-            if action.shape != (7 * self.num_arms,):
-                raise UnsafeCommand(f"expected an action of shape ({7 * self.num_arms},), got {action.shape}")
-            if not np.all(np.isfinite(action)):
-                raise UnsafeCommand(f"non-finite action rejected: {action.tolist()}")
+            action = check_finite(action, 7 * self.num_arms)
             for k, arm in enumerate(self.arms):
                 arm.command(action[7 * k : 7 * k + 7])
         except BaseException:

@@ -20,6 +20,7 @@ import numpy as np
 
 from harmowam_core.config import Recipe, Region
 from harmowam_core.envs.base import Observation, Station
+from harmowam_core.envs.commands import bounded_rotation, check_finite
 from harmowam_core.envs.gripper import GripperHysteresis
 from harmowam_core.envs.ood import check_protocol
 from harmowam_core.envs.sim.objects import MAX_DISTRACTORS
@@ -34,7 +35,7 @@ from harmowam_core.envs.sim.scene import (
 )
 from harmowam_core.envs.sim.tasks import task_for
 from harmowam_core.envs.sim.tasks.base import Placement, WaypointFollower, sample_points
-from harmowam_core.geometry import GRIPPER_HOME, euler_to_mat, mat_to_euler, mat_to_rotvec, yaw_quat
+from harmowam_core.geometry import GRIPPER_HOME, euler_to_mat, mat_to_euler, yaw_quat
 
 SHADOW_MAP = 1024
 WRIST_CAMERAS = {"wrist": "robot0_eye_in_hand", "wrist_right": "robot0_eye_in_hand", "wrist_left": "robot1_eye_in_hand"}
@@ -91,11 +92,7 @@ class SimStation(Station):
         return self._observation(env._get_observations(force_update=True))
 
     def step(self, action: np.ndarray) -> Observation:
-        action = np.asarray(action, dtype=np.float64).reshape(-1)
-        if action.shape != (7 * self.num_arms,):
-            raise ValueError(f"expected an action of shape ({7 * self.num_arms},), got {action.shape}")
-        if not np.isfinite(action).all():
-            raise ValueError(f"expected a finite action, got {action.tolist()}")
+        action = check_finite(action, 7 * self.num_arms)  # before anything reaches MuJoCo, as the real station
         raw = self._env.step(self._native_action(action))[0]
         self.steps += 1
         self.task.on_step(self.view)
@@ -239,17 +236,15 @@ class SimStation(Station):
 
     def _native_action(self, action: np.ndarray) -> np.ndarray:
         """Our action (7 per arm: metres, euler radians, gripper in [0, 1]) -> robosuite's OSC_POSE input
-        (metres, axis-angle, fingers -1 open / +1 close). The gripper number goes through the same 0.4 / 0.6
-        hysteresis as the real station (`envs.gripper`): robosuite integrates the finger command's sign, so a
-        raw `2a - 1` of 0.49 would open a closed grasp."""
+        (metres, axis-angle, fingers -1 open / +1 close). Each translation is clipped to MAX_DELTA_POS and each
+        Euler angle to MAX_DELTA_ROT before it is converted (`envs.commands.bounded_rotation`). The gripper
+        number goes through the same 0.4 / 0.6 hysteresis as the real station (`envs.gripper`): robosuite
+        integrates the finger command's sign, so a raw `2a - 1` of 0.49 would open a closed grasp."""
         per_arm = []
         for arm in range(self.num_arms):
             a = action[7 * arm : 7 * arm + 7]
             dpos = np.clip(a[:3], -MAX_DELTA_POS, MAX_DELTA_POS)
-            rv = mat_to_rotvec(euler_to_mat(a[3:6]))
-            angle = np.linalg.norm(rv)
-            if angle > MAX_DELTA_ROT:
-                rv = rv / angle * MAX_DELTA_ROT
+            rv = bounded_rotation(a[3:6], MAX_DELTA_ROT)  # each angle saturated before it can wrap
             grip = 1.0 if self._grippers[arm].update(a[6]) else -1.0
             per_arm.append(np.r_[dpos, rv, grip])
         if self.num_arms == 2:  # ours: [left, right]; robosuite: [robot0 = right, robot1 = left]

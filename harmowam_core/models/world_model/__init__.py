@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models.presets import WorldModelConfig
 
 
@@ -84,10 +85,29 @@ from harmowam_core.models.world_model.wan import (  # noqa: E402
 )
 
 
+def world_model_dir(path: str | Path) -> Path:
+    """The saved world model `path` names: the model directory itself (a run's `wm/model`, a bundle's
+    `world_model/`), train-wm's run directory (`runs/<task>/wm`: its `model/`) or the task's run directory
+    (`runs/<task>`: `wm/model/`) or a bundle (its `world_model/`), as `harmowam export` takes a run directory.
+    Raises HarmoWAMError (one line) where none of them holds one."""
+    path = Path(path)
+    for candidate in (path, path / "model", path / "wm" / "model", path / "world_model"):
+        if (candidate / CONFIG_NAME).is_file():
+            return candidate
+    if not path.is_dir():
+        what = "not a directory" if path.exists() else "no such directory"
+        raise HarmoWAMError(f"{path}: {what}; train a world model with `harmowam train-wm` first")
+    raise HarmoWAMError(
+        f"{path}: no trained world model (no {CONFIG_NAME} here, in model/, wm/model/ or world_model/); "
+        "train one with `harmowam train-wm` first"
+    )
+
+
 def load_world_model(path: str | Path) -> WorldModelInterface:
-    """The world model saved at `path` by `save_pretrained` (a run's `wm/model`, a bundle's `world_model/`):
-    the one place that picks the implementation. Raises HarmoWAMError for a missing or incomplete directory."""
-    return WorldModel.from_pretrained(path)
+    """The world model saved at `path` by `save_pretrained` (a run's `wm/model`, a bundle's `world_model/`), or in
+    a run directory holding one (`world_model_dir`): the one place that picks the implementation. Raises
+    HarmoWAMError for a missing or incomplete directory."""
+    return WorldModel.from_pretrained(world_model_dir(path))
 
 
 def new_world_model(config: WorldModelConfig) -> WorldModel:
@@ -110,6 +130,7 @@ __all__ = [
     "frame_to_latent",
     "latent_frames",
     "load_world_model",
+    "world_model_dir",
     "new_world_model",
     "parameter_count",
     "resolve_checkpoint",

@@ -71,11 +71,12 @@ def _load_text_encoder(path: Path, kind: str):
     if kind == "umt5":
         from transformers import AutoTokenizer, UMT5EncoderModel
 
-        encoder = UMT5EncoderModel.from_pretrained(path / "text_encoder")
+        encoder = UMT5EncoderModel.from_pretrained(path / "text_encoder", use_safetensors=True)
         return encoder, AutoTokenizer.from_pretrained(path / "tokenizer")
     from transformers import ByT5Tokenizer, T5EncoderModel
 
-    return T5EncoderModel.from_pretrained(path / "text_encoder"), ByT5Tokenizer.from_pretrained(path / "tokenizer")
+    encoder = T5EncoderModel.from_pretrained(path / "text_encoder", use_safetensors=True)
+    return encoder, ByT5Tokenizer.from_pretrained(path / "tokenizer")
 
 
 # ------------------------------------------------------------------------------------------------ model
@@ -133,14 +134,18 @@ class WorldModel(WithFrozenParts):
         if saved.exists():
             config = WorldModelConfig(**json.loads(saved.read_text()))
         elif config is None:
-            raise HarmoWAMError(f"{path}: no {CONFIG_NAME}; pass the recipe's world-model configuration")
-        kw = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
+            raise HarmoWAMError(
+                f"{path}: no {CONFIG_NAME}: not a world model HarmoWAM saved (a train-wm run keeps its model in "
+                "model/); a Wan checkpoint loads from the recipe's model.overrides.world_model.pretrained"
+            )
+        kw = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}  # weights: safetensors only, below
         try:
-            transformer = WanTransformer3DModel.from_pretrained(path / "transformer", **kw)
+            transformer = WanTransformer3DModel.from_pretrained(path / "transformer", use_safetensors=True, **kw)
             if config.codec == "pixel":
                 codec = PixelCodec(config.pixel_patch, config.pixel_residual, config.pixel_residual_scale)
             else:
-                codec = WanVAECodec(AutoencoderKLWan.from_pretrained(path / "vae", torch_dtype=torch.float32))
+                vae = AutoencoderKLWan.from_pretrained(path / "vae", torch_dtype=torch.float32, use_safetensors=True)
+                codec = WanVAECodec(vae)
             text_encoder, tokenizer = _load_text_encoder(path, config.text_encoder)
         except (OSError, ValueError) as e:
             raise HarmoWAMError(f"{path}: cannot load the world model: {str(e).splitlines()[0]}") from None
@@ -311,7 +316,7 @@ class WorldModel(WithFrozenParts):
     ) -> WorldModelOutput:
         """Imagine `num_frames` frames from the current ones (B, 3, H, W) with `steps` Euler steps; `previous`
         (B, 3, H, W), the frames one control step earlier, matters with `context_frames: 2` (None: a still scene)."""
-        steps = steps or self.config.denoising_steps
+        steps = self.config.denoising_steps if steps is None else steps
         cond = self.encode_video(current.unsqueeze(1))  # (B, C, 1, h, w)
         b, c, _, h, w = cond.shape
         f = latent_frames(self.config.num_frames, self.codec.temporal)
