@@ -59,17 +59,30 @@ def _accepted(*args, **kwargs):
 
 @contextlib.contextmanager
 def heavy_work_refused():
-    """Within the block every command's heavy work raises `Accepted` instead of running."""
+    """Within the block every command's heavy work raises `Accepted` instead of running. A module first imported
+    inside the block binds the stand-in with `from ... import`; on leaving, such bindings get the real function
+    back, so the stand-in never leaks into later tests (a lazily imported `phase_split` did)."""
     import importlib
+    import sys
 
-    with contextlib.ExitStack() as stack:
-        for module, attribute in HEAVY:
-            owner = importlib.import_module(module)
-            *classes, name = attribute.split(".")
-            for cls in classes:
-                owner = getattr(owner, cls)
-            stack.enter_context(mock.patch.object(owner, name, _accepted))
-        yield
+    originals = {}
+    try:
+        with contextlib.ExitStack() as stack:
+            for module, attribute in HEAVY:
+                owner = importlib.import_module(module)
+                *classes, name = attribute.split(".")
+                for cls in classes:
+                    owner = getattr(owner, cls)
+                if not classes:
+                    originals[name] = getattr(owner, name)
+                stack.enter_context(mock.patch.object(owner, name, _accepted))
+            yield
+    finally:
+        for module in list(sys.modules.values()):
+            namespace = getattr(module, "__dict__", {})
+            for name, original in originals.items():
+                if namespace.get(name) is _accepted:
+                    setattr(module, name, original)
 
 
 # --------------------------------------------------------------------------------------------- workspace
