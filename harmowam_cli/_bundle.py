@@ -45,19 +45,19 @@ def pick_bundle(
 
     if arms is not None and arms not in ("single", "dual"):
         raise HarmoWAMError(f"--arms must be single or dual, got '{arms}'")
-    if bundle is None:
+    newest = bundle is None
+    if newest:
         bundle = newest_bundle(bundles, task=task, arms=arms)
-        verify_bundle(bundle)
-        check_policy_options(bundle, **(options or {}))
-        console.print(f"using the newest bundle: [bold]{bundle}[/]")
-        return bundle
-    meta = read_bundle(bundle)
-    if task is not None and meta["task"] != task:
-        raise HarmoWAMError(f"{bundle} is a {meta['task']} bundle, not {task}")
-    if arms is not None and meta.get("arms", "single") != arms:
-        raise HarmoWAMError(f"{bundle} is a {meta.get('arms', 'single')}-arm bundle, not {arms}-arm")
+    else:
+        meta = read_bundle(bundle)
+        if task is not None and meta["task"] != task:
+            raise HarmoWAMError(f"{bundle} is a {meta['task']} bundle, not {task}")
+        if arms is not None and meta.get("arms", "single") != arms:
+            raise HarmoWAMError(f"{bundle} is a {meta.get('arms', 'single')}-arm bundle, not {arms}-arm")
     verify_bundle(bundle)
     check_policy_options(bundle, **(options or {}))
+    if newest:
+        console.print(f"using the newest bundle: [bold]{bundle}[/]")
     return bundle
 
 

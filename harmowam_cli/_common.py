@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -85,26 +86,29 @@ def _usage_exit(err: _UsageError) -> typer.Exit:
     return fail(f"{where}{err.format_message()}{hint}")
 
 
+@contextmanager
+def _one_line_usage_errors() -> Iterator[None]:
+    """Usage errors raised inside as `_usage_exit`; the help a group prints when called bare passes through."""
+    try:
+        yield
+    except _UsageError as err:
+        if type(err).__name__ == "NoArgsIsHelpError":
+            raise
+        raise _usage_exit(err) from None
+
+
 class _OneLineUsageErrors:
     """Typer's command classes with the usage errors raised while parsing (and invoking subcommands) printed as
     one `error:` line, exit code 2, like every other mistake a user can make. `harmowam --help` and a group
     called without arguments still print their help."""
 
     def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
-        try:
+        with _one_line_usage_errors():
             return super().make_context(info_name, args, parent, **extra)  # type: ignore[misc]
-        except _UsageError as err:
-            if type(err).__name__ == "NoArgsIsHelpError":
-                raise
-            raise _usage_exit(err) from None
 
     def invoke(self, ctx: Any) -> Any:
-        try:
+        with _one_line_usage_errors():
             return super().invoke(ctx)  # type: ignore[misc]
-        except _UsageError as err:
-            if type(err).__name__ == "NoArgsIsHelpError":
-                raise
-            raise _usage_exit(err) from None
 
 
 class OneLineGroup(_OneLineUsageErrors, TyperGroup):

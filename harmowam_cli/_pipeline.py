@@ -69,7 +69,7 @@ class CommandRunners:
             f"interaction episodes of [bold]{bundle}[/]: {', '.join(experts)} × {', '.join(plan.protocols)} × "
             f"{plan.eval_episodes} episodes, {workers} worker{'s' if workers > 1 else ''}, into [bold]{out}[/]"
         )
-        steps = bundle_recipe(bundle).max_episode_steps if plan.max_steps is None else plan.max_steps
+        steps = bundle_recipe(bundle).step_limit(plan.max_steps)
         with eval_progress(jobs, steps, workers) as (on_episode, on_step):
             try:
                 report = evaluate_interaction(

@@ -63,8 +63,6 @@ def run_demo(
         data_dir=Workspace(out).data(recipe.name), runs_dir=Workspace(out).runs(recipe.name),
     )  # fmt: skip
     plan.check()
-    if out.exists() and not out.is_dir():
-        raise HarmoWAMError(f"--out {out} is a file; choose a directory")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise HarmoWAMError(f"{out} already exists: pass --overwrite to replace it or choose another --out")

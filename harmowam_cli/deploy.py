@@ -100,7 +100,7 @@ def run_deploy(
 
     quiet_libraries()
     recipe = bundle_recipe(bundle)
-    steps = recipe.max_episode_steps if max_steps is None else max_steps
+    steps = recipe.step_limit(max_steps)
     out = out or DEFAULT.deploy_run(bundle.name)
     mode = "async" if options["async_inference"] else "sync"
     console.print(

@@ -154,7 +154,7 @@ def run_eval(
         f"(seeds {seed}..{seed + episodes - 1}){share}, {n_workers} worker{'s' if n_workers > 1 else ''}, "
         f"into [bold]{out}[/]"
     )
-    steps = bundle_recipe(bundle).max_episode_steps if max_steps is None else max_steps
+    steps = bundle_recipe(bundle).step_limit(max_steps)
     with eval_progress(jobs, steps, n_workers) as (on_episode, on_step):
         try:
             report = run(

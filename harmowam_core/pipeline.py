@@ -479,7 +479,7 @@ def pipeline_phases(plan: PipelinePlan, runners: Runners, recipe: Recipe | None 
         [plan.bundles / plan.bundle_name, plan.bundles / f"{plan.bundle_name}.partial"] if plan.bundle_name else []
     )
     eval_settings = {"protocols": plan.protocols, "episodes": plan.eval_episodes, "seed": plan.seed,
-                     "max_steps": recipe.max_episode_steps if plan.max_steps is None else plan.max_steps}  # fmt: skip
+                     "max_steps": recipe.step_limit(plan.max_steps)}  # fmt: skip
     cap = f", capped at {budget[0]:.1f} min" if budget else ""
     cap_experts = f", capped at {budget[1]:.1f} min" if budget else ""
     phases = [
@@ -560,7 +560,7 @@ def report_markdown(plan: PipelinePlan, state: PipelineState) -> str:
     lines.append("")
     budget = plan.budget_split(recipe)
     wm_steps, experts_steps = plan.planned_steps(recipe)
-    limit = recipe.max_episode_steps if plan.max_steps is None else plan.max_steps
+    limit = recipe.step_limit(plan.max_steps)
     settings = [
         f"{plan.episodes} scripted demonstrations",
         f"world model {wm_steps} steps, experts {experts_steps} steps"

@@ -289,6 +289,11 @@ class Recipe:
         """The `data:` section as the reader's `DataMapping`, camera roles turned into this recipe's names."""
         return self.data.to_mapping({cam.role: cam.name for cam in self.cameras})
 
+    def step_limit(self, max_steps: int | None = None) -> int:
+        """An episode's step limit: `max_steps` where given (a caller's cap, 0 included), else the recipe's
+        `max_episode_steps`."""
+        return self.max_episode_steps if max_steps is None else max_steps
+
     def camera(self, role: str) -> CameraSpec:
         for cam in self.cameras:
             if cam.role == role:

@@ -97,7 +97,7 @@ class EvalSession:
 
         _quiet_libraries()  # a worker process: no loading bars of its own
         self.recipe = recipe = bundle_recipe(bundle)
-        self.seed, self.steps = seed, recipe.max_episode_steps if max_steps is None else max_steps
+        self.seed, self.steps = seed, recipe.step_limit(max_steps)
         unique = list(dict.fromkeys(routers))
         # verify=False: `evaluate` / `deploy` verified the bundle's hashes once, before any worker started
         options = policy_options or {}
@@ -171,7 +171,7 @@ def evaluate(
     report = EvalReport(str(bundle), meta["task"], [s.name for s in recipe.stages], protocols, actors, episodes, seed)
     report.settings = {
         "bundle": {"name": meta.get("name"), "created": meta.get("created")},
-        "max_steps": recipe.max_episode_steps if max_steps is None else max_steps,
+        "max_steps": recipe.step_limit(max_steps),
         "policy": {k: v for k, v in sorted((policy_options or {}).items())},
         "backend": backend,
     }
@@ -294,7 +294,7 @@ def deploy(
     from harmowam_core.policy.policy import HarmoWAMPolicy
 
     recipe = bundle_recipe(bundle)
-    steps = recipe.max_episode_steps if max_steps is None else max_steps
+    steps = recipe.step_limit(max_steps)
     results: list[EpisodeResult] = []
     with (
         HarmoWAMPolicy.from_bundle(bundle, router=router, **(policy_options or {})) as policy,
