@@ -59,6 +59,17 @@ def position_mask(action_dim: int) -> np.ndarray:
     return np.tile(np.arange(PER_ARM) < 3, action_dim // PER_ARM)
 
 
+def state_change(state: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """The change of `observation.state` (..., S) since `previous` (same shape), float32: state - previous, with
+    each euler angle's change wrapped into [-pi, pi) (an angle that crosses +-pi changes by a little, not by
+    2 pi). A state that is not 7 numbers per arm (a dataset recorded elsewhere) is differenced as it is."""
+    change = np.asarray(state, dtype=np.float64) - np.asarray(previous, dtype=np.float64)
+    if change.shape[-1] % PER_ARM == 0:
+        angle = np.tile((np.arange(PER_ARM) >= 3) & (np.arange(PER_ARM) < 6), change.shape[-1] // PER_ARM)
+        change = np.where(angle, (change + np.pi) % (2 * np.pi) - np.pi, change)
+    return change.astype(np.float32)
+
+
 def check_station_action_space(bundle: str | Path) -> None:
     """Refuse a bundle whose experts act in an action space HarmoWAM's stations cannot execute (learnt from a
     dataset recorded elsewhere, such as an SO-101's 6 joint positions): they run 7 numbers per arm. Reads

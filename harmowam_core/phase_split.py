@@ -93,7 +93,8 @@ class TransitProbe:
 
 class HandoverActor:
     """The scripted expert until its gripper first enters the target's vicinity, still open (its pre-grasp
-    pose), then `actor` (a PolicyActor) from that observation on."""
+    pose), then `actor` (a PolicyActor) from that observation on, having observed the scripted step before it
+    (so its first plan sees the approach's motion, as in a whole episode)."""
 
     def __init__(self, actor):
         self.actor, self.name = actor, actor.name
@@ -101,7 +102,7 @@ class HandoverActor:
         self.handover_step: int | None = None
 
     def reset(self, env) -> None:
-        self.env, self.steps, self.handover_step = env, 0, None
+        self.env, self.steps, self.handover_step, self.last_obs = env, 0, None, None
         self.scripted.reset(env)
 
     def _pre_grasp(self) -> bool:
@@ -112,7 +113,10 @@ class HandoverActor:
         if self.handover_step is None and self._pre_grasp():
             self.handover_step = self.steps
             self.actor.reset(self.env)  # a fresh plan from the pre-grasp observation
+            if self.last_obs is not None:
+                self.actor.observe(self.last_obs)
         self.steps += 1
+        self.last_obs = obs
         return (self.scripted if self.handover_step is None else self.actor).act(obs)
 
     def status(self) -> tuple[str, float | None]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from harmowam_core.action_space import absolute_targets, deltas_from_targets, position_mask
+from harmowam_core.action_space import absolute_targets, deltas_from_targets, position_mask, state_change
 from harmowam_core.models.experts import Normalizer
 
 
@@ -57,3 +57,16 @@ def test_absolute_bounds_follow_the_arm_not_the_demonstrated_box():
     torch.testing.assert_close(high[0, 11, 0], torch.tensor(0.15 + 12 * float(dmax[0])), atol=1e-5, rtol=0)
     torch.testing.assert_close(high[0, 3, 6], torch.tensor(float(deltas[:, 6].max())), atol=1e-5, rtol=0)
     assert norm.chunk_bounds(here, 12, absolute=False)[0].shape == (7,)  # deltas: the demonstrated range
+
+
+def test_a_state_change_wraps_each_angle_and_nothing_else():
+    before = np.array([[0.5, 0.0, 0.2, 3.1, -0.1, -3.1, 0.0]])
+    after = np.array([[0.51, -0.02, 0.19, -3.1, 0.1, 3.1, 0.8]])
+    change = state_change(after, before)
+    assert change.dtype == np.float32
+    # roll and yaw cross +-pi by 0.083 rad, not 6.2; positions, pitch and the gripper are plain differences
+    np.testing.assert_allclose(change, [[0.01, -0.02, -0.01, 2 * np.pi - 6.2, 0.2, 6.2 - 2 * np.pi, 0.8]], atol=1e-6)
+    dual = state_change(np.concatenate([after, after], -1), np.concatenate([before, after], -1))
+    np.testing.assert_allclose(dual, np.concatenate([change, np.zeros((1, 7))], -1), atol=1e-6)
+    other = state_change(np.array([4.0, 7.0]), np.array([-3.0, 0.5]))  # not 7 per arm: as it is
+    np.testing.assert_allclose(other, [7.0, 6.5])

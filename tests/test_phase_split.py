@@ -12,7 +12,7 @@ from harmowam_core.envs.sim.tasks import sim_task_names
 from harmowam_core.envs.sim.tasks.base import TransitTarget
 from harmowam_core.evaluation.rollout import EpisodeResult
 from harmowam_core.evaluation.runner import EvalSession
-from harmowam_core.phase_split import HandoverSession, in_vicinity, split_rows, supports_split
+from harmowam_core.phase_split import HandoverActor, HandoverSession, in_vicinity, split_rows, supports_split
 from harmowam_core.policy.bundle import export_bundle, untrained_run
 
 SCRIPTED_IN_VICINITY = 33  # stack_cans, seed 1000 in-domain: the scripted approach enters the vicinity here
@@ -80,6 +80,55 @@ def test_evaluation_episodes_record_transit_and_interaction_episodes_hand_over(b
     assert handed.expert_steps["scripted"] == SCRIPTED_IN_VICINITY
     assert handed.expert_steps["predictive"] == 50 - SCRIPTED_IN_VICINITY
     assert handed.stages == [False, False]
+
+
+class Descending(Station):
+    """The stand-in station with a scripted expert that lowers the open gripper 1 cm a step from 16.5 cm."""
+
+    def __init__(self):
+        super().__init__(0.5, 0.0, 0.165)
+
+    def gripper_closed(self, arm):
+        return 0.0
+
+    def expert(self):
+        return self
+
+    def act(self):
+        self.eef = self.eef - [0.0, 0.0, 0.01]
+        return np.zeros(7)
+
+
+class Recording:
+    """A PolicyActor stand-in that records what it is told."""
+
+    name = "predictive"
+
+    def __init__(self):
+        self.calls = []
+
+    def reset(self, env):
+        self.calls.append(("reset", None))
+
+    def observe(self, obs):
+        self.calls.append(("observe", obs))
+
+    def act(self, obs):
+        self.calls.append(("act", obs))
+        return np.zeros(7)
+
+
+def test_the_handover_lets_the_expert_observe_the_scripted_step_before_it():
+    """The expert's first plan reads the approach's last step as its previous observation (its motion: the gate's
+    and an obs_steps-2 predictive expert's input), as it would in a whole episode."""
+    env, actor = Descending(), Recording()
+    handover = HandoverActor(actor)
+    handover.reset(env)
+    for t in range(6):
+        handover.act(f"obs {t}")  # the scripted steps move the stand-in's gripper down
+    # in the vicinity (up to 3 cm above the top at 0.10 m) from the 5th observation on: z 0.125
+    assert handover.handover_step == 4
+    assert actor.calls == [("reset", None), ("observe", "obs 3"), ("act", "obs 4"), ("act", "obs 5")]
 
 
 def test_split_rows_count_transit_and_handed_over_stage_one_successes():

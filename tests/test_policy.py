@@ -61,24 +61,31 @@ def test_act_replans_after_the_executed_steps(run_dir, tmp_path):
     plans = []
     real_plan = policy.plan
 
-    previous = []
+    previous, previous_state = [], []
 
-    def recording(images, state, instruction, before):
+    def recording(images, state, instruction, before, before_state):
         previous.append(before)
-        plans.append(real_plan(images, state, instruction, before))
+        previous_state.append(before_state)
+        plans.append(real_plan(images, state, instruction, before, before_state))
         return plans[-1]
 
     policy.plan = recording
     actions = [policy.act(observation(t)) for t in range(9)]
     assert len(plans) == 3  # at steps 0, 4 and 8
     # each plan sees the world-model camera one step before its observation (none at the episode's start)
-    assert previous[0] is None
+    assert previous[0] is None and previous_state[0] is None
     for plan, step in ((1, 3), (2, 7)):
         for camera in CAMERAS:
             np.testing.assert_array_equal(previous[plan][camera], observation(step).images[camera])
+        np.testing.assert_array_equal(previous_state[plan], observation(step).state)
     np.testing.assert_array_equal(np.stack(actions[:4]), plans[0].chunk[:4])
     np.testing.assert_array_equal(np.stack(actions[4:8]), plans[1].chunk[:4])
     assert policy.last_plan is plans[2]
+    policy.reset()  # a new episode forgets them; `observe` records a step another controller took
+    policy.observe(observation(20))
+    policy.act(observation(21))
+    np.testing.assert_array_equal(previous_state[-1], observation(20).state)
+    np.testing.assert_array_equal(previous[-1]["front"], observation(20).images["front"])
 
 
 def test_newest_bundle_and_clear_errors(run_dir, tmp_path):

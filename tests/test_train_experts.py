@@ -14,11 +14,12 @@ from tensorboard_events import scalars
 from typer.testing import CliRunner
 
 from harmowam_cli.main import app
+from harmowam_core.action_space import state_change
 from harmowam_core.config import load_recipe
 from harmowam_core.data.labels import LabelSettings, label_dataset
 from harmowam_core.data.reader import DatasetReader
 from harmowam_core.data.windows import ClipDataset
-from harmowam_core.models.experts import Experts, ExpertsConfig, Normalizer
+from harmowam_core.models.experts import Experts, ExpertsConfig, Normalizer, robust_scale
 from harmowam_core.models.presets import GateModelConfig, PredictiveExpertConfig, ReactiveExpertConfig, WorldModelConfig
 from harmowam_core.models.world_model import WorldModel
 from harmowam_core.training import experts as stage2
@@ -114,11 +115,16 @@ def test_snapshots_keep_the_trained_weights_and_export_chooses_one(stage2_inputs
     root, wm_dir = stage2_inputs
     out = tmp_path / "experts"
     args = ["train-experts", "stack_cans", "--data", str(root), "--wm", str(wm_dir), "--out", str(out), *SMALL]
-    result = runner.invoke(app, [*args, "--set", "train_experts.snapshot_every=2"])
+    two_steps = ["--set", "model.overrides.predictive_expert.obs_steps=2"]  # the state's change read as well
+    result = runner.invoke(app, [*args, "--set", "train_experts.snapshot_every=2", *two_steps])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["step_2"]  # step 4 is model/
     snap, final = Experts.from_pretrained(out / "snapshots" / "step_2"), Experts.from_pretrained(out / "model")
-    assert snap.config == final.config
+    assert snap.config == final.config and final.config.predictive.obs_steps == 2
+    reader = DatasetReader(root)  # scaled by the training episodes' (0 and 1) changes per control step
+    states = [reader.state[reader.episode_slice(e)] for e in (0, 1)]
+    changes = np.concatenate([state_change(s, np.concatenate([s[:1], s[:-1]])) for s in states])  # first: 0
+    np.testing.assert_allclose(final.normalizer.state_change_std, robust_scale(changes), rtol=1e-5)
     assert any(
         not torch.equal(a, b) for a, b in zip(snap.state_dict().values(), final.state_dict().values(), strict=True)
     )
@@ -160,6 +166,9 @@ def test_windows_carry_real_or_imagined_frames_and_per_frame_tokens(stage2_input
     # frame k of the future is read with the tokens of latent frame k + 1
     assert torch.equal(item["wm_frame_tokens"][0], item["wm_hidden"][n : 2 * n])
     assert item["action_is_pad"].sum() == 0 and windows[17]["action_is_pad"].sum() == 11
+    state = windows.reader.state  # episode 0 starts the dataset: its frame t is row t
+    np.testing.assert_allclose(item["state_change"].numpy(), state[3] - state[2], atol=1e-6)
+    assert not windows[0]["state_change"].any()  # an episode's first frame: nothing moved yet
 
     recipe.train_experts.reactive_on_real_frames = True
     real = stage2.ExpertsTrainer(recipe, root, wm_dir, tmp_path / "e")._windows(wm, [0], None)
@@ -172,10 +181,10 @@ def test_windows_carry_real_or_imagined_frames_and_per_frame_tokens(stage2_input
     assert torch.equal(strided[1]["action"], real[4]["action"])
 
 
-def _tiny_experts(use_wm_latents=True, seed=0) -> Experts:
+def _tiny_experts(use_wm_latents=True, seed=0, obs_steps=1) -> Experts:
     torch.manual_seed(seed)
     config = ExpertsConfig(
-        PredictiveExpertConfig(image_size=32),
+        PredictiveExpertConfig(image_size=32, obs_steps=obs_steps),
         ReactiveExpertConfig(image_size=32),
         GateModelConfig(),
         action_dim=7,
@@ -186,7 +195,8 @@ def _tiny_experts(use_wm_latents=True, seed=0) -> Experts:
         use_wm_latents=use_wm_latents,
     )
     g = torch.Generator().manual_seed(1)
-    norm = Normalizer.from_arrays(torch.randn(50, 7, generator=g), torch.randn(50, 7, generator=g))
+    norm = Normalizer.from_arrays(*(torch.randn(50, 7, generator=g) for _ in range(2)))
+    norm.state_change_std = [0.01] * 6 + [0.2]
     return Experts(config, norm)
 
 
@@ -195,6 +205,7 @@ def _batch(b=3, seed=0) -> dict:
     return {
         "images": torch.randint(0, 255, (b, 2, 3, 32, 32), generator=g, dtype=torch.uint8),
         "state": torch.randn(b, 7, generator=g),
+        "state_change": 0.01 * torch.randn(b, 7, generator=g),
         "instruction": ["stack the cans"] * b,
         "action": torch.randn(b, 12, 7, generator=g),
         "action_is_pad": torch.zeros(b, 12, dtype=torch.bool),
@@ -255,6 +266,29 @@ def test_the_reactive_loss_reads_a_random_subset_of_frames_in_training_only():
     experts.train()
     experts.reactive.config.train_frames = None
     assert experts._reactive_frames(frames, None, actions, pad, g)[0] is frames
+
+
+def test_with_two_observation_steps_the_predictive_expert_reads_the_states_change():
+    """obs_steps 2 (diffusion policy's n_obs_steps): the state's change since the previous control step, scaled
+    by its training scale, joins the predictive expert's condition; with 1 it is ignored."""
+    batch = _batch()
+    descending = dict(batch, state_change=batch["state_change"].clone())
+    descending["state_change"][:, 2] = -0.01  # the same states, moving down instead
+    for obs_steps, reads in ((2, True), (1, False)):
+        experts = _tiny_experts(obs_steps=obs_steps)
+        with torch.no_grad():  # off the zero-initialised output layers, so that the condition shows
+            for p in experts.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        g = torch.Generator()
+        a = experts.eval().act(batch, generator=g.manual_seed(0))["predictive"]
+        b = experts.act(descending, generator=g.manual_seed(0))["predictive"]
+        assert (not torch.equal(a, b)) is reads
+    assert experts.predictive.state_embed[0].in_features == 7
+    assert _tiny_experts(obs_steps=2).predictive.state_embed[0].in_features == 14
+    experts = _tiny_experts(obs_steps=2)
+    experts.normalizer.state_change_std = None  # statistics saved without it
+    with pytest.raises(ValueError, match="state_change_std"):
+        experts(batch)
 
 
 def test_the_stage2_objective_weights_the_three_losses():

@@ -260,6 +260,9 @@ class Recipe:
             raise Invalid("expected 1 or 2 context frames", wm.context_frames, key)
         if wm.context_frames != 1 and wm.condition != "concat":
             raise Invalid("expected 1 unless condition is concat", key=key)
+        obs_steps = self.model_config.predictive_expert.obs_steps
+        if obs_steps not in (1, 2):
+            raise Invalid("expected 1 or 2 observation steps", obs_steps, "model.overrides.predictive_expert.obs_steps")
         chunk = self.model_config.action_chunk
         stride = self.train_experts.window_stride
         if not 1 <= stride <= chunk:

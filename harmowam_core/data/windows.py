@@ -59,6 +59,8 @@ class ExpertBatch(TypedDict, total=False):
     images: torch.Tensor  # (cams, 3, S, S) uint8: the current frame of every camera, in the experts' order
     previous_images: torch.Tensor  # (cams, 3, S, S) uint8: one control step earlier (absent: none yet)
     state: torch.Tensor  # (state_dim,) float32: observation.state
+    state_change: torch.Tensor  # (state_dim,) float32: its change since one control step earlier
+    # (`action_space.state_change`; zeros at an episode's start). Read by a predictive expert with obs_steps 2
     instruction: str
     frames: torch.Tensor  # (chunk, 3, h, w) uint8: the imagined (or real) future frames 1..chunk
     wm_hidden: torch.Tensor  # (N, D): the world model's hidden tokens of the whole prediction
@@ -84,12 +86,15 @@ def expert_inputs(
     frames: torch.Tensor,
     wm_hidden: torch.Tensor,
     frame_latent: torch.Tensor,
+    state_change: torch.Tensor | None = None,
 ) -> ExpertBatch:
-    """One window's (or one control cycle's) stage-2 inputs from the camera images, the state, the imagined
-    future frames 1..chunk and the world model's hidden tokens (shapes in `ExpertBatch`; chunk = len(frames))."""
+    """One window's (or one control cycle's) stage-2 inputs from the camera images, the state (and its change
+    since the previous control step; None: zeros, nothing moved yet), the imagined future frames 1..chunk and the
+    world model's hidden tokens (shapes in `ExpertBatch`; chunk = len(frames))."""
     batch: ExpertBatch = {
         "images": images,
         "state": state,
+        "state_change": torch.zeros_like(state) if state_change is None else state_change,
         "instruction": instruction,
         "frames": frames,
         "wm_hidden": wm_hidden,

@@ -42,6 +42,10 @@ class PolicyActor:
     def act(self, obs: Observation) -> np.ndarray:
         return self.policy.act(obs)
 
+    def observe(self, obs: Observation) -> None:
+        """An observation another actor acted on (see `HarmoWAMPolicy.observe`)."""
+        self.policy.observe(obs)
+
     def status(self) -> tuple[str, float | None]:
         plan = self.policy.last_plan
         return plan.used, plan.p_interaction

@@ -69,11 +69,13 @@ class Normalizer:
     action_max: list[float] | None = None
     delta_min: list[float] | None = None  # absolute targets: the demonstrated range of the deltas they came from
     delta_max: list[float] | None = None
+    state_change_std: list[float] | None = None  # the scale of the state's change per control step (None: unknown)
 
     @classmethod
-    def from_arrays(cls, actions, states, deltas=None) -> Normalizer:
+    def from_arrays(cls, actions, states, deltas=None, state_changes=None) -> Normalizer:
         """Statistics of what the experts predict (`actions`: deltas, or absolute targets with the `deltas`
-        they were made from) and of the states, over the training frames."""
+        they were made from), of the states and of their changes per control step (`state_changes`, see
+        `action_space.state_change`), over the training frames."""
         a, s = torch.as_tensor(actions, dtype=torch.float64), torch.as_tensor(states, dtype=torch.float64)
 
         low, high = a.min(0).values.tolist(), a.max(0).values.tolist()
@@ -81,6 +83,8 @@ class Normalizer:
         if deltas is not None:
             d = torch.as_tensor(deltas, dtype=torch.float64)
             out.delta_min, out.delta_max = d.min(0).values.tolist(), d.max(0).values.tolist()
+        if state_changes is not None:
+            out.state_change_std = robust_scale(torch.as_tensor(state_changes, dtype=torch.float64)).tolist()
         return out
 
     def action_bounds(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -136,6 +140,13 @@ class Normalizer:
     def normalize_state(self, x: torch.Tensor) -> torch.Tensor:
         mean, std = self._pair("state", x)
         return (x.float() - mean) / std
+
+    def normalize_state_change(self, x: torch.Tensor) -> torch.Tensor:
+        """A change of state per control step (..., S), divided by its training scale (not centred: no change
+        stays 0). Raises `ValueError` when the statistics were saved without it."""
+        if self.state_change_std is None:
+            raise ValueError("these statistics have no state_change_std: Normalizer.from_arrays(state_changes=...)")
+        return x.float() / torch.tensor(self.state_change_std, dtype=torch.float32, device=x.device)
 
 
 @dataclass
@@ -193,9 +204,10 @@ class Experts(nn.Module):
                torch.Tensor | None]:  # fmt: skip
         """SigLIP tokens of the current images and, for a gate with `motion`, of `previous_images` (the images
         one control step earlier; None when the batch has none), the world model's hidden tokens, the predictive
-        expert's condition tokens, the standardised state, the world model's per-frame tokens for the reactive
-        expert (the world model's tokens are None in the latent ablation), and the cameras' keypoints for the
-        predictive expert's adaLN condition (None unless it reads them)."""
+        expert's condition tokens, the standardised state (with `obs_steps` 2, its scaled change since the previous
+        control step after it: the predictive expert's proprioceptive input), the world model's per-frame tokens for
+        the reactive expert (the world model's tokens are None in the latent ablation), and the cameras' keypoints
+        for the predictive expert's adaLN condition (None unless it reads them)."""
         device, use_wm = self.device, self.config.use_wm_latents
         with timed(timings, "image encoder"):
             images = batch["images"].to(device)
@@ -209,6 +221,9 @@ class Experts(nn.Module):
         with timed(timings, "predictive expert"):
             cond = self.predictive.condition(None, wm_hidden, batch["instruction"], image_tokens)
             state = self.normalizer.normalize_state(batch["state"].to(device))
+            if self.predictive.config.obs_steps == 2:
+                change = self.normalizer.normalize_state_change(batch["state_change"].to(device))
+                state = torch.cat([state, change], dim=-1)
         frame_tokens = batch["wm_frame_tokens"].to(device) if use_wm else None
         return image_tokens, previous_tokens, wm_hidden, cond, state, frame_tokens, keypoints
 

@@ -2,7 +2,8 @@
 
 It denoises an action chunk (12 steps x 7 numbers per arm) with DiT blocks: self-attention over the chunk's
 steps, cross-attention to the condition tokens, and adaLN-zero modulation by the diffusion timestep plus the
-proprioceptive state. The condition tokens are the world model's hidden tokens of the current prediction, the
+proprioceptive state (with `obs_steps` 2 also its change since the previous control step, diffusion policy's
+two observation steps). The condition tokens are the world model's hidden tokens of the current prediction, the
 SigLIP patch tokens of every camera's current image and the T5 tokens of the instruction, each projected to
 the expert's width and tagged with a learned modality (and camera) embedding. Trained to predict the noise
 (diffusers `DDPMScheduler`), sampled with `DDIMScheduler` in `inference_steps` steps. SigLIP and T5 are
@@ -84,7 +85,7 @@ class PredictiveExpert(encoders.WithFrozenParts):
         self.camera = nn.Parameter(torch.zeros(num_cameras, w))
         self.time_proj = Timesteps(FREQ_DIM, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embed = TimestepEmbedding(FREQ_DIM, w)
-        self.state_embed = nn.Sequential(nn.Linear(state_dim, w), nn.SiLU(), nn.Linear(w, w))
+        self.state_embed = nn.Sequential(nn.Linear(state_dim * config.obs_steps, w), nn.SiLU(), nn.Linear(w, w))
         if self.image_net is not None and config.keypoints:  # (cams * width * 2) coordinates -> the adaLN condition
             self.keypoint_embed = nn.Sequential(nn.Linear(num_cameras * self.image_net.width * 2, w), nn.SiLU(),
                                                 nn.Linear(w, w))  # fmt: skip
@@ -166,8 +167,10 @@ class PredictiveExpert(encoders.WithFrozenParts):
         keypoints: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The predicted noise of a noisy chunk (B, chunk, A) at diffusion steps t (B,) (with `prediction`
-        "sample": the predicted clean chunk). `keypoints` (B, cams * width * 2), from `image_features`, join the
-        adaLN condition when the expert has a `keypoint_embed`."""
+        "sample": the predicted clean chunk). `state` (B, state_dim * obs_steps): the standardised state, with
+        `obs_steps` 2 followed by its scaled change since the previous control step. `keypoints`
+        (B, cams * width * 2), from `image_features`, join the adaLN condition when the expert has a
+        `keypoint_embed`."""
         c = self.time_embed(self.time_proj(t).to(noisy.dtype)) + self.state_embed(state.float())
         if self.keypoint_embed is not None:
             if keypoints is None:

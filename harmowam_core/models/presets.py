@@ -69,6 +69,9 @@ class PredictiveExpertConfig:
     # condition beside the timestep and the state, as diffusion policy's global condition (Chi et al. 2023): where
     # the arm and each object appear, as coordinates every block reads, not only through cross-attention
     text_encoder: str | None = None  # T5 encoder checkpoint; None = small random T5
+    obs_steps: int = 1  # observations the expert reads (diffusion policy's n_obs_steps, Chi et al. 2023): 1, the
+    # current one; 2, also the state one control step earlier, as its standardised change beside the state in the
+    # adaLN condition (an open gripper over a can is about to descend or has just released: one state cannot say)
     train_timesteps: int = 100
     inference_steps: int = 10
     prediction: Literal["epsilon", "sample"] = "sample"  # what the DiT outputs: the noise (the paper, diffusion
@@ -163,6 +166,7 @@ PRESETS: dict[str, dict] = {
             "augment_shift": 0,
             "keypoints": False,
             "text_encoder": "google-t5/t5-base",
+            "obs_steps": 1,
             "train_timesteps": 100,
             "inference_steps": 10,
             "prediction": "epsilon",

@@ -306,7 +306,7 @@ def untrained_run(root: str | Path, recipe, resolution: int = 64, seed: int = 0)
         torch.manual_seed(seed)
         wm = WorldModel.from_config(replace(config.world_model, resolution=[resolution, resolution]))
         wm.save_pretrained(root / "wm" / "model")
-        dim = recipe.action_dim
+        dim, step = recipe.action_dim, ([0.01] * 6 + [0.5]) * recipe.num_arms  # an action's (and a state's) scale
         experts = Experts(
             ExpertsConfig(
                 replace(config.predictive_expert, image_size=resolution),
@@ -320,7 +320,7 @@ def untrained_run(root: str | Path, recipe, resolution: int = 64, seed: int = 0)
                 chunk=config.action_chunk,
                 cameras=[c.name for c in recipe.cameras],
             ),
-            Normalizer([0.0] * dim, ([0.01] * 6 + [0.5]) * recipe.num_arms, [0.0] * dim, [1.0] * dim),
+            Normalizer([0.0] * dim, step, [0.0] * dim, [1.0] * dim, state_change_std=step),
         )
         experts.save_pretrained(root / "experts" / "model")
     report = {"world_model": str((root / "wm" / "model").resolve()), "untrained": True}

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harmowam_core.action_space import deltas_from_targets
+from harmowam_core.action_space import deltas_from_targets, state_change
 from harmowam_core.config import Recipe
 from harmowam_core.data.windows import expert_inputs, resize_frames
 from harmowam_core.errors import HarmoWAMError, ParameterError
@@ -235,6 +235,7 @@ class HarmoWAMPolicy:
         self.last_plan: Plan | None = None
         self.step_in_plan = 0  # index into last_plan.imagined of the frame the next action leads to
         self.previous_images: dict[str, np.ndarray] | None = None  # the cameras one step before the latest obs
+        self.previous_state: np.ndarray | None = None  # and the state
         self.generator = torch.Generator(device=self.wm.device).manual_seed(self.seed)
         self.timings, self.plans = {}, 0
 
@@ -258,9 +259,12 @@ class HarmoWAMPolicy:
         state: np.ndarray,
         instruction: str,
         previous: dict[str, np.ndarray] | None = None,
+        previous_state: np.ndarray | None = None,
     ) -> Plan:
         """One control cycle's chunk from the current images (role -> (H, W, 3) uint8) and state; `previous` holds
-        the images one control step earlier (None at an episode's start) for the world model and the gate."""
+        the images one control step earlier (None at an episode's start) for the world model and the gate,
+        `previous_state` the state then (None: the current one, nothing moved) for a predictive expert with
+        `obs_steps` 2."""
         missing = [c for c in [self.camera, *self.cameras] if c not in images]
         if missing:
             raise HarmoWAMError(f"the observation lacks the camera(s) {', '.join(missing)}")
@@ -280,6 +284,7 @@ class HarmoWAMPolicy:
             return torch.stack([resize_frames(images[c][None], [size, size])[0] for c in self.cameras])
 
         motion = previous is not None and self.experts.config.gate.motion  # only a motion gate reads them
+        change = None if previous_state is None else torch.from_numpy(state_change(state, previous_state))
         inputs = expert_inputs(
             cameras(images),
             cameras(previous) if motion else None,
@@ -288,6 +293,7 @@ class HarmoWAMPolicy:
             imagined[0, 1 : self.chunk + 1],
             out.hidden[0],
             self.frame_latent,
+            change,
         )
         batch = {k: [v] if isinstance(v, str) else v.unsqueeze(0) for k, v in inputs.items()}  # a batch of one
         acts = self.experts.act(batch, generator=self.generator, timings=timings)
@@ -306,16 +312,16 @@ class HarmoWAMPolicy:
 
     def act(self, obs) -> np.ndarray:
         """The next action for an `Observation`; plans a new chunk when the executed part of the last is used up."""
-        previous = self.previous_images
+        previous = (self.previous_images, self.previous_state)
         if not self.async_inference:
             if not self.queue:
                 _only_team_for(None)
-                self._start_chunk(self.plan(obs.images, obs.state, obs.instruction, previous), offset=0)
+                self._start_chunk(self.plan(obs.images, obs.state, obs.instruction, *previous), offset=0)
         else:
             if not self.queue:
                 if self._pending is None:  # the first step of an episode: nothing was planned ahead
                     # on the planning thread too, so that torch keeps threads for that thread alone
-                    first = self._plan_ahead(obs.images, obs.state, obs.instruction, previous)
+                    first = self._plan_ahead(obs.images, obs.state, obs.instruction, *previous)
                     self._start_chunk(first.result(), offset=0)
                 else:
                     plan, self._pending = self._pending.result(), None
@@ -323,19 +329,28 @@ class HarmoWAMPolicy:
             if len(self.queue) == self.lead and self._pending is None:
                 images = {k: np.array(v, copy=True) for k, v in obs.images.items()}
                 state = np.array(obs.state, copy=True)
-                self._pending = self._plan_ahead(images, state, obs.instruction, previous)
-        self.previous_images = {c: np.array(obs.images[c], copy=True) for c in [self.camera, *self.cameras]}
+                self._pending = self._plan_ahead(images, state, obs.instruction, *previous)
+        self.observe(obs)
         self.step_in_plan += 1
         action = self.queue.pop(0)
         if self.experts.config.action_targets == "absolute":  # a target: the delta from the state observed now
             action = deltas_from_targets(action, np.asarray(obs.state, dtype=np.float32))
         return action
 
-    def _plan_ahead(self, images, state, instruction, previous) -> Future:
+    def observe(self, obs) -> None:
+        """Keep an `Observation` as the latest one: the next plan reads its images and state as one control step
+        earlier. `act` calls it; call it for steps another controller took (a scripted approach or an operator
+        before a handover) so that the policy's first plan sees the motion that led there."""
+        self.previous_images = {c: np.array(obs.images[c], copy=True) for c in [self.camera, *self.cameras]}
+        self.previous_state = np.array(obs.state, dtype=np.float32, copy=True)
+
+    def _plan_ahead(self, images, state, instruction, previous, previous_state) -> Future:
         """Start a plan on the planning thread, with the caller's torch thread count and as the only thread that
         keeps an OpenMP team (two would halve its speed; see `release_openmp_team`)."""
         _only_team_for(self._pool)
-        return self._pool.submit(self._plan_with_threads, torch.get_num_threads(), images, state, instruction, previous)
+        return self._pool.submit(
+            self._plan_with_threads, torch.get_num_threads(), images, state, instruction, previous, previous_state
+        )
 
     def _plan_with_threads(self, threads: int, *args) -> Plan:
         if torch.get_num_threads() != threads:  # per-thread state: set when the thread began, deaf to later changes

@@ -25,7 +25,7 @@ import yaml
 from accelerate import PartialState
 from torch.utils.data import Dataset
 
-from harmowam_core.action_space import absolute_targets
+from harmowam_core.action_space import absolute_targets, state_change
 from harmowam_core.config import Recipe
 from harmowam_core.data.reader import DatasetReader, split_episodes
 from harmowam_core.data.windows import ClipDataset, ExpertBatch, expert_inputs, previous_frame, resize_frames, window
@@ -106,6 +106,7 @@ class ExpertWindows(Dataset):
             frames,
             torch.from_numpy(np.array(self.cache.hidden[row])),
             self.frame_latent,
+            torch.from_numpy(state_change(reader.state[g], reader.state[g - t + previous_frame(t)])),
         )
         batch["action"] = torch.from_numpy(np.ascontiguousarray(self.actions[reader.episode_slice(ep)][steps]))
         batch["action_is_pad"] = torch.from_numpy(is_pad)
@@ -229,7 +230,10 @@ class ExpertsTrainer:
             [np.arange(reader.episode_slice(e).start, reader.episode_slice(e).stop) for e in self.train_episodes]
         )
         deltas = reader.action[frames] if self.action_targets == "absolute" else None
-        normalizer = Normalizer.from_arrays(self.targets[frames], reader.state[frames], deltas)
+        starts = np.concatenate([np.full(reader.lengths[e], reader.starts[e]) for e in self.train_episodes])
+        before = np.maximum(frames - 1, starts)  # `previous_frame` of every training frame
+        changes = state_change(reader.state[frames], reader.state[before])
+        normalizer = Normalizer.from_arrays(self.targets[frames], reader.state[frames], deltas, changes)
         experts = self.build_experts(wm, normalizer)
         run = {
             "stage": "experts",
