@@ -197,6 +197,26 @@ def comparable(report) -> list[dict]:
 
 
 @pytest.mark.sim
+def test_every_actor_sees_the_same_scenes_whatever_the_router_order(bundle, tmp_path):
+    """Paired evaluation (issue 22, item 4): episode i of a protocol is the same scene for every router and the
+    scripted expert, whichever order the routers are given in; and each router's episode is the same episode."""
+    kwargs = dict(scripted=True, max_steps=4, videos=False)
+    protocols = ["none", "background", "objects"]
+    runs = [evaluate(bundle, protocols, routers, 2, 1000, tmp_path / "-".join(routers), **kwargs)
+            for routers in (["gate", "predictive"], ["predictive", "gate"])]  # fmt: skip
+    by_job = [{(r.actor, r.protocol, r.episode): r for r in run.results} for run in runs]
+    assert by_job[0].keys() == by_job[1].keys() and len(by_job[0]) == 3 * 3 * 2
+    for job, result in by_job[0].items():
+        other = by_job[1][job]
+        assert (result.scene_digest, result.action_digest) == (other.scene_digest, other.action_digest)
+    scenes = {}
+    for (_, protocol, episode), result in by_job[0].items():
+        scenes.setdefault((protocol, episode), set()).add(result.scene_digest)
+    assert all(len(digests) == 1 for digests in scenes.values())  # one scene per episode, whatever the actor
+    assert len({next(iter(d)) for d in scenes.values()}) == len(scenes)  # and a different one for each
+
+
+@pytest.mark.sim
 def test_eval_with_two_workers_and_in_shards_equals_one_run(bundle, tmp_path):
     kwargs = dict(scripted=True, max_steps=STEPS, videos=False, policy_options={"execute_steps": 4})
     args = (bundle, ["none", "position"], ["gate"], 2, 1000)

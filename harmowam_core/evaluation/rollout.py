@@ -85,6 +85,8 @@ class EpisodeResult:
     video: str | None = None
     interrupted: bool = False
     action_digest: str = ""  # SHA-1 of the executed actions (float32): equal digests, the same episode
+    scene_digest: str = ""  # SHA-1 of the first observation (state and camera images): equal digests, the same
+    # scene (every actor of an evaluation sees the same scenes: episode i of a protocol is seed + i)
     # the gripper reached the first target object's vicinity (transit, paper appendix D.2; `phase_split`);
     # None where it is not measured (the real station, a task that does not define its first target)
     transit: bool | None = None
@@ -95,6 +97,15 @@ class EpisodeResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def observation_digest(obs: Observation) -> str:
+    """SHA-1 of an observation's state (float32) and camera images (uint8, cameras in name order)."""
+    digest = hashlib.sha1(np.asarray(obs.state, dtype=np.float32).tobytes())
+    for name in sorted(obs.images):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(obs.images[name], dtype=np.uint8).tobytes())
+    return digest.hexdigest()
 
 
 def run_episode(
@@ -117,6 +128,7 @@ def run_episode(
     start = time.perf_counter()
     result = EpisodeResult(actor.name, ood, episode, seed, [], 0, 0.0, video=str(video) if video else None)
     obs = env.reset(seed=seed, ood=ood)
+    result.scene_digest = observation_digest(obs)
     actor.reset(env)
     writer = EpisodeVideo(Path(video), fps, camera) if video is not None else None
     digest = hashlib.sha1()
