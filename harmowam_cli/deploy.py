@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.prompt import Confirm
 from rich.table import Table
 
 from harmowam_cli._bundle import (
@@ -120,6 +121,13 @@ def run_deploy(
                 tasks[episode] = bar.add_task(f"episode {episode + 1}/{episodes}", total=steps, status="")
             bar.update(tasks[episode], completed=done, status=status)
 
+        def confirm(question: str) -> bool:  # the real station's operator: the bar pauses while they answer
+            bar.stop()
+            try:
+                return Confirm.ask(question, console=console)
+            finally:
+                bar.start()
+
         def on_result(result, finished: int) -> None:
             if overall is not None:
                 stages = "".join("+" if s else "-" for s in result.stages)
@@ -128,6 +136,7 @@ def run_deploy(
         results, interrupted = deploy(
             bundle, router, episodes, out, ood=ood, seed=seed, max_steps=max_steps, policy_options=options,
             workers=workers, backend=backend, station=station, dry_run=dry_run, on_step=on_step, on_result=on_result,
+            confirm=confirm,
         )  # fmt: skip
     _report(recipe, router, ood, results, out, interrupted)
 

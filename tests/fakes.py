@@ -8,6 +8,7 @@ import time
 import types
 
 import numpy as np
+import yaml
 
 STATION = {
     "control_hz": 20,
@@ -27,11 +28,19 @@ STATION = {
 
 
 class FakeFranky(types.SimpleNamespace):
-    """The slice of franky's API the arm uses, recording every call."""
+    """The slice of franky's API the arm uses, recording every call. A move is recorded as ("move", motion,
+    asynchronous, host, pose before it); with `follow` the arm reaches each target at once (one shared pose:
+    single-arm stations). `reflex_at`: the asynchronous moves (counted from 0) that raise franky's
+    `ControlException` instead, as a reflex of the motion they replace surfaces; until `recover_from_errors`
+    every move raises it again."""
 
-    def __init__(self, refuse=()):
+    def __init__(self, refuse=(), follow=False, reflex_at=()):
         calls: list = []
         pose = {"translation": np.array([0.45, 0.0, 0.35]), "quaternion": np.array([1.0, 0.0, 0.0, 0.0])}
+        state = {"attempts": 0, "reflex": False}
+
+        class ControlException(Exception):
+            pass
 
         class Affine:
             def __init__(self, translation=(0, 0, 0), quaternion=(0, 0, 0, 1)):
@@ -60,10 +69,24 @@ class FakeFranky(types.SimpleNamespace):
                 calls.append(("collision", thresholds))
 
             def move(self, motion, asynchronous=False):
-                calls.append(("move", motion, asynchronous, self.host))
+                if asynchronous:
+                    state["reflex"] = state["reflex"] or state["attempts"] in reflex_at
+                    state["attempts"] += 1
+                if state["reflex"]:
+                    calls.append(("reflex", self.host))
+                    raise ControlException(
+                        "libfranka: Move command aborted: motion aborted by reflex! "
+                        '["cartesian_motion_generator_joint_acceleration_discontinuity"]'
+                    )
+                before = {k: v.copy() for k, v in pose.items()}
+                calls.append(("move", motion, asynchronous, self.host, before))
+                if follow:
+                    pose.update(translation=motion.target.translation, quaternion=motion.target.quaternion)
 
             def recover_from_errors(self):
+                state["reflex"] = False
                 calls.append(("recover",))
+                return True
 
             def stop(self):
                 calls.append(("stop", self.host))
@@ -86,7 +109,7 @@ class FakeFranky(types.SimpleNamespace):
 
         super().__init__(
             Affine=Affine, CartesianMotion=CartesianMotion, CartesianStopMotion=CartesianStopMotion, Robot=Robot,
-            Gripper=Gripper, calls=calls, pose=pose,
+            Gripper=Gripper, ControlException=ControlException, calls=calls, pose=pose,
         )  # fmt: skip
 
     def moves(self):
@@ -157,6 +180,32 @@ class Cameras:
 
         self_frames = self.frames
         self.rs.pipeline = Fresh
+
+
+def single_station(watchdog_s=0.25, control_hz=20):
+    """The single-arm station file with the three cameras a single-arm recipe uses."""
+    from harmowam_core.envs.real.config import station_config_from_data
+
+    data = yaml.safe_load(yaml.safe_dump(STATION))
+    data["cameras"] = [{"serial": s, "role": r, "width": 8, "height": 6} for s, r in
+                       (("1", "front"), ("2", "top"), ("3", "wrist"))]  # fmt: skip
+    data.update(watchdog_s=watchdog_s, control_hz=control_hz)
+    return station_config_from_data(data)
+
+
+def open_station(recipe_name, config, answers=(), franky=None, confirm=None, **kw):
+    """A RealStation on a fake franky (`franky`, default a new one) and fake cameras; the operator answers
+    `answers` in turn (or `confirm` does). Returns (station, franky)."""
+    from harmowam_core.config import load_recipe
+    from harmowam_core.envs.real.station import RealStation
+
+    answers = list(answers)
+    franky = franky or FakeFranky()
+    station = RealStation(
+        load_recipe(recipe_name), config, franky=franky, rs=Cameras().rs,
+        confirm=confirm or (lambda q: answers.pop(0)), echo=kw.pop("echo", lambda line: None), watch_enter=False, **kw,
+    )  # fmt: skip
+    return station, franky
 
 
 def report(rid: int, *values: int) -> list[int]:

@@ -1,6 +1,6 @@
 """The real station's arm layer against a fake `franky` module (nothing here reaches a robot): the station
-configuration, clamping and per-step limits, NaN/inf rejection, delta-to-Cartesian conversion, gripper
-hysteresis, the watchdog, a refused connection, and the dry run."""
+configuration, clamping, per-step and step-to-step limits, NaN/inf rejection, delta-to-Cartesian conversion,
+gripper hysteresis and minimum hold, the watchdog, a refused connection, and the dry run."""
 
 from __future__ import annotations
 
@@ -21,8 +21,10 @@ from harmowam_core.errors import HarmoWAMError
 from harmowam_core.geometry import euler_to_mat, mat_to_rotvec, quat_to_mat
 
 
-def arm_config():
-    return station_config_from_data(STATION).arms[0]
+def arm_config(**overrides):
+    data = yaml.safe_load(yaml.safe_dump(STATION))
+    data["arms"][0].update(overrides)
+    return station_config_from_data(data).arms[0]
 
 
 def rotation_angle(a, b) -> float:
@@ -50,7 +52,7 @@ def test_every_target_stays_in_the_box_and_the_per_step_limits(position, delta):
 def test_a_huge_rotation_step_is_saturated_not_wrapped(roll):
     """Converted first, a roll of 1e6 rad wrapped to an arbitrary rotation (1e6 mod 2 pi: -0.36 rad, the
     other way) before the per-step limit saw it; saturated first, it is a roll of max_rotation its own way."""
-    config = arm_config()
+    config = arm_config(max_rotation_change=0.1)  # the step-to-step limit out of the way
     current = euler_to_mat(np.array([np.pi, 0.1, -0.2]))
     _, rotation = ArmGuard(config).target(np.array([0.5, 0.0, 0.3]), current, np.array([0, 0, 0, roll, 0, 0]))
     expected = euler_to_mat(np.array([np.sign(roll) * config.max_rotation, 0.0, 0.0])) @ current
@@ -73,7 +75,7 @@ def test_nan_and_inf_never_reach_the_arm(action):
 
 def test_a_delta_becomes_the_absolute_cartesian_target():
     fake = FakeFranky()
-    arm = FrankyArm(arm_config(), franky=fake)
+    arm = FrankyArm(arm_config(max_translation_change=0.02, max_rotation_change=0.1), franky=fake)
     assert ("collision", ([20.0] * 7, [20.0] * 7, [20.0] * 6, [20.0] * 6)) in fake.calls
     assert arm.robot.relative_dynamics_factor == 0.1
     delta = np.array([0.01, -0.005, 0.002, 0.0, 0.0, 0.05, 0.0])
@@ -85,6 +87,7 @@ def test_a_delta_becomes_the_absolute_cartesian_target():
     np.testing.assert_allclose(quat_to_mat(np.array([w, x, y, z])), euler_to_mat(delta[3:6]) @ current, atol=1e-9)
     assert fake.calls[-1][2] is True  # asynchronous: the next step replaces the target
     # too far in one step: scaled to max_translation along the same direction, then clamped into the box
+    arm.guard.reset()  # from rest: the step-to-step limit allows any step within the per-step one
     arm.command(np.array([0.0, 0.0, -1.0, 0, 0, 0, 0]))
     np.testing.assert_allclose(fake.moves()[-1].target.translation, [0.45, 0.0, 0.33])
     fake.pose["translation"] = np.array([0.45, 0.0, 0.03])
@@ -105,11 +108,64 @@ def test_gripper_hysteresis_does_not_chatter():
     seq = [0.55, 0.65, 0.5, 0.45, 0.35, 0.5, 0.61, 0.59, 0.41]
     assert [h.update(c) for c in seq] == [False, True, True, True, False, False, True, True, True]
     fake = FakeFranky()
-    arm = FrankyArm(arm_config(), franky=fake)
+    arm = FrankyArm(arm_config(gripper={"min_hold_steps": 1}), franky=fake)
     for command in [0.3, 0.7, 0.55, 0.45, 0.8, 0.2, 0.5]:
         arm.command(np.r_[np.zeros(6), command])
     grips = [c[0] for c in fake.calls if c[0] in ("grasp", "open")]
     assert grips == ["grasp", "open"]  # only the two crossings: closed at 0.7, opened at 0.2
+
+
+def test_a_gripper_flipping_every_step_changes_once_per_minimum_hold():
+    """Hysteresis keeps 0.45/0.55 from chattering, not 0/1: the hold does (gripper.min_hold_steps, 10)."""
+    fake = FakeFranky()
+    arm = FrankyArm(arm_config(), franky=fake)
+    for t in range(40):
+        arm.command(np.r_[np.zeros(6), float(t % 2)])
+    grips = [(len([c for c in fake.calls[:i] if c[0] == "move"]), c[0]) for i, c in enumerate(fake.calls)
+             if c[0] in ("grasp", "open")]  # fmt: skip
+    # the first 1 closes; each change then waits 10 commands and the next command asking the other way
+    assert grips == [(2, "grasp"), (13, "open"), (24, "grasp"), (35, "open")]
+    h = GripperHysteresis(min_hold=3)
+    assert [h.update(c) for c in [1, 0, 0, 0, 1, 1]] == [True, True, True, False, False, False]
+    h.reset()  # homing: open, and free to close at once
+    assert h.update(1.0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    start=st.tuples(st.floats(0.25, 0.75), st.floats(-0.35, 0.35), st.floats(0.02, 0.55)),
+    deltas=st.lists(st.lists(st.floats(-1e6, 1e6), min_size=6, max_size=6), min_size=2, max_size=40),
+)
+def test_consecutive_steps_stay_in_the_box_and_the_step_to_step_limit(start, deltas):
+    """With the arm reaching each target, every step also differs from the last by at most
+    max_translation_change / max_rotation_change, walls included (the guard brakes before them)."""
+    config = arm_config()
+    guard = ArmGuard(config)
+    position, rotation = np.array(start), euler_to_mat(np.array([np.pi, 0.0, 0.0]))
+    last_step, last_rotvec = np.zeros(3), np.zeros(3)
+    for delta in deltas:
+        goal, goal_rotation = guard.target(position, rotation, np.array(delta))
+        step, rotvec = goal - position, mat_to_rotvec(goal_rotation @ rotation.T)
+        assert config.workspace.contains(goal)
+        assert np.linalg.norm(step) <= config.max_translation + 1e-9
+        assert np.linalg.norm(step - last_step) <= config.max_translation_change + 1e-9
+        assert np.linalg.norm(rotvec - last_rotvec) <= config.max_rotation_change + 1e-6
+        position, rotation, last_step, last_rotvec = goal, goal_rotation, step, rotvec
+
+
+def test_alternating_extremes_ramp_instead_of_reversing():
+    config = arm_config()
+    guard = ArmGuard(config)
+    position, rotation = np.array([0.5, 0.0, 0.3]), np.eye(3)
+    xs = []
+    for t in range(8):
+        goal, rotation = guard.target(position, rotation, np.array([(-1.0) ** t, 0, 0, 0, 0, 0]))
+        xs.append(round(float(goal[0] - position[0]), 6))
+        position = goal
+    assert xs == [0.01, 0.0, 0.01, 0.0, 0.01, 0.0, 0.01, 0.0]  # +-1 m asked each step: 0.01 m of change at most
+    guard.reset()
+    goal, _ = guard.target(np.array([0.745, 0.0, 0.3]), np.eye(3), np.array([1.0, 0, 0, 0, 0, 0]))
+    assert goal[0] == pytest.approx(0.75)  # 5 mm from the wall, from rest: it stops at the wall
 
 
 def test_the_watchdog_stops_the_arm_when_commands_stop_coming():
@@ -195,6 +251,19 @@ def test_station_configuration_loads_and_rejects_mistakes(tmp_path):
         (lambda d: d["arms"][0].pop("host"), "s.yaml: arms[0].host: missing; expected a string"),
         (lambda d: d.update(arms=d["arms"] * 3), "s.yaml: arms: expected one or two arms, got 3"),
         (lambda d: d["arms"][0].update(home=5), "s.yaml: arms[0].home: expected a mapping with keys position, euler"),
+        (
+            lambda d: d["arms"][0].update(max_translation_change=0.03),
+            "s.yaml: arms[0].max_translation_change: expected at most max_translation (0.02), got 0.03",
+        ),
+        (
+            lambda d: d["arms"][0].update(max_rotation_change=0),
+            "arms[0].max_rotation_change: expected a number above 0",
+        ),
+        (
+            lambda d: d["arms"][0].update(recovery_dynamics_factor=0.2),
+            "arms[0].recovery_dynamics_factor: expected at most relative_dynamics_factor (0.1), got 0.2",
+        ),
+        (lambda d: d["arms"][0]["gripper"].update(min_hold_steps=0), "arms[0].gripper.min_hold_steps: expected a"),
     ],
 )
 def test_each_station_mistake_is_one_line_naming_file_and_key(mutate, line):
@@ -215,6 +284,9 @@ def test_station_defaults_and_coercions():
     arm = station.arms[0]
     assert arm.name == "arm0" and arm.home_euler == [np.pi, 0.0, 0.0] and arm.home_position == [0.45, 0.0, 0.35]
     assert station.cameras[0].serial == "123456789012" and arm.gripper.close_above == 0.6
+    # the step-to-step limits and the recovery dynamics default to half their per-step / normal values
+    assert (arm.max_translation_change, arm.max_rotation_change, arm.recovery_dynamics_factor) == (0.01, 0.05, 0.05)
+    assert arm.gripper.min_hold_steps == 10
 
 
 def test_a_refused_connection_with_the_real_franky_names_the_host():

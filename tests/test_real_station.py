@@ -1,5 +1,6 @@
 """The real station behind the Env protocol, with fake `franky` and `pyrealsense2` (nothing reaches a robot):
-single and dual arm commands, NaN stops every arm, the watchdog, operator scoring, the dry run, and
+single and dual arm commands, NaN stops every arm, the watchdog, generated policy outputs against every limit,
+a reflex (stop, report, operator, recovery at reduced dynamics), Ctrl-C, operator scoring, the dry run, and
 `harmowam deploy --backend real --dry-run` end to end."""
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import time
 import numpy as np
 import pytest
 import yaml
-from fakes import STATION, Cameras, FakeFranky
+from fakes import STATION, FakeFranky, open_station, single_station
+from real_limits import VIOLATIONS, audit, feed, policy_outputs
 from typer.testing import CliRunner
 
 from harmowam_cli.main import app
@@ -18,6 +20,7 @@ from harmowam_core.config import load_recipe
 from harmowam_core.envs.real.config import station_config_from_data
 from harmowam_core.envs.real.safety import UnsafeCommand
 from harmowam_core.envs.real.station import RealStation
+from harmowam_core.errors import HarmoWAMError
 from harmowam_core.evaluation.rollout import run_episode
 
 
@@ -30,24 +33,6 @@ def dual_station(watchdog_s=0.25):
                        (("1", "global"), ("2", "wrist_left"), ("3", "wrist_right"))]  # fmt: skip
     data["watchdog_s"] = watchdog_s
     return station_config_from_data(data)
-
-
-def single_station(watchdog_s=0.25):
-    data = yaml.safe_load(yaml.safe_dump(STATION))
-    data["cameras"] = [{"serial": s, "role": r, "width": 8, "height": 6} for s, r in
-                       (("1", "front"), ("2", "top"), ("3", "wrist"))]  # fmt: skip
-    data["watchdog_s"] = watchdog_s
-    return station_config_from_data(data)
-
-
-def open_station(recipe_name, config, answers=(), **kw):
-    answers = list(answers)
-    franky = FakeFranky()
-    station = RealStation(
-        load_recipe(recipe_name), config, franky=franky, rs=Cameras().rs, confirm=lambda q: answers.pop(0),
-        echo=lambda line: None, watch_enter=False, **kw,
-    )  # fmt: skip
-    return station, franky
 
 
 def test_dual_arm_actions_reach_each_arm_and_nan_stops_both():
@@ -81,6 +66,99 @@ def test_the_watchdog_stops_the_arms_when_steps_stop_coming():
         while not any(c[0] == "stop" for c in franky.calls) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert any(c[0] == "stop" for c in franky.calls)
+
+
+def test_generated_policy_outputs_never_send_a_command_outside_the_limits():
+    """600 generated outputs (NaN, inf, huge, flickering gripper, alternating extremes, stuck, random) through
+    the station, missing the watchdog's deadline every 150 and meeting two reflexes: every command the arm
+    received lies in the box and the per-step and step-to-step limits; each stall stopped the arm.
+    benchmarks/real_station_limits.py runs 10,000."""
+    franky = FakeFranky(follow=True, reflex_at={50, 300})
+    config = single_station(watchdog_s=0.05, control_hz=1000)
+    station, franky = open_station("stack_cans", config, franky=franky, confirm=lambda q: True)
+    with station:
+        figures = feed(station, franky, policy_outputs(600, seed=3), stall_every=150)
+    counts = audit(franky.calls, config.arms[0])
+    assert {k: counts[k] for k in VIOLATIONS} == dict.fromkeys(VIOLATIONS, 0)
+    refused = figures["outputs: nan"] + figures["outputs: inf"]
+    assert refused > 0 and figures["outputs refused (NaN, inf)"] == refused
+    assert counts["commands sent"] == 600 - refused - 2  # the two moves a reflex refused
+    assert figures["stalls"] == figures["watchdog stops"] == 3 and figures["reflex stops"] == 2
+    assert counts["gripper changes"] > 0 and {k for k in figures if k.startswith("outputs: ")} == {
+        "outputs: random", "outputs: nan", "outputs: inf", "outputs: huge", "outputs: flickering gripper",
+        "outputs: alternating extremes", "outputs: stuck",
+    }  # fmt: skip
+
+
+def test_a_reflex_stops_reports_and_goes_on_at_reduced_dynamics_once_the_operator_confirms():
+    lines, questions = [], []
+
+    def operator(question):
+        questions.append(question)
+        return True
+
+    franky = FakeFranky(follow=True, reflex_at={2})
+    station, franky = open_station("stack_cans", single_station(), franky=franky, confirm=operator, echo=lines.append)
+    with station:
+        station.reset()
+        for _ in range(3):
+            station.step(np.r_[0.01, 0, 0, 0, 0, 0, 0])  # the third move meets the reflex
+        kinds = [c[0] for c in franky.calls]
+        assert kinds[-3:] == ["reflex", "stop", "recover"]  # stopped before asking; nothing sent in between
+        assert lines == [
+            "reflex at step 3: the right arm at 127.0.0.1: libfranka: Move command aborted: motion aborted by "
+            'reflex! ["cartesian_motion_generator_joint_acceleration_discontinuity"]; every arm stopped'
+        ]
+        assert questions[-1] == "recover the right arm at 127.0.0.1 and go on at relative dynamics factor 0.05?"
+        assert station.arms[0].robot.relative_dynamics_factor == 0.05 and not station.operator_ended
+        x = franky.pose["translation"][0]
+        station.step(np.r_[0.01, 0, 0, 0, 0, 0, 0])
+        assert franky.calls[-1][0] == "move" and franky.pose["translation"][0] - x == pytest.approx(0.01)  # from rest
+        assert station.reflexes == 1
+
+
+def test_a_reflex_the_operator_does_not_confirm_ends_the_episode_and_sends_nothing():
+    answers = [True, False]  # home: yes; recover: no
+    franky = FakeFranky(reflex_at={0})
+    station, franky = open_station("stack_cans", single_station(), franky=franky, confirm=lambda q: answers.pop(0))
+    with station:
+        station.reset()
+        station.step(np.zeros(7))
+        assert station.operator_ended and [c[0] for c in franky.calls[-2:]] == ["reflex", "stop"]
+        assert station.arms[0].faulted and station.arms[0].robot.relative_dynamics_factor == 0.1
+        with pytest.raises(HarmoWAMError, match="right arm is in an error state and was not recovered"):
+            answers[:] = [True, False]  # the next episode: the scene is set, but the operator still says no
+            station.reset()
+        answers[:] = [True, True]
+        station.reset()  # asked again, recovered, homed
+        assert not station.arms[0].faulted and franky.calls[-3][0] == "recover"
+
+
+def test_ctrl_c_stops_the_arm_during_a_step_and_between_steps(tmp_path):
+    franky = FakeFranky()
+    station, franky = open_station("stack_cans", single_station(), answers=[True, True], franky=franky)
+
+    def interrupted_move(motion, asynchronous=False):
+        raise KeyboardInterrupt
+
+    with station:
+        station.reset()
+        station.arms[0].robot.move = interrupted_move
+        with pytest.raises(KeyboardInterrupt):
+            station.step(np.r_[0.01, 0, 0, 0, 0, 0, 0])
+        assert franky.calls[-1] == ("stop", "127.0.0.1")
+        del station.arms[0].robot.move
+
+        class CtrlCAfter(EndAfter):
+            def act(self, obs):
+                self.count += 1
+                if self.count == 3:
+                    raise KeyboardInterrupt
+                return np.r_[0.01, 0, 0, 0, 0, 0, 0]
+
+        result = run_episode(station, CtrlCAfter(station, 0), seed=0, max_steps=50)
+        assert result.interrupted and result.steps == 2
+        assert [c[0] for c in franky.calls[-3:]] == ["move", "move", "stop"]
 
 
 def test_the_operator_scores_stages_in_order():

@@ -275,12 +275,15 @@ def deploy(
     dry_run: bool = False,
     on_step: Callable[[int, int, str], None] | None = None,
     on_result: Callable[[EpisodeResult, int], None] | None = None,
+    confirm: Callable[[str], bool] | None = None,
 ) -> tuple[list[EpisodeResult], bool]:
     """`episodes` closed-loop episodes of the bundle's policy with one router, episode i from scene `seed + i`,
     each recorded as `out/episode_<i>.mp4`: in this process (any station), or in `workers` simulator processes
     (the same results). `on_step(episode, steps_done, status)` follows an episode in this process;
-    `on_result(result, finished)` follows each finished one. Returns the finished episodes in order and whether
-    Ctrl-C (or SIGTERM) stopped the run; an episode that fails raises HarmoWAMError naming it."""
+    `on_result(result, finished)` follows each finished one; `confirm(question) -> bool` asks the real
+    station's operator (resets, reflex recoveries, scores; default a y/n prompt). Returns the finished
+    episodes in order and whether Ctrl-C (or SIGTERM) stopped the run; an episode that fails raises
+    HarmoWAMError naming it."""
     from harmowam_core.policy.bundle import verify_bundle
 
     check_eval_args([ood], [router], episodes, False, backend, seed, max_steps)
@@ -298,7 +301,7 @@ def deploy(
     results: list[EpisodeResult] = []
     with (
         HarmoWAMPolicy.from_bundle(bundle, router=router, **(policy_options or {})) as policy,
-        make_env(recipe, backend, station=station, dry_run=dry_run) as env,
+        make_env(recipe, backend, station=station, dry_run=dry_run, confirm=confirm) as env,
     ):
         actor = PolicyActor(policy)
         for i in range(episodes):

@@ -6,10 +6,14 @@
     arm.stop()
 
 A delta becomes an absolute Cartesian target in the base frame (translation added, rotation composed on the
-left, both clamped by `safety.ArmGuard`), sent with `Robot.move(..., asynchronous=True)` so each control step
-replaces the last target. The gripper goes through `GripperHysteresis`: it grasps or opens only when the
-command crosses the far threshold. `DryRunArm` has the same interface, connects to nothing and prints what it
-would send.
+left, both limited by `safety.ArmGuard`: per step, workspace box, step to step), sent with
+`Robot.move(..., asynchronous=True)` so each control step replaces the last target. A reflex during that
+motion surfaces as franky's `ControlException` at the next `move`; it becomes `safety.Reflex`, and
+`recover(confirm)` clears it (`Robot.recover_from_errors`) only once the operator confirms, lowering the
+arm's `relative_dynamics_factor` to the configured `recovery_dynamics_factor`. The gripper goes through
+`GripperHysteresis`: it grasps or opens only when the command crosses the far threshold, and holds each state
+`gripper.min_hold_steps` steps at least. `DryRunArm` has the same interface, connects to nothing and prints
+what it would send.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from collections.abc import Callable
 import numpy as np
 
 from harmowam_core.envs.real.config import ArmConfig
-from harmowam_core.envs.real.safety import ArmGuard, GripperHysteresis, check_finite
+from harmowam_core.envs.real.safety import ArmGuard, GripperHysteresis, Reflex, check_finite
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.geometry import euler_to_mat, mat_to_euler, mat_to_quat, quat_to_mat
 
@@ -43,8 +47,10 @@ class _ArmBase:
     def __init__(self, config: ArmConfig):
         self.config = config
         self.guard = ArmGuard(config)
-        self.hysteresis = GripperHysteresis(config.gripper.close_above, config.gripper.open_below)
+        g = config.gripper
+        self.hysteresis = GripperHysteresis(g.close_above, g.open_below, min_hold=g.min_hold_steps)
         self.home_rotation = euler_to_mat(np.asarray(config.home_euler))
+        self.faulted = False  # a reflex stopped it; nothing is sent until `recover`
 
     def pose(self) -> tuple[np.ndarray, np.ndarray]:  # position (3,), rotation matrix (3, 3)
         raise NotImplementedError
@@ -62,12 +68,31 @@ class _ArmBase:
         action = check_finite(action, 7)
         position, rotation = self.pose()
         target, target_rotation = self.guard.target(position, rotation, action[:6])
-        was_closed = self.hysteresis.closed
+        was_closed, held = self.hysteresis.closed, self.hysteresis.held
         closed = self.hysteresis.update(float(action[6]))
-        self._send(target, target_rotation, closed if closed != was_closed else None)
+        try:
+            self._send(target, target_rotation, closed if closed != was_closed else None)
+        except BaseException:  # nothing was sent: the fingers are where they were
+            self.hysteresis.closed, self.hysteresis.held = was_closed, held
+            raise
         return target, target_rotation, closed
 
     def _send(self, position: np.ndarray, rotation: np.ndarray, gripper: bool | None) -> None:
+        raise NotImplementedError
+
+    def recover(self, confirm: Callable[[str], bool]) -> bool:
+        """Clear a reflex/error state only once the operator confirms it is safe; the arm then goes on at the
+        configured `recovery_dynamics_factor` and from rest. False (and nothing done) when they decline."""
+        factor = self.config.recovery_dynamics_factor
+        name, host = self.config.name, self.config.host
+        if not confirm(f"recover the {name} arm at {host} and go on at relative dynamics factor {factor:g}?"):
+            return False
+        self._recover(factor)
+        self.faulted = False
+        self.guard.reset()
+        return True
+
+    def _recover(self, dynamics_factor: float) -> None:
         raise NotImplementedError
 
 
@@ -94,8 +119,15 @@ class FrankyArm(_ArmBase):
         return float(np.clip(1.0 - self.gripper.width / self.config.gripper.open_width, 0.0, 1.0))
 
     def _send(self, position: np.ndarray, rotation: np.ndarray, gripper: bool | None) -> None:
+        if self.faulted:
+            raise Reflex(self.config.name, f"the {self.config.name} arm is stopped after a reflex; recover it first")
         motion = self.franky.CartesianMotion(self.franky.Affine(position.tolist(), _xyzw(rotation)))
-        self.robot.move(motion, asynchronous=True)
+        try:
+            self.robot.move(motion, asynchronous=True)  # raises the reflex of the motion this one replaces
+        except self.franky.ControlException as err:
+            self.faulted = True
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise Reflex(self.config.name, f"the {self.config.name} arm at {self.config.host}: {reason}") from None
         g = self.config.gripper
         if gripper is True:
             self.gripper.grasp_async(0.0, g.speed, g.force, epsilon_outer=1.0)
@@ -103,7 +135,9 @@ class FrankyArm(_ArmBase):
             self.gripper.move_async(g.open_width, g.speed)
 
     def stop(self) -> None:
-        """Stop the arm where it is (never raises: it runs from the watchdog, Ctrl-C and error paths)."""
+        """Stop the arm where it is (never raises: it runs from the watchdog, Ctrl-C and error paths); the next
+        command starts from rest."""
+        self.guard.reset()
         try:
             self.robot.stop()  # preempts the running motion
         except Exception:  # noqa: BLE001 - a robot already in reflex is stopped anyway
@@ -116,14 +150,13 @@ class FrankyArm(_ArmBase):
         self.robot.move(self.franky.CartesianMotion(target))
         g = self.config.gripper
         self.gripper.move(g.open_width, g.speed)
-        self.hysteresis.closed = False
+        self.hysteresis.reset()
+        self.guard.reset()
 
-    def recover(self, confirm: Callable[[str], bool]) -> bool:
-        """Clear a reflex/error state, only once the operator confirms it is safe."""
-        if not confirm(f"the {self.config.name} arm at {self.config.host} stopped with an error; recover?"):
-            return False
-        self.robot.recover_from_errors()
-        return True
+    def _recover(self, dynamics_factor: float) -> None:
+        if self.robot.recover_from_errors() is False:
+            raise HarmoWAMError(f"the {self.config.name} arm at {self.config.host} did not recover: check it in Desk")
+        self.robot.relative_dynamics_factor = dynamics_factor
 
 
 class DryRunArm(_ArmBase):
@@ -153,13 +186,15 @@ class DryRunArm(_ArmBase):
         )
 
     def stop(self) -> None:
+        self.guard.reset()
         self.echo(f"[dry run] {self.config.name} stop")
 
     def home(self) -> None:
         self.position = np.asarray(self.config.home_position, dtype=np.float64)
         self.rotation = self.home_rotation.copy()
-        self.hysteresis.closed = False
+        self.hysteresis.reset()
+        self.guard.reset()
         self.echo(f"[dry run] {self.config.name} home {self.config.home_position}")
 
-    def recover(self, confirm) -> bool:
-        return True
+    def _recover(self, dynamics_factor: float) -> None:
+        self.echo(f"[dry run] {self.config.name} recover, relative dynamics factor {dynamics_factor:g}")

@@ -13,10 +13,13 @@ arms:
     workspace: {min: [0.25, -0.35, 0.02], max: [0.75, 0.35, 0.55]}
     max_translation: 0.02   # metres per control step
     max_rotation: 0.1       # radians per control step
+    max_translation_change: 0.01  # metres per step, step to step (default: half of max_translation)
+    max_rotation_change: 0.05     # radians per step, step to step (default: half of max_rotation)
     relative_dynamics_factor: 0.1
+    recovery_dynamics_factor: 0.05  # after a reflex the operator confirmed (default: half of the above)
     collision_torque: [20, 20, 18, 18, 16, 14, 12]
     collision_force: [20, 20, 20, 25, 25, 25]
-    gripper: {speed: 0.05, force: 20.0, open_width: 0.08, close_above: 0.6, open_below: 0.4}
+    gripper: {speed: 0.05, force: 20.0, open_width: 0.08, close_above: 0.6, open_below: 0.4, min_hold_steps: 10}
 cameras:
   - {serial: "123456789012", role: front, width: 640, height: 480, fps: 30}
 ```
@@ -103,6 +106,7 @@ class GripperConfig:
     open_width: float = 0.08  # m
     close_above: float = 0.6  # a command above this closes an open gripper ...
     open_below: float = 0.4  # ... and one below this opens a closed one: between, nothing changes
+    min_hold_steps: Annotated[int, _at_most(1000)] = 10  # control steps a grasp or an opening holds at least
 
     @model_validator(mode="after")
     def _hysteresis(self) -> GripperConfig:
@@ -118,6 +122,16 @@ class Home:
     euler: Vector3 = field(default_factory=lambda: [np.pi, 0.0, 0.0])
 
 
+def _derived(config: Any, key: str, upper_key: str) -> float:
+    """The limit `key` of `config`, derived from the one at `upper_key`: null is half of it, more is an error."""
+    value, upper = getattr(config, key), getattr(config, upper_key)
+    if value is None:
+        return upper / 2
+    if value > upper:
+        raise Invalid(f"expected at most {upper_key} ({upper})", value, key)
+    return value
+
+
 @dataclass(config=SCHEMA)
 class ArmConfig:
     host: str
@@ -126,7 +140,13 @@ class ArmConfig:
     name: str = ""  # empty: arm<i>, its place in the station's list
     max_translation: Annotated[float, _at_most(0.1)] = 0.02
     max_rotation: Annotated[float, _at_most(0.5)] = 0.1
+    # the change of the step's translation (m) and rotation (rad) from one control step to the next: an
+    # acceleration limit (null: half the per-step limit, so a full reversal takes four steps)
+    max_translation_change: Annotated[float, _at_most(0.1)] | None = None
+    max_rotation_change: Annotated[float, _at_most(0.5)] | None = None
     relative_dynamics_factor: Annotated[float, _at_most(1.0)] = 0.1
+    # the dynamics an arm continues at once the operator confirmed its recovery from a reflex (null: half)
+    recovery_dynamics_factor: Annotated[float, _at_most(1.0)] | None = None
     collision_torque: Annotated[list[float], _length(7)] = field(default_factory=lambda: [20.0] * 7)
     collision_force: Annotated[list[float], _length(6)] = field(default_factory=lambda: [20.0] * 6)
     gripper: Annotated[GripperConfig, _null_is(GripperConfig)] = field(default_factory=GripperConfig)
@@ -135,6 +155,9 @@ class ArmConfig:
     def _home_in_workspace(self) -> ArmConfig:
         if not self.workspace.contains(np.asarray(self.home.position)):
             raise Invalid("lies outside the workspace box", self.home.position, "home.position")
+        self.max_translation_change = _derived(self, "max_translation_change", "max_translation")
+        self.max_rotation_change = _derived(self, "max_rotation_change", "max_rotation")
+        self.recovery_dynamics_factor = _derived(self, "recovery_dynamics_factor", "relative_dynamics_factor")
         return self
 
     @property

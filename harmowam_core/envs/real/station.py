@@ -8,10 +8,13 @@
 
 Actions and states are per arm [x, y, z, roll, pitch, yaw, gripper] as in the simulator, in each arm's base
 frame; dual-arm actions are [left, right] in the order of the station file's arms. Every command goes
-through the safety layer (`safety`): a non-finite action stops every arm and raises; a watchdog stops the
-arms when `step` is not called within `watchdog_s`; Ctrl-C and any exception in `step` stop them too.
-The operator presses Enter during an episode to end it (`operator_ended`). `dry_run=True` connects to
-nothing: the arms print what they would send and the cameras give black frames.
+through the safety layer (`safety`: per-step, workspace box and step-to-step limits): a non-finite action
+stops every arm and raises; a watchdog stops the arms when `step` is not called within `watchdog_s`; Ctrl-C
+and any exception in `step` stop them too. A reflex (franky's `ControlException`) stops every arm, reports
+one line (the arm, the step, franky's reason) and asks the operator (`confirm`): yes recovers the arm and
+goes on at its `recovery_dynamics_factor` (for the rest of the session) from rest; no ends the episode
+(`operator_ended`; the next `reset` asks again). The operator presses Enter during an episode to end it.
+`dry_run=True` connects to nothing: the arms print what they would send and the cameras give black frames.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from harmowam_core.envs.ood import check_protocol
 from harmowam_core.envs.real.arm import DryRunArm, FrankyArm
 from harmowam_core.envs.real.cameras import Camera, open_camera
 from harmowam_core.envs.real.config import StationConfig
-from harmowam_core.envs.real.safety import Watchdog
+from harmowam_core.envs.real.safety import Reflex, Watchdog
 from harmowam_core.errors import HarmoWAMError
 
 
@@ -83,6 +86,8 @@ class RealStation(Station):
         self.watchdog.__enter__()
         self._scores: list[bool] = [False] * len(self.stage_names)
         self.operator_ended = False
+        self.steps = 0  # control steps of this episode
+        self.reflexes = 0  # reflexes met since the station opened
         self._next_tick = 0.0
         self._enter = threading.Event()
         if watch_enter and sys.stdin is not None and sys.stdin.isatty():
@@ -97,6 +102,8 @@ class RealStation(Station):
             raise HarmoWAMError("the operator did not confirm the reset")
         for arm in self.arms:
             try:
+                if arm.faulted:  # a reflex the operator did not recover from during the last episode
+                    raise Reflex(arm.config.name, "stopped after a reflex")
                 arm.home()
             except Exception as err:  # noqa: BLE001 - a reflex or error state: recovery needs the operator
                 self.echo(f"{arm.config.name} arm: {err}")
@@ -107,16 +114,21 @@ class RealStation(Station):
                 arm.home()
         self._scores = [False] * len(self.stage_names)
         self.operator_ended = False
+        self.steps = 0
         self._enter.clear()
         self._next_tick = time.monotonic() + self.period
         return self._observation()  # the watchdog arms with the first step
 
     def step(self, action: np.ndarray) -> Observation:
         self.watchdog.feed()
+        self.steps += 1
         try:
             action = check_finite(action, 7 * self.num_arms)
             for k, arm in enumerate(self.arms):
                 arm.command(action[7 * k : 7 * k + 7])
+        except Reflex as reflex:
+            self.stop()
+            self._after_reflex(reflex)
         except BaseException:
             self.stop()
             raise
@@ -124,7 +136,7 @@ class RealStation(Station):
         if delay > 0:
             time.sleep(delay)
         self._next_tick = max(self._next_tick, time.monotonic()) + self.period
-        self.operator_ended = self._enter.is_set()
+        self.operator_ended = self.operator_ended or self._enter.is_set()
         return self._observation()
 
     def stage_success(self) -> list[bool]:
@@ -162,6 +174,20 @@ class RealStation(Station):
         self.close()
 
     # ------------------------------------------------------------------ internals
+    def _after_reflex(self, reflex: Reflex) -> None:
+        """Every arm is stopped: report, then recover at reduced dynamics or end the episode, as the operator
+        says. No command is sent in between."""
+        self.reflexes += 1
+        self.watchdog.disarm()  # the operator takes their time; no steps come meanwhile
+        self.echo(f"reflex at step {self.steps}: {reflex}; every arm stopped")
+        arm = next(a for a in self.arms if a.config.name == reflex.arm)
+        if arm.recover(self.confirm):
+            self._next_tick = time.monotonic()  # the pause is not a late step
+            self.watchdog.feed()  # back in the episode: the next step is due within the deadline
+        else:
+            self.operator_ended = True
+            self.echo(f"episode ended at step {self.steps}: the {reflex.arm} arm was not recovered")
+
     def _watch_enter(self) -> None:
         for _ in sys.stdin:
             self._enter.set()
