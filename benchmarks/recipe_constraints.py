@@ -9,8 +9,9 @@ model's resolution, patch size, frame count, codec, heads and head dim and condi
 heads, backbones, image sizes and sampling steps, the gate and the action chunk, on a single-arm and a dual-arm
 task. Each runs `harmowam recipe show TASK --set ...` in-process; an accepted recipe's models are then built and
 put through one training step of each stage and one plan (`model_overrides.exercise`). Prints the counts, the
-rejections per key and the first --show failures; exits 1 if anything broke the rule. Target: 0 broken. About 2 s
-an accepted recipe and 0.05 s a rejected one on 2 cores.
+rejections per key and the first --show failures; exits 1 if anything broke the rule. Target: 0 broken. An
+accepted recipe takes 2.5 to 8 s on 2 shared cores, a rejected one 0.05 s; with --budget-s the examples left after
+it are still drawn but not tried (about 0.02 s each).
 """
 
 from __future__ import annotations
