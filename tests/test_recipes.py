@@ -2,17 +2,20 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from model_overrides import model_overrides, try_overrides
 from typer.testing import CliRunner
 
 from harmowam_cli.main import app
 from harmowam_core.config import (
+    ModelSpec,
     builtin_recipe_dir,
     dump_recipe,
     load_recipe,
     recipe_from_text,
     recipe_names,
+    resolve_model,
     sections_from_overrides,
 )
 from harmowam_core.errors import RecipeError
@@ -234,6 +237,39 @@ def test_exponent_numbers_without_a_dot_are_numbers():
         load_recipe("stack_cans", ["train_wm.learning_rate=1e-3x"])
 
 
+# What the models' architectures need of their settings (issue 22, item 1): --set lines under model.overrides and
+# the line after "key 'model.overrides.". The first three validated, then crashed inside WorldModel.predict or the
+# experts' loss.
+WM = "world_model"
+STRUCTURAL = [
+    ([f"{WM}.resolution=[60, 60]"], f"{WM}.resolution': expected a height that is a multiple of 8: the pixel codec's 4"
+     " x patch 2 (got [60, 60])"),
+    ([f"{WM}.patch_size=[2, 2, 2]"], f"{WM}.patch_size': expected [1, height, width]: the clean current frame's"),
+    ([f"{WM}.num_frames=12"], f"{WM}.num_frames': expected at least 13 frames, the current one and one per action of"
+     " the 12-action chunk (model.overrides.action_chunk): the reactive expert reads action k from frame k (got 12)"),
+    ([f"{WM}.codec=wan", f"{WM}.vae_arch=wan2.2", f"{WM}.resolution=[64, 48]"], f"{WM}.resolution': expected a width"
+     " that is a multiple of 32: the wan codec's 16 x patch 2 (got [64, 48])"),
+    ([f"{WM}.codec=wan", f"{WM}.num_frames=15"], f"{WM}.num_frames': expected 4k + 1 frames: the wan codec encodes"),
+    ([f"{WM}.resolution=[64]"], f"{WM}.resolution': expected [height, width] (got [64])"),
+    ([f"{WM}.codec=vae"], f"{WM}.codec': expected one of wan, pixel"),
+    ([f"{WM}.text_encoder=umt5"], f"{WM}.text_encoder': expected byte-t5 without a checkpoint"),
+    ([f"{WM}.attention_head_dim=7"], f"{WM}.attention_head_dim': expected an even head dim of at least 6: Wan's"),
+    ([f"{WM}.attention_head_dim=4", f"{WM}.num_attention_heads=16"], f"{WM}.attention_head_dim': expected an even"),
+    ([f"{WM}.num_attention_heads=3"], "reactive_expert.dino_width': expected a divisor of the world model's width"
+     " 96 (num_attention_heads x attention_head_dim)"),
+    (["predictive_expert.num_attention_heads=3"], "predictive_expert.num_attention_heads': expected a divisor of"
+     " hidden_size (64)"),
+    (["predictive_expert.inference_steps=101"], "predictive_expert.inference_steps': expected at most"
+     " train_timesteps (100)"),
+    (["predictive_expert.image_backbone=siglip", "predictive_expert.image_size=40"], "predictive_expert.image_size':"
+     " expected a multiple of 16, the patch of the tiny siglip (no checkpoint named) (got 40)"),
+    (["predictive_expert.image_size=36"], "predictive_expert.image_size': expected a multiple of 8 for the conv"),
+    (["reactive_expert.frame_backbone=dinov2", "reactive_expert.dino_width=32"], "reactive_expert.dino_width':"
+     " expected 64, the tiny dinov2's width"),
+    (["reactive_expert.decoder_kernel_sizes=[]"], "reactive_expert.decoder_kernel_sizes': expected at least one"),
+]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "overrides, line",
     [
@@ -260,7 +296,8 @@ def test_exponent_numbers_without_a_dot_are_numbers():
             ["model.overrides.reactive_expert.train_frames=0"],
             "key 'model.overrides.reactive_expert.train_frames': expected null (every frame) or at least 1 frame",
         ),
-    ],
+    ]
+    + [([f"model.overrides.{s}" for s in sets], f"key 'model.overrides.{line}") for sets, line in STRUCTURAL],
 )
 def test_every_mistake_is_one_line_naming_file_key_and_expectation(overrides, line):
     with pytest.raises(RecipeError) as err:
@@ -284,3 +321,57 @@ def test_recipe_round_trips_through_its_dict():
     again = recipe_from_text(dump_recipe(recipe, resolved=False), "again.yaml")
     assert again.to_dict() == recipe.to_dict() and again.model_config == recipe.model_config
     assert "model_config" not in recipe.to_dict() and "source" not in recipe.to_dict()
+
+
+def test_structural_rules_hold_wherever_a_model_configuration_is_resolved():
+    # the paper preset (Wan2.2's 16 x codec, 13 = 4 x 3 + 1 frames) and the tiny one pass; so do what the rules allow
+    for sets in (
+        ["model.preset=paper"],
+        [],
+        [
+            f"model.overrides.{WM}.codec=wan",
+            f"model.overrides.{WM}.num_frames=9",
+            "model.overrides.action_chunk=8",
+            "train_experts.window_stride=2",
+        ],
+    ):
+        load_recipe("stack_cans", sets)  # fmt: skip
+    # resolve_model (benchmarks/gpu_check.py's --set) checks as the recipe does
+    with pytest.raises(RecipeError, match=r"^--set: key 'model.overrides.world_model.patch_size': expected \[1, h"):
+        resolve_model(ModelSpec(overrides={"world_model": {"patch_size": [2, 2, 2]}}), "--set")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "recipe show stack_cans",
+        "train-wm stack_cans --data {tmp}/d --out {tmp}/w",
+        "train-experts stack_cans --data {tmp}/d --wm {tmp}/w --out {tmp}/e",
+        "collect --task stack_cans --episodes 1 --out {tmp}/c",
+    ],
+)
+def test_every_command_that_loads_a_recipe_exits_2_with_the_rule(tmp_path, command):
+    args = [*command.format(tmp=tmp_path).split(), "--set", "model.overrides.world_model.resolution=[60, 60]"]
+    out = runner.invoke(app, args)
+    assert out.exit_code == 2, out.output
+    assert (
+        out.output.count("\n") == 1 and "key 'model.overrides.world_model.resolution': expected a height" in out.output
+    )
+    assert not (tmp_path / "w").exists() and not (tmp_path / "c").exists()
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
+@given(drawn=model_overrides())
+def test_a_recipe_that_validates_trains_and_plans_and_any_other_is_one_line(drawn):
+    """The rule, as a property over generated model overrides (benchmarks/recipe_constraints.py runs the same with
+    more): accepted -> the models build, take one training step of each stage and plan, at the right shapes;
+    rejected -> exit code 2 and one line naming the model key."""
+    outcome = try_overrides(*drawn)
+    assert outcome.error is None, outcome.describe()
+    assert outcome.exit_code in (0, 2), outcome.describe()
+    event("accepted, trained and planned" if outcome.accepted else f"rejected at {outcome.rejected_key}")  # counts:
+    # pytest --hypothesis-show-statistics

@@ -1,7 +1,8 @@
 """The recipe schema: a task (`Recipe`: station, cameras, stages, gate labelling, OOD protocols, data mapping)
 with its model preset (`ModelSpec`, resolved against `models.presets`) and the training settings of both stages
 (`TrainWMSpec`, `TrainExpertsSpec`). Pydantic dataclasses (`extra="forbid"`, strict scalars) with validators
-for ranges and cross-field rules."""
+for ranges and cross-field rules, and the resolved model checked against what its architecture needs of its
+settings (`_check_world_model`, `_check_experts`): a recipe that validates builds, trains and plans."""
 
 from __future__ import annotations
 
@@ -42,7 +43,17 @@ from harmowam_core.config.validation import (
     rule,
 )
 from harmowam_core.errors import RecipeError
-from harmowam_core.models.presets import PRESETS, ModelConfig
+from harmowam_core.models.presets import (
+    CONV_ENCODER_STRIDE,
+    PRESETS,
+    ROPE_MAX_SEQ_LEN,
+    TINY_DINOV2_PATCH,
+    TINY_ENCODER_WIDTH,
+    TINY_SIGLIP_PATCH,
+    WAN_VAE_FRAME_GROUP,
+    ModelConfig,
+    codec_factors,
+)
 
 ARM_CAMERA_ROLES = {
     "single": {"front", "top", "wrist"},
@@ -254,30 +265,11 @@ class Recipe:
     @model_validator(mode="after")
     def _resolve_model(self) -> Recipe:
         self.model_config = _resolve(self.model)
-        wm = self.model_config.world_model
-        key = "model.overrides.world_model.context_frames"
-        if wm.context_frames not in (1, 2):
-            raise Invalid("expected 1 or 2 context frames", wm.context_frames, key)
-        if wm.context_frames != 1 and wm.condition != "concat":
-            raise Invalid("expected 1 unless condition is concat", key=key)
-        obs_steps = self.model_config.predictive_expert.obs_steps
-        if obs_steps not in (1, 2):
-            raise Invalid("expected 1 or 2 observation steps", obs_steps, "model.overrides.predictive_expert.obs_steps")
         chunk = self.model_config.action_chunk
         stride = self.train_experts.window_stride
         if not 1 <= stride <= chunk:
             expected = f"expected 1 to the action chunk ({chunk}): past it some actions start no window"
             raise Invalid(expected, stride, "train_experts.window_stride")
-        for section, backbone in (("predictive_expert", "image_backbone"), ("reactive_expert", "frame_backbone")):
-            part = getattr(self.model_config, section)
-            where = f"model.overrides.{section}"
-            if getattr(part, backbone) == "conv" and not (part.image_size > 0 and part.image_size % 8 == 0):
-                expected = "expected a multiple of 8 for the convolutional encoder"
-                raise Invalid(expected, part.image_size, f"{where}.image_size")
-        layers, block = wm.num_layers, wm.feature_block
-        if not -layers <= block < layers:
-            expected = f"expected a block index of the {layers} layers (-1: the last)"
-            raise Invalid(expected, block, "model.overrides.world_model.feature_block")
         return self
 
     @property
@@ -368,7 +360,106 @@ def _resolve(spec: ModelSpec) -> ModelConfig:
     except ValidationError as err:
         key, expected, _, _ = located(err, twin)  # keys inside overrides are reported where the user wrote them
         raise Invalid(expected, key=f"model.overrides.{key}", show_got=False) from None
-    return adapter(ModelConfig).validate_python(merged)  # checked strictly above
+    config = adapter(ModelConfig).validate_python(merged)  # checked strictly above
+    _check_world_model(config)
+    _check_experts(config)
+    return config
+
+
+def _check_world_model(config: ModelConfig) -> None:
+    """What the world model's architecture needs of its settings (diffusers' `WanTransformer3DModel` and
+    `AutoencoderKLWan`, `models.world_model`), so that a model that validates also builds, trains and predicts:
+    Invalid at the key to change."""
+    wm, where = config.world_model, "model.overrides.world_model"
+    if wm.context_frames not in (1, 2):
+        raise Invalid("expected 1 or 2 context frames", wm.context_frames, f"{where}.context_frames")
+    if wm.context_frames != 1 and wm.condition != "concat":
+        raise Invalid("expected 1 unless condition is concat", key=f"{where}.context_frames")
+    layers, block = wm.num_layers, wm.feature_block
+    if not -layers <= block < layers:
+        raise Invalid(f"expected a block index of the {layers} layers (-1: the last)", block, f"{where}.feature_block")
+    if wm.text_encoder == "umt5" and not wm.pretrained:
+        expected = "expected byte-t5 without a checkpoint: umt5 loads from world_model.pretrained"
+        raise Invalid(expected, wm.text_encoder, f"{where}.text_encoder")
+    if len(wm.resolution) != 2:
+        raise Invalid("expected [height, width]", wm.resolution, f"{where}.resolution")
+    if len(wm.patch_size) != 3 or wm.patch_size[0] != 1:
+        expected = "expected [1, height, width]: the clean current frame's tokens are a latent frame's alone"
+        raise Invalid(expected, wm.patch_size, f"{where}.patch_size")
+    spatial, temporal = codec_factors(wm)
+    for side, size, patch in zip(("height", "width"), wm.resolution, wm.patch_size[1:], strict=True):
+        step = spatial * patch
+        if size % step:
+            expected = (
+                f"expected a {side} that is a multiple of {step}: the {wm.codec} codec's {spatial} x patch {patch}"
+            )
+            raise Invalid(expected, wm.resolution, f"{where}.resolution")
+        if size // step > ROPE_MAX_SEQ_LEN:
+            expected = (
+                f"expected a {side} of at most {ROPE_MAX_SEQ_LEN} patches of {step} pixels (the rotary embedding's)"
+            )
+            raise Invalid(expected, wm.resolution, f"{where}.resolution")
+    frames, chunk = wm.num_frames, config.action_chunk
+    if wm.codec == "wan" and (frames - 1) % WAN_VAE_FRAME_GROUP:
+        expected = (
+            f"expected {WAN_VAE_FRAME_GROUP}k + 1 frames: the wan codec encodes the first frame alone, then "
+            f"{WAN_VAE_FRAME_GROUP} at a time"
+        )
+        raise Invalid(expected, frames, f"{where}.num_frames")
+    if frames - 1 < chunk:
+        expected = (
+            f"expected at least {chunk + 1} frames, the current one and one per action of the {chunk}-action chunk "
+            "(model.overrides.action_chunk): the reactive expert reads action k from frame k"
+        )
+        raise Invalid(expected, frames, f"{where}.num_frames")
+    if 1 + (frames - 1) // temporal > ROPE_MAX_SEQ_LEN:
+        expected = f"expected at most {ROPE_MAX_SEQ_LEN} latent frames (the rotary embedding's positions)"
+        raise Invalid(expected, frames, f"{where}.num_frames")
+    if wm.attention_head_dim % 2 or wm.attention_head_dim < 6:
+        expected = (
+            "expected an even head dim of at least 6: Wan's rotary embedding turns channel pairs, 2 x (dim // 6) "
+            "for the height, as many for the width, the rest for time"
+        )
+        raise Invalid(expected, wm.attention_head_dim, f"{where}.attention_head_dim")
+
+
+def _check_experts(config: ModelConfig) -> None:
+    """What the experts' architectures need of their settings (`models.predictive_expert`, `reactive_expert`,
+    `encoders`), with the world model's width they read: Invalid at the key to change."""
+    pe, react = config.predictive_expert, config.reactive_expert
+    where = "model.overrides.predictive_expert"
+    if pe.hidden_size % pe.num_attention_heads:
+        expected = f"expected a divisor of hidden_size ({pe.hidden_size}): each head is hidden_size / heads wide"
+        raise Invalid(expected, pe.num_attention_heads, f"{where}.num_attention_heads")
+    if pe.obs_steps not in (1, 2):
+        raise Invalid("expected 1 or 2 observation steps", pe.obs_steps, f"{where}.obs_steps")
+    if pe.inference_steps > pe.train_timesteps:
+        expected = f"expected at most train_timesteps ({pe.train_timesteps}): DDIM samples among the trained steps"
+        raise Invalid(expected, pe.inference_steps, f"{where}.inference_steps")
+    for section, part, encoder, checkpoint, patch in (
+        ("predictive_expert", pe, pe.image_backbone, pe.image_encoder, TINY_SIGLIP_PATCH),
+        ("reactive_expert", react, react.frame_backbone, react.dino, TINY_DINOV2_PATCH),
+    ):
+        if encoder == "conv" and part.image_size % CONV_ENCODER_STRIDE:
+            expected = f"expected a multiple of {CONV_ENCODER_STRIDE} for the convolutional encoder"
+            raise Invalid(expected, part.image_size, f"model.overrides.{section}.image_size")
+        if encoder != "conv" and not checkpoint and part.image_size % patch:
+            expected = f"expected a multiple of {patch}, the patch of the tiny {encoder} (no checkpoint named)"
+            raise Invalid(expected, part.image_size, f"model.overrides.{section}.image_size")
+    where = "model.overrides.reactive_expert"
+    if react.frame_backbone == "dinov2" and not react.dino and react.dino_width != TINY_ENCODER_WIDTH:
+        expected = f"expected {TINY_ENCODER_WIDTH}, the tiny dinov2's width (no checkpoint named)"
+        raise Invalid(expected, react.dino_width, f"{where}.dino_width")
+    wm = config.world_model
+    width = wm.num_attention_heads * wm.attention_head_dim
+    if width % react.dino_width:
+        expected = (
+            f"expected a divisor of the world model's width {width} (num_attention_heads x attention_head_dim): "
+            "its tokens are average-pooled to this width"
+        )
+        raise Invalid(expected, react.dino_width, f"{where}.dino_width")
+    if not react.decoder_kernel_sizes:
+        raise Invalid("expected at least one kernel size", react.decoder_kernel_sizes, f"{where}.decoder_kernel_sizes")
 
 
 def _deep_merge(base: dict, extra: dict) -> dict:

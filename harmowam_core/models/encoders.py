@@ -20,9 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from harmowam_core.errors import HarmoWAMError
+from harmowam_core.models.presets import CONV_ENCODER_STRIDE, TINY_DINOV2_PATCH, TINY_ENCODER_WIDTH, TINY_SIGLIP_PATCH
 
 ENCODER_SEED = 0
-TINY_WIDTH = 64
+TINY_WIDTH = TINY_ENCODER_WIDTH
 SIGLIP_MEAN, SIGLIP_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -86,14 +87,14 @@ def image_encoder(name: str | None, image_size: int) -> nn.Module:
     """SigLIP's vision tower (`SiglipVisionModel`): patch tokens of one camera image (16 px patches)."""
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
-    return _vision(SiglipVisionModel, SiglipVisionConfig, name, image_size, patch_size=16)
+    return _vision(SiglipVisionModel, SiglipVisionConfig, name, image_size, patch_size=TINY_SIGLIP_PATCH)
 
 
 def frame_encoder(name: str | None, image_size: int) -> nn.Module:
     """DINOv2 (`Dinov2Model`): patch-level geometric features of a (predicted) frame (8 px patches when tiny)."""
     from transformers import Dinov2Config, Dinov2Model
 
-    return _vision(Dinov2Model, Dinov2Config, name, image_size, patch_size=8)
+    return _vision(Dinov2Model, Dinov2Config, name, image_size, patch_size=TINY_DINOV2_PATCH)
 
 
 def text_encoder(name: str | None, tiny_width: int = TINY_WIDTH):
@@ -193,8 +194,11 @@ class ConvEncoder(nn.Module):
 
     def __init__(self, image_size: int, width: int = TINY_WIDTH, channels: tuple[int, int] = (32, 64)):
         super().__init__()
-        if image_size % 8:
-            raise ValueError(f"a convolutional encoder needs an image size that is a multiple of 8, got {image_size}")
+        if image_size % CONV_ENCODER_STRIDE:
+            stride = CONV_ENCODER_STRIDE
+            raise ValueError(
+                f"a convolutional encoder needs an image size that is a multiple of {stride}, got {image_size}"
+            )
         self.image_size, self.width = image_size, width
         c1, c2 = channels
         self.net = nn.Sequential(
@@ -209,7 +213,7 @@ class ConvEncoder(nn.Module):
             nn.GELU(),
             nn.Conv2d(c2, width, 1),
         )
-        self.grid = image_size // 8
+        self.grid = image_size // CONV_ENCODER_STRIDE  # the stem's 4 x the stride-2 block's 2
         self.position = nn.Parameter(torch.randn(self.grid * self.grid, width) * 0.02)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+# What the models' architectures make of their settings, beside the settings (the recipe checks its overrides
+# against these without importing torch; the builders use the same numbers).
+WAN_VAE_FACTORS = {"small": (4, 1), "wan2.2": (16, 4)}  # vae_arch -> the wan codec's (spatial, temporal)
+# compression (`codecs.build_codec`): the small one halves the image twice; Wan2.2's patchifies 2 x 2, then halves
+# it 3 times and the frames twice
+WAN_VAE_FRAME_GROUP = 4  # diffusers' AutoencoderKLWan encodes the first frame alone, then the others 4 at a time
+# (`_encode`): frames past the last whole group are dropped, whatever the temporal compression
+ROPE_MAX_SEQ_LEN = 1024  # positions per axis of the world model's rotary embedding (`build_transformer`)
+TINY_ENCODER_WIDTH = 64  # the randomly initialised SigLIP, DINOv2 and T5 of the tiny preset (`models.encoders`)
+TINY_SIGLIP_PATCH, TINY_DINOV2_PATCH = 16, 8  # their patch sizes, pixels
+CONV_ENCODER_STRIDE = 8  # pixels per token of the convolutional encoder along each side (`encoders.ConvEncoder`)
+
 
 @dataclass
 class WorldModelConfig:
@@ -39,15 +51,18 @@ class WorldModelConfig:
     # itself rather than the network's lossy copy of it; 0 turns the preconditioning off (x0 = F)
     output_gate: bool = True  # prediction "sample": one more output channel, a sigmoid per latent pixel that
     # multiplies the network's output there, so a still region can be predicted as exactly still
-    codec: str = "pixel"  # "wan" (AutoencoderKLWan) or "pixel" (space-to-depth of the pixels, nothing to train)
+    codec: Literal["wan", "pixel"] = "pixel"  # "wan" (AutoencoderKLWan) or "pixel" (space-to-depth of the pixels,
+    # nothing to train)
     pixel_patch: int = 4  # the pixel codec's space-to-depth factor
     pixel_residual: bool = True  # pixel codec: future latents hold the difference from the current frame
     pixel_residual_scale: float = 1.0  # ... times this (8 brings stack_cans differences to unit variance; why
     # 1 stays the default: docs/design-notes.md)
     latent_channels: int = 8  # the wan codec's latent channels (the pixel codec has 3 * pixel_patch^2)
     vae_base_dim: int = 16
-    vae_arch: str = "small"  # a random wan codec's architecture: "small" (4x spatial) or "wan2.2" (16x, 4x time)
-    text_encoder: str = "byte-t5"  # "umt5" (paper) or "byte-t5" (tiny T5 with a byte-level tokenizer)
+    vae_arch: Literal["small", "wan2.2"] = "small"  # a random wan codec's architecture: "small" (4x spatial) or
+    # "wan2.2" (16x, 4x time)
+    text_encoder: Literal["umt5", "byte-t5"] = "byte-t5"  # "umt5" (paper, from `pretrained`) or "byte-t5" (tiny T5
+    # with a byte-level tokenizer)
     text_dim: int = 64
     max_text_tokens: int = 64
     feature_block: int = -1  # which transformer block's hidden tokens feed the experts (-1 = last)
@@ -188,3 +203,11 @@ PRESETS: dict[str, dict] = {
 
 def preset_names() -> list[str]:
     return list(PRESETS)
+
+
+def codec_factors(config: WorldModelConfig) -> tuple[int, int]:
+    """The world model codec's (spatial, temporal) compression: pixels per latent pixel along each side, video
+    frames per latent frame after the first. Pixel codec: (`pixel_patch`, 1); wan codec: `WAN_VAE_FACTORS`."""
+    if config.codec == "pixel":
+        return config.pixel_patch, 1
+    return WAN_VAE_FACTORS[config.vae_arch]

@@ -291,26 +291,29 @@ def newest_bundle(bundles: str | Path = "bundles", task: str | None = None, arms
     return max(matching, key=lambda p: ((p / BUNDLE_FILE).stat().st_mtime, p.name))
 
 
-def untrained_run(root: str | Path, recipe, resolution: int = 64, seed: int = 0) -> Path:
-    """A run directory (`root/wm/model`, `root/experts/{model,report.json,recipe.yaml}`) holding randomly
-    initialised tiny models for `recipe`'s arms and cameras: what benchmarks and tests export when latency,
-    not skill, is measured."""
+def untrained_models(recipe, resolution: int | None = None, seed: int = 0):
+    """(world model, experts): randomly initialised models of `recipe`'s model configuration for its arms and
+    cameras, from `seed`; `resolution` (pixels) replaces the world model's resolution and the experts' image sizes
+    with a square one (None: the recipe's). The experts' normalisation is a stand-in (zero means; scales 0.01 for
+    the actions, 0.5 for a gripper, 1 for the state)."""
     import torch
 
     from harmowam_core.models.experts import Experts, ExpertsConfig, Normalizer
     from harmowam_core.models.world_model import WorldModel, latent_frames
 
-    root = Path(root)
     config = recipe.model_config
+    wm_config, predictive, reactive = config.world_model, config.predictive_expert, config.reactive_expert
+    if resolution is not None:
+        wm_config = replace(wm_config, resolution=[resolution, resolution])
+        predictive, reactive = replace(predictive, image_size=resolution), replace(reactive, image_size=resolution)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        wm = WorldModel.from_config(replace(config.world_model, resolution=[resolution, resolution]))
-        wm.save_pretrained(root / "wm" / "model")
+        wm = WorldModel.from_config(wm_config)
         dim, step = recipe.action_dim, ([0.01] * 6 + [0.5]) * recipe.num_arms  # an action's (and a state's) scale
         experts = Experts(
             ExpertsConfig(
-                replace(config.predictive_expert, image_size=resolution),
-                replace(config.reactive_expert, image_size=resolution),
+                predictive,
+                reactive,
                 config.gate,
                 action_dim=dim,
                 state_dim=dim,
@@ -322,7 +325,17 @@ def untrained_run(root: str | Path, recipe, resolution: int = 64, seed: int = 0)
             ),
             Normalizer([0.0] * dim, step, [0.0] * dim, [1.0] * dim, state_change_std=step),
         )
-        experts.save_pretrained(root / "experts" / "model")
+    return wm, experts
+
+
+def untrained_run(root: str | Path, recipe, resolution: int = 64, seed: int = 0) -> Path:
+    """A run directory (`root/wm/model`, `root/experts/{model,report.json,recipe.yaml}`) holding randomly
+    initialised tiny models for `recipe`'s arms and cameras (`untrained_models` at `resolution`): what benchmarks
+    and tests export when latency, not skill, is measured."""
+    root = Path(root)
+    wm, experts = untrained_models(recipe, resolution, seed)
+    wm.save_pretrained(root / "wm" / "model")
+    experts.save_pretrained(root / "experts" / "model")
     report = {"world_model": str((root / "wm" / "model").resolve()), "untrained": True}
     (root / "experts" / "report.json").write_text(json.dumps(report))
     (root / "experts" / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(resolved=False)))

@@ -98,6 +98,8 @@ def frame_to_latent(num_frames: int, temporal: int) -> torch.Tensor:
 
 
 def build_codec(config: WorldModelConfig) -> nn.Module:
+    """The codec of `config`; its compression is `presets.codec_factors(config)` (the recipe checks resolutions
+    and frame counts against that)."""
     if config.codec == "pixel":
         return PixelCodec(config.pixel_patch, config.pixel_residual, config.pixel_residual_scale)
     stats = {"latents_mean": [0.0] * config.latent_channels, "latents_std": [1.0] * config.latent_channels}

@@ -45,7 +45,7 @@ from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models.encoders import WithFrozenParts, embed_text
 from harmowam_core.models.encoders import resolve as resolve_checkpoint
 from harmowam_core.models.encoders import text_encoder as build_text_encoder
-from harmowam_core.models.presets import WorldModelConfig
+from harmowam_core.models.presets import ROPE_MAX_SEQ_LEN, WorldModelConfig
 from harmowam_core.models.world_model import WorldModelOutput
 from harmowam_core.models.world_model.codecs import (
     PixelCodec,
@@ -94,7 +94,7 @@ def build_transformer(config: WorldModelConfig, channels: int) -> WanTransformer
         cross_attn_norm=True,
         qk_norm="rms_norm_across_heads",
         eps=1e-6,
-        rope_max_seq_len=1024,
+        rope_max_seq_len=ROPE_MAX_SEQ_LEN,
     )
 
 
