@@ -75,6 +75,7 @@ PREDICTIVE = _optional(
     image_backbone=_one_of("conv", "siglip"),
     image_size=_one_of(16, 24, 32, 40),
     keypoints=st.booleans(),
+    obs_steps=_one_of(1, 2, 3),
     train_timesteps=_one_of(10, 100),
     inference_steps=_one_of(1, 2, 50),
     prediction=_one_of("epsilon", "sample"),
