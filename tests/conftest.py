@@ -9,6 +9,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import pytest
+import torch
 
 from harmowam_core.data.format import DatasetSpec
 from harmowam_core.data.writer import DatasetWriter
@@ -56,3 +57,28 @@ def make_dataset(tmp_path):
         return root, written
 
     return make
+
+
+@pytest.fixture
+def deterministic_kernels():
+    """torch's deterministic mode (what accelerate's `set_seed(deterministic=True)` turns on), restored after."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
+@pytest.fixture
+def saved_weights():
+    """saved_weights(run_dir) -> {name: tensor}: a training run's weights as saved, "checkpoint.<key>" from its
+    last checkpoint (the trained model) and "model.<folder>.<key>" from model/ (the EMA where it is on)."""
+    from safetensors.torch import load_file
+
+    def read(out) -> dict[str, torch.Tensor]:
+        last = max((out / "checkpoints").iterdir(), key=lambda p: int(p.name.split("_")[1]))
+        raw = load_file(last / "model.safetensors")
+        files = sorted((out / "model").rglob("*.safetensors"))
+        final = {f"model.{f.parent.name}.{k}": v for f in files for k, v in load_file(f).items()}
+        return {**{f"checkpoint.{k}": v for k, v in raw.items()}, **final}
+
+    return read
