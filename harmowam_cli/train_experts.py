@@ -39,7 +39,11 @@ def train_experts(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")] = False,
     max_steps: Annotated[
         int | None,
-        typer.Option(help="Stop after this many steps (caps the recipe's train_experts.steps; smoke runs).", min=1),
+        typer.Option(
+            help="Stop after this many steps, with a checkpoint (a smoke run, or a run continued later with "
+            "--resume); the learning-rate schedule still spans the recipe's train_experts.steps.",
+            min=1,
+        ),
     ] = None,
     without_wm_latents: Annotated[
         bool,

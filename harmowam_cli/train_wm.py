@@ -28,7 +28,11 @@ def train_wm(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")] = False,
     max_steps: Annotated[
         int | None,
-        typer.Option(help="Stop after this many steps (caps the recipe's train_wm.steps; smoke runs).", min=1),
+        typer.Option(
+            help="Stop after this many steps, with a checkpoint (a smoke run, or a run continued later with "
+            "--resume); the learning-rate schedule still spans the recipe's train_wm.steps.",
+            min=1,
+        ),
     ] = None,
     log_with: LogWithOption = None,
     set_: SetOption = None,

@@ -322,13 +322,19 @@ class PipelinePlan:
         return self.budget_minutes * share, self.budget_minutes * (1.0 - share)
 
     def training_overrides(self, recipe: Recipe) -> tuple[list[str], list[str]]:
+        """The two stages' `--set` lists: the plan's, the step count where wm_steps / experts_steps shorten a
+        stage (its schedule's horizon too: `--max-steps` alone would only stop it early), and the budget's share."""
+        wm, experts = list(self.overrides), list(self.overrides)
+        wm_steps, experts_steps = self.planned_steps(recipe)
+        if self.wm_steps is not None:
+            wm.append(f"train_wm.steps={wm_steps}")
+        if self.experts_steps is not None:
+            experts.append(f"train_experts.steps={experts_steps}")
         split = self.budget_split(recipe)
-        if split is None:
-            return list(self.overrides), list(self.overrides)
-        return (
-            [*self.overrides, f"train_wm.max_minutes={split[0]:.6g}"],
-            [*self.overrides, f"train_experts.max_minutes={split[1]:.6g}"],
-        )
+        if split is not None:
+            wm.append(f"train_wm.max_minutes={split[0]:.6g}")
+            experts.append(f"train_experts.max_minutes={split[1]:.6g}")
+        return wm, experts
 
     def check(self) -> Recipe:
         """Every mistake in the settings, as one line, before anything runs; returns the recipe."""

@@ -6,6 +6,7 @@ changed settings are refused in one line; --restart-from redoes a phase. The pha
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -15,6 +16,7 @@ from harmowam_cli import eval_cmd
 from harmowam_cli.main import app
 from harmowam_core import collect as collect_module
 from harmowam_core.collect import ScriptedRecorder
+from harmowam_core.config import load_recipe
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.pipeline import STATE_FILE, Phase, PipelinePlan, PipelineState, pipeline_phases, run_phases
 
@@ -210,6 +212,18 @@ def test_the_budget_is_split_in_proportion_to_the_steps():
     assert plan.out.as_posix() == "reproduce/stack_cans" and plan.bundle_name == "stack_cans"
     full = PipelinePlan.reproduce("stack_cans", full=True)
     assert full.protocols == ["none", "background", "position", "objects"] and "keyframe-average" in full.routers
+
+
+def test_demo_step_counts_are_the_stages_schedules_not_just_a_stop():
+    """`demo --wm-steps 50`: the recipe's train_wm.steps becomes 50 (the cosine ends there; `--max-steps` alone
+    would stop a 2000-step schedule at 50); a count above the recipe's keeps the recipe's."""
+    plan = PipelinePlan("stack_cans", Path("unused"), wm_steps=50, experts_steps=10**9, budget_minutes=10)
+    recipe = plan.recipe()
+    wm, experts = plan.training_overrides(recipe)
+    assert load_recipe("stack_cans", wm).train_wm.steps == 50 and "train_wm.max_minutes" in wm[-1]
+    assert load_recipe("stack_cans", experts).train_experts.steps == recipe.train_experts.steps
+    plain = PipelinePlan("stack_cans", Path("unused"))
+    assert plain.training_overrides(plain.recipe()) == ([], [])
 
 
 class StandInRunners:

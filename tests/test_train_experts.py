@@ -109,6 +109,28 @@ def test_train_experts_caches_the_world_model_and_reports(stage2_inputs, tmp_pat
     assert experts.config.action_dim == 7 and experts.config.num_cameras == 3 and experts.config.use_wm_latents
 
 
+def test_train_experts_stopped_and_resumed_ends_at_the_uninterrupted_weights(
+    stage2_inputs, tmp_path, deterministic_kernels, saved_weights
+):
+    """--max-steps 2, then --resume to the recipe's 3 steps, equals 3 steps in one go: the same windows at the
+    same steps, the same augmentation and noise, and the EMA (on by default in stage 2) restored."""
+    root, wm_dir = stage2_inputs
+    quick = ["--set", "train_experts.steps=3", "--set", "train_experts.checkpoint_every=1"]
+    args = ["train-experts", "stack_cans", "--data", str(root), "--wm", str(wm_dir), *SMALL, *quick]
+    whole = runner.invoke(app, [*args, "--out", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    shutil.copytree(tmp_path / "whole" / "cache", tmp_path / "parts" / "cache")  # what the world model imagines
+    first = runner.invoke(app, [*args, "--out", str(tmp_path / "parts"), "--max-steps", "2"])
+    assert first.exit_code == 0, first.output
+    resumed = runner.invoke(app, [*args, "--out", str(tmp_path / "parts"), "--resume"])
+    assert resumed.exit_code == 0 and "resumed at step 2" in resumed.output, resumed.output
+    expected, got = saved_weights(tmp_path / "whole"), saved_weights(tmp_path / "parts")
+    assert expected.keys() == got.keys()
+    ema = [(v, expected[f"checkpoint.{k.split('.', 2)[2]}"]) for k, v in expected.items() if k.startswith("model.")]
+    assert ema and any(not torch.equal(a, b) for a, b in ema)  # model/ holds the EMA, not the trained weights
+    assert [k for k in expected if not torch.equal(expected[k], got[k])] == []
+
+
 def test_snapshots_keep_the_trained_weights_and_export_chooses_one(stage2_inputs, tmp_path):
     """`train_experts.snapshot_every`: the trained (EMA) weights of every N-th step but the last in snapshots/;
     `harmowam export --snapshot N` bundles those; a step without a snapshot is one line naming the ones there."""

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tensorboard_events import scalars
 from torch import nn
 from torch.utils.data import TensorDataset
@@ -72,6 +76,92 @@ def test_max_steps_caps_the_recipe_and_ema_smooths(tmp_path):
     assert loop.step == 10
     raw = loop.accelerator.unwrap_model(loop.model)
     assert trained is not raw and not torch.equal(trained.weight, raw.weight)
+
+
+def noisy_mse(seen: list[torch.Tensor]):
+    """mse on inputs with noise from torch's global RNG (an augmentation); every batch is kept in `seen`."""
+
+    def loss(model, batch):
+        x, y = batch
+        seen.append(x.clone())
+        return mse(model, (x + 0.1 * torch.randn_like(x), y))
+
+    return loss
+
+
+def resumable(**changes) -> TrainSpec:
+    """56 samples in batches of 16: 3 batches an epoch (8 dropped), so the 30 steps wrap over many epochs."""
+    base = spec(steps=30, warmup_steps=3, lr_schedule="cosine", ema_decay=0.9, checkpoint_every=7)
+    return dataclasses.replace(base, **changes)
+
+
+def weights_and_ema(loop: TrainLoop) -> dict[str, torch.Tensor]:
+    raw = loop.accelerator.unwrap_model(loop.model).state_dict()
+    ema = loop.trained_model().state_dict()
+    return {**{f"model.{k}": v.clone() for k, v in raw.items()}, **{f"ema.{k}": v.clone() for k, v in ema.items()}}
+
+
+@functools.cache
+def uninterrupted(grad_accum: int) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+    seen: list[torch.Tensor] = []
+    with tempfile.TemporaryDirectory() as out:
+        torch.manual_seed(0)
+        loop = TrainLoop(resumable(grad_accum_steps=grad_accum), Path(out), nn.Linear(4, 1), noisy_mse(seen),
+                         regression(56))  # fmt: skip
+        loop.run()
+        return weights_and_ema(loop), seen
+
+
+@pytest.mark.parametrize("grad_accum", [1, 2])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stops=st.lists(st.integers(1, 29), min_size=1, max_size=5, unique=True).map(sorted))
+def test_a_run_stopped_and_resumed_at_any_steps_ends_at_the_uninterrupted_weights(
+    deterministic_kernels, grad_accum, stops
+):
+    """Each stop is `max_steps` (a checkpoint, then the run ends); each resume starts from a new random model.
+    The data stream continues where it stopped (same batches at the same steps, across epochs), the noise RNG
+    too, and the cosine schedule spans the recipe's 30 steps whatever max_steps says: the weights and the EMA end
+    bitwise equal to the run that never stopped."""
+    seen: list[torch.Tensor] = []
+    with tempfile.TemporaryDirectory() as out:
+        expected, expected_batches = uninterrupted(grad_accum)
+        for i, stop in enumerate([*stops, None]):
+            torch.manual_seed(100 * i)  # the first run starts as the uninterrupted one, the others from random
+            loop = TrainLoop(resumable(grad_accum_steps=grad_accum), Path(out), nn.Linear(4, 1), noisy_mse(seen),
+                             regression(56), max_steps=stop)  # fmt: skip
+            loop.run(resume=i > 0)
+            assert loop.step == (stop or 30)
+            assert len(seen) == loop.step * grad_accum
+        got = weights_and_ema(loop)
+    assert len(seen) == len(expected_batches)
+    for step, (batch, want) in enumerate(zip(seen, expected_batches, strict=True)):
+        assert torch.equal(batch, want), f"micro-batch {step} after resumes at {stops}"
+    for name, value in expected.items():
+        assert torch.equal(got[name], value), f"{name} after resumes at {stops}"
+
+
+def test_max_steps_stops_early_on_the_recipes_schedule(tmp_path):
+    """`max_steps` does not shorten the schedule: stopped at step 10 of a 20-step cosine recipe, the learning
+    rate is the recipe's at step 10, not the end of a 10-step decay."""
+    torch.manual_seed(0)
+    recipe = spec(steps=20, warmup_steps=1, lr_schedule="cosine")
+    loop = TrainLoop(recipe, tmp_path, nn.Linear(4, 1), mse, regression(), max_steps=10)
+    loop.run()
+    assert loop.step == 10 and [p.name for p in checkpoints(tmp_path)] == ["step_10"]
+    assert loop.optimizer.param_groups[0]["lr"] == pytest.approx(5e-2 * training_loop.lr_factor(recipe, 20, 10))
+    assert loop.optimizer.param_groups[0]["lr"] == pytest.approx(5e-2 * 0.5)
+
+
+def test_a_hook_drawing_random_numbers_does_not_move_the_training(tmp_path):
+    """Hooks (previews, snapshots) run after a checkpoint: a run resumed from it never ran them, so they must
+    leave torch's RNG as they found it."""
+    results = []
+    for name, hooks in [("plain", []), ("hooked", [(5, lambda loop: torch.rand(100))])]:
+        torch.manual_seed(0)
+        loop = TrainLoop(resumable(), tmp_path / name, nn.Linear(4, 1), noisy_mse([]), regression(56))
+        loop.run(hooks=hooks)
+        results.append(weights_and_ema(loop))
+    assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
 
 
 def test_a_diverging_loss_is_a_clear_error(tmp_path):

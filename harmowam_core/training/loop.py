@@ -9,7 +9,19 @@ are logged). The loop runs unchanged under `accelerate launch --num_processes N`
 shipped config): AdamW with linear warm-up, mixed precision where the device supports it ("auto": bf16 on
 a CUDA device that has it, otherwise full precision), gradient accumulation, an optional EMA of the
 weights, and a checkpoint every `checkpoint_every` steps (`out/checkpoints/step_N`, accelerate state plus
-the step) that `resume` continues from, with the optimiser state.
+the step) that `resume` continues from, with the optimiser, scheduler and EMA state and the RNG states.
+
+The schedule's horizon is the recipe's `spec.steps`; `max_steps` only stops the run earlier (with a checkpoint),
+so a run stopped at step 10 and resumed to 20 is the 20-step run. A resumed run continues the data stream where
+the checkpoint left it: epoch e is shuffled by `spec.seed + e` (accelerate's `SeedableRandomSampler`), and the
+batches the saved steps took are skipped (`Accelerator.skip_first_batches`, as accelerate's checkpointing guide
+does); the noise and augmentation drawn from torch's global RNG continue from the saved RNG state. So on one
+machine, with the same recipe, process count and deterministic kernels (`torch.use_deterministic_algorithms`;
+on the CPU the default), a run stopped and resumed any number of times ends at the weights and EMA of the run
+that never stopped (tests/test_training_loop.py; `benchmarks/resume_determinism.py` kills a run 20 times).
+Hooks run with the RNG state forked, so what they draw does not move the training's. A dataset that draws
+random numbers itself (in `__getitem__`) would break this; the shipped ones do not (the experts' augmentation
+runs in the model's forward).
 
 `spec.max_minutes` caps the loop's wall-clock time (`harmowam reproduce --budget-minutes`): past it the loop
 stops after the step in progress, saves a checkpoint and sets `stopped_by_time`; `step` says how many steps
@@ -27,6 +39,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -176,12 +189,17 @@ class TrainLoop:
         log_every: int = LOG_EVERY,
     ):
         from accelerate import Accelerator
-        from accelerate.utils import ProjectConfiguration, set_seed
+        from accelerate.utils import (
+            DataLoaderConfiguration,
+            GradientAccumulationPlugin,
+            ProjectConfiguration,
+            set_seed,
+        )
 
         self.spec, self.out, self.loss_fn = spec, Path(out), loss_fn
         self.log_with, self.config, self.run_name = parse_log_with(log_with), config or {}, run_name
         self.log_every = max(1, log_every)
-        self.total = spec.steps if max_steps is None else min(spec.steps, max_steps)
+        self.total = spec.steps if max_steps is None else min(spec.steps, max_steps)  # where this run stops
         if len(dataset) == 0:
             raise HarmoWAMError("no training samples: the dataset has no episodes left after the held-out split")
         set_seed(spec.seed)
@@ -195,13 +213,20 @@ class TrainLoop:
             tracking = {"log_with": self.log_with, "project_config": logs}
         self.accelerator = Accelerator(
             mixed_precision=resolve_precision(spec.mixed_precision),
-            gradient_accumulation_steps=spec.grad_accum_steps,
+            # a step is grad_accum_steps micro-batches of a stream that runs on across epochs: no extra
+            # optimiser step at an epoch's end, so every checkpoint falls where no gradient is pending
+            gradient_accumulation_plugin=GradientAccumulationPlugin(
+                num_steps=spec.grad_accum_steps, sync_with_dataloader=False
+            ),
+            # epoch e shuffled by seed + e, so a resumed run can replay the order up to where it stopped
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=spec.seed),
             **tracking,
         )
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=spec.weight_decay)
-        # accelerate advances a prepared scheduler once per process at each optimiser step (not per micro-batch)
-        horizon = self.total * self.accelerator.num_processes
+        # the recipe's steps, not max_steps (which only stops early); accelerate advances a prepared scheduler
+        # once per process at each optimiser step (not per micro-batch)
+        horizon = spec.steps * self.accelerator.num_processes
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(_scheduler_factor, self, spec, horizon))
         loader = DataLoader(
             dataset,
@@ -210,7 +235,7 @@ class TrainLoop:
             drop_last=len(dataset) >= spec.batch_size,
             num_workers=spec.num_workers,
             collate_fn=collate_fn,
-            generator=torch.Generator().manual_seed(spec.seed),
+            generator=torch.Generator().manual_seed(spec.seed),  # the workers' base seed: not torch's global RNG
         )
         self.model, self.optimizer, self.loader, self.scheduler = self.accelerator.prepare(
             model, optimizer, loader, scheduler
@@ -232,7 +257,9 @@ class TrainLoop:
         path = self.out / "checkpoints" / f"step_{self.step}"
         self.accelerator.save_state(str(path))
         if self.accelerator.is_main_process:
-            (path / "step.json").write_text(json.dumps({"step": self.step, "seconds": self.elapsed_seconds()}))
+            partial_file = path / "step.json.partial"  # written whole, then renamed: a kill leaves no half file
+            partial_file.write_text(json.dumps({"step": self.step, "seconds": self.elapsed_seconds()}))
+            os.replace(partial_file, path / "step.json")
             for old in checkpoints(self.out)[:-KEEP_CHECKPOINTS]:
                 shutil.rmtree(old, ignore_errors=True)
         self.accelerator.wait_for_everyone()
@@ -297,12 +324,13 @@ class TrainLoop:
 
     # ------------------------------------------------------------------------------------------- loop
     def _batches(self) -> Iterator[dict]:
-        epoch = 0
+        """The data stream from `self.step` on: `grad_accum_steps` batches per step and process, epoch after
+        epoch; a resumed run starts in the epoch and at the batch where its checkpoint's steps ended."""
+        epoch, skip = divmod(self.step * self.spec.grad_accum_steps, len(self.loader))
         while True:
-            if hasattr(self.loader, "set_epoch"):
-                self.loader.set_epoch(epoch)
-            yield from self.loader
-            epoch += 1
+            self.loader.set_epoch(epoch)
+            yield from self.accelerator.skip_first_batches(self.loader, skip) if skip else self.loader
+            epoch, skip = epoch + 1, 0
 
     def run(self, resume: bool = False, on_log: Callable[[StepLog], None] | None = None, hooks=()) -> None:
         """Train to the step total, or until the time cap (`spec.max_minutes`); `hooks` are (every, fn(loop))
@@ -381,7 +409,13 @@ class TrainLoop:
                 break
             for every, fn in hooks:
                 if every and self.step % every == 0 and self.step < self.total:
-                    fn(self)
+                    with self._rng_forked():  # a run resumed from this step's checkpoint never ran the hook
+                        fn(self)
+
+    def _rng_forked(self):
+        """torch's CPU RNG, and the training device's, restored after the block."""
+        device = self.accelerator.device
+        return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
 def _batch_size(batch) -> int:
