@@ -207,3 +207,49 @@ def test_a_dual_arm_bundle_drives_the_dual_arm_station(tmp_path):
         result = run_episode(env, PolicyActor(policy), seed=1000, max_steps=3, video=tmp_path / "d.mp4")
         assert result.steps == 3 and policy.last_plan.chunk.shape == (12, 14) and policy.plans == 2
     assert frames_in(tmp_path / "d.mp4") == 3
+
+
+def test_an_actor_plans_afresh_after_a_station_reports_a_recovery():
+    """A real station's observation after an arm recovered from a reflex (`info["recovered"]`): the chunk
+    planned before is stale, so `run_episode` resets the actor."""
+    from harmowam_core.envs.base import Observation
+    from harmowam_core.evaluation.rollout import run_episode
+
+    class Station:
+        operator_ended = False
+
+        def reset(self, seed=None, ood="none"):
+            self.steps = 0
+            return Observation({}, np.zeros(7), "x")
+
+        def step(self, action):
+            self.steps += 1
+            return Observation({}, np.zeros(7), "x", info={"recovered": self.steps == 2})
+
+        def stage_success(self):
+            return [False]
+
+        def end_episode(self):
+            return [False]
+
+        def stop(self):
+            pass
+
+    class Actor:
+        name, resets = "gate", 0
+
+        def reset(self, env):
+            self.resets += 1
+
+        def act(self, obs):
+            return np.zeros(7)
+
+        def status(self):
+            return "predictive", 1.0
+
+        def imagined(self):
+            return None
+
+    actor = Actor()
+    run_episode(Station(), actor, seed=0, max_steps=4)
+    assert actor.resets == 2  # the episode's start, and after the recovery at step 2

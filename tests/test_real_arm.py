@@ -4,6 +4,7 @@ gripper hysteresis and minimum hold, the watchdog, a refused connection, and the
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 
 from harmowam_core.envs.real.arm import DryRunArm, FrankyArm
 from harmowam_core.envs.real.config import StationConfigError, load_station_config, station_config_from_data
-from harmowam_core.envs.real.safety import ArmGuard, GripperHysteresis, UnsafeCommand, Watchdog
+from harmowam_core.envs.real.safety import ArmGuard, GripperHysteresis, Reflex, UnsafeCommand, Watchdog
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.geometry import euler_to_mat, mat_to_rotvec, quat_to_mat
 
@@ -153,6 +154,75 @@ def test_consecutive_steps_stay_in_the_box_and_the_step_to_step_limit(start, del
         position, rotation, last_step, last_rotvec = goal, goal_rotation, step, rotvec
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    outside=st.tuples(st.floats(-0.3, 0.3), st.floats(-0.3, 0.3), st.floats(-0.3, 0.3)),
+    deltas=st.lists(st.lists(st.floats(-1e6, 1e6), min_size=6, max_size=6), min_size=1, max_size=30),
+)
+def test_an_arm_outside_the_box_goes_back_within_the_limits_never_in_one_jump(outside, deltas):
+    """Moved out of the box by hand, or recovered after a reflex out there: every step keeps the per-step and
+    step-to-step limits, and once inside, the arm stays inside."""
+    config = arm_config()
+    guard = ArmGuard(config)
+    position = np.clip(np.array([0.5, 0.0, 0.3]) + np.array(outside), -1.0, 1.0)
+    rotation, last_step, inside = np.eye(3), np.zeros(3), config.workspace.contains(position)
+    for delta in deltas:
+        goal, rotation = guard.target(position, rotation, np.array(delta))
+        step = goal - position
+        assert np.linalg.norm(step) <= config.max_translation + 1e-9
+        assert np.linalg.norm(step - last_step) <= config.max_translation_change + 1e-9
+        if inside:
+            assert config.workspace.contains(goal)
+        position, last_step, inside = goal, step, inside or config.workspace.contains(goal)
+
+
+def test_a_command_that_fails_to_send_leaves_the_guard_and_gripper_as_they_were():
+    franky = FakeFranky(reflex_at={1})
+    arm = FrankyArm(arm_config(), franky=franky)
+    arm.command(np.r_[0.02, 0, 0, 0, 0, 0, 1.0])  # a step of 0.01 m from rest; the gripper closes
+    before = (arm.guard.last_step.copy(), arm.hysteresis.closed, arm.hysteresis.held)
+    with pytest.raises(Reflex) as raised:
+        arm.command(np.r_[0.02, 0, 0, 0, 0, 0, 0.0])
+    assert (arm.guard.last_step.tolist(), arm.hysteresis.closed, arm.hysteresis.held) == (
+        before[0].tolist(),
+        before[1],
+        before[2],
+    )
+    assert pickle.loads(pickle.dumps(raised.value)).arm == raised.value.arm == "right"  # crosses worker processes
+
+
+def test_a_stop_from_another_thread_waits_for_the_send_under_way_and_the_next_step_starts_from_rest():
+    sending, release = threading.Event(), threading.Event()
+    franky = FakeFranky(follow=True)
+    arm = FrankyArm(arm_config(), franky=franky)
+    for _ in range(3):
+        arm.command(np.r_[0.02, 0, 0, 0, 0, 0, 0])  # at full speed: 0.01 m a step
+    real_move = arm.robot.move
+
+    def slow_move(*args, **kwargs):
+        sending.set()
+        release.wait(5.0)
+        return real_move(*args, **kwargs)
+
+    arm.robot.move = slow_move
+    commanding = threading.Thread(target=arm.command, args=(np.r_[0.02, 0, 0, 0, 0, 0, 0],))
+    commanding.start()
+    assert sending.wait(5.0)
+    stopping = threading.Thread(target=arm.stop)  # the watchdog's thread
+    stopping.start()
+    time.sleep(0.01)
+    assert stopping.is_alive()  # waits for the send under way ...
+    release.set()
+    commanding.join(5.0)
+    stopping.join(5.0)
+    kinds = [c[0] for c in franky.calls]
+    assert kinds[-2:] == ["move", "stop"]  # ... which the stop then preempts: nothing is sent after it
+    arm.robot.move = real_move
+    x = franky.pose["translation"][0]
+    arm.command(np.r_[0.02, 0, 0, 0, 0, 0, 0])
+    assert franky.pose["translation"][0] - x == pytest.approx(arm.config.max_translation_change)  # from rest
+
+
 def test_alternating_extremes_ramp_instead_of_reversing():
     config = arm_config()
     guard = ArmGuard(config)
@@ -273,6 +343,13 @@ def test_each_station_mistake_is_one_line_naming_file_and_key(mutate, line):
     with pytest.raises(StationConfigError) as err:
         station_config_from_data(bad, "s.yaml")
     assert line in str(err.value) and "\n" not in str(err.value)
+
+
+def test_two_arms_of_one_name_are_refused():
+    data = yaml.safe_load(yaml.safe_dump(STATION))
+    data["arms"].append(dict(data["arms"][0], host="127.0.0.2"))  # a reflex names its arm: names must differ
+    with pytest.raises(StationConfigError, match="unique name for each arm"):
+        station_config_from_data(data)
 
 
 def test_station_defaults_and_coercions():

@@ -101,8 +101,9 @@ def test_a_reflex_stops_reports_and_goes_on_at_reduced_dynamics_once_the_operato
     station, franky = open_station("stack_cans", single_station(), franky=franky, confirm=operator, echo=lines.append)
     with station:
         station.reset()
-        for _ in range(3):
-            station.step(np.r_[0.01, 0, 0, 0, 0, 0, 0])  # the third move meets the reflex
+        observations = [station.step(np.r_[0.01, 0, 0, 0, 0, 0, 0]) for _ in range(3)]  # the third: a reflex
+        # the observation after a recovery says so (`run_episode` then has the actor plan afresh), once
+        assert [o.info["recovered"] for o in observations] == [False, False, True]
         kinds = [c[0] for c in franky.calls]
         assert kinds[-3:] == ["reflex", "stop", "recover"]  # stopped before asking; nothing sent in between
         assert lines == [
@@ -112,7 +113,7 @@ def test_a_reflex_stops_reports_and_goes_on_at_reduced_dynamics_once_the_operato
         assert questions[-1] == "recover the right arm at 127.0.0.1 and go on at relative dynamics factor 0.05?"
         assert station.arms[0].robot.relative_dynamics_factor == 0.05 and not station.operator_ended
         x = franky.pose["translation"][0]
-        station.step(np.r_[0.01, 0, 0, 0, 0, 0, 0])
+        assert not station.step(np.r_[0.01, 0, 0, 0, 0, 0, 0]).info["recovered"]
         assert franky.calls[-1][0] == "move" and franky.pose["translation"][0] - x == pytest.approx(0.01)  # from rest
         assert station.reflexes == 1
 

@@ -139,6 +139,8 @@ def run_episode(
             used, p = actor.status()
             result.expert_steps[used] = result.expert_steps.get(used, 0) + 1
             obs = env.step(action)
+            if obs.info.get("recovered"):  # a real arm recovered from a reflex: what was planned before is stale
+                actor.reset(env)
             result.steps = step + 1
             reached = env.stage_success()
             if writer is not None:

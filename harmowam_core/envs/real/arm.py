@@ -18,6 +18,7 @@ what it would send.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -26,6 +27,8 @@ from harmowam_core.envs.real.config import ArmConfig
 from harmowam_core.envs.real.safety import ArmGuard, GripperHysteresis, Reflex, check_finite
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.geometry import euler_to_mat, mat_to_euler, mat_to_quat, quat_to_mat
+
+STOP_WAIT_S = 0.05  # how long `stop` waits for a command being sent from another thread
 
 
 def import_franky():
@@ -51,6 +54,8 @@ class _ArmBase:
         self.hysteresis = GripperHysteresis(g.close_above, g.open_below, min_hold=g.min_hold_steps)
         self.home_rotation = euler_to_mat(np.asarray(config.home_euler))
         self.faulted = False  # a reflex stopped it; nothing is sent until `recover`
+        self._sending = threading.RLock()  # held while a command is computed and sent
+        self._stops = 0  # how many times `stop` ran
 
     def pose(self) -> tuple[np.ndarray, np.ndarray]:  # position (3,), rotation matrix (3, 3)
         raise NotImplementedError
@@ -67,15 +72,37 @@ class _ArmBase:
         """Send one step; returns the (clamped) target position, rotation and gripper state sent."""
         action = check_finite(action, 7)
         position, rotation = self.pose()
-        target, target_rotation = self.guard.target(position, rotation, action[:6])
-        was_closed, held = self.hysteresis.closed, self.hysteresis.held
-        closed = self.hysteresis.update(float(action[6]))
+        with self._sending:  # `stop` (the watchdog's thread) waits for a send under way, then preempts it
+            stops = self._stops
+            before = (self.guard.last_step, self.guard.last_rotvec, self.hysteresis.closed, self.hysteresis.held)
+            target, target_rotation = self.guard.target(position, rotation, action[:6])
+            closed = self.hysteresis.update(float(action[6]))
+            try:
+                if stops == self._stops:
+                    self._send(target, target_rotation, closed if closed != before[2] else None)
+                    return target, target_rotation, closed
+            except BaseException:  # nothing was sent: the guard and the fingers are as they were
+                self.guard.last_step, self.guard.last_rotvec, self.hysteresis.closed, self.hysteresis.held = before
+                raise
+            # stopped (the watchdog's thread) while this step was computed: not sent; the next starts from rest
+            self.hysteresis.closed, self.hysteresis.held = before[2], before[3]
+            return position, rotation, before[2]
+
+    def stop(self) -> None:
+        """Stop the arm where it is (never raises: it runs from the watchdog, Ctrl-C and error paths); the next
+        command starts from rest. A command being sent from another thread finishes first (waited for at most
+        STOP_WAIT_S), so no step computed before the stop is sent after it."""
+        locked = self._sending.acquire(timeout=STOP_WAIT_S)
         try:
-            self._send(target, target_rotation, closed if closed != was_closed else None)
-        except BaseException:  # nothing was sent: the fingers are where they were
-            self.hysteresis.closed, self.hysteresis.held = was_closed, held
-            raise
-        return target, target_rotation, closed
+            self._stops += 1
+            self.guard.reset()
+        finally:
+            if locked:
+                self._sending.release()
+        self._stop_motion()
+
+    def _stop_motion(self) -> None:
+        raise NotImplementedError
 
     def _send(self, position: np.ndarray, rotation: np.ndarray, gripper: bool | None) -> None:
         raise NotImplementedError
@@ -134,10 +161,7 @@ class FrankyArm(_ArmBase):
         elif gripper is False:
             self.gripper.move_async(g.open_width, g.speed)
 
-    def stop(self) -> None:
-        """Stop the arm where it is (never raises: it runs from the watchdog, Ctrl-C and error paths); the next
-        command starts from rest."""
-        self.guard.reset()
+    def _stop_motion(self) -> None:
         try:
             self.robot.stop()  # preempts the running motion
         except Exception:  # noqa: BLE001 - a robot already in reflex is stopped anyway
@@ -185,8 +209,7 @@ class DryRunArm(_ArmBase):
             f"euler-from-home {np.round(euler, 4).tolist()}{grip}"
         )
 
-    def stop(self) -> None:
-        self.guard.reset()
+    def _stop_motion(self) -> None:
         self.echo(f"[dry run] {self.config.name} stop")
 
     def home(self) -> None:

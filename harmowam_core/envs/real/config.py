@@ -192,6 +192,8 @@ def _one_or_two(arms: list[ArmConfig]) -> list[ArmConfig]:
         raise Invalid("expected one or two arms", len(arms))
     for i, arm in enumerate(arms):
         arm.name = arm.name or f"arm{i}"
+    if len({arm.name for arm in arms}) < len(arms):
+        raise Invalid("expected a unique name for each arm", arms[-1].name)
     return arms
 
 

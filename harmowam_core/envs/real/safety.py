@@ -39,11 +39,15 @@ __all__ = ["ArmGuard", "GripperHysteresis", "Reflex", "UnsafeCommand", "Watchdog
 
 
 class Reflex(HarmoWAMError):
-    """An arm stopped on a reflex or control error during a motion (franky's `ControlException`)."""
+    """An arm stopped on a reflex or control error during a motion (franky's `ControlException`); `arm` is its
+    name (unique in a station)."""
 
     def __init__(self, arm: str, message: str):
         super().__init__(message)
-        self.arm = arm
+        self.arm, self.message = arm, message
+
+    def __reduce__(self):  # picklable across worker processes, like every other HarmoWAMError
+        return (type(self), (self.arm, self.message))
 
 
 def _toward(start: np.ndarray, goal: np.ndarray, limit: float) -> np.ndarray:
@@ -87,9 +91,11 @@ class ArmGuard:
         position = np.asarray(position, dtype=np.float64)
         c = self.config
         step = self.limit_step(delta[:3], delta[3:])[0]
-        step = c.workspace.clamp(position + step) - position
-        step = self._brakeable(position, _toward(self.last_step, step, c.max_translation_change))
-        step = c.workspace.clamp(position + step) - position  # the box is hard (moves it by < 1e-9 m at most)
+        step = c.workspace.clamp(position + step) - position  # toward the box when outside: maybe long
+        step = _toward(np.zeros(3), _toward(self.last_step, step, c.max_translation_change), c.max_translation)
+        step = self._brakeable(position, step)
+        if c.workspace.contains(position):
+            step = c.workspace.clamp(position + step) - position  # the box is hard (moves it by < 1e-9 m at most)
         rotvec = _toward(self.last_rotvec, bounded_rotation(delta[3:], c.max_rotation), c.max_rotation_change)
         self.last_step, self.last_rotvec = step, rotvec
         return position + step, rotvec_to_mat(rotvec) @ np.asarray(rotation, dtype=np.float64)
@@ -107,12 +113,14 @@ class ArmGuard:
         """The step nearest to `step`, on the segment from braking (the last step, `max_translation_change`
         shorter), that the arm can still brake from inside the box. Both ends satisfy the per-step and
         step-to-step limits, so every point between does. When even braking cannot stay in the box (the arm
-        was moved from outside, or lags far behind its targets) the box wins: the step is clamped into it."""
+        is outside it: moved there by hand, or lagging far behind its targets) `step` is returned as it is,
+        already limited and aimed into the box: the arm goes back within the per-step and step-to-step
+        limits, never in one jump."""
         if self._stops_in_box(position, step):
             return step
         brake = _toward(self.last_step, np.zeros(3), self.config.max_translation_change)
         if not self._stops_in_box(position, brake):
-            return self.config.workspace.clamp(position + step) - position
+            return step
         lo, hi = 0.0, 1.0  # the fraction of the way from brake to step: lo is safe
         for _ in range(30):
             mid = (lo + hi) / 2

@@ -88,6 +88,7 @@ class RealStation(Station):
         self.operator_ended = False
         self.steps = 0  # control steps of this episode
         self.reflexes = 0  # reflexes met since the station opened
+        self._recovered = False
         self._next_tick = 0.0
         self._enter = threading.Event()
         if watch_enter and sys.stdin is not None and sys.stdin.isatty():
@@ -114,6 +115,7 @@ class RealStation(Station):
                 arm.home()
         self._scores = [False] * len(self.stage_names)
         self.operator_ended = False
+        self._recovered = False  # an arm was recovered from a reflex since the last observation
         self.steps = 0
         self._enter.clear()
         self._next_tick = time.monotonic() + self.period
@@ -182,6 +184,7 @@ class RealStation(Station):
         self.echo(f"reflex at step {self.steps}: {reflex}; every arm stopped")
         arm = next(a for a in self.arms if a.config.name == reflex.arm)
         if arm.recover(self.confirm):
+            self._recovered = True  # the next observation says so: the actor plans afresh from where the arm is
             self._next_tick = time.monotonic()  # the pause is not a late step
             self.watchdog.feed()  # back in the episode: the next step is due within the deadline
         else:
@@ -201,7 +204,9 @@ class RealStation(Station):
                 frame = self.cameras[cam.role].latest(max_age=max(2 * self.period, 0.1))
                 images[cam.role] = _resize(frame, cam.height, cam.width)
         state = np.concatenate([arm.state() for arm in self.arms]).astype(np.float32)
-        return Observation(images, state, self.instruction, info={"dry_run": self.dry_run})
+        info = {"dry_run": self.dry_run, "recovered": self._recovered}
+        self._recovered = False
+        return Observation(images, state, self.instruction, info=info)
 
 
 def _resize(frame: np.ndarray, height: int, width: int) -> np.ndarray:
