@@ -9,7 +9,8 @@ are logged). The loop runs unchanged under `accelerate launch --num_processes N`
 shipped config): AdamW with linear warm-up, mixed precision where the device supports it ("auto": bf16 on
 a CUDA device that has it, otherwise full precision), gradient accumulation, an optional EMA of the
 weights, and a checkpoint every `checkpoint_every` steps (`out/checkpoints/step_N`, accelerate state plus
-the step) that `resume` continues from, with the optimiser state.
+the step) that `resume` continues from, with the optimiser state. A checkpoint appears under its name whole
+(`save_checkpoint`): a run killed at any moment resumes from its newest one.
 
 `spec.max_minutes` caps the loop's wall-clock time (`harmowam reproduce --budget-minutes`): past it the loop
 stops after the step in progress, saves a checkpoint and sets `stopped_by_time`; `step` says how many steps
@@ -152,6 +153,14 @@ def _scheduler_factor(loop: TrainLoop, spec, horizon: int, step: int) -> float:
     return lr_factor(spec, horizon, step)
 
 
+def _remove_checkpoint(path: Path) -> None:
+    """Hide a checkpoint (one rename) before deleting it: a kill midway leaves no half `step_N`."""
+    hidden = path.with_name(f".{path.name}.old")
+    shutil.rmtree(hidden, ignore_errors=True)
+    path.rename(hidden)
+    shutil.rmtree(hidden, ignore_errors=True)
+
+
 def checkpoints(out: Path) -> list[Path]:
     root = out / "checkpoints"
     found = [p for p in root.glob("step_*") if (p / "step.json").exists()] if root.exists() else []
@@ -229,12 +238,23 @@ class TrainLoop:
 
     # ------------------------------------------------------------------------------------------- state
     def save_checkpoint(self) -> Path:
-        path = self.out / "checkpoints" / f"step_{self.step}"
-        self.accelerator.save_state(str(path))
+        """Save into a hidden `.step_N.partial` and rename it `step_N` once whole (step.json written): a process
+        killed meanwhile leaves only hidden folders, which the next save removes. Old checkpoints are renamed
+        hidden before they are deleted, so a `step_N` folder is always whole."""
+        root = self.out / "checkpoints"
+        path, partial = root / f"step_{self.step}", root / f".step_{self.step}.partial"
         if self.accelerator.is_main_process:
-            (path / "step.json").write_text(json.dumps({"step": self.step, "seconds": self.elapsed_seconds()}))
+            for stale in root.glob(".step_*"):  # left by a killed run
+                shutil.rmtree(stale, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        self.accelerator.save_state(str(partial))
+        if self.accelerator.is_main_process:
+            (partial / "step.json").write_text(json.dumps({"step": self.step, "seconds": self.elapsed_seconds()}))
+            if path.exists():  # saved again at the same step (a resumed run)
+                _remove_checkpoint(path)
+            partial.rename(path)
             for old in checkpoints(self.out)[:-KEEP_CHECKPOINTS]:
-                shutil.rmtree(old, ignore_errors=True)
+                _remove_checkpoint(old)
         self.accelerator.wait_for_everyone()
         return path
 
