@@ -31,8 +31,10 @@ committed before stays loadable (the dataset's episodes and labels, no bundle un
 mount is refused this part says so and is skipped (tests/test_crash_safety.py injects ENOSPC in-process).
 
 Prints one table: command, kills, survived (kills after which every invariant held), failures and the first
-failure. Exits 1 if anything failed. On a loaded 2-core CPU a collect trial takes about 15 s, a label or export
-trial about 10 s, a checkpoint trial about 20 s; --quick runs 5 collect and 3 of each other kill.
+failure (the full-disk row counts its runs into the full tmpfs as kills), then "kills survived" over the four
+commands. Exits 1 if anything failed. On a loaded 2-core CPU a collect trial takes about 11 s, a label trial 4 s,
+an export trial 7 s, a checkpoint trial 20 s: `--collect 30` takes about 15 minutes, the defaults about 28;
+--quick (5 collect kills, 3 of each other) about 6.
 """
 
 from __future__ import annotations
@@ -102,14 +104,14 @@ class Tally:
         self.failures.append(what)
 
 
-def harmowam(args: list[str], kill_after: float | None = None, watch=None, cwd: Path | None = None) -> Run:
+def harmowam(args: list[str], kill_after: float | None = None, watch=None) -> Run:
     """Run `python -m harmowam_cli.main *args`; SIGKILL it `kill_after` seconds after the start (if still
     running). `watch()` is called about every 20 ms while it runs."""
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), COLUMNS="200")
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "harmowam_cli.main", *args], stdout=out, stderr=err, env=env, cwd=cwd or REPO
+            [sys.executable, "-m", "harmowam_cli.main", *args], stdout=out, stderr=err, env=env, cwd=REPO
         )
         killed = False
         while proc.poll() is None:
@@ -133,7 +135,7 @@ def must_succeed(run: Run, what: str) -> None:
         raise SystemExit(f"{what} failed (exit {run.rc}): {run.stderr.strip()[-2000:]}")
 
 
-def first_line(text: str) -> str:
+def last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return (lines[-1] if lines else "no output")[:200]
 
@@ -222,7 +224,7 @@ def chaos_collect(work: Path, count: int, rng: random.Random, workers: int) -> t
         seen = [info_episodes(root)]
         run = harmowam(cmd, kill_after=moment, watch=lambda: seen.append(info_episodes(root)))
         if not run.killed and run.rc != 0:
-            tally.fail(f"collect exited {run.rc} without a kill: {first_line(run.stderr)}")
+            tally.fail(f"collect exited {run.rc} without a kill: {last_line(run.stderr)}")
             return run, False
         error, digests = check_dataset(root, max(max(seen), len(state["known"])), state["known"])
         if error:
@@ -276,7 +278,7 @@ def chaos_label(work: Path, source: Path, count: int, rng: random.Random) -> Tal
         target = "B" if current["name"] == "A" else "A"
         run = harmowam(["label", str(root), *settings[target]], kill_after=moment)
         if not run.killed and run.rc != 0:
-            tally.fail(f"label exited {run.rc} without a kill: {first_line(run.stderr)}")
+            tally.fail(f"label exited {run.rc} without a kill: {last_line(run.stderr)}")
             return run, False
         try:
             now = label_state(root)
@@ -335,7 +337,7 @@ def chaos_export(work: Path, count: int, rng: random.Random) -> Tally:
         name = f"b{next(number)}"
         run = harmowam(["export", str(run_dir), "--bundles", str(bundles), "--name", name], kill_after=moment)
         if not run.killed and run.rc != 0:
-            tally.fail(f"export exited {run.rc} without a kill: {first_line(run.stderr)}")
+            tally.fail(f"export exited {run.rc} without a kill: {last_line(run.stderr)}")
             return run, False
         error = bundle_failures(bundles)
         if error is None and not run.killed and not (bundles / name).is_dir():
@@ -392,7 +394,7 @@ def chaos_checkpoint(work: Path, data: Path, count: int, rng: random.Random) -> 
     def trial(moment: float) -> tuple[Run, bool]:
         run = harmowam(cmd, kill_after=moment)
         if not run.killed:
-            tally.fail(f"train-wm --resume exited {run.rc} without a kill: {first_line(run.stderr)}")
+            tally.fail(f"train-wm --resume exited {run.rc} without a kill: {last_line(run.stderr)}")
             return run, False
         error = checkpoint_failures(out)
         if error:
@@ -403,7 +405,7 @@ def chaos_checkpoint(work: Path, data: Path, count: int, rng: random.Random) -> 
     trials(tally, count, duration, rng, trial)
     last = harmowam([*cmd, "--max-steps", str(newest_step(out) + 2)])
     if last.rc != 0:
-        tally.fail(f"the last, uninterrupted train-wm --resume exited {last.rc}: {first_line(last.stderr)}")
+        tally.fail(f"the last, uninterrupted train-wm --resume exited {last.rc}: {last_line(last.stderr)}")
     return tally
 
 
@@ -411,7 +413,7 @@ def chaos_checkpoint(work: Path, data: Path, count: int, rng: random.Random) -> 
 def one_line_exit_2(run: Run) -> str | None:
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     if run.rc != 2 or len(lines) != 1 or "Traceback" in run.stderr:
-        return f"exit {run.rc}, stderr {len(lines)} line(s): {first_line(run.stderr)}"
+        return f"exit {run.rc}, stderr {len(lines)} line(s): {last_line(run.stderr)}"
     return None
 
 
@@ -430,7 +432,7 @@ def chaos_full_disk(work: Path, dataset: Path, run_dir: Path | None) -> tuple[Ta
     size = sum(p.stat().st_size for p in dataset.rglob("*") if p.is_file()) + (64 << 20)
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True)
     if mounted.returncode != 0:
-        return tally, f"full disk: mount refused ({first_line(mounted.stderr.decode())}); skipped"
+        return tally, f"full disk: mount refused ({last_line(mounted.stderr.decode())}); skipped"
     try:
         root = mount / "ds"
         shutil.copytree(dataset, root)
@@ -454,7 +456,7 @@ def chaos_full_disk(work: Path, dataset: Path, run_dir: Path | None) -> tuple[Ta
             else:
                 tally.survived += 1
             print(f"  full disk, {name}: {problem or after or 'one line, exit 2, dataset intact'}", flush=True)
-            print(f"    {first_line(run.stderr)}", flush=True)
+            print(f"    {last_line(run.stderr)}", flush=True)
         if run_dir is not None:
             (mount / "filler").unlink(missing_ok=True)
             fill(mount, 300_000)
@@ -469,7 +471,7 @@ def chaos_full_disk(work: Path, dataset: Path, run_dir: Path | None) -> tuple[Ta
             else:
                 tally.survived += 1
             print(f"  full disk, export: {problem or 'one line, exit 2, no bundle'}", flush=True)
-            print(f"    {first_line(run.stderr)}", flush=True)
+            print(f"    {last_line(run.stderr)}", flush=True)
     finally:
         subprocess.run(["umount", str(mount)], check=False)
     return tally, "full disk: tmpfs mounted"
