@@ -27,7 +27,7 @@ try:  # a typer that vendors Click (typer._click): every usage error derives fro
 except ImportError:  # an older typer (pyproject allows >= 0.12) raises Click's own exceptions
     from click import ClickException as _UsageError
 
-from harmowam_core.errors import HarmoWAMError, ParameterError
+from harmowam_core.errors import HarmoWAMError, ParameterError, is_disk_full
 from harmowam_core.seeds import MAX_SEED, seed_ranges  # noqa: F401 - the commands use them from here
 
 # Under `accelerate launch` / torchrun only the main process (RANK 0) reports; errors still come from any.
@@ -130,7 +130,8 @@ def out_dir(value: str) -> Path:
 
 
 def user_errors(fn: F) -> F:
-    """Turn HarmoWAMError (a user's mistake) into one line on stderr and exit code 2. Bugs still raise."""
+    """Turn HarmoWAMError (a user's mistake) and a full disk (`errors.is_disk_full`) into one line on stderr and
+    exit code 2. Bugs still raise."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -143,6 +144,15 @@ def user_errors(fn: F) -> F:
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
+        except Exception as err:
+            if not is_disk_full(err):
+                raise
+            filename = getattr(err, "filename", None)
+            where = f" (writing {filename})" if filename else ""
+            raise fail(
+                f"no space left on the device{where}: free some space or write elsewhere, then run again; what was "
+                "saved before is kept"
+            ) from None
 
     return wrapper  # type: ignore[return-value]
 

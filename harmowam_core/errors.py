@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+
+DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded")
+
 
 class HarmoWAMError(Exception):
     """Base class for user-facing errors: a bad file, a missing artifact, an unreachable host.
@@ -34,6 +38,14 @@ class ParameterError(HarmoWAMError):
 
 class DatasetError(HarmoWAMError):
     """A dataset that is missing, locked, or not in the expected layout."""
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether `err` reports a full disk: an OSError ENOSPC or EDQUOT, or a library's own error quoting one
+    (safetensors raises `SafetensorError: ... I/O error: No space left on device (os error 28)`)."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return any(text in str(err) for text in DISK_FULL_TEXT)
 
 
 def _short(value: object, limit: int = 60) -> str:

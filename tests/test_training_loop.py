@@ -68,6 +68,50 @@ def test_resume_continues_at_the_saved_step_with_the_optimiser_state(tmp_path):
     assert logs[0].step == 41 and logs[-1].step == 60
 
 
+class Killed(BaseException):
+    """Raised where a SIGKILL lands: nothing after it runs, no `except Exception` catches it."""
+
+
+def test_a_run_killed_while_checkpointing_leaves_whole_checkpoints_and_resumes(tmp_path, monkeypatch):
+    """Killed while writing step.json, then while deleting the oldest checkpoint: every `step_N` left is whole
+    (benchmarks/chaos.py found a half-written step.json that --resume could not read)."""
+    torch.manual_seed(0)
+    TrainLoop(spec(steps=40), tmp_path, nn.Linear(4, 1), mse, regression()).run()  # step_20, step_40
+    real_write_text = Path.write_text
+
+    def write_half(self, text, *args, **kwargs):
+        real_write_text(self, text[: len(text) // 2], *args, **kwargs)
+        raise Killed
+
+    killed = TrainLoop(spec(steps=60), tmp_path, nn.Linear(4, 1), mse, regression())
+    monkeypatch.setattr(Path, "write_text", write_half)
+    with pytest.raises(Killed):
+        killed.run(resume=True)  # at step 60
+    monkeypatch.setattr(Path, "write_text", real_write_text)
+    assert [p.name for p in checkpoints(tmp_path)] == ["step_20", "step_40"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*")) == ["step_20", "step_40"]
+
+    real_rmtree = training_loop.shutil.rmtree
+
+    def rmtree_half(path, ignore_errors=False):
+        if Path(path).name.endswith(".old") and Path(path).exists():  # an old checkpoint, half deleted
+            sorted(Path(path).iterdir())[-1].unlink()
+            raise Killed
+        real_rmtree(path, ignore_errors=ignore_errors)
+
+    again = TrainLoop(spec(steps=60), tmp_path, nn.Linear(4, 1), mse, regression())
+    monkeypatch.setattr(training_loop.shutil, "rmtree", rmtree_half)
+    with pytest.raises(Killed):
+        again.run(resume=True)  # saves step_60, then removes step_20
+    monkeypatch.setattr(training_loop.shutil, "rmtree", real_rmtree)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*")) == ["step_40", "step_60"]
+
+    last = TrainLoop(spec(steps=80), tmp_path, nn.Linear(4, 1), mse, regression())
+    assert last.resume() == 60
+    last.run()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_60", "step_80"]  # nothing stale
+
+
 def test_max_steps_caps_the_recipe_and_ema_smooths(tmp_path):
     torch.manual_seed(0)
     loop = TrainLoop(spec(ema_decay=0.9), tmp_path, nn.Linear(4, 1), mse, regression(), max_steps=10)

@@ -26,10 +26,12 @@ import pyarrow.parquet as pq
 from harmowam_core.data import format as fmt
 from harmowam_core.data.meta import (
     DatasetLock,
-    atomic_write_json,
-    atomic_write_table,
+    commit_files,
+    discard_staged,
     episodes_files,
     recover,
+    stage_json,
+    stage_table,
     stats_to_json,
 )
 from harmowam_core.data.stats import STAT_NAMES, aggregate, vector_stats
@@ -165,8 +167,10 @@ def label_dataset(
     column into each data file (an episode's rows only, wherever LeRobot put them), the feature into
     info.json, the keyframe indices and per-episode label stats into the episodes table (every file of it) and
     the aggregated stats into stats.json, leaving every other feature, column and key as it was; the settings
-    go into meta/harmowam.json. Re-running replaces earlier labels. `progress(done, total)` is called after
-    each episode. Raises DatasetError for a dataset with no episodes or labels it cannot place.
+    go into meta/harmowam.json. Re-running replaces earlier labels, all files at once (`meta.commit_files`): a
+    process killed or out of disk space while writing leaves the old labels or the new ones, never a mix.
+    `progress(done, total)` is called after each episode. Raises DatasetError for a dataset with no episodes or
+    labels it cannot place.
     """
     from harmowam_core.data.reader import DatasetReader, resolve_dataset
 
@@ -185,8 +189,6 @@ def label_dataset(
                 progress(len(results), reader.num_episodes)
         if dry_run:
             return results
-        _write_labels(reader, results)
-        meta_path = root / fmt.HARMOWAM_META_PATH
         meta = dict(reader.meta) or {"format": 1, "arms": reader.num_arms}
         meta["labels"] = {
             "window": settings.window,
@@ -196,12 +198,20 @@ def label_dataset(
             "height_channels": height,
             "episodes": reader.num_episodes,
         }
-        atomic_write_json(meta_path, meta)
+        staged: dict[Path, Path] = {}
+        try:
+            _stage_labels(reader, results, staged)
+            staged[stage_json(root / fmt.HARMOWAM_META_PATH, meta)] = root / fmt.HARMOWAM_META_PATH
+        except BaseException:
+            discard_staged(staged)
+            raise
+        commit_files(root, staged)  # every file of the new labels, or (killed before it) every old one
     return results
 
 
-def _write_labels(reader: DatasetReader, results: list[EpisodeLabels]) -> None:
-    """Data files, then the episodes tables, then stats.json and info.json (the order a reader trusts)."""
+def _stage_labels(reader: DatasetReader, results: list[EpisodeLabels], staged: dict[Path, Path]) -> None:
+    """Stage the labelled data files, episodes tables, stats.json and info.json beside the files they replace,
+    adding each to `staged` (temporary path -> final path) for one `commit_files`."""
     root = reader.root
     by_file: dict[Path, list[int]] = {}
     for ep in range(reader.num_episodes):
@@ -216,7 +226,7 @@ def _write_labels(reader: DatasetReader, results: list[EpisodeLabels]) -> None:
         for ep in eps:
             first = reader._file_rows[ep][1]
             column[first : first + results[ep].frames] = results[ep].labels
-        atomic_write_table(path, table.append_column(fmt.LABEL_KEY, pa.array(column)))
+        staged[stage_table(path, table.append_column(fmt.LABEL_KEY, pa.array(column)))] = path
 
     by_index = {res.episode_index: res for res in results}
     stats = {res.episode_index: stats_to_json(vector_stats(res.labels)) for res in results}
@@ -231,12 +241,12 @@ def _write_labels(reader: DatasetReader, results: list[EpisodeLabels]) -> None:
             kind = pa.list_(pa.int64()) if name == "count" else pa.list_(pa.float64())
             values = [stats[i][name] if i in stats else None for i in indices]
             table = table.append_column(f"stats/{fmt.LABEL_KEY}/{name}", pa.array(values, kind))
-        atomic_write_table(path, table)
+        staged[stage_table(path, table)] = path
 
     stats_path = root / fmt.STATS_PATH
     all_stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
     all_stats[fmt.LABEL_KEY] = stats_to_json(aggregate([vector_stats(res.labels) for res in results]))
-    atomic_write_json(stats_path, all_stats)
+    staged[stage_json(stats_path, all_stats)] = stats_path
     info = json.loads((root / fmt.INFO_PATH).read_text())
     info["features"][fmt.LABEL_KEY] = dict(LABEL_FEATURE)
-    atomic_write_json(root / fmt.INFO_PATH, info)
+    staged[stage_json(root / fmt.INFO_PATH, info)] = root / fmt.INFO_PATH

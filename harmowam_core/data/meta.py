@@ -4,6 +4,7 @@ tasks, `info.json` and `stats.json`, crash recovery of a half-committed episode,
     rows = read_episode_rows(root)          # one dict per committed episode, in order
     write_meta(root, spec, rows, tasks, {}) # info.json + stats.json from the rows (atomic)
     recover(root)                           # remove files no episode row references
+    commit_files(root, {tmp: dest, ...})    # several staged files into place, all or none after a kill
     with DatasetLock(root): ...             # one writer at a time (fcntl)
 
 The writer (`data.writer`) commits episodes through it, the reader (`data.reader`), the labeller
@@ -29,6 +30,7 @@ from harmowam_core.errors import DatasetError
 
 VECTOR_KEYS = ("action", "observation.state")
 EPISODE_SCENE_KEYS = ("seed", "ood")  # per-episode scene identity: the reset seed and the OOD protocol
+PENDING_PATH = "meta/.commit.json"  # the renames of a multi-file commit in progress (`commit_files`)
 
 
 # --------------------------------------------------------------------------------------------- small I/O helpers
@@ -48,25 +50,84 @@ def read_harmowam_meta(root: Path) -> dict:
     return meta
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def staged_path(path: Path) -> Path:
+    """A temporary name beside `path` (`.<name>.<hex>.tmp`): what `recover` removes when no commit claims it."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def stage_bytes(path: Path, data: bytes) -> Path:
+    """Write `data` to a temporary file beside `path` (synced) and return it; nothing is left on failure."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = staged_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def stage_json(path: Path, obj: dict) -> Path:
+    return stage_bytes(path, (json.dumps(obj, indent=4, ensure_ascii=False) + "\n").encode())
+
+
+def stage_table(path: Path, table: pa.Table) -> Path:
+    """`stage_bytes` for a parquet table (snappy)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = staged_path(path)
+    try:
+        pq.write_table(table, tmp, compression="snappy")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    os.replace(stage_bytes(path, data), path)
 
 
 def atomic_write_json(path: Path, obj: dict) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=4, ensure_ascii=False) + "\n").encode())
+    os.replace(stage_json(path, obj), path)
 
 
 def atomic_write_table(path: Path, table: pa.Table) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    pq.write_table(table, tmp, compression="snappy")
-    os.replace(tmp, path)
+    os.replace(stage_table(path, table), path)
+
+
+def commit_files(root: Path, staged: dict[Path, Path]) -> None:
+    """Move staged files (temporary path -> final path, all inside `root`) into place together: the list is
+    recorded first (`PENDING_PATH`, written atomically), so a process killed during the renames leaves it for
+    `finish_commit` (every writer, labeller and reader calls it) to complete. After a kill the dataset holds
+    every new file or none of them."""
+    journal = root / PENDING_PATH
+    renames = [[tmp.relative_to(root).as_posix(), dest.relative_to(root).as_posix()] for tmp, dest in staged.items()]
+    atomic_write_json(journal, {"renames": renames})
+    finish_commit(root)
+
+
+def finish_commit(root: Path) -> None:
+    """Complete the renames of a `commit_files` that a killed process left (none: nothing to do). Idempotent."""
+    journal = Path(root) / PENDING_PATH
+    try:
+        renames = json.loads(journal.read_text())["renames"]
+    except FileNotFoundError:
+        return
+    for tmp, dest in renames:
+        try:
+            os.replace(root / tmp, root / dest)
+        except FileNotFoundError:  # moved already
+            pass
+    journal.unlink(missing_ok=True)
+
+
+def discard_staged(staged: dict[Path, Path]) -> None:
+    """Remove the temporary files of a commit that will not happen (an error while staging them)."""
+    for tmp in staged:
+        tmp.unlink(missing_ok=True)
 
 
 def tasks_table(tasks: list[str]) -> pa.Table:
@@ -212,8 +273,14 @@ def referenced_files(root: Path, rows: list[dict], video_keys: list[str]) -> set
 
 
 def recover(root: Path) -> None:
-    """Bring a dataset whose writer died back to its last committed state. Caller holds the lock."""
+    """Bring a dataset whose writer or labeller died back to its last committed state: finish a multi-file commit
+    that was renaming (`finish_commit`), remove temporary files no commit claims and files no episode row
+    references. Caller holds the lock."""
     shutil.rmtree(root / fmt.STAGING_DIR, ignore_errors=True)
+    finish_commit(root)
+    for folder in [root / "meta", *root.glob("meta/episodes/chunk-*"), *root.glob("data/chunk-*")]:
+        for path in folder.glob(".*.tmp"):
+            path.unlink()
     info_path = root / fmt.INFO_PATH
     if not info_path.exists():
         return

@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from harmowam_core.data import format as fmt
-from harmowam_core.data.meta import read_episode_rows, read_harmowam_meta, read_tasks
+from harmowam_core.data.meta import finish_commit, read_episode_rows, read_harmowam_meta, read_tasks
 from harmowam_core.data.video import decode_frames, video_duration
 from harmowam_core.data.windows import window
 from harmowam_core.errors import DatasetError
@@ -127,6 +127,7 @@ class DatasetReader:
 
     def __init__(self, root: str | Path, mapping: fmt.DataMapping | None = None):
         self.root = resolve_dataset(root)
+        finish_commit(self.root)  # a labeller killed while renaming its files: complete it (all new labels)
         self.info = read_info(self.root)
         self.mapping = mapping or fmt.DataMapping()
         self.meta = read_harmowam_meta(self.root)

@@ -102,25 +102,29 @@ def export_bundle(
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    load_world_model(wm_dir).save_pretrained(partial / "world_model")
-    Experts.from_pretrained(model_dir).save_pretrained(partial / "experts", with_encoders=True)
-    shutil.copyfile(recipe_path, partial / "recipe.yaml")
-    wm_eval = wm_dir.parent / "evaluation.json"
-    meta = {
-        "format": BUNDLE_FORMAT,
-        "name": name,
-        "task": task,
-        "arms": recipe.get("arms", "single"),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "versions": _versions(),
-        "sources": {"experts": str(run.resolve()), "world_model": str(wm_dir.resolve()), "snapshot": snapshot},
-        "reports": {
-            "experts": report,
-            "world_model": json.loads(wm_eval.read_text()) if wm_eval.is_file() else None,
-        },
-    }
-    meta["files"] = {name: sha256_file(partial / name) for name in _bundle_files(partial)}
-    (partial / BUNDLE_FILE).write_text(json.dumps(meta, indent=2))
+    try:
+        load_world_model(wm_dir).save_pretrained(partial / "world_model")
+        Experts.from_pretrained(model_dir).save_pretrained(partial / "experts", with_encoders=True)
+        shutil.copyfile(recipe_path, partial / "recipe.yaml")
+        wm_eval = wm_dir.parent / "evaluation.json"
+        meta = {
+            "format": BUNDLE_FORMAT,
+            "name": name,
+            "task": task,
+            "arms": recipe.get("arms", "single"),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "versions": _versions(),
+            "sources": {"experts": str(run.resolve()), "world_model": str(wm_dir.resolve()), "snapshot": snapshot},
+            "reports": {
+                "experts": report,
+                "world_model": json.loads(wm_eval.read_text()) if wm_eval.is_file() else None,
+            },
+        }
+        meta["files"] = {name: sha256_file(partial / name) for name in _bundle_files(partial)}
+        (partial / BUNDLE_FILE).write_text(json.dumps(meta, indent=2))
+    except BaseException:  # a full disk, Ctrl-C: leave nothing behind (a kill leaves <name>.partial, never <name>)
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     partial.rename(out)
     return out
 

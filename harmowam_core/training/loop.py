@@ -9,7 +9,8 @@ are logged). The loop runs unchanged under `accelerate launch --num_processes N`
 shipped config): AdamW with linear warm-up, mixed precision where the device supports it ("auto": bf16 on
 a CUDA device that has it, otherwise full precision), gradient accumulation, an optional EMA of the
 weights, and a checkpoint every `checkpoint_every` steps (`out/checkpoints/step_N`, accelerate state plus
-the step) that `resume` continues from, with the optimiser, scheduler and EMA state and the RNG states.
+the step) that `resume` continues from, with the optimiser, scheduler and EMA state and the RNG states. A
+checkpoint appears under its name whole (`save_checkpoint`): a run killed at any moment resumes from its newest.
 
 The schedule's horizon is the recipe's `spec.steps`; `max_steps` only stops the run earlier (with a checkpoint),
 so a run stopped at step 10 and resumed to 20 is the 20-step run. A resumed run continues the data stream where
@@ -39,7 +40,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -165,6 +165,14 @@ def _scheduler_factor(loop: TrainLoop, spec, horizon: int, step: int) -> float:
     return lr_factor(spec, horizon, step)
 
 
+def _remove_checkpoint(path: Path) -> None:
+    """Hide a checkpoint (one rename) before deleting it: a kill midway leaves no half `step_N`."""
+    hidden = path.with_name(f".{path.name}.old")
+    shutil.rmtree(hidden, ignore_errors=True)
+    path.rename(hidden)
+    shutil.rmtree(hidden, ignore_errors=True)
+
+
 def checkpoints(out: Path) -> list[Path]:
     root = out / "checkpoints"
     found = [p for p in root.glob("step_*") if (p / "step.json").exists()] if root.exists() else []
@@ -254,14 +262,23 @@ class TrainLoop:
 
     # ------------------------------------------------------------------------------------------- state
     def save_checkpoint(self) -> Path:
-        path = self.out / "checkpoints" / f"step_{self.step}"
-        self.accelerator.save_state(str(path))
+        """Save into a hidden `.step_N.partial` and rename it `step_N` once whole (step.json written): a process
+        killed meanwhile leaves only hidden folders, which the next save removes. Old checkpoints are renamed
+        hidden before they are deleted, so a `step_N` folder is always whole."""
+        root = self.out / "checkpoints"
+        path, partial = root / f"step_{self.step}", root / f".step_{self.step}.partial"
         if self.accelerator.is_main_process:
-            partial_file = path / "step.json.partial"  # written whole, then renamed: a kill leaves no half file
-            partial_file.write_text(json.dumps({"step": self.step, "seconds": self.elapsed_seconds()}))
-            os.replace(partial_file, path / "step.json")
+            for stale in root.glob(".step_*"):  # left by a killed run
+                shutil.rmtree(stale, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        self.accelerator.save_state(str(partial))
+        if self.accelerator.is_main_process:
+            (partial / "step.json").write_text(json.dumps({"step": self.step, "seconds": self.elapsed_seconds()}))
+            if path.exists():  # saved again at the same step (a resumed run)
+                _remove_checkpoint(path)
+            partial.rename(path)
             for old in checkpoints(self.out)[:-KEEP_CHECKPOINTS]:
-                shutil.rmtree(old, ignore_errors=True)
+                _remove_checkpoint(old)
         self.accelerator.wait_for_everyone()
         return path
 
