@@ -196,6 +196,21 @@ def test_max_steps_stops_early_on_the_recipes_schedule(tmp_path):
     assert loop.optimizer.param_groups[0]["lr"] == pytest.approx(5e-2 * 0.5)
 
 
+def test_a_hook_runs_at_the_step_a_run_stops_at_and_a_changed_stream_refuses_to_resume(tmp_path):
+    """A run stopped by max_steps at a hook's step ran that hook (a snapshot there exists); a resume whose
+    data or batch settings changed since the checkpoint is one line, not a silently different data stream."""
+    torch.manual_seed(0)
+    ran = []
+    loop = TrainLoop(spec(steps=20, checkpoint_every=5), tmp_path, nn.Linear(4, 1), mse, regression(), max_steps=10)
+    loop.run(hooks=[(5, lambda loop: ran.append(loop.step))])
+    assert ran == [5, 10]
+    for changed, data in ((spec(steps=20, batch_size=8), regression()), (spec(steps=20), regression(96))):
+        again = TrainLoop(changed, tmp_path, nn.Linear(4, 1), mse, data)
+        with pytest.raises(HarmoWAMError, match=r"batches_per_epoch 4 then, [68] now\); resuming would not"):
+            again.resume()
+    assert TrainLoop(spec(steps=20), tmp_path, nn.Linear(4, 1), mse, regression()).resume() == 10
+
+
 def test_a_hook_drawing_random_numbers_does_not_move_the_training(tmp_path):
     """Hooks (previews, snapshots) run after a checkpoint: a run resumed from it never ran them, so they must
     leave torch's RNG as they found it."""

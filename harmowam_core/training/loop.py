@@ -20,7 +20,9 @@ does); the noise and augmentation drawn from torch's global RNG continue from th
 machine, with the same recipe, process count and deterministic kernels (`torch.use_deterministic_algorithms`;
 on the CPU the default), a run stopped and resumed any number of times ends at the weights and EMA of the run
 that never stopped (tests/test_training_loop.py; `benchmarks/resume_determinism.py` kills a run 20 times).
-Hooks run with the RNG state forked, so what they draw does not move the training's. A dataset that draws
+A time-capped run (`max_minutes`) is the exception: its schedule follows the time used. A resume after the
+data or the batch settings changed is refused (`resume`). Hooks run with the RNG state forked, so what they
+draw does not move the training's. A dataset that draws
 random numbers itself (in `__getitem__`) would break this; the shipped ones do not (the experts' augmentation
 runs in the model's forward).
 
@@ -273,7 +275,8 @@ class TrainLoop:
         self.accelerator.wait_for_everyone()
         self.accelerator.save_state(str(partial))
         if self.accelerator.is_main_process:
-            (partial / "step.json").write_text(json.dumps({"step": self.step, "seconds": self.elapsed_seconds()}))
+            saved = {"step": self.step, "seconds": self.elapsed_seconds(), **self._stream()}
+            (partial / "step.json").write_text(json.dumps(saved))
             if path.exists():  # saved again at the same step (a resumed run)
                 _remove_checkpoint(path)
             partial.rename(path)
@@ -282,12 +285,27 @@ class TrainLoop:
         self.accelerator.wait_for_everyone()
         return path
 
+    def _stream(self) -> dict[str, int]:
+        """What the data stream's position depends on: batches per epoch and process, and per step."""
+        return {"batches_per_epoch": len(self.loader), "grad_accum_steps": self.spec.grad_accum_steps}
+
     def resume(self) -> int:
-        """Continue from the newest checkpoint, if any; returns the step it continues at."""
+        """Continue from the newest checkpoint, if any; returns the step it continues at. Raises HarmoWAMError
+        when the data or the batch settings changed since it was written (the stream would not continue: the
+        resumed run would see other batches than the one it resumes); checkpoints written before this was
+        recorded are not checked."""
         found = checkpoints(self.out)
         if found:
-            self.accelerator.load_state(str(found[-1]))
             saved = json.loads((found[-1] / "step.json").read_text())
+            then = {k: saved[k] for k in self._stream() if k in saved}
+            now = {k: v for k, v in self._stream().items() if k in then}
+            if then != now:
+                changed = ", ".join(f"{k} {then[k]} then, {now[k]} now" for k in then if then[k] != now[k])
+                raise HarmoWAMError(
+                    f"{found[-1]}: the data or batch settings changed since this checkpoint ({changed}); resuming"
+                    " would not continue its data stream: restore them, or train into a new --out"
+                )
+            self.accelerator.load_state(str(found[-1]))
             self.step, self.seconds_before = saved["step"], float(saved.get("seconds", 0.0))
         return self.step
 
@@ -425,7 +443,7 @@ class TrainLoop:
                 self.stopped_by_time = True
                 break
             for every, fn in hooks:
-                if every and self.step % every == 0 and self.step < self.total:
+                if every and self.step % every == 0 and self.step < self.spec.steps:  # the last: the model itself
                     with self._rng_forked():  # a run resumed from this step's checkpoint never ran the hook
                         fn(self)
 
