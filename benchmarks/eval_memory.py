@@ -32,7 +32,7 @@ WARM_UP = 10  # episodes before the reference reading: libraries load, caches fi
 TARGET = 1.10
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path)
     parser.add_argument("--task", default="stack_cans")
@@ -40,6 +40,8 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=20)
     parser.add_argument("--protocols", default="none,objects")
     args = parser.parse_args()
+    if args.episodes <= WARM_UP:
+        parser.error(f"--episodes must be above {WARM_UP}: the reference reading is taken after episode {WARM_UP}")
     quiet_libraries()
     protocols = args.protocols.split(",")
     process = psutil.Process()
@@ -68,7 +70,8 @@ def main() -> None:
     verdict = "PASS" if ratio <= TARGET and peak <= TARGET else "FAIL"
     print(f"RSS after the last episode / after episode {WARM_UP}: {ratio:.3f} (peak {peak:.3f}); "
           f"target <= {TARGET:.2f}: {verdict}")  # fmt: skip
+    return 0 if verdict == "PASS" else 1
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

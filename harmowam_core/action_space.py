@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from harmowam_core.geometry import euler_to_mat, mat_to_rotvec
+
 PER_ARM = 7
 
 
@@ -60,14 +62,20 @@ def position_mask(action_dim: int) -> np.ndarray:
 
 
 def state_change(state: np.ndarray, previous: np.ndarray) -> np.ndarray:
-    """The change of `observation.state` (..., S) since `previous` (same shape), float32: state - previous, with
-    each euler angle's change wrapped into [-pi, pi) (an angle that crosses +-pi changes by a little, not by
-    2 pi). A state that is not 7 numbers per arm (a dataset recorded elsewhere) is differenced as it is."""
-    change = np.asarray(state, dtype=np.float64) - np.asarray(previous, dtype=np.float64)
-    if change.shape[-1] % PER_ARM == 0:
-        angle = np.tile((np.arange(PER_ARM) >= 3) & (np.arange(PER_ARM) < 6), change.shape[-1] // PER_ARM)
-        change = np.where(angle, (change + np.pi) % (2 * np.pi) - np.pi, change)
-    return change.astype(np.float32)
+    """The change of `observation.state` (..., S) since `previous` (same shape), float32, per arm: the position's
+    difference (m), the rotation from the previous orientation to this one as a rotation vector in the world
+    frame (rad; the convention of the actions' rotation deltas, so no jump where euler angles wrap or meet
+    gimbal lock) and the gripper closure's difference. A state that is not 7 numbers per arm (a dataset
+    recorded elsewhere, e.g. joint positions) is differenced as it is."""
+    state, previous = np.asarray(state, dtype=np.float64), np.asarray(previous, dtype=np.float64)
+    change = state - previous
+    if change.shape[-1] % PER_ARM:
+        return change.astype(np.float32)
+    now, before, out = _per_arm(state), _per_arm(previous), _per_arm(change)
+    for index in np.ndindex(out.shape[:-1]):
+        turn = euler_to_mat(now[index][3:6]) @ euler_to_mat(before[index][3:6]).T
+        out[index][3:6] = mat_to_rotvec(turn)
+    return out.reshape(change.shape).astype(np.float32)
 
 
 def check_station_action_space(bundle: str | Path) -> None:

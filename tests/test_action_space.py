@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from harmowam_core.action_space import absolute_targets, deltas_from_targets, position_mask, state_change
+from harmowam_core.geometry import euler_to_mat, mat_to_euler, rotvec_to_mat
 from harmowam_core.models.experts import Normalizer
 
 
@@ -59,14 +60,20 @@ def test_absolute_bounds_follow_the_arm_not_the_demonstrated_box():
     assert norm.chunk_bounds(here, 12, absolute=False)[0].shape == (7,)  # deltas: the demonstrated range
 
 
-def test_a_state_change_wraps_each_angle_and_nothing_else():
-    before = np.array([[0.5, 0.0, 0.2, 3.1, -0.1, -3.1, 0.0]])
-    after = np.array([[0.51, -0.02, 0.19, -3.1, 0.1, 3.1, 0.8]])
+@pytest.mark.parametrize("euler", [(3.1, -0.1, -3.1), (np.pi, 0.0, 0.0), (0.3, -np.pi / 2 + 1e-4, 1.2)])
+def test_a_state_change_is_the_world_frame_rotation_between_states_even_at_gimbal_lock(euler):
+    """The rotation part of `state_change` is the rotation vector that takes the previous orientation to this one,
+    applied on the left (the actions' convention): small where the euler angles wrap at +-pi or jump at pitch
+    -pi/2 (the flowers task's pose, where roll and yaw move by radians for a tiny turn)."""
+    turn = np.array([0.01, -0.02, 0.015])
+    before = np.r_[0.5, 0.0, 0.2, euler, 0.0]
+    after = np.r_[0.51, -0.02, 0.19, mat_to_euler(rotvec_to_mat(turn) @ euler_to_mat(np.array(euler))), 0.8]
     change = state_change(after, before)
     assert change.dtype == np.float32
-    # roll and yaw cross +-pi by 0.083 rad, not 6.2; positions, pitch and the gripper are plain differences
-    np.testing.assert_allclose(change, [[0.01, -0.02, -0.01, 2 * np.pi - 6.2, 0.2, 6.2 - 2 * np.pi, 0.8]], atol=1e-6)
-    dual = state_change(np.concatenate([after, after], -1), np.concatenate([before, after], -1))
-    np.testing.assert_allclose(dual, np.concatenate([change, np.zeros((1, 7))], -1), atol=1e-6)
+    np.testing.assert_allclose(change, np.r_[0.01, -0.02, -0.01, turn, 0.8], atol=1e-5)
+    dual = state_change(np.r_[after, after], np.r_[before, after])  # each arm its own
+    np.testing.assert_allclose(dual, np.r_[change, np.zeros(7)], atol=1e-5)
+    rows = state_change(np.stack([after, before]), np.stack([before, before]))  # leading dimensions
+    np.testing.assert_allclose(rows, np.stack([change, np.zeros(7)]), atol=1e-5)
     other = state_change(np.array([4.0, 7.0]), np.array([-3.0, 0.5]))  # not 7 per arm: as it is
     np.testing.assert_allclose(other, [7.0, 6.5])

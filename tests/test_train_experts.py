@@ -189,7 +189,7 @@ def test_windows_carry_real_or_imagined_frames_and_per_frame_tokens(stage2_input
     assert torch.equal(item["wm_frame_tokens"][0], item["wm_hidden"][n : 2 * n])
     assert item["action_is_pad"].sum() == 0 and windows[17]["action_is_pad"].sum() == 11
     state = windows.reader.state  # episode 0 starts the dataset: its frame t is row t
-    np.testing.assert_allclose(item["state_change"].numpy(), state[3] - state[2], atol=1e-6)
+    np.testing.assert_allclose(item["state_change"].numpy(), state_change(state[3], state[2]), atol=1e-6)
     assert not windows[0]["state_change"].any()  # an episode's first frame: nothing moved yet
 
     recipe.train_experts.reactive_on_real_frames = True

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,17 @@ SNAPSHOT_META = "run.json"  # in each snapshot: its world model and step
 
 
 # ------------------------------------------------------------------------------------------------ data
+def state_changes_of(reader: DatasetReader) -> np.ndarray:
+    """(frames, state_dim) float32: every frame's `action_space.state_change` since the frame `previous_frame`
+    names in its episode (zeros at an episode's first frame): what a predictive expert with `obs_steps` 2 reads
+    beside the state."""
+    before = np.concatenate(
+        [start + np.array([previous_frame(t) for t in range(length)], dtype=np.int64)
+         for start, length in zip(reader.starts, reader.lengths, strict=True)]
+    )  # fmt: skip
+    return state_change(reader.state, reader.state[before])
+
+
 class ExpertWindows(Dataset):
     """Stage-2 windows, one per frame of the given episodes (the trainer keeps every `window_stride`-th).
 
@@ -71,11 +83,14 @@ class ExpertWindows(Dataset):
         real_frames: bool = False,
         on_progress: Progress | None = None,
         actions: np.ndarray | None = None,
+        state_changes: np.ndarray | None = None,
     ):
         """`actions`: what the experts learn, one row per dataset frame (default the dataset's `action`; the
-        absolute targets of `action_space.absolute_targets` when the model predicts those)."""
+        absolute targets of `action_space.absolute_targets` when the model predicts those). `state_changes`:
+        `state_changes(reader)`, one row per dataset frame (computed here when not given)."""
         self.reader, self.clips, self.cache, self.chunk = reader, clips, cache, chunk
         self.actions = reader.action if actions is None else actions
+        self.state_changes = state_changes_of(reader) if state_changes is None else state_changes
         self.index = clips.index
         self.real_frames, self.frame_latent = real_frames, frame_latent
         self.images: dict[int, torch.Tensor] = {}
@@ -106,7 +121,7 @@ class ExpertWindows(Dataset):
             frames,
             torch.from_numpy(np.array(self.cache.hidden[row])),
             self.frame_latent,
-            torch.from_numpy(state_change(reader.state[g], reader.state[g - t + previous_frame(t)])),
+            torch.from_numpy(self.state_changes[g]),
         )
         batch["action"] = torch.from_numpy(np.ascontiguousarray(self.actions[reader.episode_slice(ep)][steps]))
         batch["action_is_pad"] = torch.from_numpy(is_pad)
@@ -176,6 +191,12 @@ class ExpertsTrainer:
                 )
             self.targets = absolute_targets(self.reader.state, self.reader.action)
 
+    @cached_property
+    def state_changes(self) -> np.ndarray:
+        """`state_changes_of` the dataset, computed once for the training and held-out windows and the
+        normalisation."""
+        return state_changes_of(self.reader)
+
     def build_experts(self, wm: WorldModelInterface, normalizer: Normalizer) -> Experts:
         recipe, config = self.recipe, self.recipe.model_config
         spec = recipe.train_experts
@@ -217,6 +238,7 @@ class ExpertsTrainer:
             real_frames=spec.reactive_on_real_frames,
             on_progress=on_progress,
             actions=self.targets,
+            state_changes=self.state_changes,
         )
 
     def run(self, on_log: Callable[[StepLog], None] | None = None, on_progress: Progress | None = None) -> ExpertsRun:
@@ -230,9 +252,7 @@ class ExpertsTrainer:
             [np.arange(reader.episode_slice(e).start, reader.episode_slice(e).stop) for e in self.train_episodes]
         )
         deltas = reader.action[frames] if self.action_targets == "absolute" else None
-        starts = np.concatenate([np.full(reader.lengths[e], reader.starts[e]) for e in self.train_episodes])
-        before = np.maximum(frames - 1, starts)  # `previous_frame` of every training frame
-        changes = state_change(reader.state[frames], reader.state[before])
+        changes = self.state_changes[frames]
         normalizer = Normalizer.from_arrays(self.targets[frames], reader.state[frames], deltas, changes)
         experts = self.build_experts(wm, normalizer)
         run = {
