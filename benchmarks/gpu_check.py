@@ -205,7 +205,7 @@ def random_encoders() -> Iterator[None]:
             return original["frame_encoder"](name, image_size)
         return frozen(Dinov2Model(Dinov2Config(**DINOV2_BASE)))
 
-    def text_encoder(name, tiny_width=encoders.TINY_WIDTH):
+    def text_encoder(name, tiny_width=encoders.TINY_ENCODER_WIDTH):
         if not name:
             return original["text_encoder"](name, tiny_width)
         return frozen(T5EncoderModel(T5Config(**T5_BASE))), ByT5Tokenizer()

@@ -51,3 +51,10 @@ def is_disk_full(err: BaseException) -> bool:
 def _short(value: object, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's message cut to its first line (its class name when it has none): what a one-line error
+    quotes of a library's multi-line one."""
+    text = str(err)
+    return text.splitlines()[0] if text.strip() else type(err).__name__

@@ -23,7 +23,6 @@ from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models.presets import CONV_ENCODER_STRIDE, TINY_DINOV2_PATCH, TINY_ENCODER_WIDTH, TINY_SIGLIP_PATCH
 
 ENCODER_SEED = 0
-TINY_WIDTH = TINY_ENCODER_WIDTH
 SIGLIP_MEAN, SIGLIP_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -73,8 +72,8 @@ def _vision(model_cls, config_cls, name: str | None, image_size: int, patch_size
     if name:
         return _frozen(_checkpoint(lambda: model_cls.from_pretrained(resolve(name), use_safetensors=True), name))
     config = config_cls(
-        hidden_size=TINY_WIDTH,
-        intermediate_size=2 * TINY_WIDTH,
+        hidden_size=TINY_ENCODER_WIDTH,
+        intermediate_size=2 * TINY_ENCODER_WIDTH,
         num_hidden_layers=2,
         num_attention_heads=2,
         image_size=image_size,
@@ -97,7 +96,7 @@ def frame_encoder(name: str | None, image_size: int) -> nn.Module:
     return _vision(Dinov2Model, Dinov2Config, name, image_size, patch_size=TINY_DINOV2_PATCH)
 
 
-def text_encoder(name: str | None, tiny_width: int = TINY_WIDTH):
+def text_encoder(name: str | None, tiny_width: int = TINY_ENCODER_WIDTH):
     """T5's encoder and its tokenizer (the tiny one: a small T5 over a byte-level tokenizer)."""
     from transformers import AutoTokenizer, ByT5Tokenizer, T5Config, T5EncoderModel
 
@@ -192,7 +191,7 @@ class ConvEncoder(nn.Module):
     Input (N, 3, S, S) normalised pixels (see `pixels`); output (N, (S / 8)^2, width) patch tokens, a square
     grid row by row (the gate pools it). S must be a multiple of 8."""
 
-    def __init__(self, image_size: int, width: int = TINY_WIDTH, channels: tuple[int, int] = (32, 64)):
+    def __init__(self, image_size: int, width: int = TINY_ENCODER_WIDTH, channels: tuple[int, int] = (32, 64)):
         super().__init__()
         if image_size % CONV_ENCODER_STRIDE:
             stride = CONV_ENCODER_STRIDE

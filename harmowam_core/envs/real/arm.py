@@ -25,7 +25,7 @@ import numpy as np
 
 from harmowam_core.envs.real.config import ArmConfig
 from harmowam_core.envs.real.safety import ArmGuard, GripperHysteresis, Reflex, check_finite
-from harmowam_core.errors import HarmoWAMError
+from harmowam_core.errors import HarmoWAMError, first_line
 from harmowam_core.geometry import euler_to_mat, mat_to_euler, mat_to_quat, quat_to_mat
 
 STOP_WAIT_S = 0.05  # how long `stop` waits for a command being sent from another thread
@@ -131,7 +131,7 @@ class FrankyArm(_ArmBase):
             self.robot = self.franky.Robot(config.host)
             self.gripper = self.franky.Gripper(config.host)
         except Exception as err:  # noqa: BLE001 - libfranka raises its own network/command exceptions
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            reason = first_line(err)
             raise HarmoWAMError(f"cannot connect to the {config.name} arm at {config.host}: {reason}") from None
         self.robot.relative_dynamics_factor = config.relative_dynamics_factor
         torque, force = config.collision_torque, config.collision_force
@@ -153,7 +153,7 @@ class FrankyArm(_ArmBase):
             self.robot.move(motion, asynchronous=True)  # raises the reflex of the motion this one replaces
         except self.franky.ControlException as err:
             self.faulted = True
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            reason = first_line(err)
             raise Reflex(self.config.name, f"the {self.config.name} arm at {self.config.host}: {reason}") from None
         g = self.config.gripper
         if gripper is True:
