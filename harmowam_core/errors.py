@@ -57,4 +57,4 @@ def first_line(err: BaseException) -> str:
     """An exception's message cut to its first line (its class name when it has none): what a one-line error
     quotes of a library's multi-line one."""
     text = str(err)
-    return text.splitlines()[0] if text.strip() else type(err).__name__
+    return text.strip().splitlines()[0] if text.strip() else type(err).__name__

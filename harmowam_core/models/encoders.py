@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harmowam_core.errors import HarmoWAMError
+from harmowam_core.errors import HarmoWAMError, first_line
 from harmowam_core.models.presets import CONV_ENCODER_STRIDE, TINY_DINOV2_PATCH, TINY_ENCODER_WIDTH, TINY_SIGLIP_PATCH
 
 ENCODER_SEED = 0
@@ -63,9 +63,7 @@ def _checkpoint(load, name: str, part: str = "weights"):
         return load()
     except (OSError, ValueError) as err:
         hint = "; HarmoWAM loads encoder weights from safetensors files only" if part == "weights" else ""
-        raise HarmoWAMError(
-            f"checkpoint '{name}': cannot load its {part} ({str(err).splitlines()[0][:200]}){hint}"
-        ) from None
+        raise HarmoWAMError(f"checkpoint '{name}': cannot load its {part} ({first_line(err)[:200]}){hint}") from None
 
 
 def _vision(model_cls, config_cls, name: str | None, image_size: int, patch_size: int) -> nn.Module:

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from harmowam_core.action_space import position_mask
-from harmowam_core.errors import HarmoWAMError
+from harmowam_core.errors import HarmoWAMError, first_line
 from harmowam_core.models import encoders
 from harmowam_core.models.gate import Gate
 from harmowam_core.models.predictive_expert import PredictiveExpert
@@ -356,7 +356,7 @@ class Experts(nn.Module):
             experts.load_state_dict(weights)
         except (SafetensorError, OSError, RuntimeError) as err:
             raise HarmoWAMError(
-                f"{path / WEIGHTS_NAME}: cannot load the experts' weights ({str(err).splitlines()[0][:200]}); "
+                f"{path / WEIGHTS_NAME}: cannot load the experts' weights ({first_line(err)[:200]}); "
                 "the file is damaged or from another configuration"
             ) from None
         return experts.eval()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harmowam_core.envs.real.config import StationConfig
+from harmowam_core.errors import first_line
 
 FCI_PORT = 1337  # libfranka's command connection
 
@@ -52,7 +53,7 @@ def realsense(station: StationConfig | None) -> Check:
 
         serials = connected_serials()
     except Exception as err:  # noqa: BLE001 - no package, no libusb, no permission: all one line
-        return Check("RealSense cameras", False, str(err).splitlines()[0])
+        return Check("RealSense cameras", False, first_line(err))
     wanted = [c.serial for c in station.cameras if c.backend == "realsense"] if station else []
     missing = [s for s in wanted if s not in serials]
     detail = f"connected: {', '.join(serials) or 'none'}" + (f"; missing: {', '.join(missing)}" if missing else "")

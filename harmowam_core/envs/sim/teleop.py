@@ -18,7 +18,7 @@ import numpy as np
 
 from harmowam_core.envs.base import Observation
 from harmowam_core.envs.sim.scene import MAX_DELTA_POS, MAX_DELTA_ROT
-from harmowam_core.errors import ParameterError
+from harmowam_core.errors import ParameterError, first_line
 from harmowam_core.geometry import mat_to_euler, rotvec_to_mat
 
 TELEOP_KINDS = ("scripted", "keyboard", "spacemouse")
@@ -40,7 +40,7 @@ def device_class(kind: str):
 
         return SpaceMouse
     except ImportError as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = first_line(e)
         need = "pip install hidapi, and " if kind == "spacemouse" and "hid" in reason else ""
         raise ParameterError("teleop", f"{kind} cannot start ({need}a desktop session is needed): {reason}") from None
 

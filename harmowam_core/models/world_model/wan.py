@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
 from torch import nn
 
-from harmowam_core.errors import HarmoWAMError
+from harmowam_core.errors import HarmoWAMError, first_line
 from harmowam_core.models.encoders import WithFrozenParts, embed_text
 from harmowam_core.models.encoders import resolve as resolve_checkpoint
 from harmowam_core.models.encoders import text_encoder as build_text_encoder
@@ -148,7 +148,7 @@ class WorldModel(WithFrozenParts):
                 codec = WanVAECodec(vae)
             text_encoder, tokenizer = _load_text_encoder(path, config.text_encoder)
         except (OSError, ValueError) as e:
-            raise HarmoWAMError(f"{path}: cannot load the world model: {str(e).splitlines()[0]}") from None
+            raise HarmoWAMError(f"{path}: cannot load the world model: {first_line(e)}") from None
         return cls(config, transformer, codec, text_encoder, tokenizer)
 
     def save_pretrained(self, path: str | Path) -> None:
