@@ -64,8 +64,8 @@ def test_async_mode_executes_the_chunk_planned_lead_steps_ahead(bundle):
     chunks = []
 
     class Counting(HarmoWAMPolicy):
-        def plan(self, images, state, instruction, previous=None):
-            base = super().plan(images, state, instruction, previous)
+        def plan(self, images, state, instruction, previous=None, previous_state=None):
+            base = super().plan(images, state, instruction, previous, previous_state)
             base.chunk = np.full((12, 7), float(len(chunks))) + np.arange(12)[:, None] / 100
             chunks.append(base.chunk)
             return base
