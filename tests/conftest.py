@@ -86,7 +86,18 @@ def deterministic_kernels():
     torch.use_deterministic_algorithms(before)
 
 
-@pytest.fixture
-def saved_weights():
-    """read_saved_weights, for the tests."""
-    return read_saved_weights
+def stopped_and_resumed(invoke, args, out, between=lambda: None):
+    """Run the training command `args` (a list, without --out) whole into out/whole, then (after `between()`) with
+    --max-steps 2 and --resume into out/parts; returns both runs' `read_saved_weights`, (whole, parts)."""
+    whole = invoke([*args, "--out", str(out / "whole")])
+    assert whole.exit_code == 0, whole.output
+    between()
+    first = invoke([*args, "--out", str(out / "parts"), "--max-steps", "2"])
+    assert first.exit_code == 0, first.output
+    resumed = invoke([*args, "--out", str(out / "parts"), "--resume"])
+    assert resumed.exit_code == 0 and "resumed at step 2" in resumed.output, resumed.output
+    expected, got = read_saved_weights(out / "whole"), read_saved_weights(out / "parts")
+    assert expected.keys() == got.keys()
+    return expected, got
+
+

@@ -6,10 +6,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
+from conftest import stopped_and_resumed
 from tensorboard_events import scalars
 from typer.testing import CliRunner
 
@@ -110,22 +112,18 @@ def test_train_experts_caches_the_world_model_and_reports(stage2_inputs, tmp_pat
 
 
 def test_train_experts_stopped_and_resumed_ends_at_the_uninterrupted_weights(
-    stage2_inputs, tmp_path, deterministic_kernels, saved_weights
+    stage2_inputs, tmp_path, deterministic_kernels
 ):
     """--max-steps 2, then --resume to the recipe's 3 steps, equals 3 steps in one go: the same windows at the
     same steps, the same augmentation and noise, and the EMA (on by default in stage 2) restored."""
     root, wm_dir = stage2_inputs
     quick = ["--set", "train_experts.steps=3", "--set", "train_experts.checkpoint_every=1"]
     args = ["train-experts", "stack_cans", "--data", str(root), "--wm", str(wm_dir), *SMALL, *quick]
-    whole = runner.invoke(app, [*args, "--out", str(tmp_path / "whole")])
-    assert whole.exit_code == 0, whole.output
-    shutil.copytree(tmp_path / "whole" / "cache", tmp_path / "parts" / "cache")  # what the world model imagines
-    first = runner.invoke(app, [*args, "--out", str(tmp_path / "parts"), "--max-steps", "2"])
-    assert first.exit_code == 0, first.output
-    resumed = runner.invoke(app, [*args, "--out", str(tmp_path / "parts"), "--resume"])
-    assert resumed.exit_code == 0 and "resumed at step 2" in resumed.output, resumed.output
-    expected, got = saved_weights(tmp_path / "whole"), saved_weights(tmp_path / "parts")
-    assert expected.keys() == got.keys()
+
+    def share_the_cache():  # what the world model imagines
+        shutil.copytree(tmp_path / "whole" / "cache", tmp_path / "parts" / "cache")
+
+    expected, got = stopped_and_resumed(partial(runner.invoke, app), args, tmp_path, share_the_cache)
     ema = [(v, expected[f"checkpoint.{k.split('.', 2)[2]}"]) for k, v in expected.items() if k.startswith("model.")]
     assert ema and any(not torch.equal(a, b) for a, b in ema)  # model/ holds the EMA, not the trained weights
     assert [k for k in expected if not torch.equal(expected[k], got[k])] == []

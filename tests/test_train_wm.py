@@ -4,10 +4,12 @@ against the copy baseline, and resumes where it stopped."""
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import av
 import numpy as np
 import torch
+from conftest import stopped_and_resumed
 from tensorboard_events import scalars
 from typer.testing import CliRunner
 
@@ -96,9 +98,7 @@ def test_train_wm_resumes_and_refuses_to_overwrite(make_dataset, tmp_path):
     assert json.loads((out / "checkpoints" / "step_6" / "step.json").read_text())["step"] == 6  # and its seconds
 
 
-def test_train_wm_stopped_and_resumed_ends_at_the_uninterrupted_weights(
-    make_dataset, tmp_path, deterministic_kernels, saved_weights
-):
+def test_train_wm_stopped_and_resumed_ends_at_the_uninterrupted_weights(make_dataset, tmp_path, deterministic_kernels):
     """--max-steps 2, then --resume to the recipe's 4 steps, equals 4 steps in one go: the same clips at the
     same steps, the same flow-matching noise, the cosine schedule over 4 steps in both, the EMA restored; the
     preview after step 2 (which the stopped run skips) draws nothing from the training's RNG."""
@@ -106,14 +106,7 @@ def test_train_wm_stopped_and_resumed_ends_at_the_uninterrupted_weights(
     quick = ["train_wm.ema_decay=0.9", "train_wm.steps=4", "train_wm.checkpoint_every=2", "train_wm.preview_every=2"]
     quick.append("model.overrides.world_model.denoising_steps=1")  # previews and evaluation: not what is compared
     args = ["train-wm", "stack_cans", "--data", str(root), *SMALL, *(a for q in quick for a in ("--set", q))]
-    whole = runner.invoke(app, [*args, "--out", str(tmp_path / "whole")])
-    assert whole.exit_code == 0, whole.output
-    first = runner.invoke(app, [*args, "--out", str(tmp_path / "parts"), "--max-steps", "2"])
-    assert first.exit_code == 0, first.output
-    resumed = runner.invoke(app, [*args, "--out", str(tmp_path / "parts"), "--resume"])
-    assert resumed.exit_code == 0 and "resumed at step 2" in resumed.output, resumed.output
-    expected, got = saved_weights(tmp_path / "whole"), saved_weights(tmp_path / "parts")
-    assert expected.keys() == got.keys()
+    expected, got = stopped_and_resumed(partial(runner.invoke, app), args, tmp_path)
     ema = [(v, expected[f"checkpoint.{k[6:]}"]) for k, v in expected.items() if k.startswith("model.transformer.")]
     assert ema and any(not torch.equal(a, b) for a, b in ema)  # model/ holds the EMA, not the trained weights
     assert [k for k in expected if not torch.equal(expected[k], got[k])] == []
