@@ -99,5 +99,3 @@ def stopped_and_resumed(invoke, args, out, between=lambda: None):
     expected, got = read_saved_weights(out / "whole"), read_saved_weights(out / "parts")
     assert expected.keys() == got.keys()
     return expected, got
-
-
