@@ -110,6 +110,7 @@ def run_deploy(
         + (f", {workers} workers" if workers > 1 else "")
         + f"; videos in [bold]{out}[/]"
     )
+    from harmowam_core.envs.real.operator import stdin_terminal
     from harmowam_core.evaluation.runner import deploy
 
     with progress_bar() as bar:
@@ -123,8 +124,8 @@ def run_deploy(
 
         def confirm(question: str) -> bool:  # the real station's operator: the bar pauses while they answer
             bar.stop()
-            try:
-                return Confirm.ask(question, console=console)
+            try:  # through the one reader of the terminal, which also watches for Enter (ending an episode)
+                return Confirm.ask(question, console=console, stream=stdin_terminal())
             finally:
                 bar.start()
 

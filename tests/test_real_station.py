@@ -5,19 +5,25 @@ a reflex (stop, report, operator, recovery at reduced dynamics), Ctrl-C, operato
 
 from __future__ import annotations
 
+import io
+import os
 import sys
+import threading
 import time
 
 import numpy as np
 import pytest
 import yaml
-from fakes import STATION, FakeFranky, open_station, single_station
+from fakes import STATION, Cameras, FakeFranky, open_station, single_station
 from real_limits import VIOLATIONS, audit, feed, policy_outputs
+from rich.console import Console
+from rich.prompt import Confirm
 from typer.testing import CliRunner
 
 from harmowam_cli.main import app
 from harmowam_core.config import load_recipe
 from harmowam_core.envs.real.config import station_config_from_data
+from harmowam_core.envs.real.operator import OperatorTerminal
 from harmowam_core.envs.real.safety import UnsafeCommand
 from harmowam_core.envs.real.station import RealStation
 from harmowam_core.errors import HarmoWAMError
@@ -183,7 +189,8 @@ class EndAfter:
     def act(self, obs):
         self.count += 1
         if self.count == self.steps:
-            self.env._enter.set()  # the operator presses Enter
+            self.env.terminal.type("\n")  # the operator presses Enter
+            assert self.env.terminal.end_requested.wait(10)
         return np.zeros(7)
 
     def status(self):
@@ -193,8 +200,8 @@ class EndAfter:
         return None
 
 
-def test_an_episode_ends_when_the_operator_says_and_is_scored(tmp_path):
-    station, _ = open_station("stack_cans", single_station(), answers=[True, True, True])
+def test_an_episode_ends_when_the_operator_says_and_is_scored(tmp_path, terminal):
+    station, _ = open_station("stack_cans", single_station(), answers=[True, True, True], terminal=terminal)
     with station:
         result = run_episode(station, EndAfter(station, 3), seed=0, max_steps=50, video=tmp_path / "e.mp4")
     assert result.steps == 3 and result.stages == [True, True]
@@ -265,3 +272,76 @@ def test_deploy_to_an_unreachable_arm_is_one_line_naming_the_host(tmp_path):
     assert out.exit_code == 2, out.output
     error = out.output.strip().splitlines()[-1]
     assert error.startswith("error: cannot connect to the right arm at 127.0.0.1: libfranka")
+
+
+@pytest.fixture
+def terminal():
+    """An OperatorTerminal on a pseudo-terminal: `type(text)` is the operator typing on the keyboard."""
+    master, slave = os.openpty()
+    stream = os.fdopen(slave, "r")
+    term = OperatorTerminal(stream)
+    term.type = lambda text: os.write(master, text.encode())
+    term.hang_up = lambda: os.close(master)
+    yield term
+    for close in (term.hang_up, stream.close):
+        try:
+            close()
+        except OSError:
+            pass
+
+
+def answered_when_asked(terminal, answers):
+    """A thread typing each of `answers` once a question is pending, then nothing."""
+
+    def operator():
+        for answer in answers:
+            deadline = time.monotonic() + 10
+            while not terminal.question_pending and time.monotonic() < deadline:
+                time.sleep(0.005)
+            terminal.type(answer + "\n")
+            while terminal.question_pending and time.monotonic() < deadline:
+                time.sleep(0.005)
+
+    thread = threading.Thread(target=operator, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_line_typed_during_a_question_answers_it_and_any_other_line_ends_the_episode(terminal):
+    thread = answered_when_asked(terminal, ["y"])
+    assert Confirm.ask("recover?", console=Console(file=io.StringIO()), stream=terminal) is True  # as deploy asks
+    thread.join(10)
+    assert not terminal.end_requested.is_set()
+    terminal.type("\n")  # no question pending: the operator ends the episode
+    assert terminal.end_requested.wait(10)
+
+
+def test_the_answer_to_the_reflex_question_recovers_the_arm_and_does_not_end_the_episode(terminal, capsys):
+    franky = FakeFranky(follow=True, reflex_at={2})
+    station = RealStation(
+        load_recipe("stack_cans"), single_station(), franky=franky, rs=Cameras().rs, echo=lambda line: None,
+        terminal=terminal,
+    )  # fmt: skip
+    with station:  # the default operator: y/n on the terminal, read through its one reader
+        thread = answered_when_asked(terminal, ["y", "yes"])  # send the arms home; recover after the reflex
+        station.reset()
+        observations = [station.step(np.r_[0.01, 0, 0, 0, 0, 0, 0]) for _ in range(3)]  # the third: a reflex
+        thread.join(10)
+        assert observations[-1].info["recovered"] and not station.operator_ended
+        assert station.arms[0].robot.relative_dynamics_factor == 0.05
+        assert "recover the right arm at 127.0.0.1" in capsys.readouterr().out
+        terminal.type("\n")  # Enter during the episode ends it at the next step
+        assert terminal.end_requested.wait(10)
+        station.step(np.zeros(7))
+        assert station.operator_ended
+
+
+def test_a_terminal_closed_before_an_answer_is_one_line(terminal):
+    station = RealStation(
+        load_recipe("stack_cans"), single_station(), franky=FakeFranky(), rs=Cameras().rs, echo=lambda line: None,
+        terminal=terminal,
+    )  # fmt: skip
+    with station:
+        terminal.hang_up()
+        with pytest.raises(HarmoWAMError, match="the operator's terminal closed before answering 'set the scene"):
+            station.reset()

@@ -13,14 +13,14 @@ stops every arm and raises; a watchdog stops the arms when `step` is not called 
 and any exception in `step` stop them too. A reflex (franky's `ControlException`) stops every arm, reports
 one line (the arm, the step, franky's reason) and asks the operator (`confirm`): yes recovers the arm and
 goes on at its `recovery_dynamics_factor` (for the rest of the session) from rest; no ends the episode
-(`operator_ended`; the next `reset` asks again). The operator presses Enter during an episode to end it.
+(`operator_ended`; the next `reset` asks again). The operator presses Enter during an episode to end it; one
+thread reads the terminal (`operator.OperatorTerminal`), so a line typed while a question is pending answers it
+and never ends the episode.
 `dry_run=True` connects to nothing: the arms print what they would send and the cameras give black frames.
 """
 
 from __future__ import annotations
 
-import sys
-import threading
 import time
 from collections.abc import Callable
 
@@ -32,15 +32,9 @@ from harmowam_core.envs.ood import check_protocol
 from harmowam_core.envs.real.arm import DryRunArm, FrankyArm
 from harmowam_core.envs.real.cameras import Camera, open_camera
 from harmowam_core.envs.real.config import StationConfig
+from harmowam_core.envs.real.operator import OperatorTerminal, ask_yes_no, stdin_terminal
 from harmowam_core.envs.real.safety import Reflex, Watchdog
 from harmowam_core.errors import HarmoWAMError
-
-
-def ask_yes_no(question: str) -> bool:
-    while True:
-        answer = input(f"{question} [y/n] ").strip().lower()
-        if answer in ("y", "yes", "n", "no"):
-            return answer.startswith("y")
 
 
 class RealStation(Station):
@@ -55,9 +49,23 @@ class RealStation(Station):
         franky=None,
         rs=None,
         watch_enter: bool = True,
+        terminal: OperatorTerminal | None = None,
     ):
+        """`confirm(question) -> bool` asks the operator (default: y/n on the terminal); `terminal` is where the
+        operator presses Enter to end an episode (default: stdin when it is a terminal and `watch_enter`), and
+        what a `confirm` reading the terminal must read through (`terminal.readline`, e.g. rich's
+        `Confirm.ask(stream=terminal)`). A terminal closed before an answer raises HarmoWAMError."""
         self.recipe, self.station, self.dry_run, self.echo = recipe, station, dry_run, echo
-        self.confirm = confirm or (lambda question: ask_yes_no(question))  # the operator, on the terminal
+        self.terminal = terminal if terminal is not None else (stdin_terminal() if watch_enter else None)
+        ask = confirm or (lambda question: ask_yes_no(question, self.terminal))  # the operator, on the terminal
+
+        def confirm_(question: str) -> bool:
+            try:
+                return bool(ask(question))
+            except EOFError:
+                raise HarmoWAMError(f"the operator's terminal closed before answering '{question}'") from None
+
+        self.confirm = confirm_
         self.instruction = recipe.instruction
         self.num_arms = recipe.num_arms
         self.stage_names = [s.name for s in recipe.stages]
@@ -90,9 +98,6 @@ class RealStation(Station):
         self.reflexes = 0  # reflexes met since the station opened
         self._recovered = False
         self._next_tick = 0.0
-        self._enter = threading.Event()
-        if watch_enter and sys.stdin is not None and sys.stdin.isatty():
-            threading.Thread(target=self._watch_enter, name="harmowam-operator", daemon=True).start()
 
     # ------------------------------------------------------------------ protocol
     def reset(self, seed: int | None = None, ood: str = "none") -> Observation:
@@ -117,7 +122,8 @@ class RealStation(Station):
         self.operator_ended = False
         self._recovered = False  # an arm was recovered from a reflex since the last observation
         self.steps = 0
-        self._enter.clear()
+        if self.terminal is not None:
+            self.terminal.end_requested.clear()  # an Enter before the episode began does not end it
         self._next_tick = time.monotonic() + self.period
         return self._observation()  # the watchdog arms with the first step
 
@@ -138,7 +144,9 @@ class RealStation(Station):
         if delay > 0:
             time.sleep(delay)
         self._next_tick = max(self._next_tick, time.monotonic()) + self.period
-        self.operator_ended = self.operator_ended or self._enter.is_set()
+        self.operator_ended = self.operator_ended or (
+            self.terminal is not None and self.terminal.end_requested.is_set()
+        )
         return self._observation()
 
     def stage_success(self) -> list[bool]:
@@ -190,10 +198,6 @@ class RealStation(Station):
         else:
             self.operator_ended = True
             self.echo(f"episode ended at step {self.steps}: the {reflex.arm} arm was not recovered")
-
-    def _watch_enter(self) -> None:
-        for _ in sys.stdin:
-            self._enter.set()
 
     def _observation(self) -> Observation:
         images = {}
