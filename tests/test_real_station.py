@@ -80,7 +80,7 @@ def test_generated_policy_outputs_never_send_a_command_outside_the_limits():
     received lies in the box and the per-step and step-to-step limits; each stall stopped the arm.
     benchmarks/real_station_limits.py runs 10,000."""
     franky = FakeFranky(follow=True, reflex_at={50, 300})
-    config = single_station(watchdog_s=0.05, control_hz=1000)
+    config = single_station(watchdog_s=0.2, control_hz=1000)
     station, franky = open_station("stack_cans", config, franky=franky, confirm=lambda q: True)
     with station:
         figures = feed(station, franky, policy_outputs(600, seed=3), stall_every=150)

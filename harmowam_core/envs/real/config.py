@@ -155,6 +155,11 @@ class ArmConfig:
     def _home_in_workspace(self) -> ArmConfig:
         if not self.workspace.contains(np.asarray(self.home.position)):
             raise Invalid("lies outside the workspace box", self.home.position, "home.position")
+        return self
+
+    @model_validator(mode="after")
+    def _derive_unset_limits(self) -> ArmConfig:
+        """The limits left null: the step-to-step limits half the per-step ones, recovery half the dynamics."""
         self.max_translation_change = _derived(self, "max_translation_change", "max_translation")
         self.max_rotation_change = _derived(self, "max_rotation_change", "max_rotation")
         self.recovery_dynamics_factor = _derived(self, "recovery_dynamics_factor", "relative_dynamics_factor")
