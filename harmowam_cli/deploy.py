@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -34,6 +35,7 @@ from harmowam_cli._common import (
     user_errors,
 )
 from harmowam_core.action_space import check_station_action_space
+from harmowam_core.data.meta import atomic_write_bytes
 from harmowam_core.envs.ood import OOD_KINDS
 from harmowam_core.policy.routers import ROUTERS
 from harmowam_core.workers import bundle_bytes, check_workers
@@ -123,13 +125,19 @@ def run_deploy(
             bar.update(tasks[episode], completed=done, status=status)
 
         def confirm(question: str) -> bool:  # the real station's operator: the bar pauses while they answer
+            terminal = stdin_terminal()  # the one reader of the terminal, which also watches for Enter
             bar.stop()
-            try:  # through the one reader of the terminal, which also watches for Enter (ending an episode)
-                return Confirm.ask(question, console=console, stream=stdin_terminal())
+            try:
+                with terminal.asking() if terminal is not None else nullcontext():
+                    return Confirm.ask(question, console=console, stream=terminal)
             finally:
                 bar.start()
 
+        finished_results = []
+
         def on_result(result, finished: int) -> None:
+            finished_results.append(result)  # kept as each ends: an error in a later episode loses none
+            _save_episodes(out, finished_results)
             if overall is not None:
                 stages = "".join("+" if s else "-" for s in result.stages)
                 bar.update(overall, completed=finished, status=f"last: episode {result.episode} {stages}")
@@ -142,9 +150,14 @@ def run_deploy(
     _report(recipe, router, ood, results, out, interrupted)
 
 
-def _report(recipe, router, ood, results, out, interrupted: bool) -> None:
+def _save_episodes(out: Path, results) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "episodes.json").write_text(json.dumps([r.to_dict() for r in results], indent=2))
+    episodes = [r.to_dict() for r in sorted(results, key=lambda r: r.episode)]
+    atomic_write_bytes(out / "episodes.json", json.dumps(episodes, indent=2).encode())
+
+
+def _report(recipe, router, ood, results, out, interrupted: bool) -> None:
+    _save_episodes(out, results)
     table = Table(title=f"{recipe.name}: {router} router, {ood} scenes")
     table.add_column("episode", justify="right")
     for stage in recipe.stages:

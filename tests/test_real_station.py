@@ -276,44 +276,117 @@ def test_deploy_to_an_unreachable_arm_is_one_line_naming_the_host(tmp_path):
 
 @pytest.fixture
 def terminal():
-    """An OperatorTerminal on a pseudo-terminal: `type(text)` is the operator typing on the keyboard."""
+    """An OperatorTerminal on a pseudo-terminal: `type(text)` is the operator typing on the keyboard (b"\\x04"
+    is Ctrl-D), `hang_up()` closes the terminal."""
     master, slave = os.openpty()
     stream = os.fdopen(slave, "r")
+    open_ = [True]
+
+    def hang_up():
+        if open_[0]:
+            open_[0] = False
+            os.close(master)
+
     term = OperatorTerminal(stream)
     term.type = lambda text: os.write(master, text.encode())
-    term.hang_up = lambda: os.close(master)
+    term.hang_up = hang_up
     yield term
-    for close in (term.hang_up, stream.close):
+    hang_up()
+    stream.close()
+
+
+def within(fn, timeout=10.0):
+    """fn() in a thread; its result, or a test failure (never a hang) after `timeout` seconds."""
+    out = {}
+
+    def run():
         try:
-            close()
-        except OSError:
-            pass
+            out["value"] = fn()
+        except BaseException as err:  # noqa: BLE001 - handed to the test
+            out["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), f"still blocked after {timeout} s"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def wait_until(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
 
 
 def answered_when_asked(terminal, answers):
-    """A thread typing each of `answers` once a question is pending, then nothing."""
+    """A thread typing each of `answers` when a question waits for it; `.check()` fails if it did not."""
+    done = []
 
     def operator():
         for answer in answers:
-            deadline = time.monotonic() + 10
-            while not terminal.question_pending and time.monotonic() < deadline:
-                time.sleep(0.005)
+            read = terminal.lines_read
+            wait_until(lambda: terminal.reading)
             terminal.type(answer + "\n")
-            while terminal.question_pending and time.monotonic() < deadline:
-                time.sleep(0.005)
+            wait_until(lambda read=read: terminal.lines_read > read)
+        done.append(True)
 
     thread = threading.Thread(target=operator, daemon=True)
     thread.start()
+
+    def check():
+        thread.join(10)
+        assert done, "the operator was never asked all the questions"
+
+    thread.check = check
     return thread
 
 
+def ask(terminal, question="recover?"):
+    """A question asked as deploy asks it (rich, through the terminal's one reader)."""
+    with terminal.asking():
+        return Confirm.ask(question, console=Console(file=io.StringIO()), stream=terminal)
+
+
 def test_a_line_typed_during_a_question_answers_it_and_any_other_line_ends_the_episode(terminal):
-    thread = answered_when_asked(terminal, ["y"])
-    assert Confirm.ask("recover?", console=Console(file=io.StringIO()), stream=terminal) is True  # as deploy asks
-    thread.join(10)
+    operator = answered_when_asked(terminal, ["maybe", "y"])  # an invalid answer, then a valid one: rich asks again
+    assert within(lambda: ask(terminal)) is True
+    operator.check()
     assert not terminal.end_requested.is_set()
-    terminal.type("\n")  # no question pending: the operator ends the episode
+    terminal.type("\n")  # no question: the operator ends the episode
     assert terminal.end_requested.wait(10)
+
+
+def test_lines_left_over_from_a_question_never_answer_the_next_one(terminal):
+    def pasted():
+        wait_until(lambda: terminal.reading)
+        terminal.type("y\ny\n")  # two answers at once (a paste, a key held down)
+
+    threading.Thread(target=pasted, daemon=True).start()
+    assert within(lambda: ask(terminal)) is True
+    operator = answered_when_asked(terminal, ["n"])  # the next question waits for its own answer
+    assert within(lambda: ask(terminal, "send the arms home?")) is False
+    operator.check()
+
+
+def test_ctrl_d_answers_no_question_and_otherwise_ends_the_episode(terminal):
+    terminal.type("\x04")  # Ctrl-D during an episode: the same as Enter
+    assert terminal.end_requested.wait(10)
+    terminal.end_requested.clear()
+
+    def ctrl_d():
+        wait_until(lambda: terminal.reading)
+        terminal.type("\x04")
+
+    threading.Thread(target=ctrl_d, daemon=True).start()
+    with pytest.raises(EOFError):
+        within(lambda: ask(terminal))
+    operator = answered_when_asked(terminal, ["y"])  # the terminal still reads
+    assert within(lambda: ask(terminal)) is True
+    operator.check()
+    assert not terminal.closed and not terminal.end_requested.is_set()
 
 
 def test_the_answer_to_the_reflex_question_recovers_the_arm_and_does_not_end_the_episode(terminal, capsys):
@@ -323,10 +396,13 @@ def test_the_answer_to_the_reflex_question_recovers_the_arm_and_does_not_end_the
         terminal=terminal,
     )  # fmt: skip
     with station:  # the default operator: y/n on the terminal, read through its one reader
-        thread = answered_when_asked(terminal, ["y", "yes"])  # send the arms home; recover after the reflex
-        station.reset()
-        observations = [station.step(np.r_[0.01, 0, 0, 0, 0, 0, 0]) for _ in range(3)]  # the third: a reflex
-        thread.join(10)
+        terminal.type("\n")  # Enter before the episode begins ends nothing
+        wait_until(terminal.end_requested.is_set)
+        operator = answered_when_asked(terminal, ["y", "yes"])  # send the arms home; recover after the reflex
+        within(station.reset)
+        assert not terminal.end_requested.is_set()
+        observations = [within(lambda: station.step(np.r_[0.01, 0, 0, 0, 0, 0, 0])) for _ in range(3)]
+        operator.check()  # the third step met a reflex and asked
         assert observations[-1].info["recovered"] and not station.operator_ended
         assert station.arms[0].robot.relative_dynamics_factor == 0.05
         assert "recover the right arm at 127.0.0.1" in capsys.readouterr().out
@@ -343,5 +419,12 @@ def test_a_terminal_closed_before_an_answer_is_one_line(terminal):
     )  # fmt: skip
     with station:
         terminal.hang_up()
-        with pytest.raises(HarmoWAMError, match="the operator's terminal closed before answering 'set the scene"):
-            station.reset()
+        with pytest.raises(HarmoWAMError, match="no answer to 'set the scene for 'stack_cans'.*was closed"):
+            within(station.reset)
+        assert terminal.closed
+
+
+def test_without_a_terminal_on_stdin_nothing_reads_it():
+    from harmowam_core.envs.real.operator import stdin_taken, stdin_terminal
+
+    assert not sys.stdin.isatty() and stdin_terminal() is None and not stdin_taken()  # pytest's stdin: no reader

@@ -84,3 +84,11 @@ def test_dry_run_keyboard_collection_writes_scored_episodes(tmp_path, monkeypatc
     assert reader.lengths[0] >= 1 and reader.episodes[0]["stage_success"] == [True, False]
     with pytest.raises(HarmoWAMError, match="no scripted expert"):
         collect(load_recipe("stack_cans"), tmp_path / "d2", 1, backend="real", station=station, dry_run=True)
+
+
+def test_terminal_keys_refuse_stdin_while_a_deploy_operator_terminal_reads_it(monkeypatch):
+    from harmowam_core.envs.real import operator
+
+    monkeypatch.setattr(operator, "_stdin", object())  # a deploy's reader started earlier in this process
+    with pytest.raises(HarmoWAMError, match="stdin is already read by this process's real-station operator"):
+        TerminalKeys()

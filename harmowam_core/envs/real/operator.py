@@ -1,74 +1,120 @@
-"""The operator's terminal during a real-station episode: one reader of stdin, so answers never race Enter.
+"""The operator's terminal during a real-station episode: one reader of stdin for answers and for Enter.
 
 The operator does two things on the terminal: presses Enter to end an episode, and answers the station's
 questions (send the arms home? recover after a reflex? stage reached?). Two readers of one stdin race for its
 lines: an answer typed to the reflex question could end the episode instead. Here one thread reads every
-line. A line typed while a question is pending (a prompt blocked in `readline`) answers that question; any
-other line is the operator ending the episode (`end_requested`, cleared by the station's `reset`).
+line. While a question is being asked (`asking()`, from before its prompt is printed until it is answered,
+re-prompts included) a line answers it; any other line is the operator ending the episode (`end_requested`,
+cleared by the station's `reset`, so lines typed between episodes end nothing). Lines left over when a question
+ends (a paste, a key held down) are dropped: they never answer the next question.
 
     terminal = stdin_terminal()                       # None unless stdin is a terminal
-    Confirm.ask(question, stream=terminal)            # rich reads its answer through `readline`
+    with terminal.asking():
+        Confirm.ask(question, stream=terminal)        # rich reads its answer through `readline`
     ask_yes_no(question, terminal)                    # the same, without rich
 
-`readline` raises `EOFError` once the terminal is closed (Ctrl-D), as `input` does.
+Ctrl-D during a question raises `EOFError` from `readline` (as `input` does); at any other moment it counts as
+Enter. Once the stream itself ends (a pipe at its end, a terminal hung up) every `readline` raises EOFError.
+The thread owns stdin for the rest of the process: nothing else in the process may read it meanwhile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import sys
 import threading
+from collections.abc import Iterator
 from typing import TextIO
+
+_EOF = None  # in the answer queue: Ctrl-D during a question, or the end of the stream
 
 
 class OperatorTerminal:
     """The one thread that reads `stream` (a text stream, e.g. `sys.stdin`) line by line.
 
-    `readline()` -> str: the next line typed while it waits (with its newline), as a file's `readline`;
-    raises EOFError once the stream has ended. `question_pending`: whether a prompt waits in `readline`.
-    `end_requested`: a `threading.Event` set by a line typed while no question was pending.
+    `asking()`: a context manager around one question (its prompt, answer and re-prompts). `readline()` -> str:
+    the next line typed for the question (with its newline), as a file's `readline`; raises EOFError on Ctrl-D
+    or once the stream has ended. `end_requested`: a `threading.Event` set by a line (or Ctrl-D) typed while no
+    question was being asked. `closed`: whether the stream has ended. `reading` and `lines_read`: whether a
+    `readline` waits, and how many lines it has returned.
     """
 
     def __init__(self, stream: TextIO):
         self._stream = stream
-        self._answers: queue.Queue[str] = queue.Queue()
+        self._answers: queue.Queue[str | None] = queue.Queue()
         self._lock = threading.Lock()
-        self._pending = 0  # prompts waiting in `readline`
+        self._asking = 0  # questions being asked (nested `asking()` count once each)
+        self._reading = 0  # `readline` calls blocked waiting
+        self.lines_read = 0  # lines (and Ctrl-Ds) `readline` has returned
+        self.closed = False
         self.end_requested = threading.Event()
         self._thread = threading.Thread(target=self._read, name="harmowam-operator", daemon=True)
         self._thread.start()
 
     @property
     def question_pending(self) -> bool:
-        """Whether a prompt is waiting in `readline` (the next line typed answers it)."""
+        """Whether a question is being asked (the next line typed answers it)."""
         with self._lock:
-            return self._pending > 0
+            return self._asking > 0
 
-    def readline(self) -> str:
+    @contextlib.contextmanager
+    def asking(self) -> Iterator[OperatorTerminal]:
+        """Mark a question as being asked for the duration of the block; lines left unread when the last
+        question ends are dropped."""
         with self._lock:
-            self._pending += 1
+            self._asking += 1
         try:
-            line = self._answers.get()
+            yield self
         finally:
             with self._lock:
-                self._pending -= 1
-        if not line:
-            self._answers.put(line)  # every later question sees the end too
-            raise EOFError("the operator's terminal was closed")
+                self._asking -= 1
+                if not self._asking:
+                    self._drop_leftovers()
+
+    @property
+    def reading(self) -> bool:
+        """Whether a `readline` is blocked waiting for the operator's next line."""
+        with self._lock:
+            return self._reading > 0
+
+    def readline(self) -> str:
+        with self.asking():
+            with self._lock:
+                self._reading += 1
+            try:
+                line = self._answers.get()
+            finally:
+                with self._lock:
+                    self._reading -= 1
+                    self.lines_read += 1
+        if line is _EOF:
+            raise EOFError("the operator's terminal was closed" if self.closed else "Ctrl-D")
         return line
+
+    def _drop_leftovers(self) -> None:
+        while True:
+            try:
+                self._answers.get_nowait()
+            except queue.Empty:
+                break
+        if self.closed:
+            self._answers.put(_EOF)  # every later question sees the end too
 
     def _read(self) -> None:
         while True:
             try:
                 line = self._stream.readline()
-            except (OSError, ValueError):  # closed underneath us
-                line = ""
+                ended = not line and not self._stream.isatty()  # on a terminal, "" is Ctrl-D: reading goes on
+            except (OSError, ValueError):  # a hung-up terminal (EIO) or a stream closed underneath us
+                line, ended = "", True
             with self._lock:
-                if not line:
-                    self._answers.put("")
+                if ended:
+                    self.closed = True
+                    self._answers.put(_EOF)
                     return
-                if self._pending:
-                    self._answers.put(line)
+                if self._asking:
+                    self._answers.put(line or _EOF)
                 else:
                     self.end_requested.set()
 
@@ -87,14 +133,20 @@ def stdin_terminal() -> OperatorTerminal | None:
         return _stdin
 
 
+def stdin_taken() -> bool:
+    """Whether `stdin_terminal` has started its reader (another reader of stdin would lose keystrokes to it)."""
+    return _stdin is not None
+
+
 def ask_yes_no(question: str, terminal: OperatorTerminal | None = None) -> bool:
     """Ask `question` on stdout until the answer is y/yes/n/no; reads through `terminal` when given, else
     `input`. Raises EOFError when the input ends."""
-    while True:
-        if terminal is None:
-            answer = input(f"{question} [y/n] ")
-        else:
-            print(f"{question} [y/n] ", end="", flush=True)
-            answer = terminal.readline()
-        if answer.strip().lower() in ("y", "yes", "n", "no"):
-            return answer.strip().lower().startswith("y")
+    with terminal.asking() if terminal is not None else contextlib.nullcontext():
+        while True:
+            if terminal is None:
+                answer = input(f"{question} [y/n] ")
+            else:
+                print(f"{question} [y/n] ", end="", flush=True)
+                answer = terminal.readline()
+            if answer.strip().lower() in ("y", "yes", "n", "no"):
+                return answer.strip().lower().startswith("y")

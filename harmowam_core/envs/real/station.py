@@ -51,10 +51,11 @@ class RealStation(Station):
         watch_enter: bool = True,
         terminal: OperatorTerminal | None = None,
     ):
-        """`confirm(question) -> bool` asks the operator (default: y/n on the terminal); `terminal` is where the
-        operator presses Enter to end an episode (default: stdin when it is a terminal and `watch_enter`), and
-        what a `confirm` reading the terminal must read through (`terminal.readline`, e.g. rich's
-        `Confirm.ask(stream=terminal)`). A terminal closed before an answer raises HarmoWAMError."""
+        """`confirm(question) -> bool` asks the operator (default: y/n on the terminal). `terminal` is where the
+        operator presses Enter to end an episode: given, it is used whatever `watch_enter` says; else stdin's
+        (`operator.stdin_terminal`) when stdin is a terminal and `watch_enter`. A `confirm` that reads the
+        terminal must read through it (`with terminal.asking(): Confirm.ask(q, stream=terminal)`): reading
+        stdin directly would race it again. Ctrl-D or a closed terminal before an answer raises HarmoWAMError."""
         self.recipe, self.station, self.dry_run, self.echo = recipe, station, dry_run, echo
         self.terminal = terminal if terminal is not None else (stdin_terminal() if watch_enter else None)
         ask = confirm or (lambda question: ask_yes_no(question, self.terminal))  # the operator, on the terminal
@@ -62,8 +63,8 @@ class RealStation(Station):
         def confirm_(question: str) -> bool:
             try:
                 return bool(ask(question))
-            except EOFError:
-                raise HarmoWAMError(f"the operator's terminal closed before answering '{question}'") from None
+            except EOFError as err:  # Ctrl-D, or the terminal is gone
+                raise HarmoWAMError(f"no answer to '{question}': {err or 'end of input'}") from None
 
         self.confirm = confirm_
         self.instruction = recipe.instruction

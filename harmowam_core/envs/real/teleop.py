@@ -94,6 +94,10 @@ class TerminalKeys:
     """Keys from a terminal (cbreak mode while open); `poll()` returns the keys pressed since the last poll."""
 
     def __init__(self, stream=None):
+        from harmowam_core.envs.real.operator import stdin_taken
+
+        if stream is None and stdin_taken():
+            raise HarmoWAMError("stdin is already read by this process's real-station operator terminal (a deploy)")
         self.stream = stream or sys.stdin
         self._keys: list[str] = []
         self._lock = threading.Lock()
