@@ -52,12 +52,6 @@ class OperatorTerminal:
         self._thread = threading.Thread(target=self._read, name="harmowam-operator", daemon=True)
         self._thread.start()
 
-    @property
-    def question_pending(self) -> bool:
-        """Whether a question is being asked (the next line typed answers it)."""
-        with self._lock:
-            return self._asking > 0
-
     @contextlib.contextmanager
     def asking(self) -> Iterator[OperatorTerminal]:
         """Mark a question as being asked for the duration of the block; lines left unread when the last

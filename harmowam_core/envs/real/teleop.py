@@ -22,6 +22,7 @@ import numpy as np
 
 from harmowam_core.envs.base import Observation
 from harmowam_core.envs.real.config import StationConfig
+from harmowam_core.envs.real.operator import stdin_taken
 from harmowam_core.errors import HarmoWAMError, ParameterError
 from harmowam_core.geometry import mat_to_euler, rotvec_to_mat
 
@@ -94,8 +95,6 @@ class TerminalKeys:
     """Keys from a terminal (cbreak mode while open); `poll()` returns the keys pressed since the last poll."""
 
     def __init__(self, stream=None):
-        from harmowam_core.envs.real.operator import stdin_taken
-
         if stream is None and stdin_taken():
             raise HarmoWAMError("stdin is already read by this process's real-station operator terminal (a deploy)")
         self.stream = stream or sys.stdin
