@@ -53,13 +53,24 @@ def collect(
     dry_run: DryRunOption = False,
     workers: WorkersOption = None,
     shard: ShardOption = None,
+    detour: Annotated[
+        float,
+        typer.Option(
+            help="Scripted expert only: the probability of a recovery detour before each waypoint (beside and "
+            "above it, then back on the plan), so the demonstrations show recoveries from states off the "
+            "expert's path; the detours' own actions are recorded but never trained on.",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = 0.0,
     set_: SetOption = None,
 ) -> None:
     """Record demonstrations on the simulated Franka station (scripted expert or teleoperated) or on the real
     one (SpaceMouse or keyboard; the operator scores the stages and keeps or discards each episode)."""
     run_collect(
-        task, episodes, ood, out, seed, teleop, keep_failures, set_ or [], backend, station, dry_run, workers, shard
-    )
+        task, episodes, ood, out, seed, teleop, keep_failures, set_ or [], backend, station, dry_run, workers, shard,
+        detour,
+    )  # fmt: skip
 
 
 @user_errors
@@ -77,6 +88,7 @@ def run_collect(
     dry_run: bool = False,
     workers: int | None = None,
     shard: str | None = None,
+    detour: float = 0.0,
 ) -> None:
     from harmowam_core.collect import check_seed
     from harmowam_core.collect import collect as collect_episodes
@@ -97,6 +109,8 @@ def run_collect(
         raise HarmoWAMError("--workers applies to scripted collection in the simulator; an operator drives one station")
     elif workers is not None and workers < 1:
         raise HarmoWAMError(f"--workers must be at least 1, got {workers}")
+    if detour and (teleop != "scripted" or backend != "sim"):
+        raise HarmoWAMError("--detour applies to the scripted expert in the simulator")
     if teleop != "scripted" and backend == "sim":
         device_class(teleop)  # an unknown kind, or a device that cannot run here, fails before anything starts
     recipe = load_recipe(task, overrides)
@@ -134,6 +148,7 @@ def run_collect(
             dry_run=dry_run,
             workers=workers,
             shard=shard_index,
+            detour=detour,
         )
     table = Table(title=f"{recipe.name}: {stats.attempted} episodes attempted")
     table.add_column("stage")

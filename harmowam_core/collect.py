@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harmowam_core.config import Recipe
-from harmowam_core.data.format import DatasetSpec
+from harmowam_core.data.format import DatasetSpec, frame_runs
 from harmowam_core.data.meta import read_episode_rows, used_seeds
 from harmowam_core.data.writer import DatasetWriter, EpisodeRecorder, StagedEpisode
 from harmowam_core.envs import make_env
@@ -144,9 +144,11 @@ class ScriptedRecorder:
     """A simulated station and its scripted expert recording episodes into a dataset's staging folder; the state
     of one collection worker (`WorkerPool` setup) or of the collecting process itself."""
 
-    def __init__(self, recipe: Recipe, spec: DatasetSpec, staging_root: Path, ood: str, keep_failures: bool):
+    def __init__(
+        self, recipe: Recipe, spec: DatasetSpec, staging_root: Path, ood: str, keep_failures: bool, detour: float = 0.0
+    ):
         self.recipe, self.spec, self.staging_root = recipe, spec, Path(staging_root)
-        self.ood, self.keep_failures = ood, keep_failures
+        self.ood, self.keep_failures, self.detour = ood, keep_failures, detour
         self.names = {c.role: c.name for c in recipe.cameras}
         self.env = make_env(recipe)
 
@@ -154,10 +156,12 @@ class ScriptedRecorder:
         recorder = EpisodeRecorder(self.spec, self.staging_root, self.recipe.instruction)
         try:
             obs = self.env.reset(seed=seed, ood=self.ood)
-            pilot = self.env.expert()
-            after = 0
+            pilot = self.env.expert(detour=self.detour)
+            after, detours = 0, []
             for _ in range(self.recipe.max_episode_steps):
                 action = pilot.act()
+                if pilot.detouring:
+                    detours.append(len(recorder))
                 recorder.add_frame(action, obs.state, {self.names[r]: img for r, img in obs.images.items()})
                 obs = self.env.step(action)
                 if on_step is not None:
@@ -171,7 +175,8 @@ class ScriptedRecorder:
             raise
         stages = [bool(s) for s in self.env.stage_success()]
         if all(stages) or self.keep_failures:
-            return ScriptedEpisode(seed, stages, len(recorder), recorder.finish(stages, seed=seed, ood=self.ood))
+            staged = recorder.finish(stages, seed=seed, ood=self.ood, detours=frame_runs(detours))
+            return ScriptedEpisode(seed, stages, len(recorder), staged)
         steps = len(recorder)
         recorder.discard()
         return ScriptedEpisode(seed, stages, steps, None)
@@ -195,9 +200,13 @@ def collect(
     dry_run: bool = False,
     workers: int | None = 1,
     shard: tuple[int, int] = (0, 1),
+    detour: float = 0.0,
 ) -> CollectStats:
     """Record `episodes` episodes (this shard's share of them with `shard`) into the dataset at `out`; see the
-    module docstring for seeds, workers and crash safety. Raises HarmoWAMError on a user's mistake."""
+    module docstring for seeds, workers and crash safety. `detour`: the scripted expert's probability of a
+    recovery detour before each waypoint (`envs.sim.tasks.base.WaypointFollower`; scripted simulator collection
+    only); the frames of each episode's detours are recorded in its `detours` column. Raises HarmoWAMError on a
+    user's mistake."""
     from harmowam_core.envs.sim.teleop import TELEOP_KINDS
 
     real = backend == "real"
@@ -212,6 +221,10 @@ def collect(
         raise ParameterError("seed", f"must be at least 0, got {seed}")
     episodes = shard_share(episodes, shard)
     scripted_sim = teleop == "scripted" and not real
+    if not 0.0 <= detour <= 1.0:
+        raise ParameterError("detour", f"must be a probability from 0 to 1, got {detour}")
+    if detour and not scripted_sim:
+        raise ParameterError("detour", "applies to the scripted expert in the simulator")
     if not scripted_sim and workers is not None and workers > 1:
         raise ParameterError(
             "workers", "applies to scripted collection in the simulator; an operator drives one station"
@@ -231,7 +244,7 @@ def collect(
         seeds = plan_seeds(seed, shard, used_seeds(writer.rows, ood), max_attempts, out, unknown)
         if scripted_sim:
             _collect_scripted(recipe, writer, episodes, ood, keep_failures, seeds, max_attempts, workers, stats,
-                              on_progress, start)  # fmt: skip
+                              on_progress, start, detour)  # fmt: skip
         else:
             _collect_teleop(recipe, writer, episodes, ood, teleop, keep_failures, seeds, stats, on_progress, start,
                             real, station, dry_run)  # fmt: skip
@@ -248,11 +261,11 @@ def _count(stats: CollectStats, stages: list[bool], steps: int) -> None:
 
 
 def _collect_scripted(
-    recipe, writer, episodes, ood, keep_failures, seeds, max_attempts, workers, stats, on_progress, start
+    recipe, writer, episodes, ood, keep_failures, seeds, max_attempts, workers, stats, on_progress, start, detour
 ) -> None:
     """Scripted episodes in this process (one worker) or in `workers` simulator processes, committed in seed
     order: the first `episodes` kept attempts among the first `max_attempts` seeds, whatever the worker count."""
-    args = (recipe, writer.spec, writer.staging_root, ood, keep_failures)
+    args = (recipe, writer.spec, writer.staging_root, ood, keep_failures, detour)
 
     def progress() -> None:
         stats.seconds = time.perf_counter() - start

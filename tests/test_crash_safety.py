@@ -194,7 +194,7 @@ def assert_disk_full_line(out) -> None:
 class SyntheticRecorder:
     """Records synthetic frames instead of the simulator's (collect's RECORDER, for a fast CLI collect)."""
 
-    def __init__(self, recipe, spec, staging_root, ood, keep_failures):
+    def __init__(self, recipe, spec, staging_root, ood, keep_failures, detour=0.0):
         self.recipe, self.spec, self.staging_root, self.ood = recipe, spec, staging_root, ood
 
     def run(self, seed, on_step=None):

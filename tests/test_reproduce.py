@@ -38,8 +38,8 @@ class ShortRecorder(ScriptedRecorder):
     """The scripted recorder keeping its episodes although the stub's step limit ends them before any stage
     (collection insists on successful demonstrations, which take ~250 steps)."""
 
-    def __init__(self, recipe, spec, staging_root, ood, keep_failures):
-        super().__init__(recipe, spec, staging_root, ood, True)
+    def __init__(self, recipe, spec, staging_root, ood, keep_failures, detour=0.0):
+        super().__init__(recipe, spec, staging_root, ood, True, detour)
 
 
 def reproduce(out, *extra):

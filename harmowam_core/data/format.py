@@ -56,6 +56,7 @@ LOCK_FILE = ".lock"
 
 IMAGE_KEY_PREFIX = "observation.images."
 LABEL_KEY = "interaction"
+DETOURS_KEY = "detours"  # episodes-table column: the scripted expert's detour frames, as [start, end) pairs
 ACTION_KEY = "action"
 STATE_KEY = "observation.state"
 CAMERA_DTYPES = ("video", "image")
@@ -75,6 +76,31 @@ GRIPPER_INDEX = 6  # within each arm's block of 7, in both action and state
 HEIGHT_INDEX = 2  # end-effector z within each arm's block of observation.state
 
 CODECS = {"h264": "libx264", "av1": "libsvtav1"}
+
+
+def frame_runs(frames: list[int]) -> list[int]:
+    """Ascending frame indices as runs of consecutive frames, flattened [start0, end0, start1, end1, ...] with
+    each end exclusive (how an episode row stores its detours): [3, 4, 5, 9] -> [3, 6, 9, 10]."""
+    runs: list[int] = []
+    for f in frames:
+        if runs and f == runs[-1]:
+            runs[-1] = f + 1
+        else:
+            runs += [int(f), int(f) + 1]
+    return runs
+
+
+def runs_mask(runs: list[int] | None, length: int) -> np.ndarray:
+    """(length,) bool: the frames inside the [start, end) runs of `frame_runs` (None or [] -> none). Raises
+    DatasetError when the list is not pairs of ascending frames within the episode."""
+    mask = np.zeros(length, dtype=bool)
+    runs = [int(f) for f in (runs or [])]
+    ascending = all(b > a for a, b in zip(runs[:-1], runs[1:], strict=True))
+    if len(runs) % 2 or not ascending or (runs and (runs[0] < 0 or runs[-1] > length)):
+        raise DatasetError(f"{DETOURS_KEY} {runs} are not ascending [start, end) runs within {length} frames")
+    for a, b in zip(runs[::2], runs[1::2], strict=True):
+        mask[a:b] = True
+    return mask
 
 
 def safe_name(name: object, what: str) -> str:

@@ -120,9 +120,10 @@ class DatasetReader:
 
     Attributes (global frame order, episode after episode): action (N, A) and state (N, S) float32, the mapped
     features at the dataset's own dimensions; interaction (N,) int64 (-1 unlabelled); task_index (N,) int64;
-    lengths / starts (E,) int64. Raises DatasetError, one line naming the file, for a dataset that is not v3.0,
-    a missing file, frame counts that disagree with the episodes table, a video shorter than its episode or a
-    mapping that names a feature the dataset lacks.
+    detour (N,) bool, the frames of the scripted expert's recovery detours (episode rows' `detours`; none in
+    a dataset without them); lengths / starts (E,) int64. Raises DatasetError, one line naming the file, for a
+    dataset that is not v3.0, a missing file, frame counts that disagree with the episodes table, a video
+    shorter than its episode, detours outside their episode or a mapping that names a feature the dataset lacks.
     """
 
     def __init__(self, root: str | Path, mapping: fmt.DataMapping | None = None):
@@ -274,6 +275,13 @@ class DatasetReader:
         self.lengths = np.array([r["length"] for r in self.episodes], dtype=np.int64)
         self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
         self.episode_of = np.repeat(np.arange(len(self.episodes)), self.lengths)
+        masks = []
+        for row in self.episodes:
+            try:
+                masks.append(fmt.runs_mask(row.get(fmt.DETOURS_KEY), int(row["length"])))
+            except DatasetError as err:
+                raise DatasetError(f"{self.root / 'meta/episodes'}: episode {row['episode_index']}: {err}") from None
+        self.detour = np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
 
     def _check_videos(self) -> None:
         """Every video file exists and is as long as the last episode it holds."""

@@ -209,6 +209,7 @@ class DatasetWriter:
         row["keyframes"] = []  # filled by `harmowam label`
         row["seed"] = rec.seed
         row["ood"] = rec.ood
+        row[fmt.DETOURS_KEY] = list(rec.detours)
 
         # Commit: files first (not visible until a row references them), then the episode row, then totals.
         for name, path in rec.videos.items():
@@ -229,7 +230,8 @@ class DatasetWriter:
 class StagedEpisode:
     """A recorded episode waiting in the staging folder for `DatasetWriter.commit` (picklable: a simulator worker
     hands it to the process holding the writer). actions/states: (T, A) / (T, S) float32; videos: camera ->
-    staged mp4; image_stats: camera -> per-channel stats; seed/ood: the scene (None when unknown)."""
+    staged mp4; image_stats: camera -> per-channel stats; seed/ood: the scene (None when unknown); detours: the
+    frames where the scripted expert went astray on purpose (`format.frame_runs`), whose actions are not its own."""
 
     staging: Path
     task: str
@@ -240,6 +242,7 @@ class StagedEpisode:
     stage_success: list[bool] = field(default_factory=list)
     seed: int | None = None
     ood: str | None = None
+    detours: list[int] = field(default_factory=list)
 
     def discard(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
@@ -283,9 +286,13 @@ class EpisodeRecorder:
         self.states.append(state)
 
     def finish(
-        self, stage_success: list[bool] | None = None, seed: int | None = None, ood: str | None = None
+        self,
+        stage_success: list[bool] | None = None,
+        seed: int | None = None,
+        ood: str | None = None,
+        detours: list[int] | None = None,
     ) -> StagedEpisode:
-        """Close the videos and hand the staged episode over for a commit."""
+        """Close the videos and hand the staged episode over for a commit (`detours`: `StagedEpisode.detours`)."""
         if self.done:
             raise RuntimeError("episode already saved or discarded")
         if not self.actions:
@@ -303,13 +310,20 @@ class EpisodeRecorder:
             stage_success=[bool(x) for x in (stage_success or [])],
             seed=None if seed is None else int(seed),
             ood=ood,
+            detours=[int(f) for f in (detours or [])],
         )
 
-    def save(self, stage_success: list[bool] | None = None, seed: int | None = None, ood: str | None = None) -> int:
+    def save(
+        self,
+        stage_success: list[bool] | None = None,
+        seed: int | None = None,
+        ood: str | None = None,
+        detours: list[int] | None = None,
+    ) -> int:
         """Commit the episode into the recorder's writer; returns its episode index."""
         if self.writer is None:
             raise RuntimeError("a recorder without a writer hands its episode over with finish()")
-        return self.writer.commit(self.finish(stage_success, seed, ood))
+        return self.writer.commit(self.finish(stage_success, seed, ood, detours))
 
     def discard(self) -> None:
         if self.done:

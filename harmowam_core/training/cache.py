@@ -39,14 +39,16 @@ class WorldModelCache:
     @staticmethod
     def key(wm_dir: Path, reader: DatasetReader, episodes: list[int], steps: int, seed: int, stride: int = 1) -> str:
         """The world model's files (name, size, modification time: re-saving a model changes them, and the
-        paper preset's tens of GB are not read), the dataset, the episodes, the window stride and the sampling
-        settings."""
+        paper preset's tens of GB are not read), the dataset, the episodes, the window stride, the detour frames
+        left out and the sampling settings."""
         h = hashlib.sha256()
         for f in sorted(p for p in wm_dir.rglob("*") if p.is_file()):
             stat = f.stat()
             h.update(f"{f.relative_to(wm_dir).as_posix()}:{stat.st_size}:{stat.st_mtime_ns};".encode())
         settings = [str(reader.root.resolve()), reader.num_frames, episodes, steps, seed]
         h.update(json.dumps(settings + ([stride] if stride != 1 else [])).encode())
+        if reader.detour.any():  # detour frames are left out of the windows
+            h.update(np.packbits(reader.detour).tobytes())
         return h.hexdigest()[:16]
 
     @classmethod

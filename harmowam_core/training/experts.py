@@ -66,9 +66,11 @@ class ExpertWindows(Dataset):
 
     Item: images (cams, 3, S, S) uint8, the current frame of every camera; previous_images, the frame before
     (the first frame itself at an episode's start); state; instruction; action (12, A)
-    and action_is_pad (12,); interaction (the current frame's label, -1 unlabelled); frames (12, 3, h, w)
-    uint8, the imagined future (or the real one with `real_frames`); wm_hidden (N, D) and wm_frame_tokens
-    (12, n, D), the world model's hidden tokens whole and regrouped per future frame.
+    and action_is_pad (12,), true past the episode's end and in the scripted expert's recovery detours
+    (`DatasetReader.detour`), whose actions are not the expert's; interaction (the current frame's label, -1
+    unlabelled); frames (12, 3, h, w) uint8, the imagined future (or the real one with `real_frames`);
+    wm_hidden (N, D) and wm_frame_tokens (12, n, D), the world model's hidden tokens whole and regrouped per
+    future frame.
     """
 
     def __init__(
@@ -124,7 +126,7 @@ class ExpertWindows(Dataset):
             torch.from_numpy(self.state_changes[g]),
         )
         batch["action"] = torch.from_numpy(np.ascontiguousarray(self.actions[reader.episode_slice(ep)][steps]))
-        batch["action_is_pad"] = torch.from_numpy(is_pad)
+        batch["action_is_pad"] = torch.from_numpy(is_pad | reader.detour[g - t + steps])  # detour actions: no loss
         batch["interaction"] = torch.tensor(int(reader.interaction[g]))
         return batch
 
@@ -222,7 +224,10 @@ class ExpertsTrainer:
         recipe, spec, reader = self.recipe, self.recipe.train_experts, self.reader
         config = wm.config
         clips = ClipDataset(reader, self.camera, episodes, config.resolution, config.num_frames)
-        clips.index = [(ep, t) for ep, t in clips.index if t % spec.window_stride == 0]
+        detour = reader.detour  # a window starting in a recovery detour would teach the detour's actions
+        clips.index = [
+            (ep, t) for ep, t in clips.index if t % spec.window_stride == 0 and not detour[reader.starts[ep] + t]
+        ]
         steps = config.denoising_steps
         key = WorldModelCache.key(self.wm_dir, reader, episodes, steps, spec.seed, spec.window_stride)
         cache = WorldModelCache.build(self.out / "cache" / key, wm, clips, steps, spec.seed, on_progress)

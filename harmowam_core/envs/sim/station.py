@@ -114,10 +114,11 @@ class SimStation(Station):
         self.close()
 
     # ------------------------------------------------------------------ extras
-    def expert(self, seed: int | None = None) -> WaypointFollower:
-        """The task's scripted expert for the episode just reset (privileged simulator state)."""
+    def expert(self, seed: int | None = None, detour: float = 0.0) -> WaypointFollower:
+        """The task's scripted expert for the episode just reset (privileged simulator state); `detour`: the
+        probability of a recovery detour before each waypoint (`WaypointFollower`)."""
         rng = np.random.default_rng(seed) if seed is not None else self.rng
-        return WaypointFollower(self.view, self.task.plan(self.view, rng), self.home, rng)
+        return WaypointFollower(self.view, self.task.plan(self.view, rng), self.home, rng, detour=detour)
 
     def state(self) -> np.ndarray:
         parts = []

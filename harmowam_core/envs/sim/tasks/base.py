@@ -170,12 +170,36 @@ MAX_TURN = 0.25  # rad per step
 TURN_PER_METRE = 6.0  # a waypoint's speed caps turning too: 0.01 m/step -> 0.06 rad/step
 
 
+DETOUR_RADIUS = (0.015, 0.04)  # m: how far beside the next waypoint's target a detour goes
+DETOUR_RISE = (0.01, 0.04)  # m: and how far above the arm's current height (so it clears what is below)
+DETOUR_MOVES = 0.05  # m: only before a waypoint at least this far away that does not go up (see WaypointFollower)
+
+
 class WaypointFollower:
     """Turns a task's waypoint plan into actions: a proportional step toward each target, capped per step,
-    with small noise so demonstrations differ."""
+    with small noise so demonstrations differ.
 
-    def __init__(self, view: SceneView, plan: Iterator[Waypoint], home: list[np.ndarray], rng, noise=0.0015):
+    `detour` in [0, 1]: the probability that the expert first goes astray before a waypoint of its plan, and then
+    carries on: the steps after a detour show the expert recovering from a state off its own path, the states a
+    learned policy drifts into (DART, Laskey et al. 2017, injects noise while demonstrating for the same reason).
+    Only a waypoint at least DETOUR_MOVES away that does not go up can be preceded by one (an approach, a
+    descent, a carry; not a grasp, a release or a lift, where a sideways move would push the object in the
+    fingers or beside them). The detour goes to a point DETOUR_RADIUS beside the waypoint's target, DETOUR_RISE
+    above the arm's current height, the grippers as they are. The actions of a detour are not the expert's and
+    `detouring` says so for the last action returned, so a trainer can leave them out
+    (`training.experts.ExpertWindows`). Detours draw from their own random stream, so `detour=0` gives the same
+    demonstration as before for every seed."""
+
+    def __init__(
+        self, view: SceneView, plan: Iterator[Waypoint], home: list[np.ndarray], rng, noise=0.0015, detour=0.0
+    ):
+        if not 0.0 <= detour <= 1.0:
+            raise ValueError(f"detour must be a probability in [0, 1], got {detour}")
         self.view, self.plan, self.home, self.rng, self.noise = view, plan, home, rng, noise
+        self.detour = float(detour)
+        self._detour_rng = rng.spawn(1)[0] if self.detour > 0 else None
+        self._after_detour: Waypoint | None = None  # the plan's waypoint a detour goes astray before
+        self.detouring = False  # whether the last action returned belongs to a detour
         self.current: Waypoint | None = None
         self.held = 0
         self.elapsed = 0
@@ -217,6 +241,7 @@ class WaypointFollower:
     def act(self) -> np.ndarray:
         if self.current is None and not self.done:
             self._advance()
+        self.detouring = self._after_detour is not None
         if self.current is None:  # plan finished: hold still with the last gripper command
             return self._still()
         wp = self.current
@@ -230,12 +255,43 @@ class WaypointFollower:
 
     def _advance(self):
         self.held, self.elapsed = 0, 0
+        if self._after_detour is not None:  # back on the plan after a detour
+            self.current, self._after_detour = self._after_detour, None
+            self._last = self.current
+            return
         try:
             self.current = next(self.plan)
         except StopIteration:
             self.current, self.done = None, True
             return
+        detour = self._detour_before(self.current) if self._detour_rng is not None else None
+        if detour is not None:
+            self._after_detour, self.current = self.current, detour
+            return
         self._last = self.current
+
+    def _detour_before(self, wp: Waypoint) -> Waypoint | None:
+        """With probability `detour`, a waypoint beside `wp`'s targets and above the arms' current heights (see
+        the class docstring), every gripper left as the previous waypoint had it; None for no detour. Arms whose
+        own move is not eligible go straight to their target."""
+        here = [self.view.eef_pos(arm) for arm in range(len(wp.arms))]
+        eligible = [
+            np.linalg.norm(t.pos - p) >= DETOUR_MOVES and t.pos[2] <= p[2] + 0.01
+            for t, p in zip(wp.arms, here, strict=True)
+        ]
+        rng = self._detour_rng
+        if not any(eligible) or rng.uniform() >= self.detour:
+            return None
+        arms = []
+        for arm, (target, p) in enumerate(zip(wp.arms, here, strict=True)):
+            grip = self._last.arms[arm].gripper if self._last is not None else 0.0
+            if not eligible[arm]:
+                arms.append(ArmTarget(target.pos, target.euler, grip))
+                continue
+            angle, radius, rise = rng.uniform(0, 2 * np.pi), rng.uniform(*DETOUR_RADIUS), rng.uniform(*DETOUR_RISE)
+            pos = np.r_[target.pos[:2] + radius * np.array([np.cos(angle), np.sin(angle)]), p[2] + rise]
+            arms.append(ArmTarget(pos, target.euler, grip))
+        return Waypoint(arms, speed=max(wp.speed, 0.02), tol=0.01, timeout=60)
 
     def _still(self) -> np.ndarray:
         last = self._last
