@@ -56,9 +56,10 @@ def collect(
     detour: Annotated[
         float,
         typer.Option(
-            help="Scripted expert only: the probability of a recovery detour before each waypoint (beside and "
-            "above it, then back on the plan), so the demonstrations show recoveries from states off the "
-            "expert's path; the detours' own actions are recorded but never trained on.",
+            help="Scripted expert only: the probability of a recovery detour before each waypoint of a fast move "
+            "of 5 cm or more that does not rise (beside and above it, then back on the plan), so the "
+            "demonstrations show recoveries from states off the expert's path; the detours' own actions are "
+            "recorded but never trained on.",
             min=0.0,
             max=1.0,
         ),
@@ -90,7 +91,7 @@ def run_collect(
     shard: str | None = None,
     detour: float = 0.0,
 ) -> None:
-    from harmowam_core.collect import check_seed
+    from harmowam_core.collect import check_detour, check_seed
     from harmowam_core.collect import collect as collect_episodes
     from harmowam_core.envs.sim.teleop import device_class
 
@@ -109,8 +110,7 @@ def run_collect(
         raise HarmoWAMError("--workers applies to scripted collection in the simulator; an operator drives one station")
     elif workers is not None and workers < 1:
         raise HarmoWAMError(f"--workers must be at least 1, got {workers}")
-    if detour and (teleop != "scripted" or backend != "sim"):
-        raise HarmoWAMError("--detour applies to the scripted expert in the simulator")
+    check_detour(detour, teleop == "scripted" and backend == "sim")
     if teleop != "scripted" and backend == "sim":
         device_class(teleop)  # an unknown kind, or a device that cannot run here, fails before anything starts
     recipe = load_recipe(task, overrides)

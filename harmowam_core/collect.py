@@ -79,6 +79,14 @@ def dataset_spec(recipe: Recipe, robot_type: str = "franka_sim") -> DatasetSpec:
     )
 
 
+def check_detour(detour: float, scripted_sim: bool) -> None:
+    """ParameterError unless `detour` is a probability, and 0 where no scripted simulator expert records."""
+    if not 0.0 <= detour <= 1.0:
+        raise ParameterError("detour", f"must be a probability from 0 to 1, got {detour}")
+    if detour and not scripted_sim:
+        raise ParameterError("detour", "applies to the scripted expert in the simulator")
+
+
 def seed_sequence(first: int, shard: tuple[int, int] = (0, 1)) -> Iterator[int]:
     """The scene seeds of a run's attempts: first + i + k * N for shard (i, N), k = 0, 1, ..."""
     index, count = shard
@@ -221,10 +229,7 @@ def collect(
         raise ParameterError("seed", f"must be at least 0, got {seed}")
     episodes = shard_share(episodes, shard)
     scripted_sim = teleop == "scripted" and not real
-    if not 0.0 <= detour <= 1.0:
-        raise ParameterError("detour", f"must be a probability from 0 to 1, got {detour}")
-    if detour and not scripted_sim:
-        raise ParameterError("detour", "applies to the scripted expert in the simulator")
+    check_detour(detour, scripted_sim)
     if not scripted_sim and workers is not None and workers > 1:
         raise ParameterError(
             "workers", "applies to scripted collection in the simulator; an operator drives one station"

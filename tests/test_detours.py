@@ -4,6 +4,7 @@ before some waypoints and recovers; the detour frames are recorded per episode a
 from __future__ import annotations
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -13,11 +14,13 @@ from harmowam_core import collect as collect_module
 from harmowam_core.config import load_recipe
 from harmowam_core.data.format import DatasetSpec, frame_runs, runs_mask
 from harmowam_core.data.labels import LabelSettings, label_dataset
+from harmowam_core.data.merge import merge_datasets
+from harmowam_core.data.meta import episodes_files
 from harmowam_core.data.reader import DatasetReader
 from harmowam_core.data.writer import DatasetWriter
 from harmowam_core.envs.base import Observation
 from harmowam_core.envs.sim.tasks.base import DETOUR_RADIUS, DETOUR_RISE, ArmTarget, Waypoint, WaypointFollower
-from harmowam_core.errors import DatasetError
+from harmowam_core.errors import DatasetError, ParameterError
 from harmowam_core.models.presets import WorldModelConfig
 from harmowam_core.models.world_model import WorldModel
 from harmowam_core.training import experts as stage2
@@ -84,6 +87,7 @@ def test_a_detour_goes_beside_and_above_before_each_eligible_waypoint_and_the_pl
     runs = runs_of(detouring)
     assert len(runs) == 2  # before the carry and before the descent; never before the grasp or the lift
     for start, end in runs:
+        assert not detouring[start - 1]  # the flag starts with the detour's first action, not before
         target = targets[start]  # beside the next waypoint's target (0.1, 0), above where the arm is
         radius = np.linalg.norm(target[:2] - np.array([0.1, 0.0]))
         assert DETOUR_RADIUS[0] - 1e-9 <= radius <= DETOUR_RADIUS[1] + 1e-9
@@ -92,6 +96,37 @@ def test_a_detour_goes_beside_and_above_before_each_eligible_waypoint_and_the_pl
         assert (actions[start:end, 6] == 1.0).all()  # the gripper stays as the waypoint before left it (closed)
         assert not detouring[end]  # back on the plan
     np.testing.assert_allclose(arm.pos, [0.1, 0.0, 0.3], atol=0.01)  # and the plan still ends where it should
+
+
+class TwoArms(PointArm):
+    def __init__(self):
+        self.arms = [np.array([0.0, 0.2, 0.3]), np.array([0.0, -0.2, 0.3])]
+
+    def eef_pos(self, arm):
+        return self.arms[arm].copy()
+
+    def step(self, action):
+        for arm in range(2):
+            self.arms[arm] += action[7 * arm : 7 * arm + 3] / 3
+
+
+def test_on_two_arms_an_arm_whose_move_may_not_detour_waits_during_the_others_detour():
+    def plan():  # the left arm carries 10 cm sideways (eligible), the right arm lifts (not eligible)
+        yield Waypoint([ArmTarget(np.array([0.0, 0.2, 0.3])), ArmTarget(np.array([0.0, -0.2, 0.3]))])
+        yield Waypoint([ArmTarget(np.array([0.1, 0.2, 0.3])), ArmTarget(np.array([0.0, -0.2, 0.4]))])
+
+    view = TwoArms()
+    follower = WaypointFollower(view, plan(), [np.eye(3)] * 2, np.random.default_rng(1), noise=0.0, detour=1.0)
+    flags, right = [], []
+    while not follower.done:
+        action = follower.act()
+        flags.append(follower.detouring)
+        view.step(action)
+        right.append(view.arms[1].copy())
+    ((start, end),) = runs_of(np.array(flags))
+    right = np.array(right)
+    assert np.abs(right[start:end] - right[start - 1]).max() < 1e-3  # the right arm waits...
+    assert right[-1][2] > 0.39  # ...and lifts afterwards, on the plan
 
 
 def test_no_detour_changes_nothing_and_a_bad_probability_is_refused():
@@ -165,11 +200,38 @@ def test_collect_records_each_episodes_detours_and_refuses_them_for_an_operator(
     plain = tmp_path / "plain"
     collect_module.collect(recipe, plain, 1, workers=1)
     assert not DatasetReader(plain).detour.any()
-    with pytest.raises(Exception, match="scripted expert"):
+    with pytest.raises(ParameterError, match="scripted expert"):
         collect_module.collect(recipe, tmp_path / "op", 1, detour=0.5, teleop="keyboard")
     result = runner.invoke(app, ["collect", "--task", "stack_cans", "--teleop", "keyboard", "--detour", "0.5",
                                  "--out", str(tmp_path / "op2")])  # fmt: skip
-    assert result.exit_code == 2 and "--detour applies to the scripted expert" in result.output
+    assert result.exit_code == 2 and "--detour: applies to the scripted expert" in result.output
+    assert not (tmp_path / "op2").exists()
+
+
+def without_detours_column(root):
+    """Make `root` look like a dataset written before episodes recorded their detours."""
+    for path in episodes_files(root):
+        table = pq.read_table(path)
+        pq.write_table(table.drop_columns(["detours"]), path)
+
+
+def test_detours_survive_appending_to_and_merging_with_a_dataset_from_before_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(collect_module, "make_env", DetouringEnv)
+    recipe = load_recipe("stack_cans")
+    old = tmp_path / "old"
+    collect_module.collect(recipe, old, 1, workers=1)
+    without_detours_column(old)
+    new = tmp_path / "new"
+    collect_module.collect(recipe, new, 1, detour=0.5, workers=1, seed=50)
+    merged = merge_datasets(tmp_path / "merged", [old, new])
+    assert merged is not None
+    reader = DatasetReader(tmp_path / "merged")
+    n = int(reader.lengths[0])  # the old episode comes first
+    np.testing.assert_array_equal(np.flatnonzero(reader.detour), [n + 2, n + 3, n + 4])
+    collect_module.collect(recipe, old, 1, detour=0.5, workers=1)  # appending to the old dataset
+    reader = DatasetReader(old)
+    assert [r["detours"] for r in reader.episodes] == [[], [2, 5]]
+    assert pq.read_table(episodes_files(old)[0]).schema.field("detours").type.value_type == "int64"
 
 
 def test_expert_windows_never_start_in_a_detour_and_pad_its_actions(tmp_path):

@@ -6,7 +6,8 @@
                                                       q01/q10/q50/q90/q99 (LeRobot 0.4's quantile normalisation)
       meta/tasks.parquet                              task string (the pandas index) -> task_index
       meta/episodes/chunk-XXX/file-XXX.parquet        one row per episode: length, from/to index, file
-                                                      locations, per-episode stats, stage results, keyframes
+                                                      locations, per-episode stats, stage results, keyframes,
+                                                      scene (seed, ood), the scripted expert's detours
       meta/harmowam.json                              what LeRobot does not model: task name, arms, stage names,
                                                       recipe snapshot, labelling settings
       data/chunk-XXX/file-XXX.parquet                 frames: action, observation.state, timestamp, indices

@@ -7,8 +7,8 @@ The output keeps the layout of format.py: episodes are numbered in input order, 
 video files at `format.chunk_file(new episode index)`. Task strings are united and re-indexed; every data file
 gets its episode_index, index and task_index columns rewritten, every episode row its indices, file locations
 and the per-episode stats of those three columns; stats.json and info.json are rebuilt from the rows. Every
-other column of the data files and of the episodes table (stage_success, keyframes, seed, ood, ...) is
-carried as it is. Videos are hard-linked where the file system allows (all our writers replace files by
+other column of the data files and of the episodes table (stage_success, keyframes, seed, ood, detours, ...)
+is carried as it is. Videos are hard-linked where the file system allows (all our writers replace files by
 renames and never edit one in place, so a link is as safe as a copy) and copied otherwise.
 
 Crash safety: the output is built in a sibling directory `OUT.partial-<hex>` and renamed to OUT at the end,

@@ -181,8 +181,8 @@ def episodes_files(root: Path) -> list[Path]:
 
 def read_episode_rows(root: Path) -> list[dict]:
     """The episodes table as dicts, from every episodes file, by episode index; rows of older datasets (and of
-    datasets LeRobot wrote) get `seed` and `ood` None (unknown). Raises DatasetError naming an unreadable file,
-    or episode indices that repeat."""
+    datasets LeRobot wrote) get `seed` and `ood` None (unknown) and `detours` [] (none recorded). Raises
+    DatasetError naming an unreadable file, or episode indices that repeat."""
     rows: list[dict] = []
     for path in episodes_files(root):
         try:
@@ -193,6 +193,8 @@ def read_episode_rows(root: Path) -> list[dict]:
     for i, row in enumerate(rows):
         for key in EPISODE_SCENE_KEYS:
             row.setdefault(key, None)
+        if row.get(fmt.DETOURS_KEY) is None:  # an older episode, or a merged dataset's without the column
+            row[fmt.DETOURS_KEY] = []
         if i and row["episode_index"] == rows[i - 1]["episode_index"]:
             raise DatasetError(f"{root / 'meta/episodes'}: episode {row['episode_index']} has two rows")
     return rows
@@ -209,9 +211,10 @@ def harmowam_layout(rows: list[dict]) -> bool:
 
 
 def episodes_table(rows: list[dict]) -> pa.Table:
-    """The episodes table of `rows`; `seed` (int64) and `ood` (string) are typed even when all are null."""
+    """The episodes table of `rows`; `seed` (int64), `ood` (string) and `detours` (list of int64) are typed even
+    when all are null or empty."""
     table = pa.Table.from_pylist(rows)
-    for key, kind in (("seed", pa.int64()), ("ood", pa.string())):
+    for key, kind in (("seed", pa.int64()), ("ood", pa.string()), (fmt.DETOURS_KEY, pa.list_(pa.int64()))):
         if key in table.column_names and table.schema.field(key).type != kind:
             i = table.column_names.index(key)
             table = table.set_column(i, pa.field(key, kind), table.column(key).cast(kind))

@@ -426,7 +426,7 @@ class DatasetReader:
         out["video"] = video
         out["video_is_pad"] = video_is_pad
         out["action"] = self.action[sl][act_idx]
-        out["action_is_pad"] = action_is_pad
+        out["action_is_pad"] = action_is_pad | self.detour[sl][act_idx]  # a recovery detour's are not the expert's
         out["future_interaction"] = self.interaction[sl][act_idx]
         return out
 

@@ -256,6 +256,7 @@ class ExpertsTrainer:
         frames = np.concatenate(
             [np.arange(reader.episode_slice(e).start, reader.episode_slice(e).stop) for e in self.train_episodes]
         )
+        frames = frames[~reader.detour[frames]]  # a recovery detour's actions are never a target
         deltas = reader.action[frames] if self.action_targets == "absolute" else None
         changes = self.state_changes[frames]
         normalizer = Normalizer.from_arrays(self.targets[frames], reader.state[frames], deltas, changes)

@@ -172,7 +172,9 @@ TURN_PER_METRE = 6.0  # a waypoint's speed caps turning too: 0.01 m/step -> 0.06
 
 DETOUR_RADIUS = (0.015, 0.04)  # m: how far beside the next waypoint's target a detour goes
 DETOUR_RISE = (0.01, 0.04)  # m: and how far above the arm's current height (so it clears what is below)
-DETOUR_MOVES = 0.05  # m: only before a waypoint at least this far away that does not go up (see WaypointFollower)
+DETOUR_MOVES = 0.05  # m: only before a waypoint at least this far away (see WaypointFollower)
+DETOUR_RISES = 0.01  # m: that rises no more than this
+DETOUR_SPEED = 0.02  # m per step: and is at least this fast (a slow, careful move is never preceded by one)
 
 
 class WaypointFollower:
@@ -182,10 +184,12 @@ class WaypointFollower:
     `detour` in [0, 1]: the probability that the expert first goes astray before a waypoint of its plan, and then
     carries on: the steps after a detour show the expert recovering from a state off its own path, the states a
     learned policy drifts into (DART, Laskey et al. 2017, injects noise while demonstrating for the same reason).
-    Only a waypoint at least DETOUR_MOVES away that does not go up can be preceded by one (an approach, a
-    descent, a carry; not a grasp, a release or a lift, where a sideways move would push the object in the
-    fingers or beside them). The detour goes to a point DETOUR_RADIUS beside the waypoint's target, DETOUR_RISE
-    above the arm's current height, the grippers as they are. The actions of a detour are not the expert's and
+    Only a fast move (DETOUR_SPEED) to a waypoint at least DETOUR_MOVES away that rises at most DETOUR_RISES can
+    be preceded by one: an approach, a descent, a carry; not a grasp, a release, a lift or a slow constrained
+    move (a zipper pull), where a sideways move would push or drag the object in the fingers or beside them.
+    The detour goes to a point DETOUR_RADIUS beside the waypoint's target, DETOUR_RISE above the arm's current
+    height, the grippers as they are; on two arms, an arm whose own move is not eligible holds its previous
+    target meanwhile. The actions of a detour are not the expert's and
     `detouring` says so for the last action returned, so a trainer can leave them out
     (`training.experts.ExpertWindows`). Detours draw from their own random stream, so `detour=0` gives the same
     demonstration as before for every seed."""
@@ -272,11 +276,10 @@ class WaypointFollower:
 
     def _detour_before(self, wp: Waypoint) -> Waypoint | None:
         """With probability `detour`, a waypoint beside `wp`'s targets and above the arms' current heights (see
-        the class docstring), every gripper left as the previous waypoint had it; None for no detour. Arms whose
-        own move is not eligible go straight to their target."""
+        the class docstring), every gripper left as the previous waypoint had it; None for no detour."""
         here = [self.view.eef_pos(arm) for arm in range(len(wp.arms))]
         eligible = [
-            np.linalg.norm(t.pos - p) >= DETOUR_MOVES and t.pos[2] <= p[2] + 0.01
+            wp.speed >= DETOUR_SPEED and np.linalg.norm(t.pos - p) >= DETOUR_MOVES and t.pos[2] <= p[2] + DETOUR_RISES
             for t, p in zip(wp.arms, here, strict=True)
         ]
         rng = self._detour_rng
@@ -284,9 +287,10 @@ class WaypointFollower:
             return None
         arms = []
         for arm, (target, p) in enumerate(zip(wp.arms, here, strict=True)):
-            grip = self._last.arms[arm].gripper if self._last is not None else 0.0
-            if not eligible[arm]:
-                arms.append(ArmTarget(target.pos, target.euler, grip))
+            before = self._last.arms[arm] if self._last is not None else ArmTarget(p.copy())
+            grip = before.gripper
+            if not eligible[arm]:  # this arm waits where its previous waypoint left it
+                arms.append(ArmTarget(before.pos, before.euler, grip))
                 continue
             angle, radius, rise = rng.uniform(0, 2 * np.pi), rng.uniform(*DETOUR_RADIUS), rng.uniform(*DETOUR_RISE)
             pos = np.r_[target.pos[:2] + radius * np.array([np.cos(angle), np.sin(angle)]), p[2] + rise]
