@@ -57,7 +57,7 @@ def collect(
         float,
         typer.Option(
             help="Scripted expert only: the probability of a recovery detour before each waypoint of a fast move "
-            "of 5 cm or more that does not rise (beside and above it, then back on the plan), so the "
+            "of 5 cm or more that rises at most 1 cm (beside and above it, then back on the plan), so the "
             "demonstrations show recoveries from states off the expert's path; the detours' own actions are "
             "recorded but never trained on.",
             min=0.0,

@@ -212,9 +212,9 @@ def collect(
 ) -> CollectStats:
     """Record `episodes` episodes (this shard's share of them with `shard`) into the dataset at `out`; see the
     module docstring for seeds, workers and crash safety. `detour`: the scripted expert's probability of a
-    recovery detour before each waypoint (`envs.sim.tasks.base.WaypointFollower`; scripted simulator collection
-    only); the frames of each episode's detours are recorded in its `detours` column. Raises HarmoWAMError on a
-    user's mistake."""
+    recovery detour before each eligible waypoint (`envs.sim.tasks.base.WaypointFollower`; scripted simulator
+    collection only); the frames of each episode's detours are recorded in its `detours` column. Raises
+    HarmoWAMError on a user's mistake."""
     from harmowam_core.envs.sim.teleop import TELEOP_KINDS
 
     real = backend == "real"
