@@ -288,14 +288,13 @@ class WaypointFollower:
         arms = []
         for arm, (target, p) in enumerate(zip(wp.arms, here, strict=True)):
             before = self._last.arms[arm] if self._last is not None else ArmTarget(p.copy())
-            grip = before.gripper
             if not eligible[arm]:  # this arm waits where its previous waypoint left it
-                arms.append(ArmTarget(before.pos, before.euler, grip))
+                arms.append(before)
                 continue
             angle, radius, rise = rng.uniform(0, 2 * np.pi), rng.uniform(*DETOUR_RADIUS), rng.uniform(*DETOUR_RISE)
             pos = np.r_[target.pos[:2] + radius * np.array([np.cos(angle), np.sin(angle)]), p[2] + rise]
-            arms.append(ArmTarget(pos, target.euler, grip))
-        return Waypoint(arms, speed=max(wp.speed, 0.02), tol=0.01, timeout=60)
+            arms.append(ArmTarget(pos, target.euler, before.gripper))
+        return Waypoint(arms, speed=wp.speed, tol=0.01, timeout=60)  # eligible: wp.speed >= DETOUR_SPEED
 
     def _still(self) -> np.ndarray:
         last = self._last
