@@ -37,17 +37,15 @@ def mat_to_euler(m: np.ndarray) -> np.ndarray:
 
 def mat_to_rotvec(m: np.ndarray) -> np.ndarray:
     """Axis-angle vector (robosuite's native rotation input) of a rotation matrix."""
-    cos = np.clip((np.trace(m) - 1.0) / 2.0, -1.0, 1.0)
-    angle = np.arccos(cos)
-    if angle < 1e-8:
-        return np.zeros(3)
+    skew = np.array([m[2, 1] - m[1, 2], m[0, 2] - m[2, 0], m[1, 0] - m[0, 1]]) / 2.0  # axis * sin(angle)
+    sin = np.linalg.norm(skew)
+    angle = np.arctan2(sin, (np.trace(m) - 1.0) / 2.0)  # exact at small angles too, where arccos(cos) is 0
     if np.pi - angle < 1e-6:  # near pi the skew part vanishes; take the axis from the diagonal
         axis = np.sqrt(np.clip((np.diag(m) + 1.0) / 2.0, 0.0, None))
         k = int(np.argmax(axis))
         axis = axis * np.sign(np.where(np.arange(3) == k, 1.0, m[k] + m[:, k]))
         return axis / np.linalg.norm(axis) * angle
-    axis = np.array([m[2, 1] - m[1, 2], m[0, 2] - m[2, 0], m[1, 0] - m[0, 1]]) / (2.0 * np.sin(angle))
-    return axis * angle
+    return skew if sin < 1e-12 else skew * (angle / sin)
 
 
 def quat_to_mat(q: np.ndarray) -> np.ndarray:
