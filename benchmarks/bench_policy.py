@@ -53,7 +53,7 @@ class PacedStation(Station):
         self.next_tick = time.perf_counter() + self.period
         return self.obs
 
-    def step(self, action):
+    def step(self, action, images=True):
         delay = self.next_tick - time.perf_counter()
         if delay > 0:
             time.sleep(delay)

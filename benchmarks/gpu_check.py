@@ -386,7 +386,7 @@ def instant_station(obs):
         def reset(self, seed=None, ood="none"):
             return obs
 
-        def step(self, action):
+        def step(self, action, images=True):
             return obs
 
         def stage_success(self) -> list[bool]:

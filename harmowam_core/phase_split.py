@@ -122,6 +122,10 @@ class HandoverActor:
     def status(self) -> tuple[str, float | None]:
         return (self.scripted if self.handover_step is None else self.actor).status()
 
+    def needs_images(self) -> bool:
+        # the handover step is known only when it comes, and the policy then reads that frame and the one before
+        return self.handover_step is None or self.actor.needs_images()
+
     def imagined(self) -> np.ndarray | None:
         return None if self.handover_step is None else self.actor.imagined()
 

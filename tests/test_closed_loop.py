@@ -60,6 +60,36 @@ def test_a_reloaded_bundle_drives_sim_episodes_with_every_router(bundle, tmp_pat
                 }  # fmt: skip
 
 
+@pytest.mark.parametrize("options", [{"execute_steps": 4}, {"async_inference": True, "lead": 2}])
+def test_rendering_only_the_frames_the_policy_reads_changes_no_action(bundle, tmp_path, options):
+    """Without a video, a step renders only when the policy will read its images (`needs_images`); every action
+    is the same as when every step renders (a video needs them all)."""
+    recipe = bundle_recipe(bundle)
+    rendered = {}
+    with make_env(recipe) as env:
+        step = env.step
+
+        def counting(action, images=True):
+            obs = step(action, images=images)
+            assert bool(obs.images) == images  # no images where none were asked for
+            rendered[mode] += images
+            return obs
+
+        env.step = counting
+        digests = {}
+        for mode in ("video", "lazy"):
+            rendered[mode] = 0
+            with HarmoWAMPolicy.from_bundle(bundle, router="gate", **options) as policy:
+                video = tmp_path / "v.mp4" if mode == "video" else None
+                run = run_episode(env, PolicyActor(policy), seed=1001, max_steps=13, video=video)
+                digests[mode] = run.action_digest
+    assert digests["lazy"] == digests["video"]
+    assert rendered["video"] == 13
+    # sync, execute 4: the plans at steps 4, 8 and 12 read steps 3-4, 7-8 and 11-12 (the first plan, the reset's)
+    # async, lead 2, 10 executed: the plan at step 8 reads steps 7-8; steps 6-9 render, as a superset
+    assert rendered["lazy"] == (6 if "lead" not in options else 4)
+
+
 def test_async_mode_executes_the_chunk_planned_lead_steps_ahead(bundle):
     chunks = []
 
@@ -222,7 +252,7 @@ def test_an_actor_plans_afresh_after_a_station_reports_a_recovery():
             self.steps = 0
             return Observation({}, np.zeros(7), "x")
 
-        def step(self, action):
+        def step(self, action, images=True):
             self.steps += 1
             return Observation({}, np.zeros(7), "x", info={"recovered": self.steps == 2})
 
@@ -249,6 +279,9 @@ def test_an_actor_plans_afresh_after_a_station_reports_a_recovery():
 
         def imagined(self):
             return None
+
+        def needs_images(self):
+            return True
 
     actor = Actor()
     run_episode(Station(), actor, seed=0, max_steps=4)

@@ -177,7 +177,7 @@ class DetouringEnv:
 
         return Pilot()
 
-    def step(self, action):
+    def step(self, action, images=True):
         self.t += 1
         return self._obs()
 

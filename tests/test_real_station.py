@@ -199,6 +199,9 @@ class EndAfter:
     def imagined(self):
         return None
 
+    def needs_images(self):
+        return True
+
 
 def test_an_episode_ends_when_the_operator_says_and_is_scored(tmp_path, terminal):
     station, _ = open_station("stack_cans", single_station(), answers=[True, True, True], terminal=terminal)

@@ -70,6 +70,30 @@ def test_resets_steps_and_renders_every_camera(stations, task):
     assert station.stage_success() == [False] * len(recipe.stages)
 
 
+def test_a_step_without_images_renders_nothing_and_changes_no_rendered_image(stations):
+    """`step(images=False)` skips the cameras; the steps that do render show exactly what they show when every
+    step renders (robosuite samples a camera at a fixed physics substep: its sampling clock must not move)."""
+    station = stations("stack_cans", render=True)
+
+    def images(pattern: list[bool]) -> dict[int, list[np.ndarray]]:
+        station.reset(seed=5)
+        expert, seen = station.expert(), {}
+        for t, render in enumerate(pattern):
+            obs = station.step(expert.act(), images=render)
+            assert bool(obs.images) == render
+            if render:
+                seen[t] = [obs.images[c] for c in sorted(obs.images)]
+        return seen
+
+    every = images([True] * 12)
+    some = images([t % 4 in (2, 3) for t in range(12)])
+    assert sorted(some) == [2, 3, 6, 7, 10, 11]
+    for t, frames in some.items():
+        for a, b in zip(frames, every[t], strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(every[2][0], every[11][0])  # the arm moved: the comparison can tell frames apart
+
+
 def test_actions_move_the_arm_in_the_table_frame(stations):
     station = stations("stack_cans")
     station.reset(seed=0)

@@ -3,6 +3,7 @@
     with make_env(recipe) as env:                       # sim by default
         obs = env.reset(seed=0, ood="none")             # Observation
         obs = env.step(action)                          # action: (7,) single arm, (14,) dual [left, right]
+        obs = env.step(action, images=False)            # a step whose images nobody reads (obs.images may be {})
         env.stage_success()                             # [True, False]: stages reached so far, in order
 
 Actions per arm are [dx, dy, dz, droll, dpitch, dyaw, gripper]: a translation in metres and an extrinsic
@@ -43,7 +44,11 @@ class Env(Protocol):
 
     def reset(self, seed: int | None = None, ood: str = "none") -> Observation: ...
 
-    def step(self, action: np.ndarray) -> Observation: ...
+    def step(self, action: np.ndarray, images: bool = True) -> Observation:
+        """Execute one action and observe. `images=False` says that nobody reads this observation's images: a
+        station may then leave `images` empty (the simulator skips rendering, most of a CPU step's time); the
+        real station reads its cameras anyway."""
+        ...
 
     def stage_success(self) -> list[bool]: ...
 

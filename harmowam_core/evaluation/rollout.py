@@ -46,6 +46,9 @@ class PolicyActor:
         """An observation another actor acted on (see `HarmoWAMPolicy.observe`)."""
         self.policy.observe(obs)
 
+    def needs_images(self) -> bool:
+        return self.policy.needs_images()
+
     def status(self) -> tuple[str, float | None]:
         plan = self.policy.last_plan
         return plan.used, plan.p_interaction
@@ -64,6 +67,9 @@ class ScriptedActor:
 
     def act(self, obs: Observation) -> np.ndarray:
         return self.pilot.act()
+
+    def needs_images(self) -> bool:
+        return False  # privileged state only
 
     def status(self) -> tuple[str, float | None]:
         return "scripted", None
@@ -138,7 +144,8 @@ def run_episode(
             digest.update(np.asarray(action, dtype=np.float32).tobytes())
             used, p = actor.status()
             result.expert_steps[used] = result.expert_steps.get(used, 0) + 1
-            obs = env.step(action)
+            # a video shows every frame; otherwise only the frames the actor will read are rendered
+            obs = env.step(action, images=writer is not None or actor.needs_images())
             if obs.info.get("recovered"):  # a real arm recovered from a reflex: what was planned before is stale
                 actor.reset(env)
             result.steps = step + 1

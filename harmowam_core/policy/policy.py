@@ -337,11 +337,22 @@ class HarmoWAMPolicy:
             action = deltas_from_targets(action, np.asarray(obs.state, dtype=np.float32))
         return action
 
+    def needs_images(self) -> bool:
+        """Whether the next observation's images will be read: by the plan of the next `act` or, as the images
+        one control step earlier, by the plan of the one after. Sync mode plans when the queue runs out; async
+        mode when `lead` actions are left (or none, with nothing in flight), so this is a superset of those
+        steps. A rollout passes it to `Env.step(images=...)`: in the simulator an evaluation then renders about
+        2 of every 12 steps."""
+        left = len(self.queue)
+        return left <= (self.lead + 1 if self.async_inference else 1)
+
     def observe(self, obs) -> None:
         """Keep an `Observation` as the latest one: the next plan reads its images and state as one control step
         earlier. `act` calls it; call it for steps another controller took (a scripted approach or an operator
         before a handover) so that the policy's first plan sees the motion that led there."""
-        self.previous_images = {c: np.array(obs.images[c], copy=True) for c in [self.camera, *self.cameras]}
+        # an observation without images (a step `needs_images` let the station skip) is never read as previous
+        cams = [self.camera, *self.cameras]
+        self.previous_images = {c: np.array(obs.images[c], copy=True) for c in cams} if obs.images else None
         self.previous_state = np.array(obs.state, dtype=np.float32, copy=True)
 
     def _plan_ahead(self, images, state, instruction, previous, previous_state) -> Future:

@@ -128,7 +128,8 @@ class RealStation(Station):
         self._next_tick = time.monotonic() + self.period
         return self._observation()  # the watchdog arms with the first step
 
-    def step(self, action: np.ndarray) -> Observation:
+    def step(self, action: np.ndarray, images: bool = True) -> Observation:
+        """One paced control step; the cameras are read whatever `images` says (frames keep streaming)."""
         self.watchdog.feed()
         self.steps += 1
         try:

@@ -12,6 +12,9 @@ across resets; background, position and object OOD are applied at reset from the
 Rendering is tuned for small camera images on a CPU (EGL software rendering): the offscreen framebuffer is
 sized to the largest camera instead of robosuite's 640 x 480, without multisampling, and with a 1024-pixel
 shadow map. Shadows and lighting stay; at 96 x 96 this halves the time of a step with three cameras.
+A step with `images=False` renders nothing (its observation has no images): an evaluated policy reads images
+only when it plans, so an evaluation renders a chunk's first frames, not every frame. The images a step does
+render are the same either way (`tests/test_sim.py`).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class SimStation(Station):
         self.cameras = {cam.role: cam for cam in recipe.cameras}
         self._env = None
         self._variant_key = None
+        self._rendering = render  # whether env.step renders the cameras (see _gate_cameras)
         self.view: SceneView | None = None
         self.home = [GRIPPER_HOME] * self.num_arms
         self.ood = "none"
@@ -75,6 +79,7 @@ class SimStation(Station):
         self.rng = np.random.default_rng(seed)
         self.ood = ood
         env = self._ensure_env(objects=ood == "objects", distractors=ood == "background")
+        self._rendering = self.render  # the first observation always has its images
         env.reset()
         self._tune_renderer()
         region = self.recipe.ood.position.test_region if ood == "position" else self.recipe.ood.position.train_region
@@ -91,8 +96,9 @@ class SimStation(Station):
         self._held = [0] * len(self.stage_names)
         return self._observation(env._get_observations(force_update=True))
 
-    def step(self, action: np.ndarray) -> Observation:
+    def step(self, action: np.ndarray, images: bool = True) -> Observation:
         action = check_finite(action, 7 * self.num_arms)  # before anything reaches MuJoCo, as the real station
+        self._rendering = self.render and images
         raw = self._env.step(self._native_action(action))[0]
         self.steps += 1
         self.task.on_step(self.view)
@@ -159,8 +165,27 @@ class SimStation(Station):
             hard_reset=False,
         )
         self._variant_key = key
+        if self.render:
+            self._gate_cameras()
         self._default_lights = (self._env.sim.model.light_diffuse.copy(), self._env.sim.model.light_dir.copy())
         return self._env
+
+    def _gate_cameras(self) -> None:
+        """Wrap robosuite's camera sensors so that they render only while `_rendering` is on. The observables
+        themselves stay enabled: switching one off and on again resets its sampling clock, and it would then
+        sample at another physics substep than one that stayed on (a different image of the same step)."""
+        from robosuite.utils.observables import sensor
+
+        for cam in self.recipe.cameras:
+            name = f"{camera_name(cam.role)}_image"
+            render = self._env._observables[name]._sensor
+            blank = np.zeros((cam.height, cam.width, 3), dtype=np.uint8)
+
+            @sensor(modality=render.__modality__)
+            def gated(obs_cache, render=render, blank=blank):
+                return render(obs_cache) if self._rendering else blank
+
+            self._env.modify_observable(name, "sensor", gated)
 
     def _tune_renderer(self) -> None:
         context = getattr(self._env.sim, "_render_context_offscreen", None) if self.render else None
@@ -267,7 +292,7 @@ class SimStation(Station):
 
     def _observation(self, raw: dict) -> Observation:
         images = {}
-        if self.render:
+        if self._rendering:
             for role in self.cameras:
                 images[role] = np.ascontiguousarray(raw[f"{camera_name(role)}_image"][::-1])
         return Observation(images=images, state=self.state(), instruction=self.instruction, info={"step": self.steps})
