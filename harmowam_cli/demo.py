@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.rule import Rule
 
-from harmowam_cli._common import console, out_dir, user_errors
+from harmowam_cli._common import SetOption, console, out_dir, user_errors
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.workspace import Workspace
 
@@ -33,10 +33,11 @@ def demo(
         int | None, typer.Option(help="Evaluation episode step limit (default: the recipe's).", min=1)
     ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete an existing --out directory first.")] = False,
+    set_: SetOption = None,
 ) -> None:
     """Run the whole pipeline small on the simulated station (about 20 minutes on a 2-core CPU): collect,
     label, train the world model and the experts, export a bundle, evaluate in-domain and under position OOD."""
-    run_demo(task, out, episodes, wm_steps, experts_steps, eval_episodes, max_steps, overwrite)
+    run_demo(task, out, episodes, wm_steps, experts_steps, eval_episodes, max_steps, overwrite, set_ or [])
 
 
 @user_errors
@@ -49,6 +50,7 @@ def run_demo(
     eval_episodes: int,
     max_steps: int | None,
     overwrite: bool,
+    overrides: list[str] | None = None,
 ) -> None:
     from harmowam_cli._pipeline import phase_table, run_pipeline
     from harmowam_cli.eval_cmd import print_table
@@ -56,10 +58,11 @@ def run_demo(
     from harmowam_core.evaluation.report import read_report
     from harmowam_core.pipeline import PipelinePlan, PipelineState
 
-    recipe = load_recipe(task)
+    overrides = overrides or []
+    recipe = load_recipe(task, overrides)
     plan = PipelinePlan(
         task, out, episodes=episodes, wm_steps=wm_steps, experts_steps=experts_steps, routers=["gate"],
-        eval_episodes=eval_episodes, max_steps=max_steps, interaction=False,
+        eval_episodes=eval_episodes, max_steps=max_steps, interaction=False, overrides=overrides,
         data_dir=Workspace(out).data(recipe.name), runs_dir=Workspace(out).runs(recipe.name),
     )  # fmt: skip
     plan.check()

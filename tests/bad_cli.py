@@ -501,6 +501,7 @@ def bad_invocations(draw, ws: Workspace) -> list[str]:  # noqa: C901 - one table
                 "--eval-episodes": below(1),
                 "--max-steps": below(1),
                 "--task": _not_one_of(RECIPES),
+                "--set": bad_set(),
             },
         )
     if kind == "reproduce":
