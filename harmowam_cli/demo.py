@@ -26,8 +26,14 @@ def demo(
         Path, typer.Option(help="Directory for every artifact (data, runs, bundles, eval).", parser=out_dir)
     ] = Path("demo"),
     episodes: Annotated[int, typer.Option(help="Demonstrations to collect (at least 3).", min=3)] = 8,
-    wm_steps: Annotated[int, typer.Option(help="World-model training steps.", min=1)] = 1000,
-    experts_steps: Annotated[int, typer.Option(help="Expert training steps.", min=1)] = 1000,
+    wm_steps: Annotated[
+        int | None,
+        typer.Option(help="World-model training steps (default: 1000, or train_wm.steps where --set gives it).", min=1),
+    ] = None,
+    experts_steps: Annotated[
+        int | None,
+        typer.Option(help="Expert training steps (default: 1000, or train_experts.steps where --set gives it).", min=1),
+    ] = None,
     eval_episodes: Annotated[int, typer.Option(help="Evaluation episodes per protocol.", min=1)] = 3,
     max_steps: Annotated[
         int | None, typer.Option(help="Evaluation episode step limit (default: the recipe's).", min=1)
@@ -45,8 +51,8 @@ def run_demo(
     task: str,
     out: Path,
     episodes: int,
-    wm_steps: int,
-    experts_steps: int,
+    wm_steps: int | None,
+    experts_steps: int | None,
     eval_episodes: int,
     max_steps: int | None,
     overwrite: bool,
@@ -59,6 +65,11 @@ def run_demo(
     from harmowam_core.pipeline import PipelinePlan, PipelineState
 
     overrides = overrides or []
+
+    def steps(given: int | None, key: str) -> int | None:  # None: the recipe's (as --set made it)
+        return given if given is not None else None if any(o.startswith(f"{key}=") for o in overrides) else 1000
+
+    wm_steps, experts_steps = steps(wm_steps, "train_wm.steps"), steps(experts_steps, "train_experts.steps")
     recipe = load_recipe(task, overrides)
     plan = PipelinePlan(
         task, out, episodes=episodes, wm_steps=wm_steps, experts_steps=experts_steps, routers=["gate"],

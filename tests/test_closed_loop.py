@@ -85,9 +85,9 @@ def test_rendering_only_the_frames_the_policy_reads_changes_no_action(bundle, tm
                 digests[mode] = run.action_digest
     assert digests["lazy"] == digests["video"]
     assert rendered["video"] == 13
-    # sync, execute 4: the plans at steps 4, 8 and 12 read steps 3-4, 7-8 and 11-12 (the first plan, the reset's)
-    # async, lead 2, 10 executed: the plan at step 8 reads steps 7-8; steps 6-9 render, as a superset
-    assert rendered["lazy"] == (6 if "lead" not in options else 4)
+    # observation k is the one act k reads (0: the reset's, always rendered). Sync, execute 4: the plans of acts
+    # 4, 8 and 12 read observations 3-4, 7-8 and 11-12. Async, lead 2, 10 executed: act 8 plans from 7-8
+    assert rendered["lazy"] == (6 if "lead" not in options else 2)
 
 
 def test_async_mode_executes_the_chunk_planned_lead_steps_ahead(bundle):

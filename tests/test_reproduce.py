@@ -226,6 +226,27 @@ def test_demo_step_counts_are_the_stages_schedules_not_just_a_stop():
     assert plain.training_overrides(plain.recipe()) == ([], [])
 
 
+@pytest.mark.parametrize(
+    ("args", "wm", "experts"),
+    [([], 1000, 1000), (["--set", "train_experts.steps=4500"], 1000, 4500), (["--experts-steps", "300"], 1000, 300)],
+)
+def test_demo_trains_1000_steps_unless_set_or_an_option_says_otherwise(tmp_path, monkeypatch, args, wm, experts):
+    """`demo --set train_experts.steps=4500` trains 4500 expert steps (the demo's 1000 would otherwise cap it)."""
+    from harmowam_cli import _pipeline
+
+    plans = []
+
+    def stop(plan, state):
+        plans.append(plan)
+        raise HarmoWAMError("stopped before any work")
+
+    monkeypatch.setattr(_pipeline, "run_pipeline", stop)
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), *args])
+    assert result.exit_code == 2 and "stopped before any work" in result.output
+    recipe = plans[0].recipe()
+    assert plans[0].planned_steps(recipe) == (wm, experts)
+
+
 class StandInRunners:
     """`Runners` that do no work: collection appends episode rows (at most `stop_after` of them, as a collection
     ended by Ctrl-C or SIGTERM returns normally with the episodes kept so far); the others record their calls."""

@@ -74,24 +74,38 @@ def test_a_step_without_images_renders_nothing_and_changes_no_rendered_image(sta
     """`step(images=False)` skips the cameras; the steps that do render show exactly what they show when every
     step renders (robosuite samples a camera at a fixed physics substep: its sampling clock must not move)."""
     station = stations("stack_cans", render=True)
+    first = station.reset(seed=5)
+    sim = station.raw_env.sim
+    renders, render = [], sim.render
+    sim.render = lambda *a, **k: renders.append(1) or render(*a, **k)  # count what robosuite renders
 
     def images(pattern: list[bool]) -> dict[int, list[np.ndarray]]:
-        station.reset(seed=5)
+        obs = station.reset(seed=5)
+        for a, b in zip(obs.images.values(), first.images.values(), strict=True):
+            np.testing.assert_array_equal(a, b)  # also after a step that skipped its images
         expert, seen = station.expert(), {}
-        for t, render in enumerate(pattern):
-            obs = station.step(expert.act(), images=render)
-            assert bool(obs.images) == render
-            if render:
+        for t, wanted in enumerate(pattern):
+            obs = station.step(expert.act(), images=wanted)
+            assert bool(obs.images) == wanted
+            if wanted:
                 seen[t] = [obs.images[c] for c in sorted(obs.images)]
         return seen
 
-    every = images([True] * 12)
-    some = images([t % 4 in (2, 3) for t in range(12)])
+    try:
+        every = images([True] * 12)
+        renders.clear()
+        some = images([t % 4 in (2, 3) for t in range(12)] + [False])
+    finally:
+        sim.render = render
     assert sorted(some) == [2, 3, 6, 7, 10, 11]
+    assert len(renders) == 3 * (1 + 6)  # three cameras: the reset's observation and the six steps asked for
     for t, frames in some.items():
         for a, b in zip(frames, every[t], strict=True):
             np.testing.assert_array_equal(a, b)
     assert not np.array_equal(every[2][0], every[11][0])  # the arm moved: the comparison can tell frames apart
+    again = station.reset(seed=5)  # after a step without images
+    for a, b in zip(again.images.values(), first.images.values(), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_actions_move_the_arm_in_the_table_frame(stations):

@@ -312,16 +312,15 @@ class HarmoWAMPolicy:
 
     def act(self, obs) -> np.ndarray:
         """The next action for an `Observation`; plans a new chunk when the executed part of the last is used up."""
-        previous = (self.previous_images, self.previous_state)
         if not self.async_inference:
             if not self.queue:
                 _only_team_for(None)
-                self._start_chunk(self.plan(obs.images, obs.state, obs.instruction, *previous), offset=0)
+                self._start_chunk(self.plan(obs.images, obs.state, obs.instruction, *self._previous()), offset=0)
         else:
             if not self.queue:
                 if self._pending is None:  # the first step of an episode: nothing was planned ahead
                     # on the planning thread too, so that torch keeps threads for that thread alone
-                    first = self._plan_ahead(obs.images, obs.state, obs.instruction, *previous)
+                    first = self._plan_ahead(obs.images, obs.state, obs.instruction, *self._previous())
                     self._start_chunk(first.result(), offset=0)
                 else:
                     plan, self._pending = self._pending.result(), None
@@ -329,7 +328,7 @@ class HarmoWAMPolicy:
             if len(self.queue) == self.lead and self._pending is None:
                 images = {k: np.array(v, copy=True) for k, v in obs.images.items()}
                 state = np.array(obs.state, copy=True)
-                self._pending = self._plan_ahead(images, state, obs.instruction, *previous)
+                self._pending = self._plan_ahead(images, state, obs.instruction, *self._previous())
         self.observe(obs)
         self.step_in_plan += 1
         action = self.queue.pop(0)
@@ -337,14 +336,25 @@ class HarmoWAMPolicy:
             action = deltas_from_targets(action, np.asarray(obs.state, dtype=np.float32))
         return action
 
+    def _previous(self) -> tuple[dict[str, np.ndarray] | None, np.ndarray | None]:
+        """The images and state one control step before the observation a plan starts from. Raises HarmoWAMError
+        where that step's images were skipped (a rollout that did not step with `images=needs_images()`): the
+        plan would read a still scene beside a moving state."""
+        if self.previous_state is not None and self.previous_images is None:
+            raise HarmoWAMError("the station skipped the images of the step before a plan: step with needs_images()")
+        return self.previous_images, self.previous_state
+
     def needs_images(self) -> bool:
         """Whether the next observation's images will be read: by the plan of the next `act` or, as the images
         one control step earlier, by the plan of the one after. Sync mode plans when the queue runs out; async
-        mode when `lead` actions are left (or none, with nothing in flight), so this is a superset of those
-        steps. A rollout passes it to `Env.step(images=...)`: in the simulator an evaluation then renders about
-        2 of every 12 steps."""
+        mode when `lead` actions are left (after the plan in flight became the queue, if the queue ran out). A
+        rollout passes it to `Env.step(images=...)`: in the simulator an evaluation then renders 2 of every
+        `execute_steps` steps."""
         left = len(self.queue)
-        return left <= (self.lead + 1 if self.async_inference else 1)
+        if not self.async_inference:
+            return left <= 1
+        acts_before_plan = left - self.lead if left >= self.lead else left + self.execute_steps - self.lead
+        return acts_before_plan <= 1
 
     def observe(self, obs) -> None:
         """Keep an `Observation` as the latest one: the next plan reads its images and state as one control step

@@ -13,8 +13,8 @@ Rendering is tuned for small camera images on a CPU (EGL software rendering): th
 sized to the largest camera instead of robosuite's 640 x 480, without multisampling, and with a 1024-pixel
 shadow map. Shadows and lighting stay; at 96 x 96 this halves the time of a step with three cameras.
 A step with `images=False` renders nothing (its observation has no images): an evaluated policy reads images
-only when it plans, so an evaluation renders a chunk's first frames, not every frame. The images a step does
-render are the same either way (`tests/test_sim.py`).
+only when it plans, so an evaluation without videos renders the two frames before each plan, not every frame.
+The images a step does render are the same either way (`tests/test_sim.py`).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class SimStation(Station):
         self.rng = np.random.default_rng(seed)
         self.ood = ood
         env = self._ensure_env(objects=ood == "objects", distractors=ood == "background")
-        self._rendering = self.render  # the first observation always has its images
+        self._rendering = False  # nothing reads the frames of the reset and the settling steps
         env.reset()
         self._tune_renderer()
         region = self.recipe.ood.position.test_region if ood == "position" else self.recipe.ood.position.train_region
@@ -94,16 +94,20 @@ class SimStation(Station):
         self.steps = 0
         self._latched = [False] * len(self.stage_names)
         self._held = [0] * len(self.stage_names)
+        self._rendering = self.render  # the first observation always has its images
         return self._observation(env._get_observations(force_update=True))
 
     def step(self, action: np.ndarray, images: bool = True) -> Observation:
         action = check_finite(action, 7 * self.num_arms)  # before anything reaches MuJoCo, as the real station
-        self._rendering = self.render and images
-        raw = self._env.step(self._native_action(action))[0]
-        self.steps += 1
-        self.task.on_step(self.view)
-        self._update_stages()
-        return self._observation(raw)
+        self._rendering = self.render and images  # for this step only
+        try:
+            raw = self._env.step(self._native_action(action))[0]
+            self.steps += 1
+            self.task.on_step(self.view)
+            self._update_stages()
+            return self._observation(raw)
+        finally:
+            self._rendering = self.render
 
     def stage_success(self) -> list[bool]:
         return list(self._latched)
