@@ -117,7 +117,7 @@ class StackCans(SimTask):
             yield Waypoint([ArmTarget(np.r_[xy, carry], down(yaw), 0.0)], speed=0.04, tol=0.015)
 
         yield from pick("can1")
-        yield from put(a[:2] + direction * (2 * r + 0.006), 0.0, "can1")
+        yield from put(a[:2] + direction * (2 * r + 0.012), 0.0, "can1")
         yield from pick("can2")
         a = view.pos("can0")
         yield from put(a[:2], a[2] + h + 0.002, "can2")
