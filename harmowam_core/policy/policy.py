@@ -360,7 +360,7 @@ class HarmoWAMPolicy:
         """Keep an `Observation` as the latest one: the next plan reads its images and state as one control step
         earlier. `act` calls it; call it for steps another controller took (a scripted approach or an operator
         before a handover) so that the policy's first plan sees the motion that led there."""
-        # an observation without images (a step `needs_images` let the station skip) is never read as previous
+        # an observation without images (a step `needs_images` let the station skip): `_previous` refuses to plan on it
         cams = [self.camera, *self.cameras]
         self.previous_images = {c: np.array(obs.images[c], copy=True) for c in cams} if obs.images else None
         self.previous_state = np.array(obs.state, dtype=np.float32, copy=True)
