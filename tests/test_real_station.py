@@ -374,6 +374,46 @@ def test_lines_left_over_from_a_question_never_answer_the_next_one(terminal):
     operator.check()
 
 
+class SlowReader:
+    """A terminal stream whose reader falls behind (a loaded machine): every line after the first is read from the
+    terminal `delay` seconds after the reader asks for it."""
+
+    def __init__(self, stream, delay=0.3):
+        self.stream, self.delay, self.lines = stream, delay, 0
+
+    def readline(self):
+        if self.lines:
+            time.sleep(self.delay)
+        self.lines += 1
+        return self.stream.readline()
+
+    def fileno(self):
+        return self.stream.fileno()
+
+    def isatty(self):
+        return self.stream.isatty()
+
+
+def test_a_pasted_line_the_reader_has_not_read_yet_neither_answers_nor_ends_anything():
+    master, slave = os.openpty()
+    with os.fdopen(slave, "r") as stream:
+        terminal = OperatorTerminal(SlowReader(stream))
+        terminal.type = lambda text: os.write(master, text.encode())
+
+        def pasted():
+            wait_until(lambda: terminal.reading)
+            terminal.type("y\ny\n")
+
+        threading.Thread(target=pasted, daemon=True).start()
+        assert within(lambda: ask(terminal)) is True  # the second "y" is still in the terminal when this returns
+        assert not terminal.end_requested.is_set()  # dropped when the question ended, not taken for Enter
+        operator = answered_when_asked(terminal, ["n"])
+        assert within(lambda: ask(terminal, "send the arms home?")) is False
+        operator.check()
+        assert not terminal.end_requested.is_set()
+        os.close(master)
+
+
 def test_ctrl_d_answers_no_question_and_otherwise_ends_the_episode(terminal):
     terminal.type("\x04")  # Ctrl-D during an episode: the same as Enter
     assert terminal.end_requested.wait(10)

@@ -6,7 +6,8 @@ lines: an answer typed to the reflex question could end the episode instead. Her
 line. While a question is being asked (`asking()`, from before its prompt is printed until it is answered,
 re-prompts included) a line answers it; any other line is the operator ending the episode (`end_requested`,
 cleared by the station's `reset`, so lines typed between episodes end nothing). Lines left over when a question
-ends (a paste, a key held down) are dropped: they never answer the next question.
+ends (a paste, a key held down) are dropped: they neither answer the next question nor end the episode. The
+question's end waits (at most `DRAIN_S`) until the reader has read every line the terminal already holds.
 
     terminal = stdin_terminal()                       # None unless stdin is a terminal
     with terminal.asking():
@@ -22,12 +23,15 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import select
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import TextIO
 
 _EOF = None  # in the answer queue: Ctrl-D during a question, or the end of the stream
+DRAIN_S = 1.0  # the longest a question's end waits for the reader to catch up with lines already typed
 
 
 class OperatorTerminal:
@@ -46,6 +50,8 @@ class OperatorTerminal:
         self._lock = threading.Lock()
         self._asking = 0  # questions being asked (nested `asking()` count once each)
         self._reading = 0  # `readline` calls blocked waiting
+        self._draining = False  # a question has ended: lines the reader reads now are its leftovers
+        self._waiting = False  # the reader thread is (about to be) blocked in the stream's readline
         self.lines_read = 0  # lines (and Ctrl-Ds) `readline` has returned
         self.closed = False
         self.end_requested = threading.Event()
@@ -63,8 +69,10 @@ class OperatorTerminal:
         finally:
             with self._lock:
                 self._asking -= 1
-                if not self._asking:
-                    self._drop_leftovers()
+                last = not self._asking
+                self._draining = self._draining or last
+            if last:
+                self._drop_leftovers()
 
     @property
     def reading(self) -> bool:
@@ -86,27 +94,55 @@ class OperatorTerminal:
             raise EOFError("the operator's terminal was closed" if self.closed else "Ctrl-D")
         return line
 
+    def _caught_up(self) -> bool:
+        """Whether the reader has read every line the terminal holds: it waits in `readline` and the stream's file
+        descriptor has nothing to read (a terminal in line mode hands over one line per read, so nothing waits in
+        Python's buffer either)."""
+        with self._lock:
+            if self.closed:
+                return True
+            if not self._waiting:
+                return False
+        try:
+            fd = self._stream.fileno()
+        except (AttributeError, OSError, ValueError):  # no descriptor (a test double): its reader's state decides
+            return True
+        try:
+            return not select.select([fd], [], [], 0)[0]
+        except (OSError, ValueError):  # closed underneath us: nothing more will come
+            return True
+
     def _drop_leftovers(self) -> None:
-        while True:
-            try:
-                self._answers.get_nowait()
-            except queue.Empty:
-                break
-        if self.closed:
-            self._answers.put(_EOF)  # every later question sees the end too
+        deadline = time.monotonic() + DRAIN_S
+        while not self._caught_up() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        with self._lock:
+            self._draining = False
+            while True:
+                try:
+                    self._answers.get_nowait()
+                except queue.Empty:
+                    break
+            if self.closed:
+                self._answers.put(_EOF)  # every later question sees the end too
 
     def _read(self) -> None:
         while True:
+            with self._lock:
+                self._waiting = True
             try:
                 line = self._stream.readline()
                 ended = not line and not self._stream.isatty()  # on a terminal, "" is Ctrl-D: reading goes on
             except (OSError, ValueError):  # a hung-up terminal (EIO) or a stream closed underneath us
                 line, ended = "", True
             with self._lock:
+                self._waiting = False
                 if ended:
                     self.closed = True
                     self._answers.put(_EOF)
                     return
+                if self._draining:
+                    continue  # left over from the question that just ended
                 if self._asking:
                     self._answers.put(line or _EOF)
                 else:
