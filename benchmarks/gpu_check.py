@@ -250,7 +250,13 @@ def build(config, device) -> tuple[Any, Any]:
                 cameras=list(CAMERAS),
             ),
             Normalizer(
-                [0.0] * ACTION_DIM, [0.01] * 6 + [0.5], [0.0] * STATE_DIM, [1.0] * STATE_DIM, [-1.0] * 7, [1.0] * 7
+                [0.0] * ACTION_DIM,
+                [0.01] * 6 + [0.5],
+                [0.0] * STATE_DIM,
+                [1.0] * STATE_DIM,
+                [-1.0] * 7,
+                [1.0] * 7,
+                state_change_std=[0.01] * STATE_DIM,  # read by a predictive expert with obs_steps 2 (tiny)
             ),
         )
     return wm, experts
@@ -357,6 +363,7 @@ def experts_batch(wm, experts, device) -> dict:
         "images": images,
         "previous_images": images.clone(),
         "state": torch.randn(1, STATE_DIM, generator=g),
+        "state_change": torch.randn(1, STATE_DIM, generator=g) * 0.01,
         "instruction": [INSTRUCTION],
         "action": torch.randn(1, chunk, ACTION_DIM, generator=g) * 0.01,
         "action_is_pad": torch.zeros(1, chunk, dtype=torch.bool),

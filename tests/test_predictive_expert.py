@@ -23,6 +23,13 @@ def batch(b: int, arms: int, cams: int = 3):
 SIGLIP = {"image_backbone": "siglip", "image_size": 64}  # a small random frozen SigLIP: 16 px patches
 
 
+def small(**kw) -> PredictiveExpertConfig:
+    """The tiny preset's expert at half its width and depth, reading the current state only: these tests are about
+    the DiT's mechanics, not its size (obs_steps 2 is tested in test_train_experts)."""
+    sizes = {"hidden_size": 64, "num_layers": 2, "num_attention_heads": 2, "obs_steps": 1}
+    return PredictiveExpertConfig(**{**sizes, **kw})
+
+
 def conditioned(expert: PredictiveExpert, images, wm_tokens, n: int):
     """The condition tokens and the cameras' keypoints (None unless the expert reads them)."""
     tokens, keypoints = expert.image_features(images)
@@ -31,9 +38,7 @@ def conditioned(expert: PredictiveExpert, images, wm_tokens, n: int):
 
 @pytest.mark.parametrize("arms", [1, 2])
 def test_shapes_for_single_and_dual_arm_and_the_latent_ablation(arms):
-    expert = PredictiveExpert(
-        PredictiveExpertConfig(**SIGLIP), action_dim=7 * arms, state_dim=7 * arms, wm_width=64, num_cameras=3
-    )
+    expert = PredictiveExpert(small(**SIGLIP), action_dim=7 * arms, state_dim=7 * arms, wm_width=64, num_cameras=3)
     images, wm_tokens, state = batch(2, arms)
     cond = expert.condition(images, wm_tokens, [INSTRUCTION] * 2)
     assert cond.shape == (2, 32 + 3 * 16 + 32, 64)  # world model + 3 cameras x 16 SigLIP tokens + text
@@ -45,7 +50,7 @@ def test_shapes_for_single_and_dual_arm_and_the_latent_ablation(arms):
 def test_the_tiny_convolutional_encoder_trains_with_the_expert():
     """Tiny preset: 96 px images in an 8 px grid (12 x 12 tokens per camera), weights in the state dict, and the
     denoising loss reaches them."""
-    expert = PredictiveExpert(PredictiveExpertConfig(), action_dim=7, state_dim=7, wm_width=64, num_cameras=3)
+    expert = PredictiveExpert(small(), action_dim=7, state_dim=7, wm_width=64, num_cameras=3)
     images, wm_tokens, state = batch(2, 1)
     cond, keypoints = conditioned(expert, images, wm_tokens, 2)
     assert cond.shape == (2, 32 + 3 * 144 + 32, 64)
@@ -62,7 +67,7 @@ def test_the_tiny_convolutional_encoder_trains_with_the_expert():
 
 
 def test_keypoints_are_off_with_siglip_and_when_switched_off():
-    for config in (PredictiveExpertConfig(**SIGLIP), PredictiveExpertConfig(keypoints=False)):
+    for config in (small(**SIGLIP), small(keypoints=False)):
         expert = PredictiveExpert(config, action_dim=7, state_dim=7, wm_width=64, num_cameras=3)
         images, wm_tokens, state = batch(2, 1)
         cond, keypoints = conditioned(expert, images, wm_tokens, 2)
@@ -72,7 +77,7 @@ def test_keypoints_are_off_with_siglip_and_when_switched_off():
 
 def test_overfits_a_fixed_batch():
     torch.manual_seed(0)
-    expert = PredictiveExpert(PredictiveExpertConfig(), action_dim=7, state_dim=7, wm_width=64, num_cameras=3)
+    expert = PredictiveExpert(small(), action_dim=7, state_dim=7, wm_width=64, num_cameras=3)
     images, wm_tokens, state = batch(4, 1)
     actions = torch.randn(4, 12, 7, generator=torch.Generator().manual_seed(1))
     opt = torch.optim.AdamW(expert.parameters(), lr=1e-3)
@@ -99,7 +104,7 @@ def test_bounds_keep_a_long_sampler_inside_the_demonstrated_range():
     """100 DDIM steps start at t = 99, where almost no signal is left: unclamped, the clean-chunk estimate
     multiplies any noise error ~60-fold and the chunk runs away; clamped per action number, it stays inside."""
     torch.manual_seed(0)
-    config = PredictiveExpertConfig(prediction="epsilon")  # the paper's noise prediction
+    config = small(prediction="epsilon")  # the paper's noise prediction
     expert = PredictiveExpert(config, action_dim=7, state_dim=7, wm_width=64, num_cameras=3)
     images, wm_tokens, state = batch(2, 1)
     with torch.no_grad():
@@ -115,7 +120,7 @@ def test_bounds_keep_a_long_sampler_inside_the_demonstrated_range():
 def test_clean_chunk_prediction_samples_what_the_network_predicts():
     """With `prediction` "sample" the DiT outputs the clean chunk: a network that always predicts the same chunk
     samples exactly that chunk (the DDIM steps re-derive the noise it implies), clamped to the bounds."""
-    expert = PredictiveExpert(PredictiveExpertConfig(), action_dim=7, state_dim=7, wm_width=64, num_cameras=3)
+    expert = PredictiveExpert(small(), action_dim=7, state_dim=7, wm_width=64, num_cameras=3)
     chunk = torch.linspace(-2.0, 2.0, 12 * 7).reshape(1, 12, 7)
     expert.forward = lambda noisy, t, cond, state, keypoints=None: chunk.expand(noisy.shape[0], -1, -1)
     cond, state = torch.zeros(2, 5, 64), torch.zeros(2, 7)

@@ -258,7 +258,7 @@ STRUCTURAL = [
     ([f"{WM}.num_attention_heads=3"], "reactive_expert.dino_width': expected a divisor of the world model's width"
      " 96 (num_attention_heads x attention_head_dim)"),
     (["predictive_expert.num_attention_heads=3"], "predictive_expert.num_attention_heads': expected a divisor of"
-     " hidden_size (64)"),
+     " hidden_size (128)"),
     (["predictive_expert.inference_steps=101"], "predictive_expert.inference_steps': expected at most"
      " train_timesteps (100)"),
     (["predictive_expert.image_backbone=siglip", "predictive_expert.image_size=40"], "predictive_expert.image_size':"

@@ -170,7 +170,7 @@ class ExpertsConfig:
     def from_dict(cls, d: dict) -> ExpertsConfig:
         d = dict(d)
         # files saved before the trained encoders were added read with the frozen ones they were trained on
-        old_predictive = {"image_backbone": "siglip", "augment_shift": 0, "keypoints": False}
+        old_predictive = {"image_backbone": "siglip", "augment_shift": 0, "keypoints": False, "obs_steps": 1}
         d["predictive"] = PredictiveExpertConfig(**{**old_predictive, **d["predictive"]})
         old_reactive = {"frame_backbone": "dinov2", "augment_shift": 0, "train_frames": None}
         d["reactive"] = ReactiveExpertConfig(**{**old_reactive, **d["reactive"]})
