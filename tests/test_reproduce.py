@@ -228,10 +228,10 @@ def test_demo_step_counts_are_the_stages_schedules_not_just_a_stop():
 
 @pytest.mark.parametrize(
     ("args", "wm", "experts"),
-    [([], 1000, 1000), (["--set", "train_experts.steps=4500"], 1000, 4500), (["--experts-steps", "300"], 1000, 300)],
+    [([], 1000, 1500), (["--set", "train_experts.steps=4500"], 1000, 4500), (["--experts-steps", "300"], 1000, 300)],
 )
-def test_demo_trains_1000_steps_unless_set_or_an_option_says_otherwise(tmp_path, monkeypatch, args, wm, experts):
-    """`demo --set train_experts.steps=4500` trains 4500 expert steps (the demo's 1000 would otherwise cap it)."""
+def test_demo_trains_its_own_steps_unless_set_or_an_option_says_otherwise(tmp_path, monkeypatch, args, wm, experts):
+    """`demo --set train_experts.steps=4500` trains 4500 expert steps (the demo's 1500 would otherwise cap it)."""
     from harmowam_cli import _pipeline
 
     plans = []
