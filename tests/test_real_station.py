@@ -396,7 +396,8 @@ class SlowReader:
 
 def test_a_pasted_line_the_reader_has_not_read_yet_neither_answers_nor_ends_anything():
     master, slave = os.openpty()
-    with os.fdopen(slave, "r") as stream:
+    stream = os.fdopen(slave, "r")
+    try:
         terminal = OperatorTerminal(SlowReader(stream))
         terminal.type = lambda text: os.write(master, text.encode())
 
@@ -411,7 +412,9 @@ def test_a_pasted_line_the_reader_has_not_read_yet_neither_answers_nor_ends_anyt
         assert within(lambda: ask(terminal, "send the arms home?")) is False
         operator.check()
         assert not terminal.end_requested.is_set()
-        os.close(master)
+    finally:
+        os.close(master)  # hung up first: closing the stream waits for the reader's pending read
+        stream.close()
 
 
 def test_ctrl_d_answers_no_question_and_otherwise_ends_the_episode(terminal):

@@ -220,6 +220,16 @@ def _tiny_experts(use_wm_latents=True, seed=0, obs_steps=1) -> Experts:
     return Experts(config, norm)
 
 
+def test_experts_saved_before_obs_steps_existed_read_the_current_state_only(tmp_path):
+    """Files written before `obs_steps` (whose default is now 2) load as the one-observation expert they are."""
+    _tiny_experts(obs_steps=1).save_pretrained(tmp_path / "model")
+    (meta_file,) = (tmp_path / "model").glob("*.json")
+    meta = json.loads(meta_file.read_text())
+    del meta["config"]["predictive"]["obs_steps"]
+    meta_file.write_text(json.dumps(meta))
+    assert Experts.from_pretrained(tmp_path / "model").config.predictive.obs_steps == 1
+
+
 def _batch(b=3, seed=0) -> dict:
     g = torch.Generator().manual_seed(seed)
     return {

@@ -96,6 +96,12 @@ def test_train_wm_resumes_and_refuses_to_overwrite(make_dataset, tmp_path):
     assert "resumed at step 3" in resumed.output
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_3", "step_6"]
     assert json.loads((out / "checkpoints" / "step_6" / "step.json").read_text())["step"] == 6  # and its seconds
+    recipe = (out / "recipe.yaml").read_text()
+    wider = ["--set", "model.overrides.world_model.ffn_dim=64", "--set", "train_wm.steps=9"]  # a model of other sizes
+    refused = runner.invoke(app, [*args, *wider, "--resume"])
+    error = refused.output.strip().splitlines()[-1]
+    assert refused.exit_code == 2 and "other sizes than the recipe builds now" in error
+    assert (out / "recipe.yaml").read_text() == recipe  # the run still says what it was trained with
 
 
 def test_train_wm_stopped_and_resumed_ends_at_the_uninterrupted_weights(make_dataset, tmp_path, deterministic_kernels):

@@ -1,7 +1,8 @@
 """The stage-2 models as one unit: predictive expert, reactive expert, gate and the action normalisation.
 
     experts = Experts(ExpertsConfig(predictive, reactive, gate, action_dim=7, state_dim=7, num_cameras=3,
-                                    wm_width=64, wm_latent_frames=13), Normalizer.from_arrays(actions, states))
+                                    wm_width=64, wm_latent_frames=13),
+                      Normalizer.from_arrays(actions, states, state_changes=changes))  # changes: obs_steps 2
     losses = experts(batch)                       # {"loss", "pred", "react", "gate"}: the stage-2 objective
     experts.save_pretrained("runs/stack_cans/experts/model")
     experts = Experts.from_pretrained("runs/stack_cans/experts/model")

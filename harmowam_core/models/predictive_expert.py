@@ -11,8 +11,8 @@ frozen (instruction embeddings are cached).
 
     expert = PredictiveExpert(PredictiveExpertConfig(), action_dim=7, state_dim=7, wm_width=64, num_cameras=3)
     cond = expert.condition(images, wm_tokens, instructions)     # images (B, cams, 3, H, W)
-    loss = expert.loss(cond, state, actions, action_is_pad)
-    actions = expert.sample(cond, state)                          # (B, 12, 7)
+    loss = expert.loss(cond, state, actions, action_is_pad)       # state (B, 7); with obs_steps 2 (tiny) (B, 14):
+    actions = expert.sample(cond, state)                          # the state and its change -> (B, 12, 7)
 """
 
 from __future__ import annotations

@@ -273,10 +273,10 @@ class ExpertsTrainer:
             spec, out, experts, lambda model, batch: model(batch), train_set, max_steps=self.max_steps,
             log_with=self.log_with, config={**recipe.to_dict(), "run": run}, run_name="experts",
         )  # fmt: skip
+        start = loop.resume() if self.resume else 0  # before the recipe is rewritten: a refused resume keeps it
         if loop.is_main_process:
             out.mkdir(parents=True, exist_ok=True)
             (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-        start = loop.resume() if self.resume else 0
 
         def snapshot(loop: TrainLoop) -> None:  # every process: FSDP gathers the shards
             model = loop.trained_model(build=lambda: self.build_experts(wm, normalizer))

@@ -292,8 +292,8 @@ class TrainLoop:
     def resume(self) -> int:
         """Continue from the newest checkpoint, if any; returns the step it continues at. Raises HarmoWAMError
         when the data or the batch settings changed since it was written (the stream would not continue: the
-        resumed run would see other batches than the one it resumes); checkpoints written before this was
-        recorded are not checked."""
+        resumed run would see other batches than the one it resumes; checkpoints written before this was
+        recorded are not checked), or when the model it holds has other parameters than the one built now."""
         found = checkpoints(self.out)
         if found:
             saved = json.loads((found[-1] / "step.json").read_text())
@@ -305,7 +305,16 @@ class TrainLoop:
                     f"{found[-1]}: the data or batch settings changed since this checkpoint ({changed}); resuming"
                     " would not continue its data stream: restore them, or train into a new --out"
                 )
-            self.accelerator.load_state(str(found[-1]))
+            try:
+                self.accelerator.load_state(str(found[-1]))
+            except RuntimeError as err:  # torch's load_state_dict: missing keys or other shapes
+                if not any(m in str(err) for m in ("size mismatch", "Missing key", "Unexpected key")):
+                    raise
+                raise HarmoWAMError(
+                    f"{found[-1]}: this checkpoint holds a model of other sizes than the recipe builds now (a --set"
+                    " or a preset default changed since it was written; the CHANGELOG lists changed defaults):"
+                    " resume with the sizes it was trained with, or train into a new --out"
+                ) from None
             self.step, self.seconds_before = saved["step"], float(saved.get("seconds", 0.0))
         return self.step
 

@@ -97,10 +97,10 @@ class WorldModelTrainer:
             spec, out, wm, flow_matching_loss, train_set, max_steps=self.max_steps, log_with=self.log_with,
             config={**recipe.to_dict(), "run": run}, run_name="wm",
         )  # fmt: skip
+        start = loop.resume() if self.resume else 0  # before the recipe is rewritten: a refused resume keeps it
         if loop.is_main_process:
             out.mkdir(parents=True, exist_ok=True)
             (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-        start = loop.resume() if self.resume else 0
         previews: list[Path] = []
 
         def current_model() -> WorldModelInterface | None:

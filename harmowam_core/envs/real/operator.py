@@ -7,7 +7,10 @@ line. While a question is being asked (`asking()`, from before its prompt is pri
 re-prompts included) a line answers it; any other line is the operator ending the episode (`end_requested`,
 cleared by the station's `reset`, so lines typed between episodes end nothing). Lines left over when a question
 ends (a paste, a key held down) are dropped: they neither answer the next question nor end the episode. The
-question's end waits (at most `DRAIN_S`) until the reader has read every line the terminal already holds.
+question's end waits (at most `DRAIN_S`) until the reader has read every line the terminal already holds; this
+relies on the terminal being in line mode (one line per read, as `input` has it), and on one thread asking at a
+time (the station's): lines typed for a second thread's question while the first one's leftovers drain are
+dropped too.
 
     terminal = stdin_terminal()                       # None unless stdin is a terminal
     with terminal.asking():
@@ -114,17 +117,19 @@ class OperatorTerminal:
 
     def _drop_leftovers(self) -> None:
         deadline = time.monotonic() + DRAIN_S
-        while not self._caught_up() and time.monotonic() < deadline:
-            time.sleep(0.001)
-        with self._lock:
-            self._draining = False
-            while True:
-                try:
-                    self._answers.get_nowait()
-                except queue.Empty:
-                    break
-            if self.closed:
-                self._answers.put(_EOF)  # every later question sees the end too
+        try:
+            while not self._caught_up() and time.monotonic() < deadline:
+                time.sleep(0.001)
+        finally:  # a Ctrl-C in the wait must not leave every later line dropped
+            with self._lock:
+                self._draining = False
+                while True:
+                    try:
+                        self._answers.get_nowait()
+                    except queue.Empty:
+                        break
+                if self.closed:
+                    self._answers.put(_EOF)  # every later question sees the end too
 
     def _read(self) -> None:
         while True:
