@@ -19,8 +19,8 @@ from harmowam_cli._common import SetOption, console, out_dir, user_errors
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.workspace import Workspace
 
-# The demo's training steps: on pour_coke with 20 demonstrations these give a bundle that grasps the bottle in
-# in-domain scenes within the demo's time (measurements: docs/learning.md, "The demo on pour_coke")
+# The demo's training steps, with its 20 pour_coke demonstrations: the smallest run measured to act within the
+# demo's time (docs/learning.md, "`harmowam demo`: pour_coke, 20 demonstrations")
 WM_STEPS, EXPERTS_STEPS = 1000, 1500
 
 

@@ -205,7 +205,7 @@ class TrainWMSpec(TrainSpec):
 class TrainExpertsSpec(TrainSpec):
     """Stage 2: predictive expert, reactive expert and gate, world model frozen (loss l1*pred + l2*react + gate)."""
 
-    lr_schedule: Literal["constant", "cosine"] = "cosine"  # every bundle that completed a task was trained so
+    lr_schedule: Literal["constant", "cosine"] = "cosine"  # as the tiny runs in docs/learning.md were trained
     ema_decay: Decay = 0.995  # the evaluated weights are an exponential moving average of the trained ones
     window_stride: Int = 4  # a training window starts at every k-th frame: the world model imagines each once
     # (on 2 CPU cores about 0.07 s a window, the largest cost of stage 2); with a 12-action chunk every action

@@ -72,8 +72,8 @@ class WorldModelConfig:
 class PredictiveExpertConfig:
     """Action Diffusion Transformer conditioned by cross-attention on world-model, image and text tokens."""
 
-    hidden_size: int = 128  # tiny: 128 x 4 halves 64 x 2's held-out error and lifts closed-loop success
-    num_layers: int = 4  # (measurements: docs/learning.md)
+    hidden_size: int = 128  # tiny: the size measured against 64 x 2 in docs/learning.md
+    num_layers: int = 4
     num_attention_heads: int = 4
     image_backbone: Literal["siglip", "conv"] = "conv"  # conv: a small convolutional encoder trained with the
     # experts (tiny); siglip: the frozen SigLIP of `image_encoder` (the paper)
