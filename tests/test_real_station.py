@@ -5,6 +5,7 @@ a reflex (stop, report, operator, recovery at reduced dynamics), Ctrl-C, operato
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import sys
@@ -277,10 +278,10 @@ def test_deploy_to_an_unreachable_arm_is_one_line_naming_the_host(tmp_path):
     assert error.startswith("error: cannot connect to the right arm at 127.0.0.1: libfranka")
 
 
-@pytest.fixture
-def terminal():
-    """An OperatorTerminal on a pseudo-terminal: `type(text)` is the operator typing on the keyboard (b"\\x04"
-    is Ctrl-D), `hang_up()` closes the terminal."""
+@contextlib.contextmanager
+def pty_terminal(wrap=lambda stream: stream):
+    """An OperatorTerminal on a pseudo-terminal (reading `wrap(stream)`): `type(text)` is the operator typing on the
+    keyboard (b"\\x04" is Ctrl-D), `hang_up()` closes the terminal."""
     master, slave = os.openpty()
     stream = os.fdopen(slave, "r")
     open_ = [True]
@@ -290,12 +291,20 @@ def terminal():
             open_[0] = False
             os.close(master)
 
-    term = OperatorTerminal(stream)
+    term = OperatorTerminal(wrap(stream))
     term.type = lambda text: os.write(master, text.encode())
     term.hang_up = hang_up
-    yield term
-    hang_up()
-    stream.close()
+    try:
+        yield term
+    finally:
+        hang_up()  # first: closing the stream waits for the reader's pending read
+        stream.close()
+
+
+@pytest.fixture
+def terminal():
+    with pty_terminal() as term:
+        yield term
 
 
 def within(fn, timeout=10.0):
@@ -395,11 +404,7 @@ class SlowReader:
 
 
 def test_a_pasted_line_the_reader_has_not_read_yet_neither_answers_nor_ends_anything():
-    master, slave = os.openpty()
-    stream = os.fdopen(slave, "r")
-    try:
-        terminal = OperatorTerminal(SlowReader(stream))
-        terminal.type = lambda text: os.write(master, text.encode())
+    with pty_terminal(SlowReader) as terminal:
 
         def pasted():
             wait_until(lambda: terminal.reading)
@@ -412,9 +417,6 @@ def test_a_pasted_line_the_reader_has_not_read_yet_neither_answers_nor_ends_anyt
         assert within(lambda: ask(terminal, "send the arms home?")) is False
         operator.check()
         assert not terminal.end_requested.is_set()
-    finally:
-        os.close(master)  # hung up first: closing the stream waits for the reader's pending read
-        stream.close()
 
 
 def test_ctrl_d_answers_no_question_and_otherwise_ends_the_episode(terminal):
