@@ -114,11 +114,12 @@ def run_train_experts(
             if "train" not in tasks:
                 tasks["train"] = bar.add_task("training", total=log.total, completed=log.step - 1, status="")
             losses = log.losses
+            gripper = f"gripper {losses['gripper']:.3f} · " if "gripper" in losses else ""
             bar.update(
                 tasks["train"],
                 completed=log.step,
                 status=f"pred {losses['pred']:.3f} · react {losses['react']:.3f} · gate {losses['gate']:.3f} · "
-                f"{log.samples_per_second:.1f} samples/s",
+                f"{gripper}{log.samples_per_second:.1f} samples/s",
             )
 
         run = trainer.run(on_log=on_log, on_progress=on_progress)

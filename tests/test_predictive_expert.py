@@ -130,3 +130,30 @@ def test_clean_chunk_prediction_samples_what_the_network_predicts():
     torch.testing.assert_close(bounded, chunk.clamp(-1, 1).expand(2, -1, -1), atol=1e-4, rtol=0)
     loss = expert.loss(cond, state, chunk.expand(2, -1, -1))  # the loss compares with the clean chunk
     assert float(loss) < 1e-10
+
+
+@pytest.mark.parametrize("arms", [1, 2])
+def test_the_gripper_head_gives_one_probability_per_chunk_step_and_arm(arms):
+    expert = PredictiveExpert(small(gripper_head=True), 7 * arms, 7 * arms, wm_width=64, num_cameras=3)
+    images, wm_tokens, state = batch(2, arms)
+    cond, keypoints = conditioned(expert, images, wm_tokens, 2)
+    assert expert.gripper_index == [6, 13][:arms]
+    p = expert.gripper_probability(cond, state, keypoints)
+    assert p.shape == (2, 12, arms) and bool(((p >= 0) & (p <= 1)).all())
+    padded = torch.zeros(2, 12, dtype=torch.bool)
+    padded[:, 6:] = True  # the padded steps' labels do not count
+    closed = torch.zeros(2, 12, arms, dtype=torch.bool)
+    loss = expert.gripper_loss(cond, state, closed, padded, keypoints)
+    flipped = closed.clone()
+    flipped[:, 6:] = True
+    torch.testing.assert_close(loss, expert.gripper_loss(cond, state, flipped, padded, keypoints))
+
+
+def test_a_gripper_head_needs_seven_numbers_per_arm_and_is_absent_by_default():
+    with pytest.raises(ValueError, match="7 numbers per arm"):
+        PredictiveExpert(small(gripper_head=True), action_dim=6, state_dim=6, wm_width=64, num_cameras=1)
+    expert = PredictiveExpert(small(), action_dim=6, state_dim=6, wm_width=64, num_cameras=1)
+    images, wm_tokens, state = batch(1, 1, cams=1)
+    cond, keypoints = conditioned(expert, images, wm_tokens, 1)
+    with pytest.raises(ValueError, match="no gripper head"):
+        expert.gripper_logits(cond, state[:, :6], keypoints)

@@ -201,10 +201,10 @@ def test_windows_carry_real_or_imagined_frames_and_per_frame_tokens(stage2_input
     assert torch.equal(strided[1]["action"], real[4]["action"])
 
 
-def _tiny_experts(use_wm_latents=True, seed=0, obs_steps=1) -> Experts:
+def _tiny_experts(use_wm_latents=True, seed=0, obs_steps=1, gripper_head=False) -> Experts:
     torch.manual_seed(seed)
     config = ExpertsConfig(
-        PredictiveExpertConfig(image_size=32, obs_steps=obs_steps),
+        PredictiveExpertConfig(image_size=32, obs_steps=obs_steps, gripper_head=gripper_head),
         ReactiveExpertConfig(image_size=32),
         GateModelConfig(),
         action_dim=7,
@@ -436,3 +436,56 @@ def test_a_normalizer_saved_before_the_range_floor_keeps_its_scale(tmp_path):
     assert float(norm.normalize_action(actions).max(0).values[3]) == pytest.approx(45.08, abs=0.01)
     low, high = norm.action_bounds(actions)
     assert float(low[3]) == pytest.approx(-1.0, abs=1e-4) and float(high[3]) == pytest.approx(45.08, abs=0.01)
+
+
+def test_the_gripper_head_joins_the_objective_and_its_probability_is_the_executed_command(tmp_path):
+    """gripper_head: binary cross-entropy on the demonstrated command (closed above 0.5) adds to the objective
+    (weighted as the predictive loss), and its p(closed) replaces the predictive chunk's gripper numbers."""
+    experts = _tiny_experts(gripper_head=True)
+    experts.config.lambda_pred = 2.0
+    batch = _batch()
+    out = experts(batch, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out["loss"], 2.0 * (out["pred"] + out["gripper"]) + out["react"] + out["gate"])
+    with torch.no_grad():  # a head sure of a closed gripper everywhere: p = sigmoid(3) = 0.953
+        experts.predictive.gripper_out.weight.zero_()
+        experts.predictive.gripper_out.bias.fill_(3.0)
+    experts.eval()
+    acts = experts.act(batch, generator=torch.Generator().manual_seed(1))
+    expected = experts.predictive.gripper_probability(*_predictive_condition(experts, batch))
+    torch.testing.assert_close(acts["predictive"][..., 6:7], expected)
+    torch.testing.assert_close(acts["predictive"][..., 6], torch.full((3, 12), 0.9526), atol=1e-4, rtol=0)
+    experts.save_pretrained(tmp_path / "m")  # the head is saved and loaded with the rest
+    loaded = Experts.from_pretrained(tmp_path / "m")
+    again = loaded.act(batch, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(acts["predictive"], again["predictive"])
+    assert not _tiny_experts().predictive.gripper_blocks  # off by default; files saved before it read as off
+
+
+def _predictive_condition(experts: Experts, batch: dict):
+    _, _, _, cond, state, _, keypoints = experts._inputs(batch)
+    return cond, state, keypoints
+
+
+def test_the_gripper_head_learns_when_to_close_from_the_state():
+    """Ladder (b) in small: the same images, two states; the demonstrated command closes in one of them. The
+    head separates them within a few dozen steps; the denoised numbers are left to the diffusion loss."""
+    experts = _tiny_experts(gripper_head=True)
+    batch = _batch(b=2)
+    batch["interaction"] = torch.tensor([0, 1])
+    batch["images"] = batch["images"][:1].expand(2, -1, -1, -1, -1).clone()
+    batch["action"][0, :, 6], batch["action"][1, :, 6] = 0.0, 1.0  # open above the can, closed at it
+    params = [p for n, p in experts.named_parameters() if n.startswith("predictive.")]
+    opt = torch.optim.AdamW(params, lr=3e-3)
+    for _ in range(60):
+        loss = experts.predictive.gripper_loss(*_labelled(experts, batch))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    p = experts.eval().predictive.gripper_probability(*_predictive_condition(experts, batch))
+    assert bool((p[0] < 0.2).all()) and bool((p[1] > 0.8).all()), p[..., 0]
+
+
+def _labelled(experts: Experts, batch: dict):
+    cond, state, keypoints = _predictive_condition(experts, batch)
+    closed = batch["action"][..., experts.predictive.gripper_index] > 0.5
+    return cond, state, closed, batch["action_is_pad"], keypoints

@@ -7,9 +7,10 @@
     experts.save_pretrained("runs/stack_cans/experts/model")
     experts = Experts.from_pretrained("runs/stack_cans/experts/model")
 
-`forward` is the training objective (lambda_pred * L_pred + lambda_react * L_react + L_gate), so that a DDP
-wrapper syncs the gradients of all three. Actions and states are standardised with the training set's
-statistics (kept with the weights); the experts see and produce standardised actions, `Normalizer` converts.
+`forward` is the training objective (lambda_pred * L_pred + lambda_react * L_react + L_gate, plus the gripper
+head's cross-entropy when the predictive expert has one), so that a DDP wrapper syncs the gradients of all.
+Actions and states are standardised with the training set's statistics (kept with the weights); the experts see
+and produce standardised actions, `Normalizer` converts.
 """
 
 from __future__ import annotations
@@ -171,7 +172,13 @@ class ExpertsConfig:
     def from_dict(cls, d: dict) -> ExpertsConfig:
         d = dict(d)
         # files saved before the trained encoders were added read with the frozen ones they were trained on
-        old_predictive = {"image_backbone": "siglip", "augment_shift": 0, "keypoints": False, "obs_steps": 1}
+        old_predictive = {
+            "image_backbone": "siglip",
+            "augment_shift": 0,
+            "keypoints": False,
+            "obs_steps": 1,
+            "gripper_head": False,
+        }
         d["predictive"] = PredictiveExpertConfig(**{**old_predictive, **d["predictive"]})
         old_reactive = {"frame_backbone": "dinov2", "augment_shift": 0, "train_frames": None}
         d["reactive"] = ReactiveExpertConfig(**{**old_reactive, **d["reactive"]})
@@ -280,7 +287,13 @@ class Experts(nn.Module):
         react = self.reactive.loss(frames, frame_tokens, react_actions, react_pad, generator=generator)
         gate = self.gate.loss(image_tokens, batch["interaction"].to(device), previous_tokens, wm_hidden)
         loss = self.config.lambda_pred * pred + self.config.lambda_react * react + gate
-        return {"loss": loss, "pred": pred.detach(), "react": react.detach(), "gate": gate.detach()}
+        out = {"pred": pred.detach(), "react": react.detach(), "gate": gate.detach()}
+        if self.predictive.gripper_blocks is not None:  # the demonstrated command closes above 0.5 (both stations)
+            closed = batch["action"].to(device)[..., self.predictive.gripper_index] > 0.5
+            gripper = self.predictive.gripper_loss(cond, state, closed, pad, keypoints=keypoints)
+            loss = loss + self.config.lambda_pred * gripper
+            out["gripper"] = gripper.detach()
+        return {"loss": loss, **out}
 
     # ------------------------------------------------------------------------------------------- inference
     @torch.no_grad()
@@ -292,6 +305,7 @@ class Experts(nn.Module):
         timings: dict[str, float] | None = None,
     ) -> dict:
         """Both experts' action chunks (B, chunk, A) in the dataset's units and the gate's p(interaction) (B,).
+        With a gripper head, the predictive chunk's gripper numbers are its p(closed), in [0, 1].
         `timings`, when given, receives the seconds of each part (image encoder, gate, predictive, reactive)."""
         image_tokens, previous_tokens, wm_hidden, cond, state, frame_tokens, keypoints = self._inputs(batch, timings)
         with timed(timings, "gate"):
@@ -303,10 +317,15 @@ class Experts(nn.Module):
             predictive = self.predictive.sample(
                 cond, state, steps=steps, generator=generator, bounds=bounds, keypoints=keypoints
             )
+            predictive = self.normalizer.denormalize_action(predictive)
+            if self.predictive.gripper_blocks is not None:
+                predictive[..., self.predictive.gripper_index] = self.predictive.gripper_probability(
+                    cond, state, keypoints
+                )
         with timed(timings, "reactive expert"):
             reactive = self.reactive(batch["frames"].to(self.device), frame_tokens)
         return {
-            "predictive": self.normalizer.denormalize_action(predictive),
+            "predictive": predictive,
             "reactive": self.normalizer.denormalize_action(reactive),
             "p_interaction": p_interaction,
         }

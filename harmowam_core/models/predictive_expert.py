@@ -3,9 +3,14 @@
 It denoises an action chunk (12 steps x 7 numbers per arm) with DiT blocks: self-attention over the chunk's
 steps, cross-attention to the condition tokens, and adaLN-zero modulation by the diffusion timestep plus the
 proprioceptive state (with `obs_steps` 2 also its change since the previous control step, diffusion policy's
-two observation steps). The condition tokens are the world model's hidden tokens of the current prediction, the
-SigLIP patch tokens of every camera's current image and the T5 tokens of the instruction, each projected to
-the expert's width and tagged with a learned modality (and camera) embedding. Trained to predict the noise
+two observation steps). With `gripper_head` the gripper command has a classification head of its own: learned
+chunk queries through a few DiT blocks that read the same condition tokens and state (no noisy chunk, no
+timestep), trained with binary cross-entropy on the demonstrated command; its probability replaces the denoised
+gripper number (a binary command regressed through a denoiser comes out between the modes, or as a one-step
+spike, and the station thresholds it late or not at all). The condition tokens are the world model's hidden
+tokens of the current prediction, the SigLIP patch tokens of every camera's current image and the T5 tokens of
+the instruction, each projected to the expert's width and tagged with a learned modality (and camera)
+embedding. Trained to predict the noise
 (diffusers `DDPMScheduler`), sampled with `DDIMScheduler` in `inference_steps` steps. SigLIP and T5 are
 frozen (instruction embeddings are cached).
 
@@ -13,6 +18,7 @@ frozen (instruction embeddings are cached).
     cond = expert.condition(images, wm_tokens, instructions)     # images (B, cams, 3, H, W)
     loss = expert.loss(cond, state, actions, action_is_pad)       # state (B, 7); with obs_steps 2 (tiny) (B, 14):
     actions = expert.sample(cond, state)                          # the state and its change -> (B, 12, 7)
+    p_closed = expert.gripper_probability(cond, state)            # gripper_head: (B, 12, arms) in [0, 1]
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 
+from harmowam_core.action_space import PER_ARM
 from harmowam_core.models import encoders
 from harmowam_core.models.presets import PredictiveExpertConfig
 
@@ -98,6 +105,15 @@ class PredictiveExpert(encoders.WithFrozenParts):
         for layer in (self.ada_out[1], self.action_out):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        self.gripper_blocks: nn.ModuleList | None = None
+        if config.gripper_head:
+            if action_dim % PER_ARM:
+                raise ValueError(f"gripper_head needs {PER_ARM} numbers per arm, the gripper last (not {action_dim})")
+            self.gripper_queries = nn.Parameter(torch.randn(chunk, w) * 0.02)
+            heads, layers = config.num_attention_heads, config.gripper_layers
+            self.gripper_blocks = nn.ModuleList(DiTBlock(w, heads) for _ in range(layers))
+            self.gripper_norm = nn.LayerNorm(w, eps=1e-6)
+            self.gripper_out = nn.Linear(w, action_dim // PER_ARM)
         self.scheduler = DDPMScheduler(
             num_train_timesteps=config.train_timesteps,
             beta_schedule="squaredcos_cap_v2",
@@ -171,16 +187,63 @@ class PredictiveExpert(encoders.WithFrozenParts):
         `obs_steps` 2 followed by its scaled change since the previous control step. `keypoints`
         (B, cams * width * 2), from `image_features`, join the adaLN condition when the expert has a
         `keypoint_embed`."""
-        c = self.time_embed(self.time_proj(t).to(noisy.dtype)) + self.state_embed(state.float())
-        if self.keypoint_embed is not None:
-            if keypoints is None:
-                raise ValueError("this predictive expert reads the cameras' keypoints: pass image_features' 2nd output")
-            c = c + self.keypoint_embed(keypoints.float())
+        c = self.time_embed(self.time_proj(t).to(noisy.dtype)) + self._observation(state, keypoints)
         x = self.action_in(noisy) + self.position
         for block in self.blocks:
             x = block(x, cond, c)
         shift, scale = self.ada_out(c).chunk(2, dim=-1)
         return self.action_out(modulate(self.norm_out(x), shift, scale))
+
+    def _observation(self, state: torch.Tensor, keypoints: torch.Tensor | None) -> torch.Tensor:
+        """The observation's part of the adaLN condition (B, width): the state's embedding plus, with a
+        `keypoint_embed`, the keypoints'."""
+        c = self.state_embed(state.float())
+        if self.keypoint_embed is not None:
+            if keypoints is None:
+                raise ValueError("this predictive expert reads the cameras' keypoints: pass image_features' 2nd output")
+            c = c + self.keypoint_embed(keypoints.float())
+        return c
+
+    @property
+    def gripper_index(self) -> list[int]:
+        """The gripper command's place in an action, one per arm (the last of each arm's 7 numbers)."""
+        return [arm * PER_ARM + PER_ARM - 1 for arm in range(self.action_dim // PER_ARM)]
+
+    def gripper_logits(
+        self, cond: torch.Tensor, state: torch.Tensor, keypoints: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The gripper head's logits of a closed gripper (B, chunk, arms), per chunk step and arm. Raises
+        `ValueError` when the expert has no gripper head."""
+        if self.gripper_blocks is None:
+            raise ValueError("this predictive expert has no gripper head (PredictiveExpertConfig.gripper_head)")
+        c = self._observation(state.to(self.device), keypoints)
+        x = self.gripper_queries.expand(cond.shape[0], -1, -1)
+        for block in self.gripper_blocks:
+            x = block(x, cond, c)
+        return self.gripper_out(self.gripper_norm(x))
+
+    def gripper_loss(
+        self,
+        cond: torch.Tensor,
+        state: torch.Tensor,
+        closed: torch.Tensor,
+        action_is_pad: torch.Tensor | None = None,
+        keypoints: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Binary cross-entropy of the gripper head against `closed` (B, chunk, arms; 1 where the demonstrated
+        command closes the gripper), over the chunk's real (not padded) steps."""
+        logits = self.gripper_logits(cond, state, keypoints)
+        err = nn.functional.binary_cross_entropy_with_logits(logits, closed.float().to(logits.device), reduction="none")
+        err = err.mean(-1)
+        keep = torch.ones_like(err) if action_is_pad is None else (~action_is_pad.to(err.device)).float()
+        return (err * keep).sum() / keep.sum().clamp(min=1.0)
+
+    @torch.no_grad()
+    def gripper_probability(
+        self, cond: torch.Tensor, state: torch.Tensor, keypoints: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """p(closed) per chunk step and arm, (B, chunk, arms) in [0, 1]: the gripper command to execute."""
+        return torch.sigmoid(self.gripper_logits(cond, state, keypoints))
 
     def loss(
         self,

@@ -87,6 +87,10 @@ class PredictiveExpertConfig:
     obs_steps: int = 2  # observations the expert reads (diffusion policy's n_obs_steps, Chi et al. 2023): 1, the
     # current one; 2, also the state one control step earlier, as its standardised change beside the state in the
     # adaLN condition (an open gripper over a can is about to descend or has just released: one state cannot say)
+    gripper_head: bool = False  # the gripper command from a classification head of its own (issue 19, ladder b):
+    # learned chunk queries through `gripper_layers` DiT blocks, trained with binary cross-entropy on the command
+    # (closed above 0.5); its probability replaces the denoised gripper number. False: denoised with the rest
+    gripper_layers: int = 2
     train_timesteps: int = 100
     inference_steps: int = 10
     prediction: Literal["epsilon", "sample"] = "sample"  # what the DiT outputs: the noise (the paper, diffusion
