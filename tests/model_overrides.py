@@ -79,6 +79,9 @@ PREDICTIVE = _optional(
     train_timesteps=_one_of(10, 100),
     inference_steps=_one_of(1, 2, 50),
     prediction=_one_of("epsilon", "sample"),
+    speed_augment=_one_of(None, [0.5, 1.0], [1.0, 0.5], [0.5], [-0.5, 1.0]),
+    gripper_head=st.booleans(),
+    gripper_layers=_one_of(1, 2),
 )
 REACTIVE = _optional(
     frame_backbone=_one_of("conv", "dinov2"),

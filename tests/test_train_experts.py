@@ -489,3 +489,23 @@ def _labelled(experts: Experts, batch: dict):
     cond, state, keypoints = _predictive_condition(experts, batch)
     closed = batch["action"][..., experts.predictive.gripper_index] > 0.5
     return cond, state, closed, batch["action_is_pad"], keypoints
+
+
+def test_speed_augment_scales_the_state_change_in_training_only():
+    """speed_augment [low, high]: in training each window's state change is scaled by one factor drawn from the
+    range (the same motion, slower or faster); in evaluation and at run time the change is read as it is."""
+    experts = _tiny_experts(obs_steps=2)
+    batch = _batch()
+    plain = _predictive_condition(experts.eval(), batch)[1]
+    experts.predictive.config.speed_augment = [0.5, 0.5]
+    experts.train()
+    halved = _predictive_condition(experts, batch)[1]
+    torch.testing.assert_close(halved[:, :7], plain[:, :7])  # the state itself is untouched
+    torch.testing.assert_close(halved[:, 7:], 0.5 * plain[:, 7:])
+    experts.predictive.config.speed_augment = [0.2, 1.2]
+    _, _, _, _, state, _, _ = experts._inputs(batch, generator=torch.Generator().manual_seed(0))
+    factors = state[:, 7:] / plain[:, 7:]
+    assert bool(((factors >= 0.2 - 1e-5) & (factors <= 1.2 + 1e-5)).all())
+    torch.testing.assert_close(factors, factors[:, :1].expand_as(factors))  # one factor per window
+    assert len(set(factors[:, 0].tolist())) == 3
+    torch.testing.assert_close(_predictive_condition(experts.eval(), batch)[1], plain)

@@ -434,6 +434,10 @@ def _check_experts(config: ModelConfig) -> None:
         raise Invalid(expected, pe.num_attention_heads, f"{where}.num_attention_heads")
     if pe.obs_steps not in (1, 2):
         raise Invalid("expected 1 or 2 observation steps", pe.obs_steps, f"{where}.obs_steps")
+    speed = pe.speed_augment
+    if speed is not None and (len(speed) != 2 or not 0 <= speed[0] <= speed[1]):
+        expected = "expected null or [low, high] with 0 <= low <= high: the factors the state's change is scaled by"
+        raise Invalid(expected, speed, f"{where}.speed_augment")
     if pe.inference_steps > pe.train_timesteps:
         expected = f"expected at most train_timesteps ({pe.train_timesteps}): DDIM samples among the trained steps"
         raise Invalid(expected, pe.inference_steps, f"{where}.inference_steps")

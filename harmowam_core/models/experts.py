@@ -213,7 +213,8 @@ class Experts(nn.Module):
         """SigLIP tokens of the current images and, for a gate with `motion`, of `previous_images` (the images
         one control step earlier; None when the batch has none), the world model's hidden tokens, the predictive
         expert's condition tokens, the standardised state (with `obs_steps` 2, its scaled change since the previous
-        control step after it: the predictive expert's proprioceptive input), the world model's per-frame tokens for
+        control step after it, in training scaled per window as `speed_augment` says: the predictive expert's
+        proprioceptive input), the world model's per-frame tokens for
         the reactive expert (the world model's tokens are None in the latent ablation), and the cameras' keypoints
         for the predictive expert's adaLN condition (None unless it reads them)."""
         device, use_wm = self.device, self.config.use_wm_latents
@@ -231,6 +232,11 @@ class Experts(nn.Module):
             state = self.normalizer.normalize_state(batch["state"].to(device))
             if self.predictive.config.obs_steps == 2:
                 change = self.normalizer.normalize_state_change(batch["state_change"].to(device))
+                speed = self.predictive.config.speed_augment
+                if self.training and speed:
+                    low, high = speed
+                    draw = torch.rand((change.shape[0], 1), generator=generator, device=change.device)
+                    change = change * (low + (high - low) * draw)
                 state = torch.cat([state, change], dim=-1)
         frame_tokens = batch["wm_frame_tokens"].to(device) if use_wm else None
         return image_tokens, previous_tokens, wm_hidden, cond, state, frame_tokens, keypoints

@@ -87,6 +87,10 @@ class PredictiveExpertConfig:
     obs_steps: int = 2  # observations the expert reads (diffusion policy's n_obs_steps, Chi et al. 2023): 1, the
     # current one; 2, also the state one control step earlier, as its standardised change beside the state in the
     # adaLN condition (an open gripper over a can is about to descend or has just released: one state cannot say)
+    speed_augment: list[float] | None = None  # obs_steps 2, training: the state's change scaled by a factor drawn
+    # per window from [low, high] (the same motion, slower or faster). Without it the expert reads the demonstrated
+    # speed as a phase cue: the scripted expert never moves an open gripper slower than 8 mm per step between 12
+    # and 20 cm, and a learned policy handing over mid-descent at 2-6 mm per step reads as about to rise
     gripper_head: bool = False  # the gripper command from a classification head of its own (issue 19, ladder b):
     # learned chunk queries through `gripper_layers` DiT blocks, trained with binary cross-entropy on the command
     # (closed above 0.5); its probability replaces the denoised gripper number. False: denoised with the rest
