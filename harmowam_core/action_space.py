@@ -7,13 +7,20 @@ pitch, yaw, closure] with the position in the table frame.
 
 The absolute target of step t keeps the rotation delta and the gripper command and replaces the position delta
 by where it sends the controller's setpoint: position_t + delta. Diffusion action heads fit such targets much
-better than deltas (Chi et al. 2023, diffusion policy on robomimic). The rotation stays a delta: absolute euler
-angles jump at gimbal lock (the flowers task turns an arm to pitch -pi/2, where a 0.01 rad change of state moves
-roll and yaw by radians), while the deltas are small and continuous. At run time each target becomes a delta
-against the position observed at the step that executes it, so the conversion closes the loop.
+better than deltas (Chi et al. 2023, diffusion policy on robomimic). Absolute euler angles would jump at gimbal
+lock (the flowers task turns an arm to pitch -pi/2, where a 0.01 rad change of state moves roll and yaw by
+radians), so by default the rotation stays a small, continuous delta. With `rotation` (the `pose` targets) the
+rotation is made absolute too, without euler angles: the orientation the delta sends the gripper to,
+R = E(delta) @ E(state), as its rotation vector from the state's zero orientation (gripper down, yaw 0). That
+has no gimbal lock and is continuous below a half turn from the zero orientation; executed as a target, an
+orientation error is corrected at the next step instead of adding up over the episode as a sum of predicted
+deltas. At run time each target becomes a delta against the state observed at the step that executes it, so
+the conversion closes the loop.
 
     targets = absolute_targets(states, actions)          # (N, 7 * arms) each, numpy
     deltas = deltas_from_targets(targets, states)        # == actions (to float precision)
+    poses = absolute_targets(states, actions, rotation=True)       # the rotation absolute too
+    deltas = deltas_from_targets(poses, states, rotation=True)     # == actions
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harmowam_core.geometry import euler_to_mat, mat_to_rotvec
+from harmowam_core.geometry import euler_to_mat, mat_to_euler, mat_to_rotvec, rotvec_to_mat
 
 PER_ARM = 7
 
@@ -34,25 +41,32 @@ def _per_arm(x: np.ndarray) -> np.ndarray:
     return x.reshape(*x.shape[:-1], x.shape[-1] // PER_ARM, PER_ARM)
 
 
-def absolute_targets(states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+def absolute_targets(states: np.ndarray, actions: np.ndarray, rotation: bool = False) -> np.ndarray:
     """(..., 7 * arms) states and the delta actions taken from them -> (..., 7 * arms) targets (float32): the
-    position made absolute, rotation and gripper unchanged. Raises `ValueError` when the shapes differ or are
-    not 7 numbers per arm."""
+    position made absolute (m), the gripper unchanged, the rotation unchanged or, with `rotation`, the target
+    orientation's rotation vector (rad). Raises `ValueError` when the shapes differ or are not 7 numbers per
+    arm."""
     s, a = _per_arm(states), _per_arm(actions)
     if s.shape != a.shape:
         raise ValueError(f"states {s.shape} and actions {a.shape} differ in shape")
     out = a.copy()
     out[..., :3] = s[..., :3] + a[..., :3]
+    if rotation:
+        for i in np.ndindex(out.shape[:-1]):
+            out[i][3:6] = mat_to_rotvec(euler_to_mat(a[i][3:6]) @ euler_to_mat(s[i][3:6]))
     return out.reshape(np.shape(actions)).astype(np.float32)
 
 
-def deltas_from_targets(targets: np.ndarray, state: np.ndarray) -> np.ndarray:
+def deltas_from_targets(targets: np.ndarray, state: np.ndarray, rotation: bool = False) -> np.ndarray:
     """(..., 7 * arms) targets and the state observed now (broadcast against them) -> the delta actions that
-    send the setpoint there (float32): the inverse of `absolute_targets`."""
+    send the setpoint there (float32): the inverse of `absolute_targets` (with the same `rotation`)."""
     t = _per_arm(targets)
     s = np.broadcast_to(_per_arm(state), t.shape)
     out = t.copy()
     out[..., :3] = t[..., :3] - s[..., :3]
+    if rotation:
+        for i in np.ndindex(out.shape[:-1]):
+            out[i][3:6] = mat_to_euler(rotvec_to_mat(t[i][3:6]) @ euler_to_mat(s[i][3:6]).T)
     return out.reshape(np.shape(targets)).astype(np.float32)
 
 

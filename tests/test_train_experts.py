@@ -509,3 +509,34 @@ def test_speed_augment_scales_the_state_change_in_training_only():
     torch.testing.assert_close(factors, factors[:, :1].expand_as(factors))  # one factor per window
     assert len(set(factors[:, 0].tolist())) == 3
     torch.testing.assert_close(_predictive_condition(experts.eval(), batch)[1], plain)
+
+
+def test_the_predictive_expert_reads_rotations_clamped_into_the_demonstrated_range():
+    """A roll or pitch beyond anything demonstrated (the orientation drifts under learned rotation deltas) reads
+    as the nearest demonstrated one; positions (position OOD) and the gripper pass as they are, for each arm."""
+    g = torch.Generator().manual_seed(0)
+    states = torch.randn(50, 14, generator=g) * 0.01
+    norm = Normalizer.from_arrays(torch.randn(50, 14, generator=g), states)
+    assert norm.state_min == states.double().min(0).values.tolist()
+    far = torch.full((2, 14), 5.0)  # far beyond every number's range
+    far[1] = -5.0
+    z = norm.normalize_state(far)
+    bounded = norm.bound_rotation(z)
+    rotation = torch.tensor([k % 7 in (3, 4, 5) for k in range(14)])
+    torch.testing.assert_close(bounded[:, ~rotation], z[:, ~rotation])
+    high = norm.normalize_state(torch.tensor(norm.state_max).float())
+    low = norm.normalize_state(torch.tensor(norm.state_min).float())
+    torch.testing.assert_close(bounded[0, rotation], high[rotation])
+    torch.testing.assert_close(bounded[1, rotation], low[rotation])
+    inside = norm.normalize_state(states[:5])
+    torch.testing.assert_close(norm.bound_rotation(inside), inside)  # training states are never changed
+    norm.state_min = norm.state_max = None  # statistics saved before the range was kept: read as they are
+    torch.testing.assert_close(norm.bound_rotation(z), z)
+
+    experts = _tiny_experts()  # and the predictive expert's input is the bounded state
+    batch = _batch()
+    experts.normalizer.state_min, experts.normalizer.state_max = [-1.0] * 7, [1.0] * 7
+    rolled, at_edge = dict(batch, state=batch["state"].clone()), dict(batch, state=batch["state"].clone())
+    rolled["state"][:, 3], at_edge["state"][:, 3] = 9.0, 1.0
+    experts.eval()
+    torch.testing.assert_close(_predictive_condition(experts, rolled)[1], _predictive_condition(experts, at_edge)[1])

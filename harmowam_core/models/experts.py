@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from harmowam_core.action_space import position_mask
+from harmowam_core.action_space import PER_ARM, position_mask
 from harmowam_core.errors import HarmoWAMError, first_line
 from harmowam_core.models import encoders
 from harmowam_core.models.gate import Gate
@@ -72,6 +72,8 @@ class Normalizer:
     delta_min: list[float] | None = None  # absolute targets: the demonstrated range of the deltas they came from
     delta_max: list[float] | None = None
     state_change_std: list[float] | None = None  # the scale of the state's change per control step (None: unknown)
+    state_min: list[float] | None = None  # the demonstrated range per state number (None: saved before it was kept)
+    state_max: list[float] | None = None
 
     @classmethod
     def from_arrays(cls, actions, states, deltas=None, state_changes=None) -> Normalizer:
@@ -82,6 +84,7 @@ class Normalizer:
 
         low, high = a.min(0).values.tolist(), a.max(0).values.tolist()
         out = cls(a.mean(0).tolist(), robust_scale(a).tolist(), s.mean(0).tolist(), robust_scale(s).tolist(), low, high)
+        out.state_min, out.state_max = s.min(0).values.tolist(), s.max(0).values.tolist()
         if deltas is not None:
             d = torch.as_tensor(deltas, dtype=torch.float64)
             out.delta_min, out.delta_max = d.min(0).values.tolist(), d.max(0).values.tolist()
@@ -143,6 +146,25 @@ class Normalizer:
         mean, std = self._pair("state", x)
         return (x.float() - mean) / std
 
+    def bound_rotation(self, z: torch.Tensor) -> torch.Tensor:
+        """A standardised state (..., S) with each arm's rotation numbers (roll, pitch, yaw: numbers 3-5 of 7)
+        clamped into their demonstrated range; positions and the gripper pass as they are (a position-OOD scene
+        needs the arm's true position). Unchanged when the range was not recorded or the state is not 7 numbers
+        per arm.
+
+        Why: the learned experts command rotation deltas, so the orientation integrates their errors with no
+        feedback. Under the gate router stack_cans' gripper drifts to a roll of 0.05-0.12 rad, which the
+        demonstrations (roll within +-0.03 rad, scale 0.009) never show: standardised, 6-13 scales from the mean.
+        Read as it is, the predictive expert rises and closes on nothing at every handover; clamped, it grasps
+        (measurements: docs/learning.md, stop 35)."""
+        if self.state_min is None or self.state_max is None or z.shape[-1] % PER_ARM:
+            return z
+        low = self.normalize_state(torch.tensor(self.state_min, dtype=torch.float32, device=z.device))
+        high = self.normalize_state(torch.tensor(self.state_max, dtype=torch.float32, device=z.device))
+        number = torch.arange(z.shape[-1], device=z.device) % PER_ARM
+        rotation = (number >= 3) & (number < 6)
+        return torch.where(rotation, torch.minimum(torch.maximum(z.float(), low), high), z.float())
+
     def normalize_state_change(self, x: torch.Tensor) -> torch.Tensor:
         """A change of state per control step (..., S), divided by its training scale (not centred: no change
         stays 0). Raises `ValueError` when the statistics were saved without it."""
@@ -163,7 +185,8 @@ class ExpertsConfig:
     wm_latent_frames: int = 0  # latent frames in the world model's hidden tokens (needed by a gate that reads them)
     chunk: int = 12
     use_wm_latents: bool = True  # False: the paper's latent ablation (no world-model tokens in either expert)
-    action_targets: str = "delta"  # what the experts predict: "delta" actions or "absolute" targets (action_space)
+    action_targets: str = "delta"  # what the experts predict: "delta" actions, "absolute" position targets or
+    # "pose" targets (position and rotation; action_space)
     cameras: list[str] = field(default_factory=list)  # the camera order of `images` (the dataset's)
     lambda_pred: float = 1.0
     lambda_react: float = 1.0
@@ -229,7 +252,7 @@ class Experts(nn.Module):
         wm_hidden = batch["wm_hidden"].to(device) if use_wm else None
         with timed(timings, "predictive expert"):
             cond = self.predictive.condition(None, wm_hidden, batch["instruction"], image_tokens)
-            state = self.normalizer.normalize_state(batch["state"].to(device))
+            state = self.normalizer.bound_rotation(self.normalizer.normalize_state(batch["state"].to(device)))
             if self.predictive.config.obs_steps == 2:
                 change = self.normalizer.normalize_state_change(batch["state_change"].to(device))
                 speed = self.predictive.config.speed_augment
@@ -318,7 +341,7 @@ class Experts(nn.Module):
             p_interaction = self.gate.probability(image_tokens, previous_tokens, wm_hidden)
         with timed(timings, "predictive expert"):
             raw_state = batch["state"].to(self.device)
-            absolute = self.config.action_targets == "absolute"
+            absolute = self.config.action_targets in ("absolute", "pose")
             bounds = self.normalizer.chunk_bounds(raw_state, self.config.chunk, absolute)
             predictive = self.predictive.sample(
                 cond, state, steps=steps, generator=generator, bounds=bounds, keypoints=keypoints

@@ -142,9 +142,10 @@ class ModelConfig:
     """Everything needed to build the HarmoWAM models of one preset."""
 
     action_chunk: int = 12
-    action_targets: Literal["delta", "absolute"] = "absolute"  # what the experts predict: the dataset's delta
-    # actions, or absolute end-effector targets (state + delta, see `models.action_space`), converted back to
-    # deltas against the observed state at every executed step
+    action_targets: Literal["delta", "absolute", "pose"] = "absolute"  # what the experts predict: the dataset's
+    # delta actions, absolute position targets (state + delta, rotation still a delta), or `pose`: position and
+    # orientation both absolute (see `action_space`); targets are converted back to deltas against the observed
+    # state at every executed step
     world_model: WorldModelConfig = field(default_factory=WorldModelConfig)
     predictive_expert: PredictiveExpertConfig = field(default_factory=PredictiveExpertConfig)
     reactive_expert: ReactiveExpertConfig = field(default_factory=ReactiveExpertConfig)

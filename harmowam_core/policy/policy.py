@@ -332,8 +332,9 @@ class HarmoWAMPolicy:
         self.observe(obs)
         self.step_in_plan += 1
         action = self.queue.pop(0)
-        if self.experts.config.action_targets == "absolute":  # a target: the delta from the state observed now
-            action = deltas_from_targets(action, np.asarray(obs.state, dtype=np.float32))
+        targets = self.experts.config.action_targets
+        if targets in ("absolute", "pose"):  # a target: the delta from the state observed now
+            action = deltas_from_targets(action, np.asarray(obs.state, dtype=np.float32), rotation=targets == "pose")
         return action
 
     def _previous(self) -> tuple[dict[str, np.ndarray] | None, np.ndarray | None]:

@@ -184,14 +184,15 @@ class ExpertsTrainer:
         self.targets = self.reader.action  # what the experts learn: the deltas, or their absolute targets
         # A dataset recorded elsewhere (not 7 delta numbers per arm) is learnt as it is, at its own dimension.
         self.action_targets = "delta" if self.reader.native_actions else recipe.model_config.action_targets
-        if self.action_targets == "absolute":
+        if self.action_targets in ("absolute", "pose"):
             if self.reader.spec.state_dim != recipe.action_dim:
                 raise HarmoWAMError(
                     f"{self.reader.root}: absolute action targets need a state of {recipe.action_dim} numbers "
                     f"(7 per arm: position, euler angles, gripper) but the dataset's has {self.reader.spec.state_dim};"
                     " set model.overrides.action_targets=delta"
                 )
-            self.targets = absolute_targets(self.reader.state, self.reader.action)
+            pose = self.action_targets == "pose"
+            self.targets = absolute_targets(self.reader.state, self.reader.action, rotation=pose)
 
     @cached_property
     def state_changes(self) -> np.ndarray:
@@ -257,7 +258,7 @@ class ExpertsTrainer:
             [np.arange(reader.episode_slice(e).start, reader.episode_slice(e).stop) for e in self.train_episodes]
         )
         frames = frames[~reader.detour[frames]]  # a recovery detour's actions are never a target
-        deltas = reader.action[frames] if self.action_targets == "absolute" else None
+        deltas = reader.action[frames] if self.action_targets in ("absolute", "pose") else None
         changes = self.state_changes[frames]
         normalizer = Normalizer.from_arrays(self.targets[frames], reader.state[frames], deltas, changes)
         experts = self.build_experts(wm, normalizer)
