@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from harmowam_core.action_space import deltas_from_targets
 from harmowam_core.config import load_recipe
 from harmowam_core.envs.base import Observation
 from harmowam_core.errors import HarmoWAMError
@@ -249,3 +250,16 @@ def test_only_the_thread_that_planned_last_keeps_an_openmp_team(run_dir, tmp_pat
         assert idle() == alone + 1  # the first planning thread handed its team back
         sync.act(observation())
         assert idle() == alone + 1  # and the second too: only the caller's is left
+
+
+@pytest.mark.parametrize("targets", ["absolute", "pose"])
+def test_executed_targets_become_deltas_against_the_state_observed_at_each_step(run_dir, tmp_path, targets):
+    """Experts predicting targets (`absolute` positions, or `pose`: the orientation too): every executed step of
+    a plan is the delta from the state observed at that step to the plan's target for it (action_space)."""
+    policy = HarmoWAMPolicy.from_bundle(export_bundle(run_dir, tmp_path / "bundles"), execute_steps=4)
+    policy.experts.config.action_targets = targets
+    actions = [policy.act(observation(t)) for t in range(3)]
+    chunk = policy.last_plan.chunk
+    for t, action in enumerate(actions):
+        expected = deltas_from_targets(chunk[t], observation(t).state, rotation=targets == "pose")
+        np.testing.assert_allclose(action, expected, atol=1e-6)
