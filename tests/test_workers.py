@@ -171,8 +171,17 @@ def test_a_failing_episode_is_one_line_naming_its_seed_and_keeps_the_committed(
     assert not list((tmp_path / "d" / ".staging").glob("*"))  # nothing half-written is left behind
 
 
+@pytest.fixture
+def ctrl_c_raises():
+    """Python's own Ctrl-C handler for the test: a suite started in the background by a non-interactive shell
+    (`cmd &`) inherits SIGINT ignored, and Python then leaves it ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.sim
-def test_ctrl_c_keeps_every_finished_episode(tmp_path):
+def test_ctrl_c_keeps_every_finished_episode(tmp_path, ctrl_c_raises):
     def interrupt(stats):
         if stats.saved == 1:
             os.kill(os.getpid(), signal.SIGINT)  # as a terminal's Ctrl-C reaches the parent
