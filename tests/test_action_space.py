@@ -104,5 +104,6 @@ def test_pose_targets_round_trip_for_both_arms_also_near_gimbal_lock(euler):
     states = np.tile(np.r_[0.5, 0.0, 0.2, euler, 0.0], (12, 2)).astype(np.float32)
     actions = rng.normal(0.0, 0.02, (12, 14)).astype(np.float32)
     targets = absolute_targets(states, actions, rotation=True)
-    assert np.abs(targets[:, 3:6]).max() < np.pi  # continuous, well inside a half turn
+    angles = np.linalg.norm(targets[:, 3:6], axis=1)  # the turn from the zero orientation, rad
+    assert angles.max() < 0.9 * np.pi  # away from the half turn where a rotation vector flips
     np.testing.assert_allclose(deltas_from_targets(targets, states, rotation=True), actions, atol=2e-5)

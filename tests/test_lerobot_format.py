@@ -159,8 +159,15 @@ def test_train_wm_and_experts_on_a_lerobot_layout(tmp_path):
         ],
     )
     assert out.exit_code == 0, out.output
-    config = json.loads((tmp_path / "experts/model/harmowam_experts.json").read_text())["config"]
+    meta = json.loads((tmp_path / "experts/model/harmowam_experts.json").read_text())
+    config = meta["config"]
     assert config["action_dim"] == 6 and config["state_dim"] == 6 and config["cameras"] == ["front", "wrist"]
+    assert meta["normalizer"]["state_min"] is None  # joint states: no rotation numbers to clamp
+    # no gripper command among 6 joint numbers for a gripper head: one line naming the key
+    head = ["--set", "model.overrides.predictive_expert.gripper_head=true"]
+    args = ["train-experts", "stack_cans", "--data", str(root), "--wm", str(tmp_path / "wm/model")]
+    out = runner.invoke(app, [*args, "--out", str(tmp_path / "experts2"), "--max-steps", "2", *ex, *head])
+    one_line_error(out, "model.overrides.predictive_expert.gripper_head")
 
 
 def test_malformed_datasets_are_one_line_naming_the_file(tmp_path):

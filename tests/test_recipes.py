@@ -323,6 +323,13 @@ def test_recipe_round_trips_through_its_dict():
     assert "model_config" not in recipe.to_dict() and "source" not in recipe.to_dict()
 
 
+def test_speed_augment_needs_the_state_change_it_scales():
+    with pytest.raises(RecipeError, match=r"predictive_expert.speed_augment': expected null with obs_steps 1"):
+        load_recipe("stack_cans", ["model.overrides.predictive_expert.obs_steps=1",
+                                   "model.overrides.predictive_expert.speed_augment=[0.5, 1.0]"])  # fmt: skip
+    load_recipe("stack_cans", ["model.overrides.predictive_expert.speed_augment=[0.5, 1.0]"])
+
+
 def test_structural_rules_hold_wherever_a_model_configuration_is_resolved():
     # the paper preset (Wan2.2's 16 x codec, 13 = 4 x 3 + 1 frames) and the tiny one pass; so do what the rules allow
     for sets in (

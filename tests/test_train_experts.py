@@ -458,7 +458,7 @@ def test_the_gripper_head_joins_the_objective_and_its_probability_is_the_execute
     loaded = Experts.from_pretrained(tmp_path / "m")
     again = loaded.act(batch, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(acts["predictive"], again["predictive"])
-    assert not _tiny_experts().predictive.gripper_blocks  # off by default; files saved before it read as off
+    assert not _tiny_experts().predictive.gripper_blocks  # off by default
 
 
 def _predictive_condition(experts: Experts, batch: dict):

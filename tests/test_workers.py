@@ -177,7 +177,7 @@ def ctrl_c_raises():
     (`cmd &`) inherits SIGINT ignored, and Python then leaves it ignored."""
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
-    signal.signal(signal.SIGINT, previous)
+    signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)  # None: set outside Python
 
 
 @pytest.mark.sim

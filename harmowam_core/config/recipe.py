@@ -438,6 +438,9 @@ def _check_experts(config: ModelConfig) -> None:
     if speed is not None and (len(speed) != 2 or not 0 <= speed[0] <= speed[1]):
         expected = "expected null or [low, high] with 0 <= low <= high: the factors the state's change is scaled by"
         raise Invalid(expected, speed, f"{where}.speed_augment")
+    if speed is not None and pe.obs_steps != 2:
+        raise Invalid("expected null with obs_steps 1: it scales the state's change, which only obs_steps 2 reads",
+                      speed, f"{where}.speed_augment")  # fmt: skip
     if pe.inference_steps > pe.train_timesteps:
         expected = f"expected at most train_timesteps ({pe.train_timesteps}): DDIM samples among the trained steps"
         raise Invalid(expected, pe.inference_steps, f"{where}.inference_steps")

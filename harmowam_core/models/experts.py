@@ -7,10 +7,10 @@
     experts.save_pretrained("runs/stack_cans/experts/model")
     experts = Experts.from_pretrained("runs/stack_cans/experts/model")
 
-`forward` is the training objective (lambda_pred * L_pred + lambda_react * L_react + L_gate, plus the gripper
-head's cross-entropy when the predictive expert has one), so that a DDP wrapper syncs the gradients of all.
-Actions and states are standardised with the training set's statistics (kept with the weights); the experts see
-and produce standardised actions, `Normalizer` converts.
+`forward` is the training objective (lambda_pred * L_pred + lambda_react * L_react + L_gate, plus lambda_pred
+times the gripper head's cross-entropy when the predictive expert has one), so that a DDP wrapper syncs the
+gradients of all. Actions and states are standardised with the training set's statistics (kept with the
+weights); the experts see and produce standardised actions, `Normalizer` converts.
 """
 
 from __future__ import annotations
@@ -153,8 +153,9 @@ class Normalizer:
         per arm.
 
         Why: the learned experts command rotation deltas, so the orientation integrates their errors with no
-        feedback. Under the gate router stack_cans' gripper drifts to a roll of 0.05-0.12 rad, which the
-        demonstrations (roll within +-0.03 rad, scale 0.009) never show: standardised, 6-13 scales from the mean.
+        feedback. Under the gate router stack_cans' gripper reaches the predictive expert at a roll of 0.02-0.12
+        rad (later up to 0.5), where the demonstrations keep it within [-0.041, 0.047] rad (scale 0.0088):
+        standardised, up to 13 scales from the mean.
         Read as it is, the predictive expert rises and closes on nothing at every handover; clamped, it grasps
         (measurements: docs/learning.md, stop 35)."""
         if self.state_min is None or self.state_max is None or z.shape[-1] % PER_ARM:

@@ -89,8 +89,8 @@ class PredictiveExpertConfig:
     # adaLN condition (an open gripper over a can is about to descend or has just released: one state cannot say)
     speed_augment: list[float] | None = None  # obs_steps 2, training: the state's change scaled by a factor drawn
     # per window from [low, high] (the same motion, slower or faster). Without it the expert reads the demonstrated
-    # speed as a phase cue: the scripted expert never moves an open gripper slower than 8 mm per step between 12
-    # and 20 cm, and a learned policy handing over mid-descent at 2-6 mm per step reads as about to rise
+    # speed as a phase cue: between 12 and 20 cm the scripted expert moves an open gripper down at 8-9 mm per step
+    # or up at 5 mm or more, never in between, and a learned policy handing over at 0-6 mm per step is neither
     gripper_head: bool = False  # the gripper command from a classification head of its own (issue 19, ladder b):
     # learned chunk queries through `gripper_layers` DiT blocks, trained with binary cross-entropy on the command
     # (closed above 0.5); its probability replaces the denoised gripper number. False: denoised with the rest

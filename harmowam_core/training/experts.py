@@ -184,11 +184,19 @@ class ExpertsTrainer:
         self.targets = self.reader.action  # what the experts learn: the deltas, or their absolute targets
         # A dataset recorded elsewhere (not 7 delta numbers per arm) is learnt as it is, at its own dimension.
         self.action_targets = "delta" if self.reader.native_actions else recipe.model_config.action_targets
+        # [x, y, z, roll, pitch, yaw, closure] per arm: what `Normalizer.bound_rotation` may clamp
+        self.pose_state = not self.reader.native_actions and self.reader.spec.state_dim == recipe.action_dim
+        if recipe.model_config.predictive_expert.gripper_head and self.reader.native_actions:
+            raise HarmoWAMError(
+                f"{self.reader.root}: the actions are not 7 numbers per arm with the gripper last, so there is no "
+                "gripper command for model.overrides.predictive_expert.gripper_head; set it to false"
+            )
         if self.action_targets in ("absolute", "pose"):
-            if self.reader.spec.state_dim != recipe.action_dim:
+            if not self.pose_state:
                 raise HarmoWAMError(
-                    f"{self.reader.root}: absolute action targets need a state of {recipe.action_dim} numbers "
-                    f"(7 per arm: position, euler angles, gripper) but the dataset's has {self.reader.spec.state_dim};"
+                    f"{self.reader.root}: {self.action_targets} action targets need a state of {recipe.action_dim} "
+                    f"numbers (7 per arm: position, euler angles, gripper) but the dataset's has "
+                    f"{self.reader.spec.state_dim};"
                     " set model.overrides.action_targets=delta"
                 )
             pose = self.action_targets == "pose"
@@ -261,6 +269,8 @@ class ExpertsTrainer:
         deltas = reader.action[frames] if self.action_targets in ("absolute", "pose") else None
         changes = self.state_changes[frames]
         normalizer = Normalizer.from_arrays(self.targets[frames], reader.state[frames], deltas, changes)
+        if not self.pose_state:  # a state recorded elsewhere (joints, say): no rotation numbers to clamp
+            normalizer.state_min = normalizer.state_max = None
         experts = self.build_experts(wm, normalizer)
         run = {
             "stage": "experts",
