@@ -155,9 +155,8 @@ class Normalizer:
         Why: the learned experts command rotation deltas, so the orientation integrates their errors with no
         feedback. Under the gate router stack_cans' gripper reaches the predictive expert at a roll of 0.02-0.12
         rad (later up to 0.5), where the demonstrations keep it within [-0.041, 0.047] rad (scale 0.0088):
-        standardised, up to 13 scales from the mean.
-        Read as it is, the predictive expert rises and closes on nothing at every handover; clamped, it grasps
-        (measurements: docs/learning.md, stop 35)."""
+        standardised, up to 13 scales from the mean. Read as it is, the predictive expert rises and closes on
+        nothing at the gate's handovers (traces and closed-loop measurements: docs/learning.md, stop 35)."""
         if self.state_min is None or self.state_max is None or z.shape[-1] % PER_ARM:
             return z
         low = self.normalize_state(torch.tensor(self.state_min, dtype=torch.float32, device=z.device))
@@ -237,10 +236,10 @@ class Experts(nn.Module):
         """SigLIP tokens of the current images and, for a gate with `motion`, of `previous_images` (the images
         one control step earlier; None when the batch has none), the world model's hidden tokens, the predictive
         expert's condition tokens, the standardised state (with `obs_steps` 2, its scaled change since the previous
-        control step after it, in training scaled per window as `speed_augment` says: the predictive expert's
-        proprioceptive input), the world model's per-frame tokens for
-        the reactive expert (the world model's tokens are None in the latent ablation), and the cameras' keypoints
-        for the predictive expert's adaLN condition (None unless it reads them)."""
+        control step after it, in training scaled per window as `speed_augment` says; rotations clamped by
+        `Normalizer.bound_rotation`: the predictive expert's proprioceptive input), the world model's per-frame
+        tokens for the reactive expert (the world model's tokens are None in the latent ablation), and the cameras'
+        keypoints for the predictive expert's adaLN condition (None unless it reads them)."""
         device, use_wm = self.device, self.config.use_wm_latents
         with timed(timings, "image encoder"):
             images = batch["images"].to(device)

@@ -10,9 +10,8 @@ gripper number (a binary command regressed through a denoiser comes out between 
 spike, and the station thresholds it late or not at all). The condition tokens are the world model's hidden
 tokens of the current prediction, the SigLIP patch tokens of every camera's current image and the T5 tokens of
 the instruction, each projected to the expert's width and tagged with a learned modality (and camera)
-embedding. Trained to predict the noise
-(diffusers `DDPMScheduler`), sampled with `DDIMScheduler` in `inference_steps` steps. SigLIP and T5 are
-frozen (instruction embeddings are cached).
+embedding. Trained to predict the noise (diffusers `DDPMScheduler`), sampled with `DDIMScheduler` in
+`inference_steps` steps. SigLIP and T5 are frozen (instruction embeddings are cached).
 
     expert = PredictiveExpert(PredictiveExpertConfig(), action_dim=7, state_dim=7, wm_width=64, num_cameras=3)
     cond = expert.condition(images, wm_tokens, instructions)     # images (B, cams, 3, H, W)
