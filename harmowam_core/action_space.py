@@ -14,8 +14,8 @@ rotation is made absolute too, without euler angles: the orientation the delta s
 R = E(delta) @ E(state), as its rotation vector from the state's zero orientation (the simulator's gripper
 down at yaw 0; the real station's `home_euler`). That has no gimbal lock and is continuous below a half turn
 from the zero orientation; executed as a target, an orientation error is corrected at the next step instead of
-adding up over the episode as a sum of predicted deltas. At run time each target becomes a delta against the state observed at the step that executes it, so
-the conversion closes the loop.
+adding up over the episode as a sum of predicted deltas. At run time each target becomes a delta against the
+state observed at the step that executes it, so the conversion closes the loop.
 
     targets = absolute_targets(states, actions)          # (N, 7 * arms) each, numpy
     deltas = deltas_from_targets(targets, states)        # == actions (to float precision)
