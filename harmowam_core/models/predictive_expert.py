@@ -35,6 +35,12 @@ FREQ_DIM = 256
 MAX_TEXT_TOKENS = 32
 
 
+def over_real_steps(err: torch.Tensor, action_is_pad: torch.Tensor | None) -> torch.Tensor:
+    """The mean of a per-step error (B, chunk) over the chunk's real (not padded) steps."""
+    keep = torch.ones_like(err) if action_is_pad is None else (~action_is_pad.to(err.device)).float()
+    return (err * keep).sum() / keep.sum().clamp(min=1.0)
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
 
@@ -233,9 +239,7 @@ class PredictiveExpert(encoders.WithFrozenParts):
         command closes the gripper), over the chunk's real (not padded) steps."""
         logits = self.gripper_logits(cond, state, keypoints)
         err = nn.functional.binary_cross_entropy_with_logits(logits, closed.float().to(logits.device), reduction="none")
-        err = err.mean(-1)
-        keep = torch.ones_like(err) if action_is_pad is None else (~action_is_pad.to(err.device)).float()
-        return (err * keep).sum() / keep.sum().clamp(min=1.0)
+        return over_real_steps(err.mean(-1), action_is_pad)
 
     @torch.no_grad()
     def gripper_probability(
@@ -262,8 +266,7 @@ class PredictiveExpert(encoders.WithFrozenParts):
         noisy = self.scheduler.add_noise(actions, noise, t)
         target = actions if self.config.prediction == "sample" else noise
         err = ((self(noisy, t, cond, state.to(self.device), keypoints) - target) ** 2).mean(-1)
-        keep = torch.ones_like(err) if action_is_pad is None else (~action_is_pad.to(err.device)).float()
-        return (err * keep).sum() / keep.sum().clamp(min=1.0)
+        return over_real_steps(err, action_is_pad)
 
     @torch.no_grad()
     def sample(
