@@ -84,7 +84,7 @@ def run_train_experts(
 ) -> None:
     recipe = load_recipe(recipe_name, overrides)  # a bad recipe fails before torch is imported
 
-    from harmowam_core.training.experts import ExpertsTrainer
+    from harmowam_core.training.experts import INPUTS_FILE, ExpertsTrainer
 
     quiet_libraries()
     data = data or DEFAULT.data(recipe.name)
@@ -133,7 +133,10 @@ def run_train_experts(
             f"{run.steps} of {trainer.steps} steps, saved"
         )
     print_report(run.report)
-    console.print(f"{run.steps} steps · model {run.model_dir} · report {run.out / 'report.json'}")
+    console.print(
+        f"{run.steps} steps · model {run.model_dir} · report {run.out / 'report.json'}"
+        f" · what the experts read {run.out / INPUTS_FILE}"
+    )
     return run
 
 

@@ -263,3 +263,20 @@ def test_executed_targets_become_deltas_against_the_state_observed_at_each_step(
     for t, action in enumerate(actions):
         expected = deltas_from_targets(chunk[t], observation(t).state, rotation=targets == "pose")
         np.testing.assert_allclose(action, expected, atol=1e-6)
+
+
+def test_the_policy_crops_the_cameras_as_the_experts_were_trained(run_dir, tmp_path, monkeypatch):
+    """`predictive_expert.crops`: the cameras the experts read in closed loop are cut and resized as in training
+    (`resize_frames`), a camera without a crop read whole."""
+    from harmowam_core.data.windows import resize_frames
+
+    policy = HarmoWAMPolicy.from_bundle(export_bundle(run_dir, tmp_path / "bundles"))
+    policy.experts.predictive.config.crops = {"wrist": [0.5, 0.25, 0.5, 0.5]}
+    seen, real = {}, policy.experts.act
+    monkeypatch.setattr(policy.experts, "act", lambda batch, **kw: seen.setdefault("b", batch) and real(batch, **kw))
+    obs = observation()
+    policy.plan(obs.images, obs.state, "stack the cans")
+    images, size = seen["b"]["images"][0], policy.experts.predictive.config.image_size
+    wrist = obs.images["wrist"][None, 24:48, 16:48]  # rows 24..47, columns 16..47 of the 48 x 64 frame
+    assert torch.equal(images[2], resize_frames(wrist, [size, size])[0])
+    assert torch.equal(images[0], resize_frames(obs.images["front"][None], [size, size])[0])

@@ -330,6 +330,18 @@ def test_speed_augment_needs_the_state_change_it_scales():
     load_recipe("stack_cans", ["model.overrides.predictive_expert.speed_augment=[0.5, 1.0]"])
 
 
+def test_a_crop_is_a_box_inside_a_camera_of_the_recipe():
+    crops = "model.overrides.predictive_expert.crops="
+    assert load_recipe("stack_cans", [crops + "{top: [0.1, 0.2, 0.6, 0.6]}"]).model_config.predictive_expert.crops == {
+        "top": [0.1, 0.2, 0.6, 0.6]
+    }
+    with pytest.raises(RecipeError, match=r"crops': expected a camera name of this recipe: front, top, wrist"):
+        load_recipe("stack_cans", [crops + "{side: [0.1, 0.2, 0.6, 0.6]}"])
+    for box in ("[0.5, 0.2, 0.6, 0.6]", "[0.1, 0.2, 0.0, 0.6]", "[0.1, 0.2, 0.6]", "[-0.1, 0.2, 0.5, 0.5]"):
+        with pytest.raises(RecipeError, match=r"crops.top': expected \[top, left, height, width\]"):
+            load_recipe("stack_cans", [crops + "{top: " + box + "}"])
+
+
 def test_structural_rules_hold_wherever_a_model_configuration_is_resolved():
     # the paper preset (Wan2.2's 16 x codec, 13 = 4 x 3 + 1 frames) and the tiny one pass; so do what the rules allow
     for sets in (

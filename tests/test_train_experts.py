@@ -109,6 +109,7 @@ def test_train_experts_caches_the_world_model_and_reports(stage2_inputs, tmp_pat
 
     experts = Experts.from_pretrained(out / "model")
     assert experts.config.action_dim == 7 and experts.config.num_cameras == 3 and experts.config.use_wm_latents
+    assert (out / stage2.INPUTS_FILE).is_file()  # what the experts read, for the user to look at
 
 
 def test_train_experts_stopped_and_resumed_ends_at_the_uninterrupted_weights(
@@ -199,6 +200,31 @@ def test_windows_carry_real_or_imagined_frames_and_per_frame_tokens(stage2_input
     strided = stage2.ExpertsTrainer(recipe, root, wm_dir, tmp_path / "e")._windows(wm, [0], None)
     assert strided.index == [(0, 0), (0, 4), (0, 8), (0, 12), (0, 16)]
     assert torch.equal(strided[1]["action"], real[4]["action"])
+
+
+def test_the_images_are_cropped_as_the_recipe_says_and_the_run_shows_what_the_experts_read(stage2_inputs, tmp_path):
+    root, wm_dir = stage2_inputs
+    crops = "model.overrides.predictive_expert.crops={top: [0.0, 0.5, 0.5, 0.5]}"
+    recipe = load_recipe("stack_cans", [SMALL[1], SMALL[3], crops])
+    wm = WorldModel.from_pretrained(wm_dir)
+    windows = stage2.ExpertsTrainer(recipe, root, wm_dir, tmp_path / "e")._windows(wm, [0], None)
+    whole = load_recipe("stack_cans", [SMALL[1], SMALL[3]])
+    plain = stage2.ExpertsTrainer(whole, root, wm_dir, tmp_path / "e")._windows(wm, [0], None)
+    top = windows.reader.frames(0, "top", np.array([3]))  # (1, 16, 16, 3): its upper right quarter, at 32 px
+    quarter = torch.nn.functional.interpolate(
+        torch.from_numpy(top[:, :8, 8:]).permute(0, 3, 1, 2).float(), size=(32, 32), mode="bilinear"
+    )
+    assert torch.equal(windows[3]["images"][1], quarter.round().clamp(0, 255).to(torch.uint8)[0])
+    assert torch.equal(windows[3]["images"][[0, 2]], plain[3]["images"][[0, 2]])  # the others read whole
+
+    sheet = stage2.save_input_sheet(windows, tmp_path / "inputs.png", rows=2)
+    from PIL import Image
+
+    image = np.asarray(Image.open(sheet))
+    panel, banner = stage2.SHEET_PANEL, image.shape[0] - 2 * stage2.SHEET_PANEL
+    assert image.shape[1] == (3 + len(stage2.SHEET_FRAMES)) * panel
+    first = Image.fromarray(windows[0]["images"][1].permute(1, 2, 0).numpy()).resize((panel, panel), Image.NEAREST)
+    assert np.array_equal(image[banner : banner + panel, panel : 2 * panel], np.asarray(first))  # row 1, the top camera
 
 
 def _tiny_experts(use_wm_latents=True, seed=0, obs_steps=1, gripper_head=False) -> Experts:

@@ -25,6 +25,21 @@ def test_resize_frames_keeps_uint8_and_channels_first():
     assert resize_frames(frames, [8, 12]).shape == (2, 3, 8, 12)
 
 
+def test_a_crop_cuts_its_box_out_of_each_frame_before_resizing():
+    frames = np.arange(2 * 8 * 12 * 3, dtype=np.int64).reshape(2, 8, 12, 3).astype(np.uint8)
+    # [top, left, height, width] = rows 2..5 and columns 3..8 of the 8 x 12 frame: at its own size, exact
+    box = resize_frames(frames, [4, 6], crop=[0.25, 0.25, 0.5, 0.5])
+    assert torch.equal(box, torch.from_numpy(frames[:, 2:6, 3:9]).permute(0, 3, 1, 2))
+    # enlarged: a constant box stays that constant whatever the rest of the frame holds
+    marked = np.zeros((1, 8, 12, 3), dtype=np.uint8)
+    marked[:, 4:8, 6:12] = 90
+    assert torch.equal(
+        resize_frames(marked, [16, 16], crop=[0.5, 0.5, 0.5, 0.5]), torch.full((1, 3, 16, 16), 90, dtype=torch.uint8)
+    )
+    # a sliver rounds to one pixel, never to none
+    assert resize_frames(frames, [1, 1], crop=[0.0, 0.0, 0.01, 0.01]).shape == (2, 3, 1, 1)
+
+
 def test_expert_inputs_regroup_the_tokens_per_future_frame_and_omit_a_missing_previous_image():
     hidden = torch.arange(4).float().repeat_interleave(3).view(12, 1).expand(12, 2)  # 4 latents x 3 tokens, D=2
     frames = torch.zeros(12, 3, 8, 8, dtype=torch.uint8)

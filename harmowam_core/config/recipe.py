@@ -266,6 +266,11 @@ class Recipe:
     @model_validator(mode="after")
     def _resolve_model(self) -> Recipe:
         self.model_config = _resolve(self.model)
+        names = [cam.name for cam in self.cameras]
+        for name in self.model_config.predictive_expert.crops or {}:
+            if name not in names:
+                expected = "expected a camera name of this recipe: " + ", ".join(names)
+                raise Invalid(expected, name, "model.overrides.predictive_expert.crops")
         chunk = self.model_config.action_chunk
         stride = self.train_experts.window_stride
         if not 1 <= stride <= chunk:
@@ -306,6 +311,17 @@ class Recipe:
 
 
 # --------------------------------------------------------------------------------------------- model presets
+CROP_BOX = "expected [top, left, height, width], fractions of the frame: a box of positive size inside it"
+
+
+def _crop_box(box: list[float]) -> bool:
+    """A camera's crop (`predictive_expert.crops`): four fractions, the box inside the frame."""
+    if len(box) != 4:
+        return False
+    top, left, height, width = box
+    return 0 <= top < 1 and 0 <= left < 1 and 0 < height <= 1 - top and 0 < width <= 1 - left
+
+
 # The presets' settings as their overrides are checked: every integer of a preset (also inside a list: resolution,
 # patch_size, kernel and hidden sizes) is a positive count or size, and a number any finite one, except these.
 _STRICT = {int: PositiveInt, float: Number, str: Str, bool: Bool}
@@ -317,6 +333,7 @@ _MODEL_FIELDS: dict[tuple[str, str], Any] = {
     ("WorldModelConfig", "pixel_residual_scale"): PositiveNumber,
     ("PredictiveExpertConfig", "augment_shift"): Annotated[Int, rule(lambda v: v >= 0, "expected pixels >= 0")],
     ("ReactiveExpertConfig", "augment_shift"): Annotated[Int, rule(lambda v: v >= 0, "expected pixels >= 0")],
+    ("PredictiveExpertConfig", "crops"): dict[Str, Annotated[list[Number], rule(_crop_box, CROP_BOX)]] | None,
     ("ReactiveExpertConfig", "smooth_l1_beta"): PositiveNumber,
     ("ReactiveExpertConfig", "train_frames"): Annotated[
         Int, rule(lambda v: v >= 1, "expected null (every frame) or at least 1 frame")

@@ -3,6 +3,7 @@
     idx, is_pad = window(t, length, 13)      # frames t..t+12 of an episode, clamped at its last frame
     clips = ClipDataset(reader, "front", episodes, [64, 64], 13)   # stage 1's clips of one camera
     frames = resize_frames(video, [96, 96])  # (k, H, W, 3) uint8 -> (k, 3, 96, 96) uint8
+    view = resize_frames(video, [96, 96], crop=[0.1, 0.2, 0.6, 0.6])  # a box of each frame, resized
     batch = expert_inputs(images, previous, state, instruction, frames, hidden, frame_latent)
 
 A window starting at frame t of an episode reads frames (or actions) t, t+1, ..., clamped at the episode's
@@ -42,14 +43,25 @@ def previous_frame(t: int) -> int:
     return max(0, t - 1)
 
 
-def resize_frames(frames: np.ndarray, size: list[int]) -> torch.Tensor:
+def resize_frames(frames: np.ndarray, size: list[int], crop: list[float] | None = None) -> torch.Tensor:
     """(k, H, W, 3) uint8 -> (k, 3, h, w) uint8 at `size` = [h, w] (area averaging when shrinking, bilinear
-    when enlarging; torch.nn.functional.interpolate)."""
+    when enlarging; torch.nn.functional.interpolate). `crop` = [top, left, height, width], fractions of the
+    frame, cuts that box (rounded to whole pixels, at least one) out before resizing (None: the whole frame)."""
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+    if crop is not None:
+        rows, columns = crop_pixels(crop[0], crop[2], x.shape[-2]), crop_pixels(crop[1], crop[3], x.shape[-1])
+        x = x[..., slice(*rows), slice(*columns)]
     if list(x.shape[-2:]) == list(size):
         return x.contiguous()
     y = F.interpolate(x.float(), size=tuple(size), mode="area" if x.shape[-1] >= size[-1] else "bilinear")
     return y.round().clamp(0, 255).to(torch.uint8)
+
+
+def crop_pixels(start: float, extent: float, pixels: int) -> tuple[int, int]:
+    """The pixel range [first, stop) of a crop starting at fraction `start` of an axis of `pixels` pixels and
+    covering fraction `extent` of it: rounded to whole pixels, at least one, inside the axis."""
+    first = min(int(round(start * pixels)), pixels - 1)
+    return first, min(pixels, first + max(1, int(round(extent * pixels))))
 
 
 class ExpertBatch(TypedDict, total=False):

@@ -80,6 +80,9 @@ class PredictiveExpertConfig:
     image_encoder: str | None = None  # SigLIP checkpoint (local dir / hub id); None = small random SigLIP
     image_size: int = 96  # the cameras' 96 px: at 64 px a can on the front camera is a few pixels
     augment_shift: int = 4  # random-shift augmentation of the camera images in training, pixels (0: none)
+    crops: dict[str, list[float]] | None = None  # camera name -> [top, left, height, width], fractions of its
+    # frame: the box the predictive expert and the gate read, resized to image_size (issue 19, cause 6: at 96 px
+    # the top camera shows a can's rim as a 3-4 px ring); a camera not named, and None, is read whole
     keypoints: bool = True  # conv backbone: every camera's spatial-softmax keypoints also join the adaLN
     # condition beside the timestep and the state, as diffusion policy's global condition (Chi et al. 2023): where
     # the arm and each object appear, as coordinates every block reads, not only through cross-attention

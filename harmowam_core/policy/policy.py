@@ -278,10 +278,11 @@ class HarmoWAMPolicy:
                 current, [instruction], steps=self.denoising_steps, generator=self.generator, previous=before
             )
         imagined = (out.frames * 255).round().clamp(0, 255).to(torch.uint8)  # (1, 13, 3, h, w)
-        size = self.experts.predictive.config.image_size  # resized as in training
+        size = self.experts.predictive.config.image_size  # cropped and resized as in training
+        boxes = self.experts.predictive.config.crops or {}
 
         def cameras(images: dict[str, np.ndarray]) -> torch.Tensor:  # (cams, 3, S, S) uint8
-            return torch.stack([resize_frames(images[c][None], [size, size])[0] for c in self.cameras])
+            return torch.stack([resize_frames(images[c][None], [size, size], boxes.get(c))[0] for c in self.cameras])
 
         motion = previous is not None and self.experts.config.gate.motion  # only a motion gate reads them
         change = None if previous_state is None else torch.from_numpy(state_change(state, previous_state))

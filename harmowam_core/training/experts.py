@@ -86,11 +86,13 @@ class ExpertWindows(Dataset):
         on_progress: Progress | None = None,
         actions: np.ndarray | None = None,
         state_changes: np.ndarray | None = None,
+        crops: dict[str, list[float]] | None = None,
     ):
         """`actions`: what the experts learn, one row per dataset frame (default the dataset's `action`; the
         absolute targets of `action_space.absolute_targets` when the model predicts those). `state_changes`:
-        `state_changes(reader)`, one row per dataset frame (computed here when not given)."""
-        self.reader, self.clips, self.cache, self.chunk = reader, clips, cache, chunk
+        `state_changes(reader)`, one row per dataset frame (computed here when not given). `crops`: camera name ->
+        the box of its frames the images show (`predictive_expert.crops`; `resize_frames`)."""
+        self.reader, self.clips, self.cache, self.chunk, self.cameras = reader, clips, cache, chunk, list(cameras)
         self.actions = reader.action if actions is None else actions
         self.state_changes = state_changes_of(reader) if state_changes is None else state_changes
         self.index = clips.index
@@ -98,7 +100,8 @@ class ExpertWindows(Dataset):
         self.images: dict[int, torch.Tensor] = {}
         for i, ep in enumerate(clips.episodes):  # (frames, cams, 3, S, S), decoded once
             every = np.arange(reader.lengths[ep])
-            per_camera = [resize_frames(reader.frames(ep, cam, every), [image_size, image_size]) for cam in cameras]
+            size, boxes = [image_size, image_size], crops or {}
+            per_camera = [resize_frames(reader.frames(ep, cam, every), size, boxes.get(cam)) for cam in cameras]
             self.images[ep] = torch.stack(per_camera, dim=1)
             if on_progress is not None:
                 on_progress("images", i + 1, len(clips.episodes), f"episode {ep}")
@@ -129,6 +132,40 @@ class ExpertWindows(Dataset):
         batch["action_is_pad"] = torch.from_numpy(is_pad | reader.detour[g - t + steps])  # detour actions: no loss
         batch["interaction"] = torch.tensor(int(reader.interaction[g]))
         return batch
+
+
+INPUTS_FILE = "inputs.png"  # in the run directory: what the experts read (`save_input_sheet`)
+SHEET_PANEL = 128  # pixels per image on the sheet
+SHEET_FRAMES = (1, 4, 8, 12)  # the imagined future frames shown
+
+
+def save_input_sheet(windows: ExpertWindows, path: Path, rows: int = 3) -> Path:
+    """What the experts read (issue 19, cause 6), as one PNG: a row per window (`rows` windows evenly spaced over
+    the first episode of `windows`), each camera as the predictive expert and the gate read it (cropped and
+    resized as `predictive_expert.crops` and `image_size` say, before the training's random shifts), then the
+    imagined future frames `SHEET_FRAMES` the reactive expert reads. Every image is scaled to SHEET_PANEL pixels
+    (nearest neighbour, so that the pixels the model reads stay visible). Returns `path`."""
+    from PIL import Image, ImageDraw
+
+    from harmowam_core.evaluation.video import BANNER, label_font
+
+    episode = windows.index[0][0]
+    mine = [i for i, (ep, _) in enumerate(windows.index) if ep == episode]
+    picks = [mine[int(k)] for k in np.linspace(0, len(mine) - 1, rows)]
+    names = list(windows.cameras) + [f"imagined +{k}" for k in SHEET_FRAMES]
+    sheet = Image.new("RGB", (len(names) * SHEET_PANEL, BANNER // 2 + rows * SHEET_PANEL), (20, 20, 20))
+    draw, font = ImageDraw.Draw(sheet), label_font()
+    for col, name in enumerate(names):
+        draw.text((col * SHEET_PANEL + 4, 2), name, fill=(235, 235, 235), font=font)
+    for row, i in enumerate(picks):
+        batch = windows[i]
+        future = [batch["frames"][min(k, len(batch["frames"])) - 1] for k in SHEET_FRAMES]
+        for col, image in enumerate([*batch["images"], *future]):
+            panel = Image.fromarray(image.permute(1, 2, 0).numpy()).resize((SHEET_PANEL, SHEET_PANEL), Image.NEAREST)
+            sheet.paste(panel, (col * SHEET_PANEL, BANNER // 2 + row * SHEET_PANEL))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return path
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -253,6 +290,7 @@ class ExpertsTrainer:
             on_progress=on_progress,
             actions=self.targets,
             state_changes=self.state_changes,
+            crops=recipe.model_config.predictive_expert.crops,
         )
 
     def run(self, on_log: Callable[[StepLog], None] | None = None, on_progress: Progress | None = None) -> ExpertsRun:
@@ -288,6 +326,7 @@ class ExpertsTrainer:
         if loop.is_main_process:
             out.mkdir(parents=True, exist_ok=True)
             (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+            save_input_sheet(train_set, out / INPUTS_FILE)
 
         def snapshot(loop: TrainLoop) -> None:  # every process: FSDP gathers the shards
             model = loop.trained_model(build=lambda: self.build_experts(wm, normalizer))
