@@ -265,13 +265,16 @@ def test_executed_targets_become_deltas_against_the_state_observed_at_each_step(
         np.testing.assert_allclose(action, expected, atol=1e-6)
 
 
-def test_the_policy_crops_the_cameras_as_the_experts_were_trained(run_dir, tmp_path, monkeypatch):
-    """`predictive_expert.crops`: the cameras the experts read in closed loop are cut and resized as in training
-    (`resize_frames`), a camera without a crop read whole."""
+def test_the_policy_crops_the_cameras_as_the_experts_were_trained(tmp_path, monkeypatch):
+    """`predictive_expert.crops`, keyed by camera name: in closed loop (observations keyed by role) each camera is
+    cut and resized as in training (`resize_frames`), a camera without a crop read whole."""
     from harmowam_core.data.windows import resize_frames
 
-    policy = HarmoWAMPolicy.from_bundle(export_bundle(run_dir, tmp_path / "bundles"))
-    policy.experts.predictive.config.crops = {"wrist": [0.5, 0.25, 0.5, 0.5]}
+    renamed = "cameras=[{name: front, role: front, height: 96, width: 96}, {name: overhead, role: top, height: 96, "
+    renamed += "width: 96}, {name: hand, role: wrist, height: 96, width: 96}]"
+    crops = "model.overrides.predictive_expert.crops={hand: [0.5, 0.25, 0.5, 0.5]}"
+    run = untrained_run(tmp_path / "runs" / "stack_cans", load_recipe("stack_cans", [renamed, crops]), resolution=32)
+    policy = HarmoWAMPolicy.from_bundle(export_bundle(run, tmp_path / "bundles"))
     seen, real = {}, policy.experts.act
     monkeypatch.setattr(policy.experts, "act", lambda batch, **kw: seen.setdefault("b", batch) and real(batch, **kw))
     obs = observation()
@@ -279,4 +282,4 @@ def test_the_policy_crops_the_cameras_as_the_experts_were_trained(run_dir, tmp_p
     images, size = seen["b"]["images"][0], policy.experts.predictive.config.image_size
     wrist = obs.images["wrist"][None, 24:48, 16:48]  # rows 24..47, columns 16..47 of the 48 x 64 frame
     assert torch.equal(images[2], resize_frames(wrist, [size, size])[0])
-    assert torch.equal(images[0], resize_frames(obs.images["front"][None], [size, size])[0])
+    assert torch.equal(images[1], resize_frames(obs.images["top"][None], [size, size])[0])

@@ -337,6 +337,8 @@ def test_a_crop_is_a_box_inside_a_camera_of_the_recipe():
     }
     with pytest.raises(RecipeError, match=r"crops': expected a camera name of this recipe: front, top, wrist"):
         load_recipe("stack_cans", [crops + "{side: [0.1, 0.2, 0.6, 0.6]}"])
+    for edge in ("[0.9, 0.0, 0.1, 1.0]", "[0.0, 0.8, 1.0, 0.2]", "[0.33, 0.0, 0.67, 1.0]"):  # up to the frame's edge
+        load_recipe("stack_cans", [crops + "{top: " + edge + "}"])
     for box in ("[0.5, 0.2, 0.6, 0.6]", "[0.1, 0.2, 0.0, 0.6]", "[0.1, 0.2, 0.6]", "[-0.1, 0.2, 0.5, 0.5]"):
         with pytest.raises(RecipeError, match=r"crops.top': expected \[top, left, height, width\]"):
             load_recipe("stack_cans", [crops + "{top: " + box + "}"])

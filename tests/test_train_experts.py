@@ -21,6 +21,7 @@ from harmowam_core.config import load_recipe
 from harmowam_core.data.labels import LabelSettings, label_dataset
 from harmowam_core.data.reader import DatasetReader
 from harmowam_core.data.windows import ClipDataset
+from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models.experts import Experts, ExpertsConfig, Normalizer, robust_scale
 from harmowam_core.models.presets import GateModelConfig, PredictiveExpertConfig, ReactiveExpertConfig, WorldModelConfig
 from harmowam_core.models.world_model import WorldModel
@@ -216,6 +217,13 @@ def test_the_images_are_cropped_as_the_recipe_says_and_the_run_shows_what_the_ex
     )
     assert torch.equal(windows[3]["images"][1], quarter.round().clamp(0, 255).to(torch.uint8)[0])
     assert torch.equal(windows[3]["images"][[0, 2]], plain[3]["images"][[0, 2]])  # the others read whole
+
+    # a crop must name a camera the dataset has (here the dataset's own names: front, top, wrist)
+    renamed = "cameras=[{name: front, role: front, height: 32, width: 32}, {name: overhead, role: top, height: 16, "
+    renamed += "width: 16}, {name: wrist, role: wrist, height: 16, width: 16}]"
+    foreign = load_recipe("stack_cans", [SMALL[1], SMALL[3], renamed, crops.replace("{top", "{overhead")])
+    with pytest.raises(HarmoWAMError, match="crops names overhead, not a camera of the dataset"):
+        stage2.ExpertsTrainer(foreign, root, wm_dir, tmp_path / "f")
 
     sheet = stage2.save_input_sheet(windows, tmp_path / "inputs.png", rows=2)
     from PIL import Image

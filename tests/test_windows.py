@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from harmowam_core.data.windows import expert_inputs, resize_frames, window
+from harmowam_core.data.windows import crop_pixels, expert_inputs, resize_frames, window
 from harmowam_core.models.world_model import frame_to_latent
 
 
@@ -36,8 +36,9 @@ def test_a_crop_cuts_its_box_out_of_each_frame_before_resizing():
     assert torch.equal(
         resize_frames(marked, [16, 16], crop=[0.5, 0.5, 0.5, 0.5]), torch.full((1, 3, 16, 16), 90, dtype=torch.uint8)
     )
-    # a sliver rounds to one pixel, never to none
-    assert resize_frames(frames, [1, 1], crop=[0.0, 0.0, 0.01, 0.01]).shape == (2, 3, 1, 1)
+    # a sliver rounds to one pixel, never to none, and a box stays inside the axis
+    assert crop_pixels(0.0, 0.01, 8) == (0, 1) and crop_pixels(0.99, 0.01, 8) == (7, 8)
+    assert crop_pixels(0.9, 0.1 + 1e-12, 10) == (9, 10) and crop_pixels(-0.1, 0.5, 10) == (0, 5)
 
 
 def test_expert_inputs_regroup_the_tokens_per_future_frame_and_omit_a_missing_previous_image():

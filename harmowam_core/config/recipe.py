@@ -319,7 +319,9 @@ def _crop_box(box: list[float]) -> bool:
     if len(box) != 4:
         return False
     top, left, height, width = box
-    return 0 <= top < 1 and 0 <= left < 1 and 0 < height <= 1 - top and 0 < width <= 1 - left
+    inside = 1 + 1e-9  # [0.9, 0, 0.1, 1] reaches the edge: 0.9 + 0.1 may round past 1
+    fits = top + height <= inside and left + width <= inside
+    return 0 <= top < 1 and 0 <= left < 1 and height > 0 and width > 0 and fits
 
 
 # The presets' settings as their overrides are checked: every integer of a preset (also inside a list: resolution,

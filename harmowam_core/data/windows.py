@@ -44,8 +44,8 @@ def previous_frame(t: int) -> int:
 
 
 def resize_frames(frames: np.ndarray, size: list[int], crop: list[float] | None = None) -> torch.Tensor:
-    """(k, H, W, 3) uint8 -> (k, 3, h, w) uint8 at `size` = [h, w] (area averaging when shrinking, bilinear
-    when enlarging; torch.nn.functional.interpolate). `crop` = [top, left, height, width], fractions of the
+    """(k, H, W, 3) uint8 -> (k, 3, h, w) uint8 at `size` = [h, w] (area averaging when both axes shrink, else
+    antialiased bilinear; torch.nn.functional.interpolate). `crop` = [top, left, height, width], fractions of the
     frame, cuts that box (rounded to whole pixels, at least one) out before resizing (None: the whole frame)."""
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
     if crop is not None:
@@ -53,14 +53,15 @@ def resize_frames(frames: np.ndarray, size: list[int], crop: list[float] | None 
         x = x[..., slice(*rows), slice(*columns)]
     if list(x.shape[-2:]) == list(size):
         return x.contiguous()
-    y = F.interpolate(x.float(), size=tuple(size), mode="area" if x.shape[-1] >= size[-1] else "bilinear")
+    shrink = x.shape[-2] >= size[0] and x.shape[-1] >= size[1]  # else one axis grows: a crop, a tall frame
+    y = F.interpolate(x.float(), size=tuple(size), mode="area" if shrink else "bilinear", antialias=not shrink)
     return y.round().clamp(0, 255).to(torch.uint8)
 
 
 def crop_pixels(start: float, extent: float, pixels: int) -> tuple[int, int]:
     """The pixel range [first, stop) of a crop starting at fraction `start` of an axis of `pixels` pixels and
     covering fraction `extent` of it: rounded to whole pixels, at least one, inside the axis."""
-    first = min(int(round(start * pixels)), pixels - 1)
+    first = min(max(0, int(round(start * pixels))), pixels - 1)
     return first, min(pixels, first + max(1, int(round(extent * pixels))))
 
 

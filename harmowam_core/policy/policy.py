@@ -190,7 +190,8 @@ class HarmoWAMPolicy:
         self.threshold = float(recipe.gate.threshold)
         self.camera = "global" if recipe.arms == "dual" else "front"  # the world model's camera role
         roles = {c.name: c.role for c in recipe.cameras}  # the experts know dataset names
-        self.cameras = [roles.get(name, name) for name in (experts.config.cameras or list(roles))]
+        self.camera_names = experts.config.cameras or list(roles)  # what the crops are keyed by
+        self.cameras = [roles.get(name, name) for name in self.camera_names]  # what observations are keyed by
         self.seed = seed
         self.frame_latent = frame_to_latent(world_model.config.num_frames, world_model.codec.temporal)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="harmowam-plan") if async_inference else None
@@ -282,7 +283,12 @@ class HarmoWAMPolicy:
         boxes = self.experts.predictive.config.crops or {}
 
         def cameras(images: dict[str, np.ndarray]) -> torch.Tensor:  # (cams, 3, S, S) uint8
-            return torch.stack([resize_frames(images[c][None], [size, size], boxes.get(c))[0] for c in self.cameras])
+            return torch.stack(
+                [
+                    resize_frames(images[role][None], [size, size], boxes.get(name))[0]
+                    for role, name in zip(self.cameras, self.camera_names, strict=True)
+                ]
+            )
 
         motion = previous is not None and self.experts.config.gate.motion  # only a motion gate reads them
         change = None if previous_state is None else torch.from_numpy(state_change(state, previous_state))

@@ -64,7 +64,8 @@ def state_changes_of(reader: DatasetReader) -> np.ndarray:
 class ExpertWindows(Dataset):
     """Stage-2 windows, one per frame of the given episodes (the trainer keeps every `window_stride`-th).
 
-    Item: images (cams, 3, S, S) uint8, the current frame of every camera; previous_images, the frame before
+    Item: images (cams, 3, S, S) uint8, the current frame of every camera (its `crops` box, resized to S);
+    previous_images, the frame before
     (the first frame itself at an episode's start); state; instruction; action (12, A)
     and action_is_pad (12,), true past the episode's end and in the scripted expert's recovery detours
     (`DatasetReader.detour`), whose actions are not the expert's; interaction (the current frame's label, -1
@@ -143,7 +144,8 @@ def save_input_sheet(windows: ExpertWindows, path: Path, rows: int = 3) -> Path:
     """What the experts read (issue 19, cause 6), as one PNG: a row per window (`rows` windows evenly spaced over
     the first episode of `windows`), each camera as the predictive expert and the gate read it (cropped and
     resized as `predictive_expert.crops` and `image_size` say, before the training's random shifts), then the
-    imagined future frames `SHEET_FRAMES` the reactive expert reads. Every image is scaled to SHEET_PANEL pixels
+    future frames `SHEET_FRAMES` (those within the action chunk) the reactive expert reads, imagined (or real,
+    with `reactive_on_real_frames`). Every image is scaled to SHEET_PANEL pixels
     (nearest neighbour, so that the pixels the model reads stay visible). Returns `path`."""
     from PIL import Image, ImageDraw
 
@@ -152,15 +154,17 @@ def save_input_sheet(windows: ExpertWindows, path: Path, rows: int = 3) -> Path:
     episode = windows.index[0][0]
     mine = [i for i, (ep, _) in enumerate(windows.index) if ep == episode]
     picks = [mine[int(k)] for k in np.linspace(0, len(mine) - 1, rows)]
-    names = list(windows.cameras) + [f"imagined +{k}" for k in SHEET_FRAMES]
+    shown = [k for k in SHEET_FRAMES if k <= windows.chunk] or [windows.chunk]
+    future = "real" if windows.real_frames else "imagined"
+    names = list(windows.cameras) + [f"{future} +{k}" for k in shown]
     sheet = Image.new("RGB", (len(names) * SHEET_PANEL, BANNER // 2 + rows * SHEET_PANEL), (20, 20, 20))
     draw, font = ImageDraw.Draw(sheet), label_font()
     for col, name in enumerate(names):
         draw.text((col * SHEET_PANEL + 4, 2), name, fill=(235, 235, 235), font=font)
     for row, i in enumerate(picks):
         batch = windows[i]
-        future = [batch["frames"][min(k, len(batch["frames"])) - 1] for k in SHEET_FRAMES]
-        for col, image in enumerate([*batch["images"], *future]):
+        frames = [batch["frames"][k - 1] for k in shown]
+        for col, image in enumerate([*batch["images"], *frames]):
             panel = Image.fromarray(image.permute(1, 2, 0).numpy()).resize((SHEET_PANEL, SHEET_PANEL), Image.NEAREST)
             sheet.paste(panel, (col * SHEET_PANEL, BANNER // 2 + row * SHEET_PANEL))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -212,6 +216,13 @@ class ExpertsTrainer:
         self.camera = world_model_camera(recipe)
         if self.camera not in self.reader.cameras:
             raise HarmoWAMError(f"{self.reader.root}: no camera '{self.camera}' for the world model")
+        crops = recipe.model_config.predictive_expert.crops or {}
+        unknown = [name for name in crops if name not in self.reader.cameras]
+        if unknown:
+            raise HarmoWAMError(
+                f"{self.reader.root}: model.overrides.predictive_expert.crops names {', '.join(unknown)}, not a camera "
+                f"of the dataset ({', '.join(self.reader.cameras)}); map it with --set data.cameras.ROLE=KEY"
+            )
         self.wm_dir = world_model_dir(wm)  # the model directory, also from train-wm's run directory
         self.train_episodes, self.held_out = split_episodes(
             self.reader.num_episodes, max(1, recipe.train_experts.held_out_episodes)
