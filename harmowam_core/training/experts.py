@@ -65,9 +65,8 @@ class ExpertWindows(Dataset):
     """Stage-2 windows, one per frame of the given episodes (the trainer keeps every `window_stride`-th).
 
     Item: images (cams, 3, S, S) uint8, the current frame of every camera (its `crops` box, resized to S);
-    previous_images, the frame before
-    (the first frame itself at an episode's start); state; instruction; action (12, A)
-    and action_is_pad (12,), true past the episode's end and in the scripted expert's recovery detours
+    previous_images, the frame before (the first frame itself at an episode's start); state; instruction; action
+    (12, A) and action_is_pad (12,), true past the episode's end and in the scripted expert's recovery detours
     (`DatasetReader.detour`), whose actions are not the expert's; interaction (the current frame's label, -1
     unlabelled); frames (12, 3, h, w) uint8, the imagined future (or the real one with `real_frames`);
     wm_hidden (N, D) and wm_frame_tokens (12, n, D), the world model's hidden tokens whole and regrouped per
