@@ -20,7 +20,7 @@ from harmowam_core.action_space import state_change
 from harmowam_core.config import load_recipe
 from harmowam_core.data.labels import LabelSettings, label_dataset
 from harmowam_core.data.reader import DatasetReader
-from harmowam_core.data.windows import ClipDataset
+from harmowam_core.data.windows import ClipDataset, resize_frames
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.models.experts import Experts, ExpertsConfig, Normalizer, robust_scale
 from harmowam_core.models.presets import GateModelConfig, PredictiveExpertConfig, ReactiveExpertConfig, WorldModelConfig
@@ -81,6 +81,12 @@ def test_train_experts_caches_the_world_model_and_reports(stage2_inputs, tmp_pat
     result = runner.invoke(app, [*args, "--resume"])
     assert result.exit_code == 0, result.output
     assert calls == [] and "resumed at step 2" in result.output
+    # a resumed run keeps what its experts learn and read: other targets are one line, and nothing is rewritten
+    saved = (out / "recipe.yaml").read_text()
+    other = runner.invoke(app, [*args, "--resume", "--set", "model.overrides.action_targets=delta"])
+    refused = "trained with model.overrides.action_targets=absolute and this recipe sets delta"
+    assert other.exit_code == 2 and refused in other.output, other.output
+    assert len(other.output.strip().splitlines()) == 1 and (out / "recipe.yaml").read_text() == saved
     assert "gate frame accuracy" in result.output and "routed by the gate" in result.output
 
     report = json.loads((out / "report.json").read_text())
@@ -212,10 +218,7 @@ def test_the_images_are_cropped_as_the_recipe_says_and_the_run_shows_what_the_ex
     whole = load_recipe("stack_cans", [SMALL[1], SMALL[3]])
     plain = stage2.ExpertsTrainer(whole, root, wm_dir, tmp_path / "e")._windows(wm, [0], None)
     top = windows.reader.frames(0, "top", np.array([3]))  # (1, 16, 16, 3): its upper right quarter, at 32 px
-    quarter = torch.nn.functional.interpolate(
-        torch.from_numpy(top[:, :8, 8:]).permute(0, 3, 1, 2).float(), size=(32, 32), mode="bilinear"
-    )
-    assert torch.equal(windows[3]["images"][1], quarter.round().clamp(0, 255).to(torch.uint8)[0])
+    assert torch.equal(windows[3]["images"][1], resize_frames(top[:, :8, 8:], [32, 32])[0])
     assert torch.equal(windows[3]["images"][[0, 2]], plain[3]["images"][[0, 2]])  # the others read whole
 
     # a crop must name a camera the dataset has (here the dataset's own names: front, top, wrist)

@@ -171,6 +171,31 @@ def save_input_sheet(windows: ExpertWindows, path: Path, rows: int = 3) -> Path:
     return path
 
 
+# What a resumed run must keep: settings that change what the experts learn or read without changing any
+# parameter's shape (a changed shape is refused by `TrainLoop.resume`); (section or None, key) of the model config.
+RESUME_KEPT = ((None, "action_targets"), ("predictive_expert", "crops"), ("predictive_expert", "image_size"))
+
+
+def check_resumed_settings(out: Path, recipe: Recipe) -> None:
+    """Raise HarmoWAMError, one line naming the key, when `recipe` sets one of RESUME_KEPT other than the run in
+    `out` was trained with (its `recipe.yaml`; nothing to check without one, and a key the file predates is not
+    checked): a resumed model would go on learning other targets, or from other images, than its first steps."""
+    saved = out / "recipe.yaml"
+    if not saved.is_file():
+        return
+    then = (yaml.safe_load(saved.read_text()) or {}).get("model") or {}
+    now = asdict(recipe.model_config)
+    for section, key in RESUME_KEPT:
+        before = then if section is None else then.get(section) or {}
+        current = now if section is None else now[section]
+        if key in before and before[key] != current[key]:
+            name = key if section is None else f"{section}.{key}"
+            raise HarmoWAMError(
+                f"{out} was trained with model.overrides.{name}={before[key]} and this recipe sets {current[key]}: "
+                "resuming would mix the two; set it back (--set), or train into a new --out"
+            )
+
+
 # ------------------------------------------------------------------------------------------------ training
 @dataclass
 class ExpertsRun:
@@ -215,6 +240,8 @@ class ExpertsTrainer:
         self.camera = world_model_camera(recipe)
         if self.camera not in self.reader.cameras:
             raise HarmoWAMError(f"{self.reader.root}: no camera '{self.camera}' for the world model")
+        if resume:
+            check_resumed_settings(self.out, recipe)
         crops = recipe.model_config.predictive_expert.crops or {}
         unknown = [name for name in crops if name not in self.reader.cameras]
         if unknown:
