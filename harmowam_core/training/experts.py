@@ -98,9 +98,9 @@ class ExpertWindows(Dataset):
         self.index = clips.index
         self.real_frames, self.frame_latent = real_frames, frame_latent
         self.images: dict[int, torch.Tensor] = {}
+        size, boxes = [image_size, image_size], crops or {}
         for i, ep in enumerate(clips.episodes):  # (frames, cams, 3, S, S), decoded once
             every = np.arange(reader.lengths[ep])
-            size, boxes = [image_size, image_size], crops or {}
             per_camera = [resize_frames(reader.frames(ep, cam, every), size, boxes.get(cam)) for cam in cameras]
             self.images[ep] = torch.stack(per_camera, dim=1)
             if on_progress is not None:
