@@ -87,6 +87,14 @@ def evaluate(
     denoising_steps: DenoiseOption = None,
     async_inference: AsyncOption = False,
     videos: Annotated[bool, typer.Option("--videos/--no-videos", help="Record every episode as an mp4.")] = True,
+    traces: Annotated[
+        bool,
+        typer.Option(
+            "--traces",
+            help="Also write every episode's steps (state, action, the expert in charge, p(interaction), stages, "
+            "the target object's position) as traces/<router>/<protocol>/episode_<i>.parquet.",
+        ),
+    ] = False,
     bundles: BundlesOption = DEFAULT.bundles,
     out: Annotated[
         Path | None, typer.Option(help="Results directory (default: runs/eval/<bundle>-<time>).", parser=out_dir)
@@ -106,7 +114,7 @@ def evaluate(
     run_eval(
         bundle, ood, episodes, router or ["gate"], scripted, seed, max_steps,
         policy_options(execute_steps, denoising_steps, async_inference), videos, bundles, out, backend, station,
-        dry_run, workers, shard,
+        dry_run, workers, shard, traces,
     )  # fmt: skip
 
 
@@ -128,6 +136,7 @@ def run_eval(
     dry_run: bool = False,
     workers: int | None = None,
     shard: str | None = None,
+    traces: bool = False,
 ):
     from harmowam_core.envs.ood import parse_protocols
     from harmowam_core.evaluation.report import write_outputs
@@ -159,8 +168,8 @@ def run_eval(
         try:
             report = run(
                 bundle, protocols, routers, episodes, seed, out, scripted=scripted, max_steps=max_steps,
-                videos=videos, policy_options=options, on_episode=on_episode, on_step=on_step, backend=backend,
-                station=station, dry_run=dry_run, workers=n_workers, shard=shard_index,
+                videos=videos, traces=traces, policy_options=options, on_episode=on_episode, on_step=on_step,
+                backend=backend, station=station, dry_run=dry_run, workers=n_workers, shard=shard_index,
             )  # fmt: skip
         except EvalFailed as err:
             err.report.interrupted = True  # partial: `eval merge` refuses it
@@ -175,6 +184,7 @@ def run_eval(
     console.print(
         f"results: {paths['json']} · {paths['csv']} · {paths['png']}"
         + (f" · videos {out / 'videos'}" if videos else "")
+        + (f" · traces {out / 'traces'}" if traces else "")
     )
     if report.shard is not None:
         console.print(f"partial results of shard {shard}: combine every shard's with `harmowam eval merge DIR...`")

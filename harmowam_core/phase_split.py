@@ -62,16 +62,22 @@ def supports_split(recipe) -> bool:
     return type(task_for(recipe)).transit_target is not SimTask.transit_target
 
 
+def first_target(env):
+    """The episode's first transit target now (`SimTask.transit_target`: its arm, object, centre xy and top
+    height, m), or None where it is not defined (not the simulator, or a task without one)."""
+    task, view = getattr(env, "task", None), getattr(env, "view", None)
+    return task.transit_target(view) if task is not None and view is not None else None
+
+
 def in_vicinity(env) -> bool | None:
     """Whether the gripper of the target's arm is in the vicinity of the episode's first target now (appendix
     D.2's "target vicinity"): within VICINITY (3 cm) of the target horizontally and between the target's top
     and VICINITY above it (a gripper below the top, e.g. sweeping past at table height, is not). None where
     that is not defined (not the simulator, or a task without a transit target)."""
-    task, view = getattr(env, "task", None), getattr(env, "view", None)
-    target = task.transit_target(view) if task is not None and view is not None else None
+    target = first_target(env)
     if target is None:
         return None
-    eef = view.eef_pos(target.arm)
+    eef = env.view.eef_pos(target.arm)
     height = eef[2] - target.top
     return bool(np.linalg.norm(eef[:2] - target.xy) <= VICINITY and 0.0 <= height <= VICINITY)
 
@@ -136,12 +142,12 @@ class HandoverSession(EvalSession):
     says whether the handover happened (the scripted approach reached the vicinity)."""
 
     def run(self, job: tuple, on_step: Callable[[int, str], None] | None = None) -> EpisodeResult:
-        protocol, episode, actor, video = job
+        protocol, episode, actor, video, trace = job
         handover = HandoverActor(self.actors[actor])
         with deterministic_cpu():
             result = run_episode(
                 self.env, handover, seed=self.seed + episode, ood=protocol, max_steps=self.steps, episode=episode,
-                video=video, fps=self.recipe.fps, camera=self.camera, on_step=on_step, stages=1,
+                video=video, fps=self.recipe.fps, camera=self.camera, on_step=on_step, stages=1, trace=trace,
             )  # fmt: skip
         result.transit = handover.handover_step is not None
         return result

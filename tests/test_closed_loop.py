@@ -4,6 +4,7 @@ records videos, and `deploy` / `eval` pick bundles and report; stage tables aggr
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 
@@ -20,6 +21,7 @@ from harmowam_core.envs.ood import parse_protocols
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.evaluation.report import EvalReport, stage_table, write_outputs
 from harmowam_core.evaluation.rollout import EpisodeResult, PolicyActor, ScriptedActor, run_episode
+from harmowam_core.evaluation.trace import read_trace
 from harmowam_core.policy.bundle import bundle_recipe, export_bundle, untrained_run
 from harmowam_core.policy.policy import HarmoWAMPolicy
 from harmowam_core.policy.routers import ROUTERS
@@ -213,7 +215,7 @@ def test_deploy_and_eval_pick_the_newest_bundle_or_fail_clearly(bundle, tmp_path
     out = runner.invoke(
         app,
         ["eval", *args, "--ood", "position", "--router", "gate", "--router", "reactive", "--episodes", "2",
-         "--no-videos", "--out", str(tmp_path / "eval")],
+         "--no-videos", "--traces", "--out", str(tmp_path / "eval")],
     )  # fmt: skip
     assert out.exit_code == 0, out.output
     data = json.loads((tmp_path / "eval" / "results.json").read_text())
@@ -222,6 +224,17 @@ def test_deploy_and_eval_pick_the_newest_bundle_or_fail_clearly(bundle, tmp_path
         ("reactive", "position", 2),
     ]
     assert [r["seed"] for r in data["results"]] == [5, 5, 6, 6]  # the routers see the same scenes
+    for result in data["results"]:  # each trace holds exactly the actions the episode executed
+        assert result["trace"] == str(
+            tmp_path / "eval" / "traces" / result["actor"] / "position" / f"episode_{result['episode']:03d}.parquet"
+        )
+        trace = read_trace(result["trace"]).to_pydict()
+        actions = np.asarray(trace["action"], dtype=np.float32)
+        assert trace["frame_index"] == [0, 1, 2]
+        assert hashlib.sha1(actions.tobytes()).hexdigest() == result["action_digest"]
+        assert None not in trace["gate.probability"]  # every router's plans carry the gate's p(interaction)
+        assert None not in trace["transit_target"]
+    assert "traces " in out.output.replace("\n", "")
     out = runner.invoke(app, ["eval", str(older), "--router", "vote"])
     assert out.exit_code == 2 and "router" in out.output
     out = runner.invoke(app, ["deploy", "--bundles", str(bundles), "--arms", "dual"])

@@ -12,7 +12,15 @@ from harmowam_core.envs.sim.tasks import sim_task_names
 from harmowam_core.envs.sim.tasks.base import TransitTarget
 from harmowam_core.evaluation.rollout import EpisodeResult
 from harmowam_core.evaluation.runner import EvalSession
-from harmowam_core.phase_split import HandoverActor, HandoverSession, in_vicinity, split_rows, supports_split
+from harmowam_core.evaluation.trace import read_trace
+from harmowam_core.phase_split import (
+    VICINITY,
+    HandoverActor,
+    HandoverSession,
+    in_vicinity,
+    split_rows,
+    supports_split,
+)
 from harmowam_core.policy.bundle import export_bundle, untrained_run
 
 SCRIPTED_IN_VICINITY = 33  # stack_cans, seed 1000 in-domain: the scripted approach enters the vicinity here
@@ -62,24 +70,37 @@ def test_the_vicinity_is_within_3_cm_horizontally_and_between_the_top_and_3_cm_a
 
 
 @pytest.mark.sim
-def test_evaluation_episodes_record_transit_and_interaction_episodes_hand_over(bundle):
+def test_evaluation_episodes_record_transit_and_interaction_episodes_hand_over(bundle, tmp_path):
     evaluation = EvalSession(bundle, ["predictive"], True, 1000, max_steps=50)
     try:
-        scripted = evaluation.run(("none", 0, "scripted", None))
-        policy = evaluation.run(("none", 0, "predictive", None))
+        scripted = evaluation.run(("none", 0, "scripted", None, tmp_path / "scripted.parquet"))
+        policy = evaluation.run(("none", 0, "predictive", None, None))
     finally:
         evaluation.close()
     assert scripted.transit is True  # the scripted approach reaches the first can's vicinity within 50 steps
     assert policy.transit is False  # untrained weights do not
     interaction = HandoverSession(bundle, ["predictive"], False, 1000, max_steps=50)
     try:
-        handed = interaction.run(("none", 0, "predictive", None))
+        handed = interaction.run(("none", 0, "predictive", None, tmp_path / "handed.parquet"))
     finally:
         interaction.close()
     assert handed.transit is True  # the handover happened
     assert handed.expert_steps["scripted"] == SCRIPTED_IN_VICINITY
     assert handed.expert_steps["predictive"] == 50 - SCRIPTED_IN_VICINITY
     assert handed.stages == [False, False]
+    # the traces: the state each action was chosen from, against the target it was heading for
+    trace = read_trace(tmp_path / "scripted.parquet").to_pydict()
+    assert trace["frame_index"] == list(range(50)) and set(trace["expert"]) == {"scripted"}
+    state, target = np.array(trace["observation.state"]), np.array(trace["transit_target"])
+    inside = (np.linalg.norm(state[:, :2] - target[:, :2], axis=1) <= VICINITY) & (
+        (state[:, 2] - target[:, 2] >= 0) & (state[:, 2] - target[:, 2] <= VICINITY)
+    )
+    assert np.argmax(inside) == SCRIPTED_IN_VICINITY  # the row whose state is the first one in the vicinity
+    handed_trace = read_trace(tmp_path / "handed.parquet").to_pydict()
+    assert handed_trace["expert"] == ["scripted"] * SCRIPTED_IN_VICINITY + ["predictive"] * (50 - SCRIPTED_IN_VICINITY)
+    assert handed_trace["observation.state"][:SCRIPTED_IN_VICINITY] == trace["observation.state"][:SCRIPTED_IN_VICINITY]
+    p = handed_trace["gate.probability"]  # the gate's p(interaction) for each plan: none for the scripted expert
+    assert p[:SCRIPTED_IN_VICINITY] == [None] * SCRIPTED_IN_VICINITY and None not in p[SCRIPTED_IN_VICINITY:]
 
 
 class Descending(Station):

@@ -29,6 +29,7 @@ from harmowam_core.envs.real.safety import UnsafeCommand
 from harmowam_core.envs.real.station import RealStation
 from harmowam_core.errors import HarmoWAMError
 from harmowam_core.evaluation.rollout import run_episode
+from harmowam_core.evaluation.trace import read_trace
 
 
 def dual_station(watchdog_s=0.25):
@@ -207,8 +208,14 @@ class EndAfter:
 def test_an_episode_ends_when_the_operator_says_and_is_scored(tmp_path, terminal):
     station, _ = open_station("stack_cans", single_station(), answers=[True, True, True], terminal=terminal)
     with station:
-        result = run_episode(station, EndAfter(station, 3), seed=0, max_steps=50, video=tmp_path / "e.mp4")
+        result = run_episode(
+            station, EndAfter(station, 3), seed=0, max_steps=50, video=tmp_path / "e.mp4", trace=tmp_path / "e.parquet"
+        )
     assert result.steps == 3 and result.stages == [True, True]
+    trace = read_trace(tmp_path / "e.parquet").to_pydict()
+    assert trace["frame_index"] == [0, 1, 2] and trace["expert"] == ["reactive"] * 3
+    assert trace["gate.probability"] == pytest.approx([0.2] * 3)
+    assert trace["transit_target"] == [None] * 3  # measured in the simulator only
 
 
 def test_the_dry_run_connects_to_nothing(monkeypatch):

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from harmowam_core.envs.base import Observation
+from harmowam_core.evaluation.trace import EpisodeTrace
 from harmowam_core.evaluation.video import EpisodeVideo
 
 
@@ -89,6 +90,7 @@ class EpisodeResult:
     seconds: float
     expert_steps: dict[str, int] = field(default_factory=dict)
     video: str | None = None
+    trace: str | None = None  # the episode's per-step parquet (`evaluation.trace`), where one was written
     interrupted: bool = False
     action_digest: str = ""  # SHA-1 of the executed actions (float32): equal digests, the same episode
     scene_digest: str = ""  # SHA-1 of the first observation (state and camera images): equal digests, the same
@@ -127,22 +129,32 @@ def run_episode(
     camera: str = "front",
     on_step: Callable[[int, str], None] | None = None,
     stages: int | None = None,
+    trace: Path | None = None,
 ) -> EpisodeResult:
     """Run one episode of `actor` (PolicyActor or ScriptedActor) on `env` from the scene of `seed`;
     `on_step(steps_done, expert_in_charge)` is called after every step. With `stages`, the episode ends once
-    its first `stages` stages have succeeded (default: all of them)."""
+    its first `stages` stages have succeeded (default: all of them). With `trace`, every step is also written
+    to that parquet file (`evaluation.trace`), an interrupted episode's steps too."""
+    from harmowam_core.phase_split import first_target  # phase_split imports this module
+
     start = time.perf_counter()
     result = EpisodeResult(actor.name, ood, episode, seed, [], 0, 0.0, video=str(video) if video else None)
+    result.trace = str(trace) if trace is not None else None
     obs = env.reset(seed=seed, ood=ood)
     result.scene_digest = observation_digest(obs)
     actor.reset(env)
     writer = EpisodeVideo(Path(video), fps, camera) if video is not None else None
+    steps = EpisodeTrace(Path(trace)) if trace is not None else None
     digest = hashlib.sha1()
     try:
         for step in range(max_steps):
             action = actor.act(obs)
             digest.update(np.asarray(action, dtype=np.float32).tobytes())
             used, p = actor.status()
+            if steps is not None:  # the row's state and target: when the action was chosen
+                target = first_target(env)
+                row = dict(step=step, state=obs.state, action=action, expert=used, p=p,
+                           target=None if target is None else [*target.xy, target.top])  # fmt: skip
             result.expert_steps[used] = result.expert_steps.get(used, 0) + 1
             # a video shows every frame; otherwise only the frames the actor will read are rendered
             obs = env.step(action, images=writer is not None or actor.needs_images())
@@ -150,6 +162,8 @@ def run_episode(
                 actor.reset(env)
             result.steps = step + 1
             reached = env.stage_success()
+            if steps is not None:
+                steps.add(**row, stages=reached)
             if writer is not None:
                 writer.add(obs, actor.imagined(), step + 1, used, p, reached)
             if on_step is not None:
@@ -164,6 +178,8 @@ def run_episode(
     finally:
         if writer is not None:
             writer.close()
+        if steps is not None:
+            steps.close()
     if result.interrupted:
         env.stop()
         result.stages = [bool(s) for s in env.stage_success()]

@@ -8,7 +8,8 @@
 Every actor (router, or the scripted expert) is evaluated on the same scenes: episode i of a protocol uses
 seed + i, so rows are paired comparisons. Rows follow the paper's Tables 2-3 and 5-8: the fraction of episodes
 reaching each stage (stages are sequential) and their mean ("avg"). Episode videos go to
-out/videos/<actor>/<protocol>/episode_<i>.mp4.
+out/videos/<actor>/<protocol>/episode_<i>.mp4, and with `traces` each episode's steps to
+out/traces/<actor>/<protocol>/episode_<i>.parquet (`evaluation.trace`).
 
 Each (protocol, episode, actor) is one job. `workers` > 1 runs the jobs in spawned simulator processes
 (`harmowam_core.workers`), each loading the bundle once; the report lists the results in the same order as one
@@ -77,7 +78,8 @@ def _quiet_libraries() -> None:
 
 class EvalSession:
     """A bundle's actors on one station: what one evaluation worker (or the evaluating process) holds. `run`
-    plays one job, (protocol, episode, actor, video path or None), and returns its EpisodeResult."""
+    plays one job, (protocol, episode, actor, video path or None, trace path or None), and returns its
+    EpisodeResult."""
 
     def __init__(
         self,
@@ -113,7 +115,7 @@ class EvalSession:
         target's vicinity (`phase_split`, paper appendix D.2)."""
         from harmowam_core.phase_split import TransitProbe
 
-        protocol, episode, actor, video = job
+        protocol, episode, actor, video, trace = job
         probe = TransitProbe(self.env) if self.simulator else None
 
         def stepped(done: int, used: str) -> None:
@@ -125,7 +127,7 @@ class EvalSession:
         with deterministic_cpu() if self.simulator else nullcontext():
             result = run_episode(
                 self.env, self.actors[actor], seed=self.seed + episode, ood=protocol, max_steps=self.steps,
-                episode=episode, video=video, fps=self.recipe.fps, camera=self.camera, on_step=stepped,
+                episode=episode, video=video, fps=self.recipe.fps, camera=self.camera, on_step=stepped, trace=trace,
             )  # fmt: skip
         result.transit = probe.reached if probe is not None else None
         return result
@@ -147,6 +149,7 @@ def evaluate(
     scripted: bool = False,
     max_steps: int | None = None,
     videos: bool = True,
+    traces: bool = False,
     policy_options: dict | None = None,
     on_episode: Callable[[EpisodeResult, int, int], None] | None = None,
     on_step: Callable[[int, str], None] | None = None,
@@ -180,9 +183,12 @@ def evaluate(
     index, count = shard
     report.shard = [index, count] if count > 1 else None
     jobs = [
-        (p, i, a, out / "videos" / a / p / f"episode_{i:03d}.mp4" if videos else None)
+        (
+            p, i, a, out / "videos" / a / p / f"episode_{i:03d}.mp4" if videos else None,
+            out / "traces" / a / p / f"episode_{i:03d}.parquet" if traces else None,
+        )
         for p, i, a in report.jobs()[index::count]
-    ]
+    ]  # fmt: skip
     report.workers = check_workers(workers, len(jobs), backend == "sim", bundle_bytes(bundle))
     args = (bundle, routers, scripted, seed, max_steps, policy_options, backend, station, dry_run)
     start = time.perf_counter()
@@ -334,7 +340,7 @@ def _deploy_in_workers(
     """`deploy`'s episodes in simulator worker processes, played by `EvalSession` as evaluation's are."""
     args = (bundle, [router], False, seed, max_steps, options)
     results, interrupted = [], False
-    jobs = [((ood, i, router), (ood, i, router, out / f"episode_{i:03d}.mp4")) for i in range(episodes)]
+    jobs = [((ood, i, router), (ood, i, router, out / f"episode_{i:03d}.mp4", None)) for i in range(episodes)]
     with sigterm_as_interrupt(), WorkerPool(workers, EVAL_SESSION, args) as pool:
         try:
             for _, result in pool.run(jobs):
