@@ -59,7 +59,7 @@ def main() -> int:
         try:
             for done in range(1, args.episodes + 1):
                 k = done - 1
-                session.run((protocols[k % len(protocols)], k // len(protocols), actors[k % len(actors)], None))
+                session.run((protocols[k % len(protocols)], k // len(protocols), actors[k % len(actors)], None, None))
                 rss.append(process.memory_info().rss)
                 if done == WARM_UP or done % 50 == 0 or done == args.episodes:
                     print(f"episode {done:4d}/{args.episodes}: RSS {rss[-1] / 2**20:8.1f} MiB", flush=True)

@@ -39,6 +39,7 @@ from harmowam_core.errors import HarmoWAMError
 from harmowam_core.evaluation.report import EvalReport
 from harmowam_core.evaluation.rollout import EpisodeResult, ScriptedActor, run_episode
 from harmowam_core.evaluation.runner import EvalSession, evaluate
+from harmowam_core.evaluation.trace import first_target
 from harmowam_core.workers import deterministic_cpu
 
 VICINITY = 0.03  # m: horizontally from the target; and the height band above its top (appendix D.2's vicinity)
@@ -60,13 +61,6 @@ def supports_split(recipe) -> bool:
     from harmowam_core.envs.sim.tasks.base import SimTask
 
     return type(task_for(recipe)).transit_target is not SimTask.transit_target
-
-
-def first_target(env):
-    """The episode's first transit target now (`SimTask.transit_target`: its arm, object, centre xy and top
-    height, m), or None where it is not defined (not the simulator, or a task without one)."""
-    task, view = getattr(env, "task", None), getattr(env, "view", None)
-    return task.transit_target(view) if task is not None and view is not None else None
 
 
 def in_vicinity(env) -> bool | None:

@@ -228,7 +228,9 @@ def test_deploy_and_eval_pick_the_newest_bundle_or_fail_clearly(bundle, tmp_path
         assert result["trace"] == str(
             tmp_path / "eval" / "traces" / result["actor"] / "position" / f"episode_{result['episode']:03d}.parquet"
         )
-        trace = read_trace(result["trace"]).to_pydict()
+        table = read_trace(result["trace"])
+        assert table.schema.metadata == {b"ended": b"finished", b"steps": b"3"}
+        trace = table.to_pydict()
         actions = np.asarray(trace["action"], dtype=np.float32)
         assert trace["frame_index"] == [0, 1, 2]
         assert hashlib.sha1(actions.tobytes()).hexdigest() == result["action_digest"]

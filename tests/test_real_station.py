@@ -145,7 +145,7 @@ def test_a_reflex_the_operator_does_not_confirm_ends_the_episode_and_sends_nothi
 
 def test_ctrl_c_stops_the_arm_during_a_step_and_between_steps(tmp_path):
     franky = FakeFranky()
-    station, franky = open_station("stack_cans", single_station(), answers=[True, True], franky=franky)
+    station, franky = open_station("stack_cans", single_station(), answers=[True, True, True], franky=franky)
 
     def interrupted_move(motion, asynchronous=False):
         raise KeyboardInterrupt
@@ -165,9 +165,27 @@ def test_ctrl_c_stops_the_arm_during_a_step_and_between_steps(tmp_path):
                     raise KeyboardInterrupt
                 return np.r_[0.01, 0, 0, 0, 0, 0, 0]
 
-        result = run_episode(station, CtrlCAfter(station, 0), seed=0, max_steps=50)
+        trace = tmp_path / "traces" / "episode_000.parquet"
+        result = run_episode(station, CtrlCAfter(station, 0), seed=0, max_steps=50, trace=trace)
         assert result.interrupted and result.steps == 2
-        assert [c[0] for c in franky.calls[-3:]] == ["move", "move", "stop"]
+        calls = [c[0] for c in franky.calls]
+        last_move = len(calls) - 1 - calls[::-1].index("move")
+        assert calls[last_move - 1 : last_move + 2] == ["move", "move", "stop"]
+        assert set(calls[last_move + 1 :]) == {"stop"}  # and the watchdog's, if its deadline passed meanwhile
+
+        class FailsAfter(CtrlCAfter):
+            def act(self, obs):
+                if self.count == 1:
+                    raise ValueError("a bug in the policy")
+                return super().act(obs)
+
+        with pytest.raises(ValueError, match="a bug"):  # the episode's own error, not the trace's
+            run_episode(station, FailsAfter(station, 0), seed=0, max_steps=50, trace=tmp_path / "failed.parquet")
+        assert read_trace(tmp_path / "failed.parquet").schema.metadata == {b"ended": b"failed", b"steps": b"1"}
+    table = read_trace(trace)  # the steps before Ctrl-C, and how the episode ended
+    assert table["frame_index"].to_pylist() == [0, 1]
+    assert table.schema.metadata == {b"ended": b"interrupted", b"steps": b"2"}
+    assert sorted(p.name for p in trace.parent.iterdir()) == ["episode_000.parquet"]  # no temporary file left
 
 
 def test_the_operator_scores_stages_in_order():
@@ -212,8 +230,11 @@ def test_an_episode_ends_when_the_operator_says_and_is_scored(tmp_path, terminal
             station, EndAfter(station, 3), seed=0, max_steps=50, video=tmp_path / "e.mp4", trace=tmp_path / "e.parquet"
         )
     assert result.steps == 3 and result.stages == [True, True]
-    trace = read_trace(tmp_path / "e.parquet").to_pydict()
+    table = read_trace(tmp_path / "e.parquet")
+    assert table.schema.metadata == {b"ended": b"finished", b"steps": b"3"}
+    trace = table.to_pydict()
     assert trace["frame_index"] == [0, 1, 2] and trace["expert"] == ["reactive"] * 3
+    assert trace["stages"] == [[False, False]] * 3  # the operator scores them after the episode
     assert trace["gate.probability"] == pytest.approx([0.2] * 3)
     assert trace["transit_target"] == [None] * 3  # measured in the simulator only
 

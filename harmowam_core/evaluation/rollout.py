@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from harmowam_core.envs.base import Observation
-from harmowam_core.evaluation.trace import EpisodeTrace
+from harmowam_core.evaluation.trace import EpisodeTrace, first_target
 from harmowam_core.evaluation.video import EpisodeVideo
 
 
@@ -134,9 +134,7 @@ def run_episode(
     """Run one episode of `actor` (PolicyActor or ScriptedActor) on `env` from the scene of `seed`;
     `on_step(steps_done, expert_in_charge)` is called after every step. With `stages`, the episode ends once
     its first `stages` stages have succeeded (default: all of them). With `trace`, every step is also written
-    to that parquet file (`evaluation.trace`), an interrupted episode's steps too."""
-    from harmowam_core.phase_split import first_target  # phase_split imports this module
-
+    to that parquet file (`evaluation.trace`), with how the episode ended (an interrupted or failed one too)."""
     start = time.perf_counter()
     result = EpisodeResult(actor.name, ood, episode, seed, [], 0, 0.0, video=str(video) if video else None)
     result.trace = str(trace) if trace is not None else None
@@ -146,6 +144,7 @@ def run_episode(
     writer = EpisodeVideo(Path(video), fps, camera) if video is not None else None
     steps = EpisodeTrace(Path(trace)) if trace is not None else None
     digest = hashlib.sha1()
+    ended = "failed"  # until the loop ends or is interrupted
     try:
         for step in range(max_steps):
             action = actor.act(obs)
@@ -170,18 +169,23 @@ def run_episode(
                 on_step(step + 1, used)
             if all(reached[:stages] if stages is not None else reached) or env.operator_ended:
                 break
+        ended = "finished"
     except KeyboardInterrupt:
-        result.interrupted = True
+        result.interrupted, ended = True, "interrupted"
+        env.stop()  # at once, before the video and the trace are written
     except BaseException:
         env.stop()
         raise
     finally:
+        if steps is not None:
+            try:
+                steps.close(ended, result.steps)
+            except Exception:
+                if ended != "failed":  # else the episode's own error is the one to see
+                    raise
         if writer is not None:
             writer.close()
-        if steps is not None:
-            steps.close()
     if result.interrupted:
-        env.stop()
         result.stages = [bool(s) for s in env.stage_success()]
     else:  # the real station stops, and its operator scores the stages
         result.stages = [bool(s) for s in env.end_episode()]

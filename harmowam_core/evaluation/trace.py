@@ -1,35 +1,43 @@
-"""The episode trace: one parquet row per executed control step, for finding where a policy fails (which expert
-acted, what the gate said, where the gripper was against the target object) without re-running the episode.
+"""The episode trace: one parquet row per control step, for finding where a policy fails (which expert acted,
+what the gate said, where the gripper was against the target object) without re-running the episode.
 
     trace = EpisodeTrace(Path("runs/eval/x/traces/gate/none/episode_000.parquet"))
     trace.add(step, obs.state, action, used, p, reached, target)   # after each step
-    trace.close()                                                   # writes the file (atomically)
+    trace.close("finished")                                         # writes the file (atomically)
     read_trace(path)                                                # -> a pyarrow Table
 
 Columns (LeRobot's names where LeRobot has one):
 
 - `frame_index` (int64): the control step, from 0.
-- `observation.state` (list<float32>): the state the action was chosen from, the station's units (per arm x, y, z
-  in m, roll, pitch, yaw in rad, gripper closure in [0, 1]).
-- `action` (list<float32>): the command executed at that step, the dataset's action space (per arm a delta: m,
-  rad, gripper command in [0, 1]).
+- `observation.state` (list<float32>): the state observed when the action was issued (with action chunks the
+  plan came from an earlier observation), the station's units: per arm x, y, z (m, table frame), roll, pitch,
+  yaw (rad, from the arm's home orientation), gripper closure in [0, 1].
+- `action` (list<float32>): the command the actor issued at that step, the dataset's action space (per arm a
+  delta: m, rad, gripper command in [0, 1]), before the station clips it and applies its gripper hysteresis.
 - `expert` (string): who produced it: `predictive`, `reactive`, `average` or `scripted`.
-- `gate.probability` (float32): the gate's p(interaction) for the plan the action came from (paper section
-  3.5; every router's plans carry it, whichever expert they execute); null for the scripted expert.
-- `stages` (list<bool>): each stage's success after the step.
-- `transit_target` (list<float32>, null outside the simulator): the first transit target's centre x, y and
-  top height (m), the object whose vicinity appendix D.2's transit measures (`phase_split`).
+- `gate.probability` (float32): the gate's p(interaction) for the plan the action came from (paper section 3.5;
+  every router's plans carry it, whichever expert they execute); null for the scripted expert.
+- `stages` (list<bool>): each stage's success after the step. On the real station the operator scores the
+  stages only after the episode, so there they read False throughout.
+- `transit_target` (list<float32>, null outside the simulator): the first transit target of the target's arm
+  (arm 0 in every shipped task) when the action was issued: its centre x, y and top height (m, table frame), the
+  object whose vicinity appendix D.2's transit measures (`phase_split`).
+
+The file's metadata says how the episode ended (`ended`: finished, interrupted or failed) and how many steps it
+ran (`steps`; an interrupted or failed step's action is not a row). An episode played in a worker process that
+is stopped midway (Ctrl-C, SIGTERM) leaves no trace, as it leaves no result.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from harmowam_core.data.meta import atomic_write_table
 
 SCHEMA = pa.schema(
     [
@@ -42,11 +50,19 @@ SCHEMA = pa.schema(
         ("transit_target", pa.list_(pa.float32())),
     ]
 )
+ENDINGS = ("finished", "interrupted", "failed")
+
+
+def first_target(env):
+    """The episode's first transit target now (`SimTask.transit_target`: its arm, object, centre xy and top
+    height, m, table frame), or None where it is not defined (not the simulator, or a task without one)."""
+    task, view = getattr(env, "task", None), getattr(env, "view", None)
+    return task.transit_target(view) if task is not None and view is not None else None
 
 
 class EpisodeTrace:
-    """Collects an episode's steps in memory and writes them as one parquet file on `close()`: written to a
-    temporary name and renamed, so a reader never sees a half-written trace."""
+    """Collects an episode's steps in memory and writes them as one parquet file on `close()`, through a hidden
+    temporary file renamed into place: a reader never sees a half-written trace."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -74,13 +90,14 @@ class EpisodeTrace:
         for name, value in zip(SCHEMA.names, values, strict=True):
             self.rows[name].append(value)
 
-    def close(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(self.path.name + ".partial")
-        pq.write_table(pa.table(self.rows, schema=SCHEMA), partial)
-        os.replace(partial, self.path)
+    def close(self, ended: str, steps: int) -> None:
+        """Write the file; `ended` is one of ENDINGS, `steps` the steps the episode ran."""
+        if ended not in ENDINGS:
+            raise ValueError(f"ended must be one of {ENDINGS}, got {ended!r}")
+        table = pa.table(self.rows, schema=SCHEMA).replace_schema_metadata({"ended": ended, "steps": str(steps)})
+        atomic_write_table(self.path, table)
 
 
 def read_trace(path: Path) -> pa.Table:
-    """The trace at `path` (see the module docstring for its columns)."""
-    return pq.read_table(path, schema=SCHEMA)
+    """The trace at `path` (see the module docstring for its columns and metadata)."""
+    return pq.read_table(path)
