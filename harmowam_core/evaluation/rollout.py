@@ -150,7 +150,7 @@ def run_episode(
             action = actor.act(obs)
             digest.update(np.asarray(action, dtype=np.float32).tobytes())
             used, p = actor.status()
-            if steps is not None:  # the row's state and target: when the action was chosen
+            if steps is not None:  # the row's state and target: when the action was issued
                 target = first_target(env)
                 row = dict(step=step, state=obs.state, action=action, expert=used, p=p,
                            target=None if target is None else [*target.xy, target.top])  # fmt: skip

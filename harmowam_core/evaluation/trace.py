@@ -3,7 +3,7 @@ what the gate said, where the gripper was against the target object) without re-
 
     trace = EpisodeTrace(Path("runs/eval/x/traces/gate/none/episode_000.parquet"))
     trace.add(step, obs.state, action, used, p, reached, target)   # after each step
-    trace.close("finished")                                         # writes the file (atomically)
+    trace.close("finished", steps)                                  # writes the file (atomically)
     read_trace(path)                                                # -> a pyarrow Table
 
 Columns (LeRobot's names where LeRobot has one):
