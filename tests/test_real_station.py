@@ -23,7 +23,6 @@ from typer.testing import CliRunner
 
 from harmowam_cli.main import app
 from harmowam_core.config import load_recipe
-from harmowam_core.envs.real import operator as operator_terminal
 from harmowam_core.envs.real.config import station_config_from_data
 from harmowam_core.envs.real.operator import OperatorTerminal
 from harmowam_core.envs.real.safety import UnsafeCommand
@@ -432,10 +431,7 @@ class SlowReader:
         return self.stream.isatty()
 
 
-def test_a_pasted_line_the_reader_has_not_read_yet_neither_answers_nor_ends_anything(monkeypatch):
-    # the question's end waits for the slow reader as long as it takes: a drain cut short by its time limit on a
-    # loaded machine would let the leftover line through, and this test is about the order, not the limit
-    monkeypatch.setattr(operator_terminal, "DRAIN_S", 60.0)
+def test_a_pasted_line_the_reader_has_not_read_yet_neither_answers_nor_ends_anything():
     with pty_terminal(SlowReader) as terminal:
 
         def pasted():
