@@ -431,8 +431,22 @@ class SlowReader:
         return self.stream.isatty()
 
 
-def test_a_pasted_line_the_reader_has_not_read_yet_neither_answers_nor_ends_anything():
-    with pty_terminal(SlowReader) as terminal:
+class LateReader(SlowReader):
+    """A terminal stream whose reader is held up after a line has left the terminal and before it is handed over
+    (a thread descheduled on a loaded machine): every line after the first is returned `delay` seconds after it
+    was read."""
+
+    def readline(self):
+        line = self.stream.readline()
+        if self.lines:
+            time.sleep(self.delay)
+        self.lines += 1
+        return line
+
+
+@pytest.mark.parametrize("reader", [SlowReader, LateReader], ids=["not read yet", "read, not handed over"])
+def test_a_pasted_line_the_reader_has_not_read_yet_neither_answers_nor_ends_anything(reader):
+    with pty_terminal(reader) as terminal:
 
         def pasted():
             wait_until(lambda: terminal.reading)

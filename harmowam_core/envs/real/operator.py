@@ -10,7 +10,9 @@ ends (a paste, a key held down) are dropped: they neither answer the next questi
 question's end waits (at most `DRAIN_S`) until the reader has read every line the terminal already holds; this
 relies on the terminal being in line mode (one line per read, as `input` has it), and on one thread asking at a
 time (the station's): lines typed for a second thread's question while the first one's leftovers drain are
-dropped too.
+dropped too. On a stream with a file descriptor the reader waits for a line without the lock and reads it
+holding the lock, so "every line read" and "none waiting" are one observation: a line can never be between the
+terminal and the reader, taken by neither (a stream without one, a test double, is read without the lock).
 
     terminal = stdin_terminal()                       # None unless stdin is a terminal
     with terminal.asking():
@@ -54,7 +56,8 @@ class OperatorTerminal:
         self._asking = 0  # questions being asked (nested `asking()` count once each)
         self._reading = 0  # `readline` calls blocked waiting
         self._draining = False  # a question has ended: lines the reader reads now are its leftovers
-        self._waiting = False  # the reader thread is (about to be) blocked in the stream's readline
+        self._waiting = False  # without a descriptor: the reader thread is (about to be) blocked in readline
+        self._fd = _descriptor(stream)  # None: no descriptor to wait on, the stream is read without the lock
         self.lines_read = 0  # lines (and Ctrl-Ds) `readline` has returned
         self.closed = False
         self.end_requested = threading.Event()
@@ -98,60 +101,93 @@ class OperatorTerminal:
         return line
 
     def _caught_up(self) -> bool:
-        """Whether the reader has read every line the terminal holds: it waits in `readline` and the stream's file
-        descriptor has nothing to read (a terminal in line mode hands over one line per read, so nothing waits in
-        Python's buffer either)."""
-        with self._lock:
-            if self.closed:
-                return True
-            if not self._waiting:
-                return False
-        try:
-            fd = self._stream.fileno()
-        except (AttributeError, OSError, ValueError):  # no descriptor (a test double): its reader's state decides
+        """Whether the reader has read every line the terminal holds (called holding the lock): the stream's file
+        descriptor has nothing to read, and the reader reads only holding the lock, so no line is on its way (a
+        terminal in line mode hands over one line per read, so nothing waits in Python's buffer either). Without
+        a descriptor (a test double) the reader's state decides."""
+        if self.closed:
             return True
+        if self._fd is None:
+            return self._waiting
         try:
-            return not select.select([fd], [], [], 0)[0]
+            return not select.select([self._fd], [], [], 0)[0]
         except (OSError, ValueError):  # closed underneath us: nothing more will come
             return True
 
     def _drop_leftovers(self) -> None:
         deadline = time.monotonic() + DRAIN_S
         try:
-            while not self._caught_up() and time.monotonic() < deadline:
+            while True:
+                with self._lock:
+                    if self._caught_up() or time.monotonic() >= deadline:
+                        self._end_drain()
+                        return
                 time.sleep(0.001)
         finally:  # a Ctrl-C in the wait must not leave every later line dropped
             with self._lock:
-                self._draining = False
-                while True:
-                    try:
-                        self._answers.get_nowait()
-                    except queue.Empty:
-                        break
-                if self.closed:
-                    self._answers.put(_EOF)  # every later question sees the end too
+                if self._draining:
+                    self._end_drain()
+
+    def _end_drain(self) -> None:
+        """(Holding the lock.) Drop the answers the ended question left and take lines as usual again."""
+        self._draining = False
+        while True:
+            try:
+                self._answers.get_nowait()
+            except queue.Empty:
+                break
+        if self.closed:
+            self._answers.put(_EOF)  # every later question sees the end too
 
     def _read(self) -> None:
         while True:
-            with self._lock:
-                self._waiting = True
-            try:
-                line = self._stream.readline()
-                ended = not line and not self._stream.isatty()  # on a terminal, "" is Ctrl-D: reading goes on
-            except (OSError, ValueError):  # a hung-up terminal (EIO) or a stream closed underneath us
-                line, ended = "", True
-            with self._lock:
-                self._waiting = False
-                if ended:
-                    self.closed = True
-                    self._answers.put(_EOF)
-                    return
-                if self._draining:
-                    continue  # left over from the question that just ended
-                if self._asking:
-                    self._answers.put(line or _EOF)
-                else:
-                    self.end_requested.set()
+            if self._fd is not None:  # wait without the lock; read and take the line holding it (module docstring)
+                try:
+                    select.select([self._fd], [], [])
+                except (OSError, ValueError):  # closed underneath us: the read says so
+                    pass
+                with self._lock:
+                    if self._take(*self._readline()):
+                        return
+            else:
+                with self._lock:
+                    self._waiting = True
+                line, ended = self._readline()
+                with self._lock:
+                    self._waiting = False
+                    if self._take(line, ended):
+                        return
+
+    def _readline(self) -> tuple[str, bool]:
+        """The stream's next line and whether the stream has ended."""
+        try:
+            line = self._stream.readline()
+            return line, not line and not self._stream.isatty()  # on a terminal, "" is Ctrl-D: reading goes on
+        except (OSError, ValueError):  # a hung-up terminal (EIO) or a stream closed underneath us
+            return "", True
+
+    def _take(self, line: str, ended: bool) -> bool:
+        """(Holding the lock.) Hand a line read to the question, drop it, or count it as Enter; True once the
+        stream has ended."""
+        if ended:
+            self.closed = True
+            self._answers.put(_EOF)
+            return True
+        if self._draining:
+            return False  # left over from the question that just ended
+        if self._asking:
+            self._answers.put(line or _EOF)
+        else:
+            self.end_requested.set()
+        return False
+
+
+def _descriptor(stream) -> int | None:
+    """The stream's file descriptor, or None where it has none (a test double)."""
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 _stdin: OperatorTerminal | None = None
