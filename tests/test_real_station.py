@@ -461,6 +461,36 @@ def test_a_pasted_line_the_reader_has_not_read_yet_neither_answers_nor_ends_anyt
         assert not terminal.end_requested.is_set()
 
 
+def test_text_without_its_newline_holds_up_no_question(terminal):
+    terminal.type("ab\x04")  # typed during an episode, sent with Ctrl-D: the reader waits for the rest of the line
+    operator = answered_when_asked(terminal, ["y", "y"])  # "aby" completes that line (rich asks again), then "y"
+    assert within(lambda: ask(terminal)) is True
+    operator.check()
+
+
+class NoDescriptor:
+    """A terminal stream without a file descriptor (a test double of a stream): read without watching one."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def readline(self):
+        return self.stream.readline()
+
+    def isatty(self):
+        return self.stream.isatty()
+
+
+def test_a_stream_without_a_descriptor_answers_questions_and_ends_episodes():
+    with pty_terminal(NoDescriptor) as terminal:
+        operator = answered_when_asked(terminal, ["n"])
+        assert within(lambda: ask(terminal)) is False
+        operator.check()
+        assert not terminal.end_requested.is_set()
+        terminal.type("\n")
+        assert terminal.end_requested.wait(10)
+
+
 def test_ctrl_d_answers_no_question_and_otherwise_ends_the_episode(terminal):
     terminal.type("\x04")  # Ctrl-D during an episode: the same as Enter
     assert terminal.end_requested.wait(10)

@@ -10,9 +10,11 @@ ends (a paste, a key held down) are dropped: they neither answer the next questi
 question's end waits (at most `DRAIN_S`) until the reader has read every line the terminal already holds; this
 relies on the terminal being in line mode (one line per read, as `input` has it), and on one thread asking at a
 time (the station's): lines typed for a second thread's question while the first one's leftovers drain are
-dropped too. On a stream with a file descriptor the reader waits for a line without the lock and reads it
-holding the lock, so "every line read" and "none waiting" are one observation: a line can never be between the
-terminal and the reader, taken by neither (a stream without one, a test double, is read without the lock).
+dropped too. On a stream with a file descriptor the reader marks a line in flight from the moment it sees one
+waiting on the descriptor until it has handed it over, so the question's end never finds a line taken by neither
+the terminal nor the question (a read that blocks, a line without its newline yet, only delays the end, by at
+most `DRAIN_S`). A stream without a descriptor (a test double) has no such mark: the end then trusts that the
+reader waits, which a reader held up just after a read defeats.
 
     terminal = stdin_terminal()                       # None unless stdin is a terminal
     with terminal.asking():
@@ -56,8 +58,9 @@ class OperatorTerminal:
         self._asking = 0  # questions being asked (nested `asking()` count once each)
         self._reading = 0  # `readline` calls blocked waiting
         self._draining = False  # a question has ended: lines the reader reads now are its leftovers
-        self._waiting = False  # without a descriptor: the reader thread is (about to be) blocked in readline
-        self._fd = _descriptor(stream)  # None: no descriptor to wait on, the stream is read without the lock
+        self._waiting = False  # the reader thread is (about to be) blocked waiting for a line
+        self._in_flight = False  # with a descriptor: the reader has seen a line waiting and not yet handed it over
+        self._fd = _descriptor(stream)  # None: no descriptor to watch
         self.lines_read = 0  # lines (and Ctrl-Ds) `readline` has returned
         self.closed = False
         self.end_requested = threading.Event()
@@ -101,18 +104,15 @@ class OperatorTerminal:
         return line
 
     def _caught_up(self) -> bool:
-        """Whether the reader has read every line the terminal holds (called holding the lock): the stream's file
-        descriptor has nothing to read, and the reader reads only holding the lock, so no line is on its way (a
-        terminal in line mode hands over one line per read, so nothing waits in Python's buffer either). Without
-        a descriptor (a test double) the reader's state decides."""
+        """Whether the reader has handed over every line the terminal holds (called holding the lock): no line is
+        in flight and the descriptor has nothing to read (a terminal in line mode hands over one line per read, so
+        nothing waits in Python's buffer either). Without a descriptor (a test double) the reader's state
+        decides."""
         if self.closed:
             return True
         if self._fd is None:
             return self._waiting
-        try:
-            return not select.select([self._fd], [], [], 0)[0]
-        except (OSError, ValueError):  # closed underneath us: nothing more will come
-            return True
+        return not self._in_flight and not _readable(self._fd, 0)
 
     def _drop_leftovers(self) -> None:
         deadline = time.monotonic() + DRAIN_S
@@ -129,8 +129,8 @@ class OperatorTerminal:
                     self._end_drain()
 
     def _end_drain(self) -> None:
-        """(Holding the lock.) Drop the answers the ended question left and take lines as usual again."""
-        self._draining = False
+        """(Holding the lock.) Drop the answers the ended question left and take lines as usual again (last, so a
+        Ctrl-C in between leaves the drain to the `finally` that repeats it)."""
         while True:
             try:
                 self._answers.get_nowait()
@@ -138,25 +138,21 @@ class OperatorTerminal:
                 break
         if self.closed:
             self._answers.put(_EOF)  # every later question sees the end too
+        self._draining = False
 
     def _read(self) -> None:
         while True:
-            if self._fd is not None:  # wait without the lock; read and take the line holding it (module docstring)
-                try:
-                    select.select([self._fd], [], [])
-                except (OSError, ValueError):  # closed underneath us: the read says so
-                    pass
+            with self._lock:
+                self._waiting = True
+            if self._fd is not None:  # a line waits on the descriptor: in flight until handed over (docstring)
+                _readable(self._fd, None)
                 with self._lock:
-                    if self._take(*self._readline()):
-                        return
-            else:
-                with self._lock:
-                    self._waiting = True
-                line, ended = self._readline()
-                with self._lock:
-                    self._waiting = False
-                    if self._take(line, ended):
-                        return
+                    self._waiting, self._in_flight = False, True
+            line, ended = self._readline()
+            with self._lock:
+                self._waiting = self._in_flight = False
+                if self._take(line, ended):
+                    return
 
     def _readline(self) -> tuple[str, bool]:
         """The stream's next line and whether the stream has ended."""
@@ -188,6 +184,15 @@ def _descriptor(stream) -> int | None:
         return stream.fileno()
     except (AttributeError, OSError, ValueError):
         return None
+
+
+def _readable(fd: int, timeout_ms: int | None) -> bool:
+    """Whether `fd` has something to read (a line, Ctrl-D, or its end: a hang-up or a closed descriptor also
+    count, for the read to report), waiting up to `timeout_ms` (None: until it has). `poll`, not `select`: any
+    descriptor number."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(timeout_ms))
 
 
 _stdin: OperatorTerminal | None = None
