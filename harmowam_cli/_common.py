@@ -171,10 +171,7 @@ def progress_bar(transient: bool = False) -> Progress:
 
 
 def quiet_libraries() -> None:
-    """Silence diffusers' and transformers' own tqdm bars (loading weights, writing shards): the rich progress
-    of each command says what is happening."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
+    """Silence diffusers' and transformers' own tqdm bars (`evaluation.runner.quiet_libraries`)."""
+    from harmowam_core.evaluation.runner import quiet_libraries as quiet
 
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
+    quiet()

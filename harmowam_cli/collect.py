@@ -64,13 +64,33 @@ def collect(
             max=1.0,
         ),
     ] = 0.0,
+    takeover: Annotated[
+        Path | None,
+        typer.Option(
+            help="Scripted expert only (DAgger): an exported bundle whose policy drives each scene first; the "
+            "scripted expert then takes over and finishes the task. The policy's steps are recorded but never "
+            "trained on, so the demonstrations show recoveries from the states a learned policy reaches "
+            "(tasks whose expert can resume: stack_cans).",
+            exists=False,
+        ),
+    ] = None,
+    takeover_router: Annotated[
+        str, typer.Option(help="With --takeover: the router of the policy that drives first.")
+    ] = "gate",
+    takeover_steps: Annotated[
+        str,
+        typer.Option(
+            help="With --takeover: the policy's steps before the takeover, N or FIRST-LAST (drawn uniformly "
+            "per scene seed)."
+        ),
+    ] = "20-300",
     set_: SetOption = None,
 ) -> None:
     """Record demonstrations on the simulated Franka station (scripted expert or teleoperated) or on the real
     one (SpaceMouse or keyboard; the operator scores the stages and keeps or discards each episode)."""
     run_collect(
         task, episodes, ood, out, seed, teleop, keep_failures, set_ or [], backend, station, dry_run, workers, shard,
-        detour,
+        detour, takeover, takeover_router, takeover_steps,
     )  # fmt: skip
 
 
@@ -90,8 +110,11 @@ def run_collect(
     workers: int | None = None,
     shard: str | None = None,
     detour: float = 0.0,
+    takeover: Path | None = None,
+    takeover_router: str = "gate",
+    takeover_steps: str = "20-300",
 ) -> None:
-    from harmowam_core.collect import check_detour, check_seed
+    from harmowam_core.collect import Takeover, check_detour, check_seed, check_takeover, parse_takeover_steps
     from harmowam_core.collect import collect as collect_episodes
     from harmowam_core.envs.sim.teleop import device_class
 
@@ -111,6 +134,10 @@ def run_collect(
     elif workers is not None and workers < 1:
         raise HarmoWAMError(f"--workers must be at least 1, got {workers}")
     check_detour(detour, teleop == "scripted" and backend == "sim")
+    pilot = None
+    if takeover is not None:  # before a device opens or anything is written
+        pilot = Takeover(takeover, takeover_router, parse_takeover_steps(takeover_steps))
+        check_takeover(pilot, load_recipe(task, overrides), teleop == "scripted" and backend == "sim")
     if teleop != "scripted" and backend == "sim":
         device_class(teleop)  # an unknown kind, or a device that cannot run here, fails before anything starts
     recipe = load_recipe(task, overrides)
@@ -119,6 +146,8 @@ def run_collect(
         check_seed(out, seed, shard_index, episodes, keep_failures, ood)
     who = "scripted expert" if teleop == "scripted" else f"{teleop} teleoperation"
     who += "" if backend == "sim" else f", real station{' (dry run)' if dry_run else ''}"
+    if pilot is not None:
+        who += f", taking over from {pilot.bundle} ({pilot.router}) after {takeover_steps} steps"
     share = shard_share(episodes, shard_index)
     part = f" (shard {shard}: {share} of {episodes})" if shard else ""
     scenes = "in-domain scenes" if ood == "none" else f"{ood} OOD scenes"
@@ -149,6 +178,7 @@ def run_collect(
             workers=workers,
             shard=shard_index,
             detour=detour,
+            takeover=pilot,
         )
     table = Table(title=f"{recipe.name}: {stats.attempted} episodes attempted")
     table.add_column("stage")

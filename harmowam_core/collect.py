@@ -16,6 +16,13 @@ same as with one worker (the first `episodes` successful seeds, the same frames)
 episode and discards only those in progress; a worker that fails stops the collection with one line naming
 its seed, keeping the episodes committed so far.
 
+Takeovers (`takeover`, DAgger: Ross et al. 2011; HG-DAgger: Kelly et al. 2019). A learned policy (an exported
+bundle and a router) drives each scene first, for a number of steps drawn per seed, then the scripted expert
+takes over from wherever the policy left the scene and finishes the task (a task whose plan can resume, see
+`SimTask.resumable`). The whole episode is recorded; the policy's steps are kept in the episode's `detours`
+column with the expert's own recovery detours, the frames whose actions are not the expert's and are never
+trained on. So the demonstrations show the expert recovering from the states the learned policy reaches.
+
 A teleoperated episode ends when every stage has succeeded, when the operator ends it (the device's reset
 key) or at the recipe's step limit. On the real station (`backend="real"`) the operator drives with a
 SpaceMouse or the keyboard, scores the stages after each episode and keeps or discards it.
@@ -41,6 +48,7 @@ from harmowam_core.seeds import check_seeds
 from harmowam_core.workers import (
     WorkerError,
     WorkerPool,
+    bundle_bytes,
     check_workers,
     resolve,
     shard_share,
@@ -77,6 +85,64 @@ def dataset_spec(recipe: Recipe, robot_type: str = "franka_sim") -> DatasetSpec:
         cameras={c.name: (c.height, c.width) for c in recipe.cameras},
         robot_type=robot_type,
     )
+
+
+@dataclass(frozen=True)
+class Takeover:
+    """Who drives before the scripted expert takes over (see the module docstring): the policy of the exported
+    `bundle` with `router`, for a number of steps drawn uniformly from `steps` (first, last; inclusive) for
+    each scene seed, from a random stream of its own (the scene is the same as without a takeover)."""
+
+    bundle: Path
+    router: str = "gate"
+    steps: tuple[int, int] = (20, 300)
+
+    def steps_for(self, seed: int) -> int:
+        """The policy's steps before the takeover in the scene of `seed`."""
+        import numpy as np
+
+        return int(np.random.default_rng([seed, TAKEOVER_STREAM]).integers(self.steps[0], self.steps[1] + 1))
+
+
+TAKEOVER_STREAM = 0x7A4E  # the takeover step's random stream: apart from the scene's and the expert's
+
+
+def parse_takeover_steps(text: str) -> tuple[int, int]:
+    """'20-300' -> (20, 300); '150' -> (150, 150). Raises ParameterError for anything else."""
+    parts = text.split("-")
+    try:
+        first, last = (int(parts[0]), int(parts[-1])) if len(parts) <= 2 else (-1, -1)
+    except ValueError:
+        first, last = -1, -1
+    if not 1 <= first <= last:
+        raise ParameterError("takeover-steps", f"must be N or FIRST-LAST with 1 <= FIRST <= LAST, got '{text}'")
+    return first, last
+
+
+def check_takeover(takeover: Takeover, recipe: Recipe, scripted_sim: bool) -> None:
+    """Refuse a takeover that cannot run, before anything starts: not the scripted simulator expert, a task whose
+    scripted expert cannot resume from a policy's state, a bundle of another task, an unknown router. Raises
+    HarmoWAMError naming what is wrong (ParameterError for an option)."""
+    from harmowam_core.envs.sim.tasks import resumable_task_names
+    from harmowam_core.policy.bundle import bundle_recipe, verify_bundle
+    from harmowam_core.policy.routers import check_router
+
+    if not scripted_sim:
+        raise ParameterError("takeover", "the scripted expert takes over, in the simulator")
+    resumable = resumable_task_names()
+    if recipe.name not in resumable:
+        raise ParameterError(
+            "takeover",
+            f"the scripted expert of {recipe.name} cannot yet take over from a policy's state "
+            f"(tasks that can: {', '.join(resumable)})",
+        )
+    check_router(takeover.router)
+    verify_bundle(Path(takeover.bundle))
+    trained = bundle_recipe(Path(takeover.bundle)).name
+    if trained != recipe.name:
+        raise ParameterError("takeover", f"{takeover.bundle} was trained on {trained}, not {recipe.name}")
+    if not 1 <= takeover.steps[0] <= takeover.steps[1]:
+        raise ParameterError("takeover-steps", f"must be 1 <= first <= last, got {takeover.steps}")
 
 
 def check_detour(detour: float, scripted_sim: bool) -> None:
@@ -153,19 +219,43 @@ class ScriptedRecorder:
     of one collection worker (`WorkerPool` setup) or of the collecting process itself."""
 
     def __init__(
-        self, recipe: Recipe, spec: DatasetSpec, staging_root: Path, ood: str, keep_failures: bool, detour: float = 0.0
+        self,
+        recipe: Recipe,
+        spec: DatasetSpec,
+        staging_root: Path,
+        ood: str,
+        keep_failures: bool,
+        detour: float = 0.0,
+        takeover: Takeover | None = None,
     ):
         self.recipe, self.spec, self.staging_root = recipe, spec, Path(staging_root)
         self.ood, self.keep_failures, self.detour = ood, keep_failures, detour
         self.names = {c.role: c.name for c in recipe.cameras}
+        self.takeover, self.actor = takeover, None
+        if takeover is not None:
+            from harmowam_core.evaluation.rollout import PolicyActor
+            from harmowam_core.evaluation.runner import quiet_libraries
+            from harmowam_core.policy.policy import HarmoWAMPolicy
+
+            quiet_libraries()
+            # verify=False: `check_takeover` verified the bundle's hashes once, before any worker started
+            self.actor = PolicyActor(HarmoWAMPolicy.from_bundle(takeover.bundle, router=takeover.router, verify=False))
         self.env = make_env(recipe)
 
     def run(self, seed: int, on_step: Callable[[], None] | None = None) -> ScriptedEpisode:
         recorder = EpisodeRecorder(self.spec, self.staging_root, self.recipe.instruction)
         try:
             obs = self.env.reset(seed=seed, ood=self.ood)
+            detours: list[int] = []  # frames whose actions are not the expert's: the policy's, the detours'
+            if self.actor is not None:
+                obs = self._drive(obs, self.takeover.steps_for(seed), recorder, on_step)
+                detours = list(range(len(recorder)))
+                if all(self.env.stage_success()):  # the policy did it all: nothing of the expert's to record
+                    steps = len(recorder)
+                    recorder.discard()
+                    return ScriptedEpisode(seed, [True] * len(self.recipe.stages), steps, None)
             pilot = self.env.expert(detour=self.detour)
-            after, detours = 0, []
+            after = 0
             for _ in range(self.recipe.max_episode_steps):
                 action = pilot.act()
                 if pilot.detouring:
@@ -189,7 +279,26 @@ class ScriptedRecorder:
         recorder.discard()
         return ScriptedEpisode(seed, stages, steps, None)
 
+    def _drive(self, obs, steps: int, recorder: EpisodeRecorder, on_step):
+        """The takeover's policy acts for `steps` steps (fewer if it reaches every stage), recorded; returns the
+        observation the expert takes over from."""
+        from harmowam_core.workers import deterministic_cpu
+
+        self.actor.reset(self.env)
+        with deterministic_cpu():  # the same episode whatever the worker count
+            for _ in range(steps):
+                action = self.actor.act(obs)
+                recorder.add_frame(action, obs.state, {self.names[r]: img for r, img in obs.images.items()})
+                obs = self.env.step(action)
+                if on_step is not None:
+                    on_step()
+                if all(self.env.stage_success()):
+                    break
+        return obs
+
     def close(self) -> None:
+        if self.actor is not None:
+            self.actor.policy.close()
         self.env.close()
 
 
@@ -209,12 +318,13 @@ def collect(
     workers: int | None = 1,
     shard: tuple[int, int] = (0, 1),
     detour: float = 0.0,
+    takeover: Takeover | None = None,
 ) -> CollectStats:
     """Record `episodes` episodes (this shard's share of them with `shard`) into the dataset at `out`; see the
     module docstring for seeds, workers and crash safety. `detour`: the scripted expert's probability of a
     recovery detour before each eligible waypoint (`envs.sim.tasks.base.WaypointFollower`; scripted simulator
-    collection only); the frames of each episode's detours are recorded in its `detours` column. Raises
-    HarmoWAMError on a user's mistake."""
+    collection only); the frames of each episode's detours are recorded in its `detours` column. `takeover`: a
+    learned policy drives each scene first (module docstring). Raises HarmoWAMError on a user's mistake."""
     from harmowam_core.envs.sim.teleop import TELEOP_KINDS
 
     real = backend == "real"
@@ -230,11 +340,14 @@ def collect(
     episodes = shard_share(episodes, shard)
     scripted_sim = teleop == "scripted" and not real
     check_detour(detour, scripted_sim)
+    if takeover is not None:
+        check_takeover(takeover, recipe, scripted_sim)
     if not scripted_sim and workers is not None and workers > 1:
         raise ParameterError(
             "workers", "applies to scripted collection in the simulator; an operator drives one station"
         )
-    workers = check_workers(workers, episodes, simulator=scripted_sim)
+    model = bundle_bytes(takeover.bundle) if takeover is not None else 0  # each worker holds the policy
+    workers = check_workers(workers, episodes, simulator=scripted_sim, model_bytes=model)
     stats = CollectStats(stage_counts=[0] * len(recipe.stages), workers=workers)
     max_attempts = episodes if keep_failures else ATTEMPTS_PER_EPISODE * episodes
     start = time.perf_counter()
@@ -248,8 +361,9 @@ def collect(
         unknown = unknown_seeds(writer.rows) if not real else 0  # the real station's rows have none
         seeds = plan_seeds(seed, shard, used_seeds(writer.rows, ood), max_attempts, out, unknown)
         if scripted_sim:
-            _collect_scripted(recipe, writer, episodes, ood, keep_failures, seeds, max_attempts, workers, stats,
-                              on_progress, start, detour)  # fmt: skip
+            args = (recipe, writer.spec, writer.staging_root, ood, keep_failures, detour)  # the recorder's (RECORDER)
+            args += (takeover,) if takeover is not None else ()
+            _collect_scripted(args, writer, episodes, seeds, max_attempts, workers, stats, on_progress, start)
         else:
             _collect_teleop(recipe, writer, episodes, ood, teleop, keep_failures, seeds, stats, on_progress, start,
                             real, station, dry_run)  # fmt: skip
@@ -265,12 +379,10 @@ def _count(stats: CollectStats, stages: list[bool], steps: int) -> None:
     stats.successes += int(all(stages))
 
 
-def _collect_scripted(
-    recipe, writer, episodes, ood, keep_failures, seeds, max_attempts, workers, stats, on_progress, start, detour
-) -> None:
-    """Scripted episodes in this process (one worker) or in `workers` simulator processes, committed in seed
-    order: the first `episodes` kept attempts among the first `max_attempts` seeds, whatever the worker count."""
-    args = (recipe, writer.spec, writer.staging_root, ood, keep_failures, detour)
+def _collect_scripted(args, writer, episodes, seeds, max_attempts, workers, stats, on_progress, start) -> None:
+    """Scripted episodes in this process (one worker) or in `workers` simulator processes (each recording with
+    `RECORDER(*args)`), committed in seed order: the first `episodes` kept attempts among the first `max_attempts`
+    seeds, whatever the worker count."""
 
     def progress() -> None:
         stats.seconds = time.perf_counter() - start

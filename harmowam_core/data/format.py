@@ -57,7 +57,9 @@ LOCK_FILE = ".lock"
 
 IMAGE_KEY_PREFIX = "observation.images."
 LABEL_KEY = "interaction"
-DETOURS_KEY = "detours"  # episodes-table column: the scripted expert's detour frames, as [start, end) pairs
+# episodes-table column: frames whose actions are not the expert's (its recovery detours, a learned policy's steps
+# before a takeover), as [start, end) pairs
+DETOURS_KEY = "detours"
 ACTION_KEY = "action"
 STATE_KEY = "observation.state"
 CAMERA_DTYPES = ("video", "image")

@@ -68,7 +68,9 @@ def check_eval_args(
         raise HarmoWAMError("the scripted expert exists only in the simulator: drop --scripted on the real station")
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
+    """Silence diffusers' and transformers' own tqdm bars (loading weights, writing shards): a command's rich
+    progress says what is happening, and a worker process has no bars of its own."""
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
@@ -97,7 +99,7 @@ class EvalSession:
         from harmowam_core.policy.bundle import bundle_recipe
         from harmowam_core.policy.policy import HarmoWAMPolicy
 
-        _quiet_libraries()  # a worker process: no loading bars of its own
+        quiet_libraries()  # a worker process: no loading bars of its own
         self.recipe = recipe = bundle_recipe(bundle)
         self.seed, self.steps = seed, recipe.step_limit(max_steps)
         unique = list(dict.fromkeys(routers))

@@ -30,6 +30,11 @@ def sim_task_names() -> list[str]:
     return list(_registry())
 
 
+def resumable_task_names() -> list[str]:
+    """The tasks whose scripted expert can take over from a learned policy's state (`SimTask.resumable`)."""
+    return [name for name, cls in _registry().items() if cls.resumable]
+
+
 def task_for(recipe: Recipe) -> SimTask:
     tasks = _registry()
     if recipe.name not in tasks:

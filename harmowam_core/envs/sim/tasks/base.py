@@ -67,6 +67,9 @@ class SimTask:
     base_objects: dict[str, list[str]] = {}  # object role -> names it may be built as (first = in-domain)
     region_objects: tuple[str, ...] = ()  # objects whose positions come from the recipe's region
     hold_steps = 5  # a stage predicate must hold this many consecutive steps to count
+    # whether `plan` starts from any state a learned policy leaves the scene in (a can already in the fingers, a
+    # stage already reached), not only from the reset scene: what a takeover needs (`collect.Takeover`)
+    resumable = False
 
     def __init__(self, recipe: Recipe):
         self.recipe = recipe
@@ -100,6 +103,8 @@ class SimTask:
         raise NotImplementedError
 
     def plan(self, view: SceneView, rng: np.random.Generator) -> Iterator[Waypoint]:
+        """The scripted expert's waypoints from the scene as it is when the first one is asked for (a
+        generator: each waypoint is computed when the previous one is reached)."""
         raise NotImplementedError
 
     # --- optional hooks

@@ -6,6 +6,9 @@ what it sees): the middle can is the first, the lowest-y can the second, the hig
 S1 `beside`: the second can stands on the table touching-close to the first, released, and the first is
 neither knocked over nor moved more than 2 cm. S2 `on_top`: the third can rests upright on the first,
 released, with both lower cans still standing.
+
+The scripted expert can take over mid-episode (`resumable`): it carries on with a can already in its fingers and
+skips a stage already reached, so `harmowam collect --takeover` records recoveries from a learned policy's states.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class StackCans(SimTask):
     num_arms = 1
     base_objects = {"can": ["coke_can", "redbull_can"]}
     region_objects = ("can0", "can1", "can2")
+    resumable = True
 
     def build(self, variant):
         self.kind = variant["can"]
@@ -65,6 +69,7 @@ class StackCans(SimTask):
 
     def on_reset(self, view):
         self.start0 = view.pos("can0").copy()
+        self.start1 = view.pos("can1").copy()  # the second can goes beside the first on this side
 
     def _resting(self, view, name, z):
         return view.up(name) > 0.97 and abs(view.pos(name)[2] - z) < 0.012 and not view.grasping(0, name)
@@ -92,8 +97,8 @@ class StackCans(SimTask):
     def plan(self, view, rng):
         r, h = self.radius, self.half
         carry = 2 * h + 0.13
-        a, b0 = view.pos("can0"), view.pos("can1")
-        direction = b0[:2] - a[:2]
+        a = view.pos("can0")
+        direction = self.start1[:2] - self.start0[:2]  # from the reset scene: where can1 stood, however it moved
         direction /= np.linalg.norm(direction)
         # fingers close along the gripper's y; keep them off the line between the cans when placing beside
         yaw = wrap_yaw(np.arctan2(direction[1], direction[0]) + rng.uniform(-0.15, 0.15))
@@ -116,8 +121,13 @@ class StackCans(SimTask):
             yield Waypoint([ArmTarget(np.r_[xy, eef_z + 0.004], down(yaw), 0.0)], speed=0.005, hold=3, timeout=25)
             yield Waypoint([ArmTarget(np.r_[xy, carry], down(yaw), 0.0)], speed=0.04, tol=0.015)
 
-        yield from pick("can1")
-        yield from put(a[:2] + direction * (2 * r + 0.012), 0.0, "can1")
-        yield from pick("can2")
+        # a takeover (`resumable`) skips a stage already reached and a grasp already made; from the reset scene
+        # (nothing held, no stage reached) this is the whole plan, with the same random draws
+        if not self.predicates(view)[0]:
+            if not view.grasping(0, "can1"):
+                yield from pick("can1")
+            yield from put(a[:2] + direction * (2 * r + 0.012), 0.0, "can1")
+        if not view.grasping(0, "can2"):
+            yield from pick("can2")
         a = view.pos("can0")
         yield from put(a[:2], a[2] + h + 0.002, "can2")
