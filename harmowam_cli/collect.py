@@ -67,23 +67,23 @@ def collect(
     takeover: Annotated[
         Path | None,
         typer.Option(
-            help="Scripted expert only (DAgger): an exported bundle whose policy drives each scene first; the "
-            "scripted expert then takes over and finishes the task. The policy's steps are recorded but never "
-            "trained on, so the demonstrations show recoveries from the states a learned policy reaches "
-            "(tasks whose expert can resume: stack_cans).",
+            help="Scripted expert only (expert takeovers, as in DAgger): an exported bundle whose policy drives "
+            "each scene first; the scripted expert then takes over and finishes the task. The policy's actions "
+            "are recorded but never a training target of the experts, so the demonstrations show recoveries from "
+            "the states a learned policy reaches (tasks whose expert can resume: stack_cans).",
             exists=False,
         ),
     ] = None,
     takeover_router: Annotated[
-        str, typer.Option(help="With --takeover: the router of the policy that drives first.")
-    ] = "gate",
+        str | None, typer.Option(help="With --takeover: the router of the policy that drives first [default: gate].")
+    ] = None,
     takeover_steps: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="With --takeover: the policy's steps before the takeover, N or FIRST-LAST (drawn uniformly "
-            "per scene seed)."
+            "per scene seed; below the recipe's step limit, which the expert then has whole) [default: 20-300]."
         ),
-    ] = "20-300",
+    ] = None,
     set_: SetOption = None,
 ) -> None:
     """Record demonstrations on the simulated Franka station (scripted expert or teleoperated) or on the real
@@ -111,8 +111,8 @@ def run_collect(
     shard: str | None = None,
     detour: float = 0.0,
     takeover: Path | None = None,
-    takeover_router: str = "gate",
-    takeover_steps: str = "20-300",
+    takeover_router: str | None = None,
+    takeover_steps: str | None = None,
 ) -> None:
     from harmowam_core.collect import Takeover, check_detour, check_seed, check_takeover, parse_takeover_steps
     from harmowam_core.collect import collect as collect_episodes
@@ -134,10 +134,14 @@ def run_collect(
     elif workers is not None and workers < 1:
         raise HarmoWAMError(f"--workers must be at least 1, got {workers}")
     check_detour(detour, teleop == "scripted" and backend == "sim")
-    pilot = None
+    takeover_spec = None
     if takeover is not None:  # before a device opens or anything is written
-        pilot = Takeover(takeover, takeover_router, parse_takeover_steps(takeover_steps))
-        check_takeover(pilot, load_recipe(task, overrides), teleop == "scripted" and backend == "sim")
+        steps = parse_takeover_steps(takeover_steps or "20-300")
+        takeover_spec = Takeover(takeover, takeover_router or "gate", steps)
+        check_takeover(takeover_spec, load_recipe(task, overrides), teleop == "scripted" and backend == "sim")
+    elif takeover_router is not None or takeover_steps is not None:
+        option = "--takeover-router" if takeover_router is not None else "--takeover-steps"
+        raise HarmoWAMError(f"{option} applies with --takeover BUNDLE")
     if teleop != "scripted" and backend == "sim":
         device_class(teleop)  # an unknown kind, or a device that cannot run here, fails before anything starts
     recipe = load_recipe(task, overrides)
@@ -146,8 +150,9 @@ def run_collect(
         check_seed(out, seed, shard_index, episodes, keep_failures, ood)
     who = "scripted expert" if teleop == "scripted" else f"{teleop} teleoperation"
     who += "" if backend == "sim" else f", real station{' (dry run)' if dry_run else ''}"
-    if pilot is not None:
-        who += f", taking over from {pilot.bundle} ({pilot.router}) after {takeover_steps} steps"
+    if takeover_spec is not None:
+        first, last = takeover_spec.steps
+        who += f", taking over from {takeover_spec.bundle} ({takeover_spec.router}) after {first}-{last} steps"
     share = shard_share(episodes, shard_index)
     part = f" (shard {shard}: {share} of {episodes})" if shard else ""
     scenes = "in-domain scenes" if ood == "none" else f"{ood} OOD scenes"
@@ -178,7 +183,7 @@ def run_collect(
             workers=workers,
             shard=shard_index,
             detour=detour,
-            takeover=pilot,
+            takeover=takeover_spec,
         )
     table = Table(title=f"{recipe.name}: {stats.attempted} episodes attempted")
     table.add_column("stage")
@@ -186,6 +191,8 @@ def run_collect(
     for spec, count in zip(recipe.stages, stats.stage_counts, strict=True):
         table.add_row(spec.name, f"{count}/{stats.attempted}")
     console.print(table)
+    if stats.policy_finished:
+        console.print(f"{stats.policy_finished} attempt(s) finished by the policy alone before the takeover: not kept")
     verdict = "interrupted: " if stats.interrupted else ""
     seeds = f", seeds {seed_ranges(stats.seeds)}" if stats.seeds else ""
     console.print(
@@ -193,8 +200,9 @@ def run_collect(
         f"{stats.workers} worker{'s' if stats.workers > 1 else ''}{seeds}) to {out}"
     )
     if stats.saved < share and not stats.interrupted:
+        alone = f" ({stats.policy_finished} finished by the policy alone)" if stats.policy_finished else ""
         raise HarmoWAMError(
-            f"only {stats.saved} of {share} episodes succeeded in {stats.attempted} attempts; "
+            f"only {stats.saved} of {share} episodes were kept in {stats.attempted} attempts{alone}; "
             "pass --keep-failures to keep failed ones too"
         )
     return stats

@@ -16,12 +16,16 @@ same as with one worker (the first `episodes` successful seeds, the same frames)
 episode and discards only those in progress; a worker that fails stops the collection with one line naming
 its seed, keeping the episodes committed so far.
 
-Takeovers (`takeover`, DAgger: Ross et al. 2011; HG-DAgger: Kelly et al. 2019). A learned policy (an exported
-bundle and a router) drives each scene first, for a number of steps drawn per seed, then the scripted expert
-takes over from wherever the policy left the scene and finishes the task (a task whose plan can resume, see
-`SimTask.resumable`). The whole episode is recorded; the policy's steps are kept in the episode's `detours`
-column with the expert's own recovery detours, the frames whose actions are not the expert's and are never
-trained on. So the demonstrations show the expert recovering from the states the learned policy reaches.
+Takeovers (`takeover`): expert takeovers from the states a learner visits, in the spirit of DAgger (Ross et al.
+2011) and HG-DAgger (Kelly et al. 2019), with the switch at a random step rather than an expert's call. A learned
+policy (an exported bundle and a router) drives each scene first, for a number of steps drawn per seed, then the
+scripted expert takes over from wherever the policy left the scene and finishes the task, with the recipe's whole
+step limit of its own (a task whose plan can resume, see `SimTask.resumable`). The whole episode is recorded; the
+policy's steps are kept in the episode's `detours` runs with the expert's own recovery detours: frames whose
+actions are never a training target of the experts or the gate (the world model still trains on their video).
+So the demonstrations show the expert recovering from the states the learned policy reaches. Only takeovers the
+expert finishes are kept (without `keep_failures`), so the states it cannot recover from are left out; an attempt
+the policy finished alone is not kept either (`CollectStats.policy_finished`).
 
 A teleoperated episode ends when every stage has succeeded, when the operator ends it (the device's reset
 key) or at the recipe's step limit. On the real station (`backend="real"`) the operator drives with a
@@ -72,6 +76,7 @@ class CollectStats:
     stage_counts: list[int] = field(default_factory=list)  # episodes reaching each stage
     seeds: list[int] = field(default_factory=list)  # scene seeds of the saved episodes, in dataset order
     workers: int = 1
+    policy_finished: int = 0  # takeover attempts the policy finished alone (not kept; not counted in the stages)
 
     @property
     def steps_per_second(self) -> float:
@@ -125,6 +130,7 @@ def check_takeover(takeover: Takeover, recipe: Recipe, scripted_sim: bool) -> No
     HarmoWAMError naming what is wrong (ParameterError for an option)."""
     from harmowam_core.envs.sim.tasks import resumable_task_names
     from harmowam_core.policy.bundle import bundle_recipe, verify_bundle
+    from harmowam_core.policy.policy import check_policy_options
     from harmowam_core.policy.routers import check_router
 
     if not scripted_sim:
@@ -136,13 +142,29 @@ def check_takeover(takeover: Takeover, recipe: Recipe, scripted_sim: bool) -> No
             f"the scripted expert of {recipe.name} cannot yet take over from a policy's state "
             f"(tasks that can: {', '.join(resumable)})",
         )
-    check_router(takeover.router)
-    verify_bundle(Path(takeover.bundle))
-    trained = bundle_recipe(Path(takeover.bundle)).name
-    if trained != recipe.name:
-        raise ParameterError("takeover", f"{takeover.bundle} was trained on {trained}, not {recipe.name}")
-    if not 1 <= takeover.steps[0] <= takeover.steps[1]:
-        raise ParameterError("takeover-steps", f"must be 1 <= first <= last, got {takeover.steps}")
+    try:
+        check_router(takeover.router)
+    except ParameterError as err:
+        raise ParameterError("takeover-router", err.problem) from None
+    first, last = takeover.steps
+    if not 1 <= first <= last < recipe.max_episode_steps:
+        raise ParameterError(
+            "takeover-steps",
+            f"must be 1 <= FIRST <= LAST < the step limit {recipe.max_episode_steps}, got {first}-{last}",
+        )
+    bundle = Path(takeover.bundle)
+    verify_bundle(bundle)
+    check_policy_options(bundle)  # its models' configurations load, before anything is written
+    trained = bundle_recipe(bundle)
+    if trained.name != recipe.name:
+        raise ParameterError("takeover", f"{bundle} was trained on {trained.name}, not {recipe.name}")
+    cameras = sorted((c.role, c.name) for c in recipe.cameras)
+    if (trained.fps, trained.arms) != (recipe.fps, recipe.arms) or sorted(
+        (c.role, c.name) for c in trained.cameras
+    ) != cameras:
+        raise ParameterError(
+            "takeover", f"{bundle} was trained with another rate, arms or cameras than this collection's recipe"
+        )
 
 
 def check_detour(detour: float, scripted_sim: bool) -> None:
@@ -212,6 +234,7 @@ class ScriptedEpisode:
     stages: list[bool]
     steps: int
     staged: StagedEpisode | None  # None: discarded (a failure, when failures are not kept)
+    policy_finished: bool = False  # a takeover's policy reached every stage before the expert took over
 
 
 class ScriptedRecorder:
@@ -253,7 +276,7 @@ class ScriptedRecorder:
                 if all(self.env.stage_success()):  # the policy did it all: nothing of the expert's to record
                     steps = len(recorder)
                     recorder.discard()
-                    return ScriptedEpisode(seed, [True] * len(self.recipe.stages), steps, None)
+                    return ScriptedEpisode(seed, [True] * len(self.recipe.stages), steps, None, policy_finished=True)
             pilot = self.env.expert(detour=self.detour)
             after = 0
             for _ in range(self.recipe.max_episode_steps):
@@ -297,9 +320,11 @@ class ScriptedRecorder:
         return obs
 
     def close(self) -> None:
-        if self.actor is not None:
-            self.actor.policy.close()
-        self.env.close()
+        try:
+            if self.actor is not None:
+                self.actor.policy.close()
+        finally:
+            self.env.close()
 
 
 def collect(
@@ -371,9 +396,12 @@ def collect(
     return stats
 
 
-def _count(stats: CollectStats, stages: list[bool], steps: int) -> None:
+def _count(stats: CollectStats, stages: list[bool], steps: int, policy_finished: bool = False) -> None:
     stats.attempted += 1
     stats.steps += steps
+    if policy_finished:  # the expert did nothing: neither a success nor a failure of the expert's
+        stats.policy_finished += 1
+        return
     for k, ok in enumerate(stages):
         stats.stage_counts[k] += int(ok)
     stats.successes += int(all(stages))
@@ -405,7 +433,7 @@ def _collect_scripted(args, writer, episodes, seeds, max_attempts, workers, stat
                 head -= 1
                 return
             episode = finished.pop(seed)
-            _count(stats, episode.stages, episode.steps)
+            _count(stats, episode.stages, episode.steps, episode.policy_finished)
             if episode.staged is not None:
                 writer.commit(episode.staged)
                 stats.saved += 1

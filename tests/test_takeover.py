@@ -51,15 +51,16 @@ def expert_until(station, done, limit=400):
     raise AssertionError("the scripted expert never got there")
 
 
-def finish(station, limit=400) -> tuple[list[bool], list[np.ndarray]]:
-    """A new scripted expert from the scene as it is: the stages reached and its actions."""
-    expert, actions = station.expert(), []
+def finish(station, limit=400) -> tuple[list[bool], list[np.ndarray], np.ndarray]:
+    """A new scripted expert from the scene as it is: the stages reached, its actions and can1's xy at each step."""
+    expert, actions, can1 = station.expert(), [], []
     for _ in range(limit):
         actions.append(expert.act())
         station.step(actions[-1])
+        can1.append(station.view.pos("can1")[:2].copy())
         if all(station.stage_success()):
             break
-    return station.stage_success(), actions
+    return station.stage_success(), actions, np.array(can1)
 
 
 @pytest.mark.sim
@@ -67,7 +68,7 @@ def test_the_stack_cans_expert_takes_over_with_a_can_in_its_fingers(station):
     station.reset(seed=3)
     view = station.view
     expert_until(station, lambda s: view.grasping(0, "can1") and view.pos("can1")[2] > station.task.half + 0.05)
-    stages, actions = finish(station)
+    stages, actions, _ = finish(station)
     assert stages == [True, True]
     held = next(i for i, a in enumerate(actions) if a[6] < 0.5)  # the first release: the can is beside the first
     assert held > 10 and np.linalg.norm(view.pos("can1")[:2] - view.pos("can0")[:2]) < 2 * station.task.radius + 0.02
@@ -78,13 +79,12 @@ def test_the_stack_cans_expert_takes_over_after_the_first_stage_and_goes_for_the
     station.reset(seed=4)
     view = station.view
     expert_until(station, lambda s: s.stage_success()[0])
-    start = view.pos("can2").copy()
-    stages, actions = finish(station)
+    start, placed = view.pos("can2").copy(), view.pos("can1")[:2].copy()
+    stages, actions, can1 = finish(station)
     assert stages == [True, True]
+    assert np.abs(can1 - placed).max() < 0.005  # the second can, already placed, was never picked again
     first_grasp = next(i for i, a in enumerate(actions) if a[6] > 0.5)
-    assert first_grasp > 0  # the third can grasped where it stood: can1 was never picked again
-    assert np.linalg.norm(view.pos("can1")[:2] - view.pos("can0")[:2]) < 2 * station.task.radius + 0.02
-    assert np.linalg.norm(start[:2] - view.pos("can0")[:2]) > 0.05  # it was moved onto the first
+    assert first_grasp > 0 and np.linalg.norm(start[:2] - view.pos("can0")[:2]) > 0.05  # the third went on top
 
 
 class TakeoverEnv:
@@ -149,6 +149,7 @@ def test_a_policy_that_finishes_alone_leaves_nothing_to_record(tmp_path, monkeyp
     stats = collect_module.collect(load_recipe("stack_cans"), out, 1, workers=1, keep_failures=True,
                                    takeover=Takeover(bundles["stack_cans"], "gate", (20, 20)))  # fmt: skip
     assert stats.saved == 0 and stats.attempted == 1 and read_episode_rows(out) == []
+    assert stats.policy_finished == 1 and stats.successes == 0 and stats.stage_counts == [0, 0]
 
 
 def test_takeover_steps_parse_and_bad_takeovers_are_refused_before_anything_starts(tmp_path, bundles):
@@ -168,9 +169,27 @@ def test_takeover_steps_parse_and_bad_takeovers_are_refused_before_anything_star
     stack, pour = str(bundles["stack_cans"]), str(bundles["pour_coke"])
     assert "trained on pour_coke, not stack_cans" in collect("--takeover", pour)
     assert "--takeover-steps: must be N or FIRST-LAST" in collect("--takeover", stack, "--takeover-steps", "5-1")
-    assert "unknown router 'best'" in collect("--takeover", stack, "--takeover-router", "best")
+    assert "--takeover-steps: must be 1 <= FIRST <= LAST < the step limit 400" in collect(
+        "--takeover", stack, "--takeover-steps", "20-400"
+    )
+    assert "--takeover-router: unknown router 'best'" in collect("--takeover", stack, "--takeover-router", "best")
+    assert "--takeover-steps applies with --takeover BUNDLE" in collect("--takeover-steps", "20-30")
     assert "not a HarmoWAM bundle" in collect("--takeover", str(tmp_path))
     assert "scripted expert takes over" in collect("--takeover", stack, "--teleop", "keyboard")
     result = runner.invoke(app, ["collect", "--task", "pour_coke", "--episodes", "1", "--out", str(tmp_path / "p"),
                                  "--takeover", pour])  # fmt: skip
     assert result.exit_code == 2 and "cannot yet take over" in result.output and not (tmp_path / "p").exists()
+
+
+@pytest.mark.sim
+def test_a_takeover_on_the_simulated_station_records_the_policys_steps_then_the_experts(tmp_path, bundles):
+    small = [f"cameras.{i}.{side}=32" for i in range(3) for side in ("height", "width")]
+    recipe = load_recipe("stack_cans", small)
+    out = tmp_path / "ds"
+    takeover = Takeover(bundles["stack_cans"], "gate", (3, 3))
+    stats = collect_module.collect(recipe, out, 1, workers=1, seed=7, keep_failures=True, takeover=takeover)
+    reader = DatasetReader(out)
+    assert stats.saved == 1 and reader.episodes[0]["detours"] == [0, 3]
+    actions = reader.action[reader.episode_slice(0)]
+    assert np.isfinite(actions).all() and len(actions) > 100  # the expert went on after the policy's 3 steps
+    assert reader.frames(0, "front", range(4)).shape == (4, 32, 32, 3)

@@ -120,10 +120,11 @@ class DatasetReader:
 
     Attributes (global frame order, episode after episode): action (N, A) and state (N, S) float32, the mapped
     features at the dataset's own dimensions; interaction (N,) int64 (-1 unlabelled); task_index (N,) int64;
-    detour (N,) bool, the frames of the scripted expert's recovery detours (episode rows' `detours`; none in
-    a dataset without them); lengths / starts (E,) int64. Raises DatasetError, one line naming the file, for a
-    dataset that is not v3.0, a missing file, frame counts that disagree with the episodes table, a video
-    shorter than its episode, detours outside their episode or a mapping that names a feature the dataset lacks.
+    detour (N,) bool, the frames whose actions are not the expert's: its recovery detours and a learned
+    policy's steps before a takeover (episode rows' `detours`; none in a dataset without them); lengths /
+    starts (E,) int64. Raises DatasetError, one line naming the file, for a dataset that is not v3.0, a missing
+    file, frame counts that disagree with the episodes table, a video shorter than its episode, detours outside
+    their episode or a mapping that names a feature the dataset lacks.
     """
 
     def __init__(self, root: str | Path, mapping: fmt.DataMapping | None = None):

@@ -66,11 +66,11 @@ class ExpertWindows(Dataset):
 
     Item: images (cams, 3, S, S) uint8, the current frame of every camera (its `crops` box, resized to S);
     previous_images, the frame before (the first frame itself at an episode's start); state; instruction; action
-    (12, A) and action_is_pad (12,), true past the episode's end and in the scripted expert's recovery detours
-    (`DatasetReader.detour`), whose actions are not the expert's; interaction (the current frame's label, -1
-    unlabelled); frames (12, 3, h, w) uint8, the imagined future (or the real one with `real_frames`);
-    wm_hidden (N, D) and wm_frame_tokens (12, n, D), the world model's hidden tokens whole and regrouped per
-    future frame.
+    (12, A) and action_is_pad (12,), true past the episode's end and in the frames whose actions are not the
+    expert's (`DatasetReader.detour`: its recovery detours, a policy's steps before a takeover); interaction
+    (the current frame's label, -1 unlabelled); frames (12, 3, h, w) uint8, the imagined future (or the real one
+    with `real_frames`); wm_hidden (N, D) and wm_frame_tokens (12, n, D), the world model's hidden tokens whole and
+    regrouped per future frame.
     """
 
     def __init__(
@@ -307,7 +307,7 @@ class ExpertsTrainer:
         recipe, spec, reader = self.recipe, self.recipe.train_experts, self.reader
         config = wm.config
         clips = ClipDataset(reader, self.camera, episodes, config.resolution, config.num_frames)
-        detour = reader.detour  # a window starting in a recovery detour would teach the detour's actions
+        detour = reader.detour  # a window starting in a detour (or a takeover's policy steps) would teach their actions
         clips.index = [
             (ep, t) for ep, t in clips.index if t % spec.window_stride == 0 and not detour[reader.starts[ep] + t]
         ]
@@ -340,7 +340,7 @@ class ExpertsTrainer:
         frames = np.concatenate(
             [np.arange(reader.episode_slice(e).start, reader.episode_slice(e).stop) for e in self.train_episodes]
         )
-        frames = frames[~reader.detour[frames]]  # a recovery detour's actions are never a target
+        frames = frames[~reader.detour[frames]]  # a detour's (or a policy's) actions are never a target
         deltas = reader.action[frames] if self.action_targets in ("absolute", "pose") else None
         changes = self.state_changes[frames]
         normalizer = Normalizer.from_arrays(self.targets[frames], reader.state[frames], deltas, changes)

@@ -7,8 +7,10 @@ S1 `beside`: the second can stands on the table touching-close to the first, rel
 neither knocked over nor moved more than 2 cm. S2 `on_top`: the third can rests upright on the first,
 released, with both lower cans still standing.
 
-The scripted expert can take over mid-episode (`resumable`): it carries on with a can already in its fingers and
-skips a stage already reached, so `harmowam collect --takeover` records recoveries from a learned policy's states.
+The scripted expert can take over mid-episode (`resumable`): it skips stage 1 once that holds, and carries on with
+the can it is about to place (the second, or the third after stage 1) when that can is already in its fingers,
+lifting it straight up first; so `harmowam collect --takeover` records recoveries from a learned policy's states.
+Holding the third can before stage 1, it lets go of it to fetch the second.
 """
 
 from __future__ import annotations
@@ -121,13 +123,14 @@ class StackCans(SimTask):
             yield Waypoint([ArmTarget(np.r_[xy, eef_z + 0.004], down(yaw), 0.0)], speed=0.005, hold=3, timeout=25)
             yield Waypoint([ArmTarget(np.r_[xy, carry], down(yaw), 0.0)], speed=0.04, tol=0.015)
 
-        # a takeover (`resumable`) skips a stage already reached and a grasp already made; from the reset scene
-        # (nothing held, no stage reached) this is the whole plan, with the same random draws
+        def lift():  # taken over with the can in the fingers: straight up before carrying it anywhere
+            yield Waypoint([ArmTarget(np.r_[view.eef_pos(0)[:2], carry], down(yaw), 1.0)], speed=0.04, tol=0.012)
+
+        # a takeover (`resumable`) skips stage 1 once it holds and the grasp of a can already in the fingers; from
+        # the reset scene (nothing held, no stage reached) this is the whole plan, with the same random draws
         if not self.predicates(view)[0]:
-            if not view.grasping(0, "can1"):
-                yield from pick("can1")
+            yield from lift() if view.grasping(0, "can1") else pick("can1")
             yield from put(a[:2] + direction * (2 * r + 0.012), 0.0, "can1")
-        if not view.grasping(0, "can2"):
-            yield from pick("can2")
+        yield from lift() if view.grasping(0, "can2") else pick("can2")
         a = view.pos("can0")
         yield from put(a[:2], a[2] + h + 0.002, "can2")
