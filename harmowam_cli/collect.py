@@ -134,17 +134,17 @@ def run_collect(
     elif workers is not None and workers < 1:
         raise HarmoWAMError(f"--workers must be at least 1, got {workers}")
     check_detour(detour, teleop == "scripted" and backend == "sim")
+    recipe = load_recipe(task, overrides)
     takeover_spec = None
     if takeover is not None:  # before a device opens or anything is written
         steps = parse_takeover_steps(takeover_steps or "20-300")
         takeover_spec = Takeover(takeover, takeover_router or "gate", steps)
-        check_takeover(takeover_spec, load_recipe(task, overrides), teleop == "scripted" and backend == "sim")
+        check_takeover(takeover_spec, recipe, teleop == "scripted" and backend == "sim")
     elif takeover_router is not None or takeover_steps is not None:
         option = "--takeover-router" if takeover_router is not None else "--takeover-steps"
         raise HarmoWAMError(f"{option} applies with --takeover BUNDLE")
     if teleop != "scripted" and backend == "sim":
         device_class(teleop)  # an unknown kind, or a device that cannot run here, fails before anything starts
-    recipe = load_recipe(task, overrides)
     out = out or DEFAULT.data(recipe.name)
     if backend == "sim":
         check_seed(out, seed, shard_index, episodes, keep_failures, ood)

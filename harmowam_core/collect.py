@@ -41,6 +41,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from harmowam_core.config import Recipe
 from harmowam_core.data.format import DatasetSpec, frame_runs
 from harmowam_core.data.meta import read_episode_rows, used_seeds
@@ -104,8 +106,6 @@ class Takeover:
 
     def steps_for(self, seed: int) -> int:
         """The policy's steps before the takeover in the scene of `seed`."""
-        import numpy as np
-
         return int(np.random.default_rng([seed, TAKEOVER_STREAM]).integers(self.steps[0], self.steps[1] + 1))
 
 
@@ -158,10 +158,11 @@ def check_takeover(takeover: Takeover, recipe: Recipe, scripted_sim: bool) -> No
     trained = bundle_recipe(bundle)
     if trained.name != recipe.name:
         raise ParameterError("takeover", f"{bundle} was trained on {trained.name}, not {recipe.name}")
-    cameras = sorted((c.role, c.name) for c in recipe.cameras)
-    if (trained.fps, trained.arms) != (recipe.fps, recipe.arms) or sorted(
-        (c.role, c.name) for c in trained.cameras
-    ) != cameras:
+
+    def station(r: Recipe):  # what the policy reads and drives, as the recipe sets it
+        return r.fps, r.arms, sorted((c.role, c.name) for c in r.cameras)
+
+    if station(trained) != station(recipe):
         raise ParameterError(
             "takeover", f"{bundle} was trained with another rate, arms or cameras than this collection's recipe"
         )
@@ -283,7 +284,7 @@ class ScriptedRecorder:
                 action = pilot.act()
                 if pilot.detouring:
                     detours.append(len(recorder))
-                recorder.add_frame(action, obs.state, {self.names[r]: img for r, img in obs.images.items()})
+                recorder.add_frame(action, obs.state, self._images(obs))
                 obs = self.env.step(action)
                 if on_step is not None:
                     on_step()
@@ -302,6 +303,10 @@ class ScriptedRecorder:
         recorder.discard()
         return ScriptedEpisode(seed, stages, steps, None)
 
+    def _images(self, obs) -> dict:
+        """The observation's images by the dataset's camera names."""
+        return {self.names[r]: img for r, img in obs.images.items()}
+
     def _drive(self, obs, steps: int, recorder: EpisodeRecorder, on_step):
         """The takeover's policy acts for `steps` steps (fewer if it reaches every stage), recorded; returns the
         observation the expert takes over from."""
@@ -311,7 +316,7 @@ class ScriptedRecorder:
         with deterministic_cpu():  # the same episode whatever the worker count
             for _ in range(steps):
                 action = self.actor.act(obs)
-                recorder.add_frame(action, obs.state, {self.names[r]: img for r, img in obs.images.items()})
+                recorder.add_frame(action, obs.state, self._images(obs))
                 obs = self.env.step(action)
                 if on_step is not None:
                     on_step()
